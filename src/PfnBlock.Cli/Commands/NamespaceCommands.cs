@@ -1,0 +1,112 @@
+using System.CommandLine;
+using System.Text.Json;
+using PfnBlock.Memory;
+using PfnBlock.Namespaces;
+
+namespace PfnBlock.Cli.Commands;
+
+/// <summary><c>pfnblock namespace create|info|destroy</c>.</summary>
+internal static class NamespaceCommands
+{
+    public static Command Create()
+    {
+        var cmd = new Command("namespace", "Create, describe and destroy pmem namespaces.");
+        cmd.Subcommands.Add(CreateCommand());
+        cmd.Subcommands.Add(InfoCommand());
+        cmd.Subcommands.Add(DestroyCommand());
+        return cmd;
+    }
+
+    private static Option<string> PathOption() => new("--path") { Description = "Namespace file or device (e.g. /dev/shm/pmem0, /dev/dax0.0).", Required = true };
+
+    private static Command CreateCommand()
+    {
+        Option<string> path = PathOption();
+        Option<long> size = Cli.SizeOption("--size", "Namespace size, e.g. 1G.");
+        var mode = new Option<NamespaceMode>("--mode") { Description = "raw (byte-addressable) or sector (BTT, atomic sectors).", DefaultValueFactory = _ => NamespaceMode.Raw };
+        var sectorSize = new Option<uint>("--sector-size") { Description = "Logical block size: 512 or 4096.", DefaultValueFactory = _ => 512 };
+        sectorSize.AcceptOnlyFromAmong("512", "4096");
+        Option<long> align = Cli.SizeOption("--align", "Data alignment (default: 2M for namespaces of 256M or more, else 4k).", 0);
+        var map = new Option<DescriptorMapKind>("--map") { Description = "Page-descriptor map: none or dense.", DefaultValueFactory = _ => DescriptorMapKind.None };
+        var name = new Option<string>("--name") { Description = "A label stored in the info block.", DefaultValueFactory = _ => "" };
+        var force = new Option<bool>("--force") { Description = "Overwrite an existing namespace or other data at PATH." };
+        var cmd = new Command("create", "Format a file or device as a namespace.") { path, size, mode, sectorSize, align, map, name, force };
+        cmd.SetAction(r => Cli.Run(() =>
+        {
+            var options = new NamespaceCreateOptions
+            {
+                Size = r.GetValue(size),
+                Mode = r.GetValue(mode),
+                SectorSize = r.GetValue(sectorSize),
+                Align = checked((uint)r.GetValue(align)),
+                MapKind = r.GetValue(map),
+                Name = r.GetValue(name) ?? "",
+                Force = r.GetValue(force),
+            };
+            using PmemNamespace ns = PmemNamespace.Create(r.GetValue(path)!, options);
+            Console.WriteLine($"created {ns.Path}: {Describe(ns.Info)}");
+            Console.WriteLine($"persistence: {ns.PersistenceDescription}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command InfoCommand()
+    {
+        Option<string> path = PathOption();
+        var json = new Option<bool>("--json") { Description = "Print one JSON document." };
+        var cmd = new Command("info", "Describe a namespace from its info block.") { path, json };
+        cmd.SetAction(r => Cli.Run(() =>
+        {
+            string p = r.GetValue(path)!;
+            NamespaceInfoBlock info = PmemNamespace.ReadInfo(p, out bool fromBackup);
+            if (r.GetValue(json))
+            {
+                var doc = new
+                {
+                    path = p,
+                    uuid = info.Uuid,
+                    name = info.Name,
+                    mode = info.Mode.ToString().ToLowerInvariant(),
+                    version = $"{info.Major}.{info.Minor}",
+                    size = info.NamespaceSize,
+                    data_offset = info.DataOffset,
+                    data_size = info.DataSize,
+                    align = info.Align,
+                    sector_size = info.SectorSize,
+                    map = info.MapKind.ToString().ToLowerInvariant(),
+                    info_block = fromBackup ? "backup" : "primary",
+                };
+                Console.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+            }
+            else
+            {
+                Console.WriteLine($"{p}: {Describe(info)}");
+                Console.WriteLine($"  uuid {info.Uuid}  name '{info.Name}'  version {info.Major}.{info.Minor}");
+                Console.WriteLine($"  data offset {info.DataOffset}  data size {info.DataSize}  align {info.Align}  descriptors {info.MapKind.ToString().ToLowerInvariant()}");
+                if (fromBackup) Console.WriteLine("  warning: primary info block is invalid; described from the backup copy (opening the namespace repairs it)");
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command DestroyCommand()
+    {
+        Option<string> path = PathOption();
+        var force = new Option<bool>("--force") { Description = "Delete even if PATH is not a valid namespace." };
+        var cmd = new Command("destroy", "Delete a namespace (refuses if it is in use).") { path, force };
+        cmd.SetAction(r => Cli.Run(() =>
+        {
+            string p = r.GetValue(path)!;
+            PmemNamespace.Destroy(p, r.GetValue(force));
+            Console.WriteLine($"destroyed {p}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static string Describe(NamespaceInfoBlock info) =>
+        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {Devices.SizeParser.Format(info.NamespaceSize)} " +
+        $"({info.DataSize >> Pfn.PageShift} frames of data), sector size {info.SectorSize}";
+}

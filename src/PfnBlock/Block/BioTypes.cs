@@ -1,0 +1,97 @@
+using PfnBlock.Memory;
+
+namespace PfnBlock.Block;
+
+/// <summary>What a bio asks of a device (the kernel's REQ_OP_*).</summary>
+public enum BioOp : byte
+{
+    /// <summary>Read sectors into the bio's frames.</summary>
+    Read,
+    /// <summary>Write the bio's frames to sectors.</summary>
+    Write,
+    /// <summary>Make every completed write durable; carries no data.</summary>
+    Flush,
+    /// <summary>The sectors' contents are no longer needed; reads after it return zeros on devices that say so.</summary>
+    Discard,
+    /// <summary>Set the sectors to zeros; carries no data.</summary>
+    WriteZeroes,
+}
+
+/// <summary>Modifiers of a bio (the kernel's REQ_* flags).</summary>
+[Flags]
+public enum BioFlags : ushort
+{
+    /// <summary>No modifier.</summary>
+    None = 0,
+    /// <summary>Forced unit access: the write is durable when the bio completes.</summary>
+    Fua = 1,
+    /// <summary>Flush the device's volatile cache before the data of this bio.</summary>
+    Preflush = 2,
+    /// <summary>Write-zeroes must not deallocate (NBD's NO_HOLE).</summary>
+    NoUnmap = 4,
+}
+
+/// <summary>Completion status of a bio (the kernel's blk_status_t).</summary>
+public enum BlockStatus : byte
+{
+    /// <summary>Success.</summary>
+    Ok,
+    /// <summary>The medium or the backing store failed (EIO).</summary>
+    IoError,
+    /// <summary>The device does not implement the operation (EOPNOTSUPP).</summary>
+    NotSupported,
+    /// <summary>The request reaches beyond the device's capacity.</summary>
+    OutOfRange,
+    /// <summary>Malformed request: misaligned, empty, or a vector the device cannot reach (EINVAL).</summary>
+    Invalid,
+    /// <summary>The device cannot take the request now; resubmit later (never a failure).</summary>
+    Busy,
+    /// <summary>Write to a read-only device (EPERM/EROFS).</summary>
+    ReadOnly,
+}
+
+/// <summary>
+/// One segment of a bio: a byte range within a run of physically contiguous frames, named by
+/// pfn (the seed's <c>bio_vec</c> with <c>__pfn_t</c> in place of <c>struct page *</c>).
+/// </summary>
+/// <param name="Pfn">The first frame.</param>
+/// <param name="Offset">Byte offset from the start of that frame (may exceed a page for multi-page vectors).</param>
+/// <param name="Length">Bytes in the segment.</param>
+public readonly record struct BioVec(Pfn Pfn, uint Offset, uint Length);
+
+/// <summary>A device's capabilities, as data (the kernel's queue_limits.features).</summary>
+[Flags]
+public enum DeviceFeatures
+{
+    /// <summary>None.</summary>
+    None = 0,
+    /// <summary>The device has a volatile write cache; FLUSH and PREFLUSH do work.</summary>
+    WriteCache = 1,
+    /// <summary>FUA writes are honoured natively.</summary>
+    Fua = 2,
+    /// <summary>Discard is supported.</summary>
+    Discard = 4,
+    /// <summary>Write-zeroes is supported.</summary>
+    WriteZeroes = 8,
+    /// <summary>Direct access by pfn (<see cref="IDaxDevice"/>).</summary>
+    Dax = 16,
+    /// <summary>Writes are refused.</summary>
+    ReadOnly = 32,
+    /// <summary>The device completes every bio before Submit returns.</summary>
+    Synchronous = 64,
+    /// <summary>Reads after discard return zeros.</summary>
+    DiscardZeroesData = 128,
+    /// <summary>The device stores nothing (null device): reads return no written data.</summary>
+    DiscardsData = 256,
+}
+
+/// <summary>Size and alignment limits of a device (the kernel's queue_limits).</summary>
+/// <param name="LogicalBlockSize">Smallest addressable unit in bytes (512 or 4096); bio offsets and lengths are multiples of it.</param>
+/// <param name="PhysicalBlockSize">Unit the device writes atomically or most efficiently.</param>
+/// <param name="MaxBytesPerBio">Largest bio the driver takes; bigger ones are split by the block layer.</param>
+/// <param name="DmaAlignment">Required alignment of each vector's memory address and length (1 for CPU copies, 512 for O_DIRECT).</param>
+public readonly record struct DeviceLimits(int LogicalBlockSize, int PhysicalBlockSize, int MaxBytesPerBio, int DmaAlignment)
+{
+    /// <summary>Limits of a CPU-copying memory device.</summary>
+    public static DeviceLimits Memory(int logicalBlockSize = 512) => new(logicalBlockSize, Pfn.PageSize, 1 << 30, 1);
+}

@@ -1,0 +1,99 @@
+using PfnBlock.Block;
+using PfnBlock.Devices.Null;
+using PfnBlock.Devices.Pmem;
+using PfnBlock.Devices.Ram;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Devices;
+
+/// <summary>The kinds of device a spec can name.</summary>
+public enum DeviceKind
+{
+    /// <summary><c>pmem:PATH</c>: a namespace.</summary>
+    Pmem,
+    /// <summary><c>ram:SIZE</c>: a RAM disk.</summary>
+    Ram,
+    /// <summary><c>null:SIZE</c>: a null device.</summary>
+    Null,
+    /// <summary><c>file:PATH</c>: a file or block device through O_DIRECT.</summary>
+    File,
+}
+
+/// <summary>
+/// A device named on the command line: <c>pmem:PATH</c>, <c>ram:SIZE</c>, <c>null:SIZE</c> or
+/// <c>file:PATH</c>. Parsing checks the syntax only; <see cref="Open"/> checks the thing named.
+/// </summary>
+/// <param name="Kind">The kind of device.</param>
+/// <param name="Path">The path (pmem, file), else null.</param>
+/// <param name="Size">The size in bytes (ram, null), else 0.</param>
+public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
+{
+    /// <summary>Parses a spec.</summary>
+    /// <exception cref="FormatException">The text is not a valid spec; the message says why.</exception>
+    public static DeviceSpec Parse(string text)
+    {
+        int colon = text.IndexOf(':');
+        if (colon <= 0 || colon == text.Length - 1)
+            throw new FormatException($"invalid device spec '{text}': expected pmem:PATH, ram:SIZE, null:SIZE or file:PATH");
+        string kind = text[..colon];
+        string arg = text[(colon + 1)..];
+        return kind switch
+        {
+            "pmem" => new DeviceSpec(DeviceKind.Pmem, arg, 0),
+            "file" => new DeviceSpec(DeviceKind.File, arg, 0),
+            "ram" => new DeviceSpec(DeviceKind.Ram, null, SizeParser.Parse(arg)),
+            "null" => new DeviceSpec(DeviceKind.Null, null, SizeParser.Parse(arg)),
+            _ => throw new FormatException($"unknown device kind '{kind}' in '{text}': expected pmem, ram, null or file"),
+        };
+    }
+
+    /// <summary>Opens the device named.</summary>
+    public IBlockDevice Open(PhysicalAddressSpace? space = null) => Kind switch
+    {
+        DeviceKind.Pmem => PmemDevice.Open(Path!, space),
+        DeviceKind.Ram => RamDevice.Create(Size, space),
+        DeviceKind.Null => new NullDevice(Size, space),
+        DeviceKind.File => throw new NotSupportedException("file devices are not available in this build"),
+        _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
+    };
+
+    /// <inheritdoc/>
+    public override string ToString() => Kind switch
+    {
+        DeviceKind.Pmem => $"pmem:{Path}",
+        DeviceKind.File => $"file:{Path}",
+        DeviceKind.Ram => $"ram:{SizeParser.Format(Size)}",
+        _ => $"null:{SizeParser.Format(Size)}",
+    };
+}
+
+/// <summary>Sizes as people write them: 4096, 4k, 64M, 1G, 1T (binary units; an optional trailing B or iB).</summary>
+public static class SizeParser
+{
+    /// <summary>Parses a size.</summary>
+    /// <exception cref="FormatException">Not a size, or not positive.</exception>
+    public static long Parse(string text)
+    {
+        string t = text.Trim();
+        if (t.EndsWith("iB", StringComparison.OrdinalIgnoreCase)) t = t[..^2];
+        else if (t.EndsWith('B') || t.EndsWith('b')) t = t[..^1];
+        int shift = 0;
+        if (t.Length > 0)
+        {
+            shift = char.ToLowerInvariant(t[^1]) switch { 'k' => 10, 'm' => 20, 'g' => 30, 't' => 40, _ => 0 };
+            if (shift != 0) t = t[..^1];
+        }
+        if (!long.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long n) || n <= 0)
+            throw new FormatException($"invalid size '{text}': expected a positive number with an optional k, M, G or T suffix");
+        if (n > long.MaxValue >> shift) throw new FormatException($"size '{text}' is too large");
+        return n << shift;
+    }
+
+    /// <summary>Formats a size with the largest exact binary unit.</summary>
+    public static string Format(long bytes)
+    {
+        foreach ((int shift, string unit) in new[] { (40, "T"), (30, "G"), (20, "M"), (10, "k") })
+            if (bytes >= 1L << shift && (bytes & ((1L << shift) - 1)) == 0) return $"{bytes >> shift}{unit}";
+        return bytes.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+}

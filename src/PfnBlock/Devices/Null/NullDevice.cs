@@ -1,0 +1,31 @@
+using PfnBlock.Block;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Devices.Null;
+
+/// <summary>
+/// A device that stores nothing and completes every bio at once (the kernel's <c>null_blk</c>):
+/// reads leave the frames untouched. It measures the block layer's own overhead.
+/// </summary>
+public sealed class NullDevice : BlockDevice
+{
+    private readonly long _sectors;
+
+    /// <summary>Creates a null device of <paramref name="bytes"/> bytes.</summary>
+    public NullDevice(long bytes, PhysicalAddressSpace? space = null, string name = "null0") : base(name, space)
+    {
+        if (bytes <= 0 || bytes % Bio.SectorSize != 0) throw new ArgumentException($"null device size {bytes} must be a positive multiple of 512");
+        _sectors = bytes >> Bio.SectorShift;
+    }
+
+    /// <inheritdoc/>
+    public override long CapacitySectors => _sectors;
+    /// <inheritdoc/>
+    public override DeviceLimits Limits { get; } = DeviceLimits.Memory();
+    /// <inheritdoc/>
+    public override DeviceFeatures Features =>
+        DeviceFeatures.Discard | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous | DeviceFeatures.DiscardsData;
+
+    /// <inheritdoc/>
+    protected override void SubmitCore(Bio bio) => bio.Complete(BlockStatus.Ok);
+}

@@ -1,0 +1,40 @@
+using PfnBlock.Block;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Devices.Ram;
+
+/// <summary>
+/// A RAM disk (the kernel's <c>brd</c>): its sectors are a DRAM arena registered in the address
+/// space. Volatile, so it advertises no write cache: flushes complete at once.
+/// </summary>
+public sealed unsafe class RamDevice : MemoryDevice
+{
+    private readonly DramArena _arena;
+
+    private RamDevice(string name, DramArena arena) : base(name, arena.BaseAddress, arena.Size, arena.AddressSpace) => _arena = arena;
+
+    /// <summary>Creates a RAM disk of <paramref name="bytes"/> bytes (a multiple of 4096).</summary>
+    public static RamDevice Create(long bytes, PhysicalAddressSpace? space = null, string name = "ram0")
+    {
+        if (bytes <= 0 || bytes % Pfn.PageSize != 0) throw new ArgumentException($"RAM disk size {bytes} must be a positive multiple of 4096");
+        return new RamDevice(name, DramArena.Create(bytes, space, name));
+    }
+
+    /// <summary>The arena that holds the sectors.</summary>
+    public DramArena Arena => _arena;
+
+    /// <inheritdoc/>
+    public override DeviceLimits Limits { get; } = DeviceLimits.Memory();
+
+    /// <inheritdoc/>
+    public override DeviceFeatures Features =>
+        DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous;
+
+    /// <inheritdoc/>
+    protected override void WriteData(byte* dst, byte* src, nuint length) => Buffer.MemoryCopy(src, dst, length, length);
+    /// <inheritdoc/>
+    protected override void ZeroData(byte* dst, nuint length) => new Span<byte>(dst, checked((int)length)).Clear();
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing) => _arena.Dispose();
+}

@@ -1,0 +1,77 @@
+namespace PfnBlock.Memory;
+
+/// <summary>What kind of memory a region's frames are.</summary>
+public enum RegionKind
+{
+    /// <summary>Anonymous DRAM: volatile, CPU-addressable.</summary>
+    Dram,
+    /// <summary>Persistent memory: a mapped namespace file or device-DAX.</summary>
+    Pmem,
+    /// <summary>Device memory with no CPU mapping (e.g. a peer device's BAR); I/O only by DMA.</summary>
+    DeviceOnly,
+}
+
+/// <summary>
+/// A run of frames registered in a <see cref="PhysicalAddressSpace"/>: a DRAM arena or a pmem
+/// namespace's data area. The region owns the memory; the address space only numbers it.
+/// </summary>
+public abstract unsafe class MemoryRegion : IDisposable
+{
+    private readonly IPageDescriptorMap _descriptors;
+
+    /// <summary>Creates a region of <paramref name="frameCount"/> frames at <paramref name="baseAddress"/> (null when not CPU-addressable).</summary>
+    protected MemoryRegion(string name, RegionKind kind, long frameCount, byte* baseAddress, PfnFlags flags, IPageDescriptorMap? descriptors)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(frameCount);
+        Name = name;
+        Kind = kind;
+        FrameCount = frameCount;
+        BaseAddress = baseAddress;
+        _descriptors = descriptors ?? NoDescriptorMap.Instance;
+        // A frame with a descriptor is PFN_DEV|PFN_MAP (devmap); without one, plain PFN_DEV.
+        Flags = kind == RegionKind.Dram ? PfnFlags.None
+            : _descriptors.Kind == DescriptorMapKind.None ? flags | PfnFlags.Dev
+            : flags | PfnFlags.Dev | PfnFlags.Map;
+    }
+
+    /// <summary>A human-readable name ("dram0", a namespace path).</summary>
+    public string Name { get; }
+    /// <summary>The kind of memory.</summary>
+    public RegionKind Kind { get; }
+    /// <summary>Number of 4 KiB frames.</summary>
+    public long FrameCount { get; }
+    /// <summary>Size in bytes.</summary>
+    public long Size => FrameCount << Pfn.PageShift;
+    /// <summary>The CPU address of the first frame, or null for memory the CPU cannot reach.</summary>
+    public byte* BaseAddress { get; }
+    /// <summary>True when frames can be kmapped.</summary>
+    public bool IsCpuAddressable => BaseAddress != null;
+    /// <summary>Flags every pfn of this region carries; fixed for the region's life.</summary>
+    public PfnFlags Flags { get; }
+    /// <summary>The page-descriptor map of this region.</summary>
+    public IPageDescriptorMap Descriptors => _descriptors;
+    /// <summary>The first frame number, once registered; 0 before.</summary>
+    public ulong BaseFrame { get; internal set; }
+    /// <summary>The address space the region is registered in, if any.</summary>
+    public PhysicalAddressSpace? AddressSpace { get; internal set; }
+
+    /// <summary>The pfn of the region's <paramref name="frameIndex"/>-th frame.</summary>
+    public Pfn PfnAt(long frameIndex)
+    {
+        if ((ulong)frameIndex >= (ulong)FrameCount)
+            throw new ArgumentOutOfRangeException(nameof(frameIndex), frameIndex, $"region {Name} has {FrameCount} frames");
+        if (AddressSpace is null) throw new InvalidOperationException($"region {Name} is not registered in an address space");
+        return new Pfn(BaseFrame + (ulong)frameIndex, Flags);
+    }
+
+    /// <summary>Releases the memory. The region must have been removed from its address space first.</summary>
+    public void Dispose()
+    {
+        AddressSpace?.Remove(this);
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Releases the region's memory.</summary>
+    protected virtual void Dispose(bool disposing) => _descriptors.Dispose();
+}

@@ -1,0 +1,92 @@
+using PfnBlock.Interop;
+
+namespace PfnBlock.Namespaces;
+
+/// <summary>Thrown when a namespace is already claimed by another opener.</summary>
+public sealed class NamespaceInUseException(string message) : IOException(message);
+
+/// <summary>Thrown when a file is not a valid namespace (missing, foreign or corrupt info block).</summary>
+public sealed class InvalidNamespaceException(string message) : IOException(message);
+
+/// <summary>
+/// An open file or device descriptor with an exclusive claim: <c>flock(LOCK_EX|LOCK_NB)</c>, the
+/// user-space form of the seed's <c>blkdev_get(FMODE_EXCL)</c>. The claim ends with the
+/// descriptor, so a killed process never leaves a namespace locked.
+/// </summary>
+internal sealed class NamespaceFile : IDisposable
+{
+    private int _fd;
+
+    private NamespaceFile(string path, int fd, long size)
+    {
+        Path = path;
+        _fd = fd;
+        Size = size;
+    }
+
+    public string Path { get; }
+    public int Fd => _fd;
+    public long Size { get; }
+    public bool IsDeviceDax => Path.StartsWith("/dev/dax", StringComparison.Ordinal);
+
+    /// <summary>Opens and claims <paramref name="path"/>; creates it when <paramref name="create"/>.</summary>
+    public static NamespaceFile OpenClaimed(string path, bool create, bool writable = true)
+    {
+        int flags = (writable ? Libc.O_RDWR : Libc.O_RDONLY) | Libc.O_CLOEXEC | (create ? Libc.O_CREAT : 0);
+        int fd = Libc.open(path, flags, 0x1B0 /* 0660 */);
+        if (fd < 0)
+        {
+            int errno = Libc.Errno;
+            if (errno == Libc.ENOENT) throw new FileNotFoundException($"no such file: '{path}'", path);
+            throw Libc.ErrnoException(errno, "open", path);
+        }
+        if (Libc.flock(fd, (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) != 0)
+        {
+            int errno = Libc.Errno;
+            _ = Libc.close(fd);
+            if (errno == Libc.EWOULDBLOCK)
+                throw new NamespaceInUseException($"'{path}' is in use by another process (exclusive claim held)");
+            throw Libc.ErrnoException(errno, "flock", path);
+        }
+        long size = DeviceSize(path, fd);
+        return new NamespaceFile(path, fd, size);
+    }
+
+    private static long DeviceSize(string path, int fd)
+    {
+        if (path.StartsWith("/dev/dax", StringComparison.Ordinal))
+        {
+            // Device-DAX is a character device: its size comes from sysfs, not lseek.
+            string sys = $"/sys/bus/dax/devices/{System.IO.Path.GetFileName(path)}/size";
+            if (File.Exists(sys) && long.TryParse(File.ReadAllText(sys).Trim(), out long daxSize)) return daxSize;
+            throw new IOException($"cannot read the size of device-DAX '{path}' from {sys}");
+        }
+        long end = Libc.lseek(fd, 0, Libc.SEEK_END);
+        if (end < 0) Libc.ThrowErrno("lseek", path);
+        return end;
+    }
+
+    /// <summary>Sets the file's size and reserves its blocks (regular files only).</summary>
+    public void Resize(long size)
+    {
+        if (Libc.ftruncate(_fd, size) != 0) Libc.ThrowErrno("ftruncate", Path);
+        // Reserve the space now so a full filesystem fails here and not on a store through the mapping (SIGBUS).
+        if (Libc.fallocate(_fd, 0, 0, size) != 0 && Libc.Errno != Libc.EOPNOTSUPP) Libc.ThrowErrno("fallocate", Path);
+    }
+
+    public unsafe int ReadAt(Span<byte> buffer, long offset)
+    {
+        fixed (byte* p = buffer)
+        {
+            nint n = Libc.pread(_fd, p, (nuint)buffer.Length, offset);
+            if (n < 0) Libc.ThrowErrno("pread", Path);
+            return (int)n;
+        }
+    }
+
+    public void Dispose()
+    {
+        int fd = Interlocked.Exchange(ref _fd, -1);
+        if (fd >= 0) _ = Libc.close(fd);
+    }
+}

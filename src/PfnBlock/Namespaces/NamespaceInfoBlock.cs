@@ -1,0 +1,180 @@
+using System.Buffers.Binary;
+using System.Text;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Namespaces;
+
+/// <summary>How a namespace presents its data area.</summary>
+public enum NamespaceMode : uint
+{
+    /// <summary>Byte-addressable pmem exposed as a block device with no sector atomicity (ndctl "raw"/"fsdax").</summary>
+    Raw = 1,
+    /// <summary>A Block Translation Table makes sector writes atomic (ndctl "sector").</summary>
+    Sector = 2,
+}
+
+/// <summary>
+/// The PfnBlock namespace info block: the first 4 KiB of a namespace, with a backup copy in the
+/// last 4 KiB. Shaped after the kernel's pfn info block (<c>struct nd_pfn_sb</c>, ndctl
+/// <c>namespace.h</c>) and checksummed the same way, so a namespace is recognised, reopened and
+/// described without outside state.
+/// </summary>
+/// <remarks>
+/// Layout, little-endian (PfnBlock format 1.0):
+/// <code>
+/// off  size field
+///   0    16 signature      "PFNBLOCK_NSINFO\0"
+///  16    16 uuid           namespace identity (RFC 4122 bytes)
+///  32    16 parent_uuid    zero, or the device the namespace was carved from
+///  48     4 flags          bit 0 = error (the namespace was marked failed)
+///  52     2 major          1: readers refuse any other major
+///  54     2 minor          0: readers accept any minor
+///  56     8 size           namespace size in bytes when created (the file may be larger, never smaller)
+///  64     8 dataoff        byte offset of the data area, a multiple of align
+///  72     8 datasize       bytes of the data area
+///  80     4 align          data alignment in bytes (power of two, ≥ 4096)
+///  84     4 mode           1 raw, 2 sector
+///  88     4 sector_size    logical block size exposed (512 or 4096)
+///  92     4 map_kind       page-descriptor map (0 none, 1 dense, 2 device, 3 huge, 4 on demand)
+///  96     8 map_off        byte offset of in-device descriptors (map_kind 2), else 0
+/// 104     8 map_size       bytes reserved for them, else 0
+/// 112    64 name           UTF-8, NUL-padded
+/// 176  3912 reserved       zero
+/// 4088    8 checksum       Fletcher-64 of the 4 KiB block with this field zeroed
+/// </code>
+/// The backup copy at <c>size - 4096</c> is written first and read when the primary fails
+/// validation (as the BTT does with its info2 block).
+/// </remarks>
+public sealed record NamespaceInfoBlock
+{
+    /// <summary>Size of the block on media.</summary>
+    public const int Size = 4096;
+    /// <summary>Offset of the checksum field.</summary>
+    public const int ChecksumOffset = 4088;
+    /// <summary>The major version this code reads and writes.</summary>
+    public const ushort CurrentMajor = 1;
+    /// <summary>The minor version this code writes.</summary>
+    public const ushort CurrentMinor = 0;
+    /// <summary>The signature.</summary>
+    public static ReadOnlySpan<byte> Signature => "PFNBLOCK_NSINFO\0"u8;
+
+    /// <summary>Namespace identity.</summary>
+    public Guid Uuid { get; init; }
+    /// <summary>Parent identity, or empty.</summary>
+    public Guid ParentUuid { get; init; }
+    /// <summary>Flags (bit 0: error).</summary>
+    public uint Flags { get; init; }
+    /// <summary>Format major version.</summary>
+    public ushort Major { get; init; } = CurrentMajor;
+    /// <summary>Format minor version.</summary>
+    public ushort Minor { get; init; } = CurrentMinor;
+    /// <summary>Namespace size in bytes.</summary>
+    public long NamespaceSize { get; init; }
+    /// <summary>Offset of the data area.</summary>
+    public long DataOffset { get; init; }
+    /// <summary>Size of the data area.</summary>
+    public long DataSize { get; init; }
+    /// <summary>Alignment of the data area.</summary>
+    public uint Align { get; init; }
+    /// <summary>Mode.</summary>
+    public NamespaceMode Mode { get; init; }
+    /// <summary>Logical block size exposed.</summary>
+    public uint SectorSize { get; init; }
+    /// <summary>Descriptor map kind.</summary>
+    public DescriptorMapKind MapKind { get; init; }
+    /// <summary>Offset of in-device descriptors.</summary>
+    public long MapOffset { get; init; }
+    /// <summary>Bytes reserved for in-device descriptors.</summary>
+    public long MapSize { get; init; }
+    /// <summary>Human-readable name.</summary>
+    public string Name { get; init; } = "";
+
+    /// <summary>Offset of the backup copy for a namespace of <paramref name="namespaceSize"/> bytes.</summary>
+    public static long BackupOffset(long namespaceSize) => namespaceSize - Size;
+
+    /// <summary>Serialises the block with its checksum.</summary>
+    public void Write(Span<byte> block)
+    {
+        if (block.Length < Size) throw new ArgumentException("block is smaller than 4 KiB", nameof(block));
+        block = block[..Size];
+        block.Clear();
+        Signature.CopyTo(block);
+        Uuid.TryWriteBytes(block[16..], bigEndian: true, out _);
+        ParentUuid.TryWriteBytes(block[32..], bigEndian: true, out _);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[48..], Flags);
+        BinaryPrimitives.WriteUInt16LittleEndian(block[52..], Major);
+        BinaryPrimitives.WriteUInt16LittleEndian(block[54..], Minor);
+        BinaryPrimitives.WriteInt64LittleEndian(block[56..], NamespaceSize);
+        BinaryPrimitives.WriteInt64LittleEndian(block[64..], DataOffset);
+        BinaryPrimitives.WriteInt64LittleEndian(block[72..], DataSize);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[80..], Align);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[84..], (uint)Mode);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[88..], SectorSize);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[92..], (uint)MapKind);
+        BinaryPrimitives.WriteInt64LittleEndian(block[96..], MapOffset);
+        BinaryPrimitives.WriteInt64LittleEndian(block[104..], MapSize);
+        byte[] name = Encoding.UTF8.GetBytes(Name);
+        if (name.Length > 64) throw new ArgumentException("name is longer than 64 bytes");
+        name.CopyTo(block[112..]);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[ChecksumOffset..], Fletcher64.ComputeSkipping(block, ChecksumOffset));
+    }
+
+    /// <summary>True when the block starts with the PfnBlock signature (checksum not checked).</summary>
+    public static bool HasSignature(ReadOnlySpan<byte> block) => block.Length >= 16 && block[..16].SequenceEqual(Signature);
+
+    /// <summary>
+    /// Parses and validates a block: signature, checksum, version, and that every field is
+    /// consistent with a namespace of <paramref name="deviceSize"/> bytes.
+    /// </summary>
+    /// <param name="block">4 KiB read from the device.</param>
+    /// <param name="deviceSize">The size of the file or device now.</param>
+    /// <param name="info">The parsed block when valid.</param>
+    /// <param name="error">Why the block is not valid.</param>
+    public static bool TryParse(ReadOnlySpan<byte> block, long deviceSize, out NamespaceInfoBlock? info, out string? error)
+    {
+        info = null;
+        if (block.Length < Size) { error = "shorter than an info block"; return false; }
+        if (!HasSignature(block)) { error = "no PfnBlock namespace signature"; return false; }
+        ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(block[ChecksumOffset..]);
+        ulong computed = Fletcher64.ComputeSkipping(block[..Size], ChecksumOffset);
+        if (stored != computed) { error = $"checksum mismatch (stored {stored:x16}, computed {computed:x16})"; return false; }
+        var b = new NamespaceInfoBlock
+        {
+            Uuid = new Guid(block.Slice(16, 16), bigEndian: true),
+            ParentUuid = new Guid(block.Slice(32, 16), bigEndian: true),
+            Flags = BinaryPrimitives.ReadUInt32LittleEndian(block[48..]),
+            Major = BinaryPrimitives.ReadUInt16LittleEndian(block[52..]),
+            Minor = BinaryPrimitives.ReadUInt16LittleEndian(block[54..]),
+            NamespaceSize = BinaryPrimitives.ReadInt64LittleEndian(block[56..]),
+            DataOffset = BinaryPrimitives.ReadInt64LittleEndian(block[64..]),
+            DataSize = BinaryPrimitives.ReadInt64LittleEndian(block[72..]),
+            Align = BinaryPrimitives.ReadUInt32LittleEndian(block[80..]),
+            Mode = (NamespaceMode)BinaryPrimitives.ReadUInt32LittleEndian(block[84..]),
+            SectorSize = BinaryPrimitives.ReadUInt32LittleEndian(block[88..]),
+            MapKind = (DescriptorMapKind)BinaryPrimitives.ReadUInt32LittleEndian(block[92..]),
+            MapOffset = BinaryPrimitives.ReadInt64LittleEndian(block[96..]),
+            MapSize = BinaryPrimitives.ReadInt64LittleEndian(block[104..]),
+            Name = Encoding.UTF8.GetString(block.Slice(112, 64)).TrimEnd('\0'),
+        };
+        error = b.CheckGeometry(deviceSize);
+        if (error is not null) return false;
+        info = b;
+        return true;
+    }
+
+    /// <summary>Null when the fields describe a usable namespace on a device of <paramref name="deviceSize"/> bytes, else the reason.</summary>
+    public string? CheckGeometry(long deviceSize)
+    {
+        if (Major != CurrentMajor) return $"unsupported format version {Major}.{Minor} (this build reads {CurrentMajor}.x)";
+        if (Mode is not (NamespaceMode.Raw or NamespaceMode.Sector)) return $"unknown mode {(uint)Mode}";
+        if (SectorSize is not (512 or 4096)) return $"invalid sector size {SectorSize}";
+        if (Align < Pfn.PageSize || !uint.IsPow2(Align)) return $"invalid alignment {Align}";
+        if (!Enum.IsDefined(MapKind)) return $"unknown descriptor map kind {(uint)MapKind}";
+        if (NamespaceSize < 3 * Size || NamespaceSize > deviceSize) return $"namespace size {NamespaceSize} does not fit the device ({deviceSize} bytes)";
+        if (DataOffset < Size || DataOffset % Align != 0) return $"data offset {DataOffset} is not an aligned offset past the info block";
+        if (DataSize <= 0 || DataSize % Pfn.PageSize != 0 || DataOffset + DataSize > BackupOffset(NamespaceSize))
+            return $"data area [{DataOffset}, +{DataSize}) overlaps the backup info block or is not page-sized";
+        if (MapSize != 0 && (MapOffset < Size || MapOffset + MapSize > DataOffset)) return "descriptor reserve overlaps the data area";
+        return null;
+    }
+}

@@ -1,0 +1,257 @@
+using PfnBlock.Interop;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Namespaces;
+
+/// <summary>Choices for <see cref="PmemNamespace.Create"/>.</summary>
+public sealed record NamespaceCreateOptions
+{
+    /// <summary>Total size in bytes (file size).</summary>
+    public required long Size { get; init; }
+    /// <summary>Mode of the data area.</summary>
+    public NamespaceMode Mode { get; init; } = NamespaceMode.Raw;
+    /// <summary>Logical block size (512 or 4096).</summary>
+    public uint SectorSize { get; init; } = 512;
+    /// <summary>Data alignment; 0 picks 2 MiB for namespaces of 256 MiB and more, else 4 KiB.</summary>
+    public uint Align { get; init; }
+    /// <summary>Page-descriptor map to use when the namespace is opened.</summary>
+    public DescriptorMapKind MapKind { get; init; } = DescriptorMapKind.None;
+    /// <summary>A name shown by info.</summary>
+    public string Name { get; init; } = "";
+    /// <summary>Overwrite an existing namespace or foreign data.</summary>
+    public bool Force { get; init; }
+
+    /// <summary>The smallest namespace: info block, one data page, backup info block.</summary>
+    public const long MinSize = 1 << 20;
+}
+
+/// <summary>The region of a namespace's data area in the physical address space.</summary>
+public sealed unsafe class PmemRegion : MemoryRegion
+{
+    internal PmemRegion(string name, long frames, byte* address, IPageDescriptorMap descriptors)
+        : base(name, RegionKind.Pmem, frames, address, PfnFlags.None, descriptors) { }
+}
+
+/// <summary>
+/// A persistent-memory namespace: a file (on a DAX filesystem, tmpfs or any filesystem) or a
+/// device-DAX node, formatted with a <see cref="NamespaceInfoBlock"/>, claimed exclusively,
+/// mapped shared, and registered as a <see cref="PmemRegion"/> so its frames have pfns.
+/// </summary>
+public sealed unsafe class PmemNamespace : IDisposable
+{
+    private readonly NamespaceFile _file;
+    private nint _mapping;
+    private readonly nuint _mapLength;
+
+    private PmemNamespace(NamespaceFile file, nint mapping, NamespaceInfoBlock info, PersistenceMode mode, bool recoveredFromBackup, PhysicalAddressSpace space)
+    {
+        _file = file;
+        _mapping = mapping;
+        _mapLength = (nuint)info.NamespaceSize;
+        Info = info;
+        Persistence = mode;
+        RecoveredFromBackup = recoveredFromBackup;
+        DataAddress = (byte*)mapping + info.DataOffset;
+        Region = new PmemRegion(file.Path, info.DataSize >> Pfn.PageShift, DataAddress,
+            DescriptorMaps.Create(info.MapKind, info.DataSize >> Pfn.PageShift));
+        space.Add(Region);
+    }
+
+    /// <summary>The file or device path.</summary>
+    public string Path => _file.Path;
+    /// <summary>The validated info block.</summary>
+    public NamespaceInfoBlock Info { get; }
+    /// <summary>How writes become durable on this mapping.</summary>
+    public PersistenceMode Persistence { get; }
+    /// <summary>True when the primary info block was bad and the backup was used (and rewritten to the primary).</summary>
+    public bool RecoveredFromBackup { get; }
+    /// <summary>CPU address of the data area.</summary>
+    public byte* DataAddress { get; }
+    /// <summary>Bytes in the data area.</summary>
+    public long DataSize => Info.DataSize;
+    /// <summary>The data area's frames.</summary>
+    public PmemRegion Region { get; }
+    /// <summary>CPU address of the namespace's first byte (the info block).</summary>
+    public byte* BaseAddress => (byte*)_mapping;
+
+    /// <summary>
+    /// Formats <paramref name="path"/> as a namespace and opens it. Refuses to overwrite an existing
+    /// namespace or a non-empty file unless <see cref="NamespaceCreateOptions.Force"/>.
+    /// </summary>
+    public static PmemNamespace Create(string path, NamespaceCreateOptions options, PhysicalAddressSpace? space = null)
+    {
+        uint align = options.Align != 0 ? options.Align : options.Size >= 256L << 20 ? 2u << 20 : (uint)Pfn.PageSize;
+        if (options.Size < NamespaceCreateOptions.MinSize)
+            throw new ArgumentException($"namespace size {options.Size} is below the minimum of {NamespaceCreateOptions.MinSize} bytes");
+        if (options.Size % Pfn.PageSize != 0) throw new ArgumentException($"namespace size {options.Size} is not a multiple of 4096");
+        if (align < Pfn.PageSize || !uint.IsPow2(align)) throw new ArgumentException($"alignment {align} must be a power of two of at least 4096");
+        if (options.SectorSize is not (512 or 4096)) throw new ArgumentException($"sector size {options.SectorSize} must be 512 or 4096");
+        if (options.Mode == NamespaceMode.Sector) throw new NotSupportedException("sector mode (BTT) is not available in this build");
+
+        NamespaceFile file = NamespaceFile.OpenClaimed(path, create: true);
+        try
+        {
+            if (!options.Force) RefuseToOverwrite(file);
+            if (!file.IsDeviceDax) file.Resize(options.Size);
+            else if (file.Size < options.Size) throw new ArgumentException($"device '{path}' has only {file.Size} bytes");
+
+            long dataOffset = AlignUp(NamespaceInfoBlock.Size, align);
+            long dataSize = (NamespaceInfoBlock.BackupOffset(options.Size) - dataOffset) & ~(long)(Pfn.PageSize - 1);
+            if (dataSize <= 0) throw new ArgumentException($"namespace size {options.Size} leaves no data area with alignment {align}");
+            var info = new NamespaceInfoBlock
+            {
+                Uuid = Guid.NewGuid(),
+                NamespaceSize = options.Size,
+                DataOffset = dataOffset,
+                DataSize = dataSize,
+                Align = align,
+                Mode = options.Mode,
+                SectorSize = options.SectorSize,
+                MapKind = options.MapKind,
+                Name = options.Name,
+            };
+            (nint map, PersistenceMode mode) = Map(file, options.Size);
+            byte* p = (byte*)map;
+            // Backup first, then primary: a crash in between leaves a valid backup to recover from.
+            info.Write(new Span<byte>(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size));
+            PersistMapped(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size, map, mode);
+            info.Write(new Span<byte>(p, NamespaceInfoBlock.Size));
+            PersistMapped(p, NamespaceInfoBlock.Size, map, mode);
+            return new PmemNamespace(file, map, info, mode, false, space ?? PhysicalAddressSpace.Shared);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens and claims an existing namespace, validating its info block (falling back to the backup copy).</summary>
+    /// <exception cref="InvalidNamespaceException">Neither info block is valid.</exception>
+    /// <exception cref="NamespaceInUseException">Another process holds the namespace.</exception>
+    public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null)
+    {
+        NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false);
+        try
+        {
+            NamespaceInfoBlock info = ReadValidInfo(file, out bool fromBackup);
+            (nint map, PersistenceMode mode) = Map(file, info.NamespaceSize);
+            if (fromBackup)
+            {
+                // Repair the primary from the backup so the next open need not fall back.
+                info.Write(new Span<byte>((byte*)map, NamespaceInfoBlock.Size));
+                PersistMapped((byte*)map, NamespaceInfoBlock.Size, map, mode);
+            }
+            if (info.Mode == NamespaceMode.Sector) throw new NotSupportedException($"'{path}' is a sector-mode (BTT) namespace, which this build cannot open");
+            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Reads and validates the info block without claiming or mapping (works while another process has the namespace open).</summary>
+    public static NamespaceInfoBlock ReadInfo(string path, out bool fromBackup)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"no such file: '{path}'", path);
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        return ParseWithBackup(path, stream.Length, (block, offset) => { stream.Position = offset; stream.ReadExactly(block); }, out fromBackup);
+    }
+
+    private static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)
+    {
+        if (file.IsDeviceDax) throw new NotSupportedException("opening device-DAX namespaces is not supported yet");
+        return ParseWithBackup(file.Path, file.Size, (block, offset) => file.ReadAt(block, offset), out fromBackup);
+    }
+
+    /// <summary>The primary info block if valid, else the backup (whose recorded size must match the device), else a clear error.</summary>
+    private static NamespaceInfoBlock ParseWithBackup(string path, long size, Action<byte[], long> readAt, out bool fromBackup)
+    {
+        if (size < 3 * NamespaceInfoBlock.Size) throw new InvalidNamespaceException($"'{path}' is too small to be a namespace ({size} bytes)");
+        byte[] block = new byte[NamespaceInfoBlock.Size];
+        readAt(block, 0);
+        if (NamespaceInfoBlock.TryParse(block, size, out NamespaceInfoBlock? info, out string? primaryError)) { fromBackup = false; return info!; }
+        bool primarySigned = NamespaceInfoBlock.HasSignature(block);
+        readAt(block, NamespaceInfoBlock.BackupOffset(size));
+        if (NamespaceInfoBlock.TryParse(block, size, out info, out string? backupError) && info!.NamespaceSize == size) { fromBackup = true; return info; }
+        if (!primarySigned && !NamespaceInfoBlock.HasSignature(block))
+            throw new InvalidNamespaceException($"'{path}' is not a PfnBlock namespace (no info block signature)");
+        throw new InvalidNamespaceException($"'{path}': corrupt namespace info block (primary: {primaryError}; backup: {backupError})");
+    }
+
+    /// <summary>
+    /// Deletes a namespace file, holding its exclusive claim while doing so. Refuses a file that
+    /// is not a valid namespace unless <paramref name="force"/>.
+    /// </summary>
+    public static void Destroy(string path, bool force)
+    {
+        using (NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false))
+        {
+            if (!force) _ = ReadValidInfo(file, out _);
+            if (file.IsDeviceDax) throw new NotSupportedException("destroying device-DAX namespaces is not supported yet");
+            // Delete while the claim is held so no one opens it between the check and the unlink.
+            File.Delete(path);
+        }
+    }
+
+    private static void RefuseToOverwrite(NamespaceFile file)
+    {
+        if (file.Size == 0) return;
+        byte[] head = new byte[NamespaceInfoBlock.Size];
+        _ = file.ReadAt(head, 0);
+        if (NamespaceInfoBlock.HasSignature(head))
+            throw new IOException($"'{file.Path}' is already a PfnBlock namespace; use --force to overwrite it");
+        throw new IOException($"'{file.Path}' already exists and holds {file.Size} bytes of other data; use --force to overwrite it");
+    }
+
+    private static (nint Map, PersistenceMode Mode) Map(NamespaceFile file, long size)
+    {
+        // MAP_SYNC only exists for DAX mappings; elsewhere fall back to page-cache semantics and say so.
+        nint p = Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED_VALIDATE | Libc.MAP_SYNC, file.Fd, 0);
+        if (p != Libc.MAP_FAILED) return (p, PersistenceMode.CpuCache);
+        int errno = Libc.Errno;
+        if (errno is not (Libc.EOPNOTSUPP or Libc.EINVAL)) throw Libc.ErrnoException(errno, "mmap(MAP_SYNC)", file.Path);
+        p = Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, file.Fd, 0);
+        if (p == Libc.MAP_FAILED) Libc.ThrowErrno("mmap", file.Path);
+        return (p, PersistenceMode.Msync);
+    }
+
+    private static void PersistMapped(byte* address, long length, nint map, PersistenceMode mode)
+    {
+        if (mode == PersistenceMode.CpuCache) { PersistentMemory.Persist(address, (nuint)length); return; }
+        nint start = (nint)address & ~(nint)(Pfn.PageSize - 1);
+        nint end = ((nint)address + (nint)length + Pfn.PageSize - 1) & ~(nint)(Pfn.PageSize - 1);
+        if (Libc.msync(start, (nuint)(end - start), Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync");
+    }
+
+    /// <summary>Makes <paramref name="length"/> bytes of the data area at <paramref name="offset"/> durable.</summary>
+    public void PersistRange(long offset, long length) => PersistMapped(DataAddress + offset, length, _mapping, Persistence);
+
+    /// <summary>Makes every write to the namespace durable (<c>nvdimm_flush</c>).</summary>
+    public void Flush()
+    {
+        if (Persistence == PersistenceMode.CpuCache) { PersistentMemory.Drain(); return; }
+        if (Libc.msync(_mapping, _mapLength, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
+    }
+
+    /// <summary>A one-line description of the persistence path in force (like libpmem's <c>pmem_is_pmem</c>).</summary>
+    public string PersistenceDescription => Persistence switch
+    {
+        PersistenceMode.CpuCache => $"MAP_SYNC DAX mapping: durable after {PersistentMemory.CopyPath} non-temporal stores + sfence",
+        _ => "page-cache mapping (no MAP_SYNC on this filesystem): survives a process kill at once, power loss only after msync on flush/FUA",
+    };
+
+    private static long AlignUp(long value, long align) => (value + align - 1) & ~(align - 1);
+
+    /// <summary>Unmaps, removes the region and releases the claim.</summary>
+    public void Dispose()
+    {
+        nint map = Interlocked.Exchange(ref _mapping, 0);
+        if (map == 0) return;
+        Region.Dispose();
+        _ = Libc.munmap(map, _mapLength);
+        _file.Dispose();
+    }
+}
