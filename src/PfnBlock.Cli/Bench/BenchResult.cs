@@ -1,0 +1,84 @@
+using System.Text.Json.Nodes;
+using HdrHistogram;
+
+namespace PfnBlock.Cli.Bench;
+
+/// <summary>Figures of one direction (reads or writes) of a run, in fio's terms.</summary>
+internal sealed record DirectionResult(long Ios, long Bytes, double Seconds, LongHistogram Latency)
+{
+    public double Iops => Seconds > 0 ? Ios / Seconds : 0;
+    public double BytesPerSecond => Seconds > 0 ? Bytes / Seconds : 0;
+
+    /// <summary>The percentiles fio prints by default.</summary>
+    public static readonly double[] Percentiles = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99];
+
+    public long Percentile(double p) => Ios == 0 ? 0 : Latency.GetValueAtPercentile(p);
+    public long Max => Ios == 0 ? 0 : Latency.GetMaxValue();
+    public double Mean => Ios == 0 ? 0 : Latency.GetMean();
+    public double StdDev => Ios == 0 ? 0 : Latency.GetStdDeviation();
+
+    /// <summary>The direction as fio's JSON shape ("io_bytes", "bw_bytes", "iops", "lat_ns": {…}).</summary>
+    public JsonObject ToJson()
+    {
+        var percentiles = new JsonObject();
+        foreach (double p in Percentiles) percentiles[p.ToString("F6", System.Globalization.CultureInfo.InvariantCulture)] = Percentile(p);
+        return new JsonObject
+        {
+            ["io_bytes"] = Bytes,
+            ["bw_bytes"] = (long)BytesPerSecond,
+            ["bw"] = (long)(BytesPerSecond / 1024),
+            ["iops"] = Iops,
+            ["runtime"] = (long)(Seconds * 1000),
+            ["total_ios"] = Ios,
+            ["lat_ns"] = new JsonObject
+            {
+                ["min"] = Percentile(0),
+                ["max"] = Max,
+                ["mean"] = Mean,
+                ["stddev"] = StdDev,
+                ["N"] = Ios,
+                ["percentile"] = percentiles,
+            },
+        };
+    }
+}
+
+/// <summary>The outcome of a benchmark workload.</summary>
+internal sealed record BenchResult(
+    BenchOptions Options,
+    string DeviceDescription,
+    DirectionResult Read,
+    DirectionResult Write,
+    double AllocatedBytesPerIo,
+    double CpuSecondsUser,
+    double CpuSecondsSystem,
+    string? Error)
+{
+    public long TotalIos => Read.Ios + Write.Ios;
+
+    public JsonObject ToJson() => new()
+    {
+        ["jobname"] = $"{Options.RwName}-bs{Options.BlockSize}-qd{Options.IoDepth}-j{Options.Jobs}",
+        ["device"] = Options.Device.ToString(),
+        ["device_description"] = DeviceDescription,
+        ["job options"] = new JsonObject
+        {
+            ["rw"] = Options.RwName,
+            ["bs"] = Options.BlockSize,
+            ["iodepth"] = Options.IoDepth,
+            ["numjobs"] = Options.Jobs,
+            ["runtime"] = Options.RuntimeSeconds,
+            ["ramp_time"] = Options.RampSeconds,
+            ["size"] = Options.Size,
+            ["rwmixread"] = Options.ReadMixPercent,
+            ["verify"] = Options.Verify,
+            ["fua"] = Options.Fua,
+        },
+        ["read"] = Read.ToJson(),
+        ["write"] = Write.ToJson(),
+        ["usr_cpu"] = CpuSecondsUser,
+        ["sys_cpu"] = CpuSecondsSystem,
+        ["alloc_bytes_per_io"] = AllocatedBytesPerIo,
+        ["error"] = Error,
+    };
+}
