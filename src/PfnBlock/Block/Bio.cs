@@ -164,9 +164,15 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     public void Complete(BlockStatus status)
     {
         if (status != BlockStatus.Ok) Interlocked.CompareExchange(ref _status, (int)status, 0);
-        int left = Interlocked.Decrement(ref _remaining);
-        if (left > 0) return;
-        if (left < 0) throw new InvalidOperationException("bio completed more than once");
+        // Unchained bios (the common case) see 1 here and need no locked instruction: whoever
+        // else held a count has already dropped it.
+        if (Volatile.Read(ref _remaining) == 1) _remaining = 0;
+        else
+        {
+            int left = Interlocked.Decrement(ref _remaining);
+            if (left > 0) return;
+            if (left < 0) throw new InvalidOperationException("bio completed more than once");
+        }
 
         AccountingDevice?.EndAccounting(this);
         Bio? parent = _parent;
