@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# foundation-bench.sh - pfnblock's bio path side by side with its peers, interleaved rep by rep
+# so every ratio compares runs made minutes apart on the same noisy machine:
+#   pmem   : pfnblock bench on a 1 GiB pmem namespace in /dev/shm
+#            vs fio's libpmem engine on a 1 GiB /dev/shm file (PMEM_IS_PMEM_FORCE=1, NT + drain writes)
+#   file   : pfnblock bench --device file:F (O_DIRECT, io_uring) vs fio --ioengine=io_uring --direct=1
+#            on the same ext4 file (SKIP_FILE=1 skips)
+#   limits : ../shared/bench/peers/01-membw.sh rnd4k kernels (raw memcpy / NT ceilings)
+# Prints one markdown table row per workload: medians [min..max] of REPS runs and the ratio of medians.
+# Env: REPS (3), RUNTIME (5), RAMP (1), SIZE (1G), EXT4_DIR (/var/tmp), SKIP_FILE, SKIP_MEMBW.
+set -euo pipefail
+export LC_ALL=C
+here=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${REPS:-3}; RUNTIME=${RUNTIME:-5}; RAMP=${RAMP:-1}; SIZE=${SIZE:-1G}
+EXT4_DIR=${EXT4_DIR:-/var/tmp}
+peers=$here/../shared/bench/peers
+work=$(mktemp -d /tmp/pfnblock-bench.XXXXXX)
+ns=/dev/shm/pfnblock-bench-ns.$$
+raw=/dev/shm/pfnblock-bench-fio.$$
+extfile=$EXT4_DIR/pfnblock-bench-file.$$
+cleanup() { rm -rf -- "$work" "$ns" "$raw" "$extfile"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+command -v fio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
+command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
+dpkg -s fio-engine-libpmem >/dev/null 2>&1 || fio --enghelp=libpmem >/dev/null 2>&1 || \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio-engine-libpmem >/dev/null 2>&1 || true
+
+pfnblock() { "$here/pfnblock" "$@"; }
+pfnblock --help >/dev/null   # build once, outside the timed runs
+pfnblock namespace create --path "$ns" --size "$SIZE" --force >/dev/null
+fallocate -l "$SIZE" "$raw"
+echo "# $(date -u +%FT%TZ) $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+echo "# fio $(fio --version), REPS=$REPS RUNTIME=$RUNTIME RAMP=$RAMP SIZE=$SIZE"
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3g [%.3g..%.3g]", m, a[1], a[NR]}'; }
+med() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; print m}'; }
+
+# IOPS are reported in millions, bandwidth in GB/s (10^9 bytes).
+scale() { [ "$1" = iops ] && echo 1000000 || echo 1000000000; }
+# ours LABEL FIELD ARGS... : one pfnblock bench run, appends FIELD (iops or bw_bytes) to $work/LABEL.ours
+ours() { local label=$1 field=$2; shift 2
+  pfnblock bench "$@" --runtime "$RUNTIME" --ramp "$RAMP" --json > "$work/out.json"
+  jq -r "[.jobs[0].read.$field, .jobs[0].write.$field] | add / $(scale "$field")" "$work/out.json" >> "$work/$label.ours"
+  jq -r '.jobs[0].alloc_bytes_per_io' "$work/out.json" >> "$work/$label.alloc"
+}
+# peer LABEL FIELD ARGS... : one fio run, appends FIELD to $work/LABEL.peer
+peer() { local label=$1 field=$2; shift 2
+  fio "$@" --runtime="$RUNTIME" --ramp_time="$RAMP" --time_based --group_reporting --output-format=json > "$work/out.json"
+  jq -r "[.jobs[0].read.$field, .jobs[0].write.$field] | add / $(scale "$field")" "$work/out.json" >> "$work/$label.peer"
+}
+
+P=(--name=libpmem --ioengine=libpmem --filename="$raw" --size="$SIZE" --iodepth=1)
+declare -a rows=()
+run_pair() { # LABEL FIELD "OURS ARGS" "PEER ARGS"
+  local label=$1 field=$2 o=$3 p=$4
+  # shellcheck disable=SC2086
+  ours "$label" "$field" --device "pmem:$ns" $o
+  # shellcheck disable=SC2086
+  PMEM_IS_PMEM_FORCE=1 peer "$label" "$field" "${P[@]}" $p
+}
+for rep in $(seq "$REPS"); do
+  echo "# rep $rep/$REPS" >&2
+  run_pair 4k-randread-1j  iops "--rw randread --bs 4k --jobs 1"  "--rw=randread --bs=4k --numjobs=1"
+  run_pair 4k-randwrite-1j iops "--rw randwrite --bs 4k --jobs 1" "--rw=randwrite --bs=4k --direct=1 --sync=1 --numjobs=1"
+  run_pair 4k-randread-2j  iops "--rw randread --bs 4k --jobs 2"  "--rw=randread --bs=4k --numjobs=2"
+  run_pair 4k-randwrite-2j iops "--rw randwrite --bs 4k --jobs 2" "--rw=randwrite --bs=4k --direct=1 --sync=1 --numjobs=2"
+  run_pair 1m-read-1j  bw_bytes "--rw read --bs 1M --jobs 1"  "--rw=read --bs=1m --numjobs=1"
+  run_pair 1m-write-1j bw_bytes "--rw write --bs 1M --jobs 1" "--rw=write --bs=1m --direct=1 --sync=1 --numjobs=1"
+  if [ -z "${SKIP_FILE:-}" ]; then
+    [ -f "$extfile" ] || fio --name=lay --filename="$extfile" --size="$SIZE" --rw=write --bs=1m --direct=1 --iodepth=8 --ioengine=io_uring --output=/dev/null
+    for rw in randread randwrite; do
+      ours "file-4k-$rw-qd32" iops --device "file:$extfile" --rw "$rw" --bs 4k --iodepth 32
+      peer "file-4k-$rw-qd32" iops --name=uring --ioengine=io_uring --filename="$extfile" --size="$SIZE" --direct=1 --bs=4k --rw="$rw" --iodepth=32
+    done
+  fi
+done
+
+echo
+echo "| workload | pfnblock (M IOPS or GB/s) | peer (same unit) | ratio of medians | pfnblock bytes alloc/IO |"
+echo "|---|---|---|---|---|"
+for f in "$work"/*.ours; do
+  label=$(basename "$f" .ours)
+  o=$(median < "$f"); p=$(median < "$work/$label.peer")
+  r=$(awk -v a="$(med < "$f")" -v b="$(med < "$work/$label.peer")" 'BEGIN {printf "%.2f", a/b}')
+  a=$(med < "$work/$label.alloc" | awk '{printf "%.4f", $1}')
+  echo "| $label | $o | $p | $r | $a |"
+done
+
+if [ -z "${SKIP_MEMBW:-}" ]; then
+  echo
+  echo "# raw limits (01-membw.sh rnd4k kernels, same machine, after the runs above)"
+  KERNELS="rnd4k_memcpy_rd rnd4k_nt512_wr" THREADS="1" REPS="$REPS" SECS=3 bash "$peers/01-membw.sh" 2>/dev/null | grep RESULT || true
+fi
