@@ -240,8 +240,8 @@ public sealed unsafe class PmemNamespace : IDisposable
     /// <summary>A one-line description of the persistence path in force (like libpmem's <c>pmem_is_pmem</c>).</summary>
     public string PersistenceDescription => Persistence switch
     {
-        PersistenceMode.CpuCache => $"MAP_SYNC DAX mapping: durable after {PersistentMemory.CopyPath} non-temporal stores + sfence",
-        _ => "page-cache mapping (no MAP_SYNC on this filesystem): survives a process kill at once, power loss only after msync on flush/FUA",
+        PersistenceMode.CpuCache => $"MAP_SYNC DAX mapping: writes durable after {PersistentMemory.CopyPath} non-temporal stores ({PersistentMemory.FlushInstruction} for partial lines) + sfence",
+        _ => $"page-cache mapping (no MAP_SYNC on this filesystem): writes ({PersistentMemory.CopyPath} non-temporal stores) survive a process kill at once, power loss only after msync on flush/FUA",
     };
 
     private static long AlignUp(long value, long align) => (value + align - 1) & ~(align - 1);
