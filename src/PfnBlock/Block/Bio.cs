@@ -116,9 +116,8 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     /// </summary>
     public Bio Clone(BioPool? pool = null)
     {
-        Bio c = (pool ?? BioPool.Shared).Rent();
-        c.Op = Op;
-        c.Flags = Flags;
+        // Init resets the completion state (remaining count, status, callback) a pooled bio keeps from its last use.
+        Bio c = (pool ?? BioPool.Shared).Rent(Op, Iter.Sector, Flags);
         c._vecs = _vecs;
         c._vecCount = _vecCount;
         c.Iter = Iter;
