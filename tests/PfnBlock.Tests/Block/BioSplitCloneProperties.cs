@@ -101,7 +101,7 @@ public sealed class BioSplitCloneProperties
             BvecIter original = bio.Iter;
             clone.Advance(clone.Size);
             Assert.Equal(original, bio.Iter);
-            Assert.Throws<InvalidOperationException>(() => clone.AddVec(new Memory.Pfn(1), 0, 512));
+            Assert.Throws<InvalidOperationException>(() => clone.AddVec(new PfnBlock.Memory.Pfn(1), 0, 512));
         });
     }
 

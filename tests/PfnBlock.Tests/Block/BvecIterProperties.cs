@@ -95,9 +95,9 @@ public sealed class BvecIterProperties
     public void AddVecRejectsEmptyVectorsAndOverfullBios()
     {
         var bio = new Bio(2).Init(BioOp.Write, 0);
-        Assert.Throws<ArgumentOutOfRangeException>(() => bio.AddVec(new Memory.Pfn(5), 0, 0));
-        bio.AddVec(new Memory.Pfn(5), 0, 512).AddVec(new Memory.Pfn(6), 0, 512);
-        Assert.Throws<InvalidOperationException>(() => bio.AddVec(new Memory.Pfn(7), 0, 512));
+        Assert.Throws<ArgumentOutOfRangeException>(() => bio.AddVec(new PfnBlock.Memory.Pfn(5), 0, 0));
+        bio.AddVec(new PfnBlock.Memory.Pfn(5), 0, 512).AddVec(new PfnBlock.Memory.Pfn(6), 0, 512);
+        Assert.Throws<InvalidOperationException>(() => bio.AddVec(new PfnBlock.Memory.Pfn(7), 0, 512));
         Assert.Equal(1024u, bio.Size);
     }
 }
