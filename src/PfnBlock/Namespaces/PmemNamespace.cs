@@ -155,9 +155,9 @@ public sealed unsafe class PmemNamespace : IDisposable
     /// <summary>Reads and validates the info block without claiming or mapping (works while another process has the namespace open).</summary>
     public static NamespaceInfoBlock ReadInfo(string path, out bool fromBackup)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"no such file: '{path}'", path);
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        return ParseWithBackup(path, stream.Length, (block, offset) => { stream.Position = offset; stream.ReadExactly(block); }, out fromBackup);
+        // Not FileStream: on Unix it takes a shared flock, which the holder's exclusive claim refuses.
+        using NamespaceFile file = NamespaceFile.OpenUnclaimed(path);
+        return ReadValidInfo(file, out fromBackup);
     }
 
     private static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)
