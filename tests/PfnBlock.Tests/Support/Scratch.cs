@@ -30,6 +30,14 @@ public sealed class Scratch : IDisposable
         return path;
     }
 
+    /// <summary>A fresh, closed namespace of <paramref name="size"/> bytes; deleted on dispose.</summary>
+    public string NewNamespace(long size = 2 << 20, uint sectorSize = 512, string name = "")
+    {
+        string path = NewPath();
+        PfnBlock.Namespaces.PmemNamespace.Create(path, new PfnBlock.Namespaces.NamespaceCreateOptions { Size = size, SectorSize = sectorSize, Name = name }).Dispose();
+        return path;
+    }
+
     /// <summary>Deletes every path handed out.</summary>
     public void Dispose()
     {
