@@ -46,6 +46,9 @@ public sealed class CliTests : IDisposable
         { ["namespace", "create", "--path", "{P}", "--size", "2M", "--align", "3000"], "power of two" },
         { ["namespace", "frobnicate", "--path", "{P}"], "frobnicate" },
         { ["namespace", "create", "--name", "{P}"], "'--path' is required" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--align", "8G"], "alignment" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--map", "device"], "not implemented yet" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--name", new string('n', 65)], "longer than 64 bytes" },
     };
 
     [Theory]
@@ -54,6 +57,14 @@ public sealed class CliTests : IDisposable
     {
         string path = _scratch.NewPath();
         AssertOneLineError(Cli([.. args.Select(a => a.Replace("{P}", path))]), expected, exitCode: 2);
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
+    public void AHugeSizeFailsCleanlyAndLeavesNoFile()
+    {
+        string path = _scratch.NewPath();
+        AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "4194304T"), "No space left", 1); // 2^62 bytes
         Assert.False(File.Exists(path));
     }
 

@@ -139,6 +139,26 @@ public sealed class NamespaceTests : IDisposable
     }
 
     [Fact]
+    public void OptionsThatCannotBeHonouredCreateNoFile()
+    {
+        string path = _scratch.NewPath();
+        Assert.Contains("not implemented yet", Assert.Throws<NotSupportedException>(() => PmemNamespace.Create(path, new() { Size = 2 << 20, MapKind = DescriptorMapKind.Device })).Message);
+        Assert.False(File.Exists(path));
+        Assert.Contains("64 bytes", Assert.ThrowsAny<ArgumentException>(() => PmemNamespace.Create(path, new() { Size = 2 << 20, Name = new string('é', 33) })).Message);
+        Assert.False(File.Exists(path));
+        using (PmemNamespace ns = PmemNamespace.Create(path, new() { Size = 2 << 20, Name = new string('n', 64) })) Assert.Equal(64, ns.Info.Name.Length);
+    }
+
+    [Fact]
+    public void ACreateThatFailsOnTheDiskRemovesTheFileItCreated()
+    {
+        // 2^62 bytes: the sparse resize works, reserving the blocks fails at once with ENOSPC.
+        string path = _scratch.NewPath();
+        Assert.Contains("No space left", Assert.ThrowsAny<IOException>(() => PmemNamespace.Create(path, new() { Size = 1L << 62 })).Message);
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
     public void SectorModeIsRefusedClearly()
     {
         string path = _scratch.NewPath();
