@@ -386,11 +386,33 @@ public abstract class BlockDeviceConformance : IDisposable
         {
             long offset = round == 0 ? 0 : RandomOffset(rng, length / 2);
             int len = round == 0 ? length : length / 2 / Lbs * Lbs;
-            long mergesBefore = Device.Stats.Snapshot().Write.Merges;
+            DiskStatsSnapshot before = Device.Stats.Snapshot();
             byte[] data = WriteStamped(rng, offset, len, 50 + round, round == 1 ? BioFlags.Preflush | BioFlags.Fua : BioFlags.None);
-            Assert.Equal(round == 0 ? expectedSplits : (len - 1) / max, Device.Stats.Snapshot().Write.Merges - mergesBefore);
+            DiskStatsSnapshot after = Device.Stats.Snapshot();
+            int splits = round == 0 ? expectedSplits : (len - 1) / max;
+            Assert.Equal(splits, after.Write.Merges - before.Write.Merges);
+            Assert.Equal(splits + 1, after.Write.Ios - before.Write.Ios);          // each part is one request
+            Assert.Equal(len >> Bio.SectorShift, after.Write.Sectors - before.Write.Sectors); // every sector counted once
+            Assert.Equal(0, after.InFlight);
             AssertRead(data, ReadBack(rng, offset, len), offset, $"oversized bio round {round}");
         }
+    }
+
+    [Fact]
+    public void AnUnreachableVectorInsideAnOversizedBioFailsItOnce()
+    {
+        var rng = new Random(_seed);
+        int max = Device.Limits.MaxBytesPerBio;
+        int length = (int)Math.Min(2L * max + 4 * Lbs, Capacity / 2) / Lbs * Lbs;
+        using IoBuffers.Layout head = Buffers.Single(length / 2);
+        using IoBuffers.Layout tail = Buffers.Single(length - length / 2 - Lbs);
+        var bio = new Bio().Init(BioOp.Write, 0);
+        head.AddTo(bio).AddVec(new Pfn(1UL << 45, PfnFlags.Dev), 0, (uint)Lbs);
+        tail.AddTo(bio);
+        BlockStatus status = Run(bio);
+        if (StoresData) Assert.Equal(BlockStatus.Invalid, status);
+        else Assert.True(status is BlockStatus.Invalid or BlockStatus.Ok, $"got {status} ({Ctx})");
+        Assert.Equal(0, Device.Stats.Snapshot().InFlight);
     }
 
     // ---- frames the device cannot reach --------------------------------------------------
