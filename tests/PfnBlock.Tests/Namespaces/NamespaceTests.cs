@@ -225,6 +225,24 @@ public sealed class NamespaceTests : IDisposable
         Assert.Contains("unsupported format version 2.0", Assert.Throws<InvalidNamespaceException>(() => PmemNamespace.Open(path)).Message);
     }
 
+    [Fact]
+    public void ABlockWhoseDataAreaWrapsAroundIsRefused()
+    {
+        // A correct checksum over nonsense: a data offset near 2^63 once wrapped past the bounds check,
+        // and the namespace opened with its data "area" far outside the mapping.
+        string path = NewNamespace();
+        NamespaceInfoBlock info = PmemNamespace.ReadInfo(path, out _);
+        byte[] block = new byte[NamespaceInfoBlock.Size];
+        (info with { DataOffset = long.MaxValue & ~4095L }).Write(block);
+        using (var f = new FileStream(path, FileMode.Open, FileAccess.Write))
+        {
+            f.Write(block);
+            f.Position = (4 << 20) - 4096;
+            f.Write(block);
+        }
+        Assert.Contains("overlaps the backup info block", Assert.Throws<InvalidNamespaceException>(() => PmemNamespace.Open(path)).Message);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
