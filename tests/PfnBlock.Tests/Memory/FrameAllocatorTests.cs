@@ -84,6 +84,11 @@ public sealed class FrameAllocatorTests
         using var other = DramArena.Create(Pfn.PageSize, space);
         Assert.Throws<ArgumentException>(() => a.Free(new FrameRun(other.PfnAt(0), 1)));
         Assert.Throws<ArgumentException>(() => a.Free(new FrameRun(arena.PfnAt(6), 3)));
+        // Runs of no frames are not runs this allocator handed out, and leave the count alone.
+        FrameRun one = a.Allocate(1);
+        Assert.ThrowsAny<ArgumentException>(() => a.Free(one with { Frames = 0 }));
+        Assert.ThrowsAny<ArgumentException>(() => a.Free(one with { Frames = -3 }));
+        Assert.Equal(7, a.FreeFrames);
     }
 
     [Fact]
