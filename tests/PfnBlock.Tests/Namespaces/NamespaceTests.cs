@@ -35,6 +35,18 @@ public sealed class NamespaceTests : IDisposable
         return b;
     }
 
+    /// <summary>Writes a changed info block, with a correct checksum, over both copies.</summary>
+    private static void RewriteBothInfoBlocks(string path, Func<NamespaceInfoBlock, NamespaceInfoBlock> change)
+    {
+        NamespaceInfoBlock info = PmemNamespace.ReadInfo(path, out _);
+        byte[] block = new byte[NamespaceInfoBlock.Size];
+        change(info).Write(block);
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Write);
+        f.Write(block);
+        f.Position = NamespaceInfoBlock.BackupOffset(info.NamespaceSize);
+        f.Write(block);
+    }
+
     [Fact]
     public void CreateOpenAndInfoAgree()
     {
@@ -213,15 +225,7 @@ public sealed class NamespaceTests : IDisposable
     public void AnUnsupportedMajorVersionIsExplained()
     {
         string path = NewNamespace();
-        NamespaceInfoBlock info = PmemNamespace.ReadInfo(path, out _);
-        byte[] block = new byte[NamespaceInfoBlock.Size];
-        (info with { Major = 2 }).Write(block);
-        using (var f = new FileStream(path, FileMode.Open, FileAccess.Write))
-        {
-            f.Write(block);
-            f.Position = (4 << 20) - 4096;
-            f.Write(block);
-        }
+        RewriteBothInfoBlocks(path, info => info with { Major = 2 });
         Assert.Contains("unsupported format version 2.0", Assert.Throws<InvalidNamespaceException>(() => PmemNamespace.Open(path)).Message);
     }
 
@@ -231,15 +235,7 @@ public sealed class NamespaceTests : IDisposable
         // A correct checksum over nonsense: a data offset near 2^63 once wrapped past the bounds check,
         // and the namespace opened with its data "area" far outside the mapping.
         string path = NewNamespace();
-        NamespaceInfoBlock info = PmemNamespace.ReadInfo(path, out _);
-        byte[] block = new byte[NamespaceInfoBlock.Size];
-        (info with { DataOffset = long.MaxValue & ~4095L }).Write(block);
-        using (var f = new FileStream(path, FileMode.Open, FileAccess.Write))
-        {
-            f.Write(block);
-            f.Position = (4 << 20) - 4096;
-            f.Write(block);
-        }
+        RewriteBothInfoBlocks(path, info => info with { DataOffset = long.MaxValue & ~4095L });
         Assert.Contains("overlaps the backup info block", Assert.Throws<InvalidNamespaceException>(() => PmemNamespace.Open(path)).Message);
     }
 
