@@ -17,9 +17,13 @@ public static class Program
         ParseResult result = root.Parse(args);
         if (result.Errors.Count > 0)
         {
-            // One clear line per problem and a usage exit code, not a page of help.
-            foreach (System.CommandLine.Parsing.ParseError error in result.Errors)
-                Console.Error.WriteLine($"pfnblock: error: {error.Message}");
+            // One clear line and a usage exit code, not a page of help. An unknown word explains the
+            // errors it causes ("Required command was not provided", the words after it), so it alone
+            // is shown; System.CommandLine's multi-line messages (lists of allowed values) are folded.
+            System.CommandLine.Parsing.ParseError? unknown = result.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal));
+            IEnumerable<string> messages = unknown is not null ? [unknown.Message] : result.Errors.Select(e => e.Message).Distinct();
+            string line = string.Join(' ', messages.SelectMany(m => m.Split(['\r', '\n', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)));
+            Console.Error.WriteLine($"pfnblock: error: {line}");
             Console.Error.WriteLine("Run 'pfnblock --help' (or the command with --help) for usage.");
             return Commands.Cli.ExitUsage;
         }

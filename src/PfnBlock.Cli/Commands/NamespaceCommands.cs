@@ -33,12 +33,14 @@ internal static class NamespaceCommands
         var cmd = new Command("create", "Format a file or device as a namespace.") { path, size, mode, sectorSize, align, map, name, force };
         cmd.SetAction(r => Cli.Run(() =>
         {
+            long alignBytes = r.GetValue(align);
+            if (alignBytes > uint.MaxValue) throw new ArgumentException($"alignment {Devices.SizeParser.Format(alignBytes)} is too large");
             var options = new NamespaceCreateOptions
             {
                 Size = r.GetValue(size),
                 Mode = r.GetValue(mode),
                 SectorSize = r.GetValue(sectorSize),
-                Align = checked((uint)r.GetValue(align)),
+                Align = (uint)alignBytes,
                 MapKind = r.GetValue(map),
                 Name = r.GetValue(name) ?? "",
                 Force = r.GetValue(force),

@@ -116,9 +116,8 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     /// </summary>
     public Bio Clone(BioPool? pool = null)
     {
-        Bio c = (pool ?? BioPool.Shared).Rent();
-        c.Op = Op;
-        c.Flags = Flags;
+        // Init resets the completion state (remaining count, status, callback) a pooled bio keeps from its last use.
+        Bio c = (pool ?? BioPool.Shared).Rent(Op, Iter.Sector, Flags);
         c._vecs = _vecs;
         c._vecCount = _vecCount;
         c.Iter = Iter;
@@ -133,9 +132,10 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     /// <exception cref="ArgumentOutOfRangeException">The split point is not strictly inside the bio.</exception>
     public Bio Split(int sectors, BioPool? pool = null)
     {
-        uint bytes = (uint)sectors << SectorShift;
-        if (sectors <= 0 || bytes >= Iter.Size)
+        // In 64 bits: 2^23 sectors or more would wrap a 32-bit byte count to a small, "valid" split point.
+        if (sectors <= 0 || (ulong)sectors << SectorShift >= Iter.Size)
             throw new ArgumentOutOfRangeException(nameof(sectors), sectors, $"split point must lie inside the bio ({Iter.Size >> SectorShift} sectors)");
+        uint bytes = (uint)sectors << SectorShift;
         Bio split = Clone(pool);
         split.Iter.Size = bytes;
         Advance(bytes);

@@ -117,6 +117,7 @@ public sealed class FrameAllocator
     /// <exception cref="InvalidOperationException">The run was not allocated here (double free).</exception>
     public void Free(FrameRun run)
     {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(run.Frames);
         long start = (long)(run.First.Frame - _region.BaseFrame);
         if (start < 0 || start + run.Frames > _region.FrameCount)
             throw new ArgumentException($"{run.First} is not a frame of {_region.Name}", nameof(run));

@@ -30,7 +30,12 @@ internal sealed class NamespaceFile : IDisposable
     public bool IsDeviceDax => Path.StartsWith("/dev/dax", StringComparison.Ordinal);
 
     /// <summary>Opens and claims <paramref name="path"/>; creates it when <paramref name="create"/>.</summary>
-    public static NamespaceFile OpenClaimed(string path, bool create, bool writable = true)
+    public static NamespaceFile OpenClaimed(string path, bool create, bool writable = true) => Open(path, create, writable, claim: true);
+
+    /// <summary>Opens <paramref name="path"/> read-only without a claim, to describe a namespace that may be in use.</summary>
+    public static NamespaceFile OpenUnclaimed(string path) => Open(path, create: false, writable: false, claim: false);
+
+    private static NamespaceFile Open(string path, bool create, bool writable, bool claim)
     {
         int flags = (writable ? Libc.O_RDWR : Libc.O_RDONLY) | Libc.O_CLOEXEC | (create ? Libc.O_CREAT : 0);
         int fd = Libc.open(path, flags, 0x1B0 /* 0660 */);
@@ -40,7 +45,7 @@ internal sealed class NamespaceFile : IDisposable
             if (errno == Libc.ENOENT) throw new FileNotFoundException($"no such file: '{path}'", path);
             throw Libc.ErrnoException(errno, "open", path);
         }
-        if (Libc.flock(fd, (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) != 0)
+        if (claim && Libc.flock(fd, (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) != 0)
         {
             int errno = Libc.Errno;
             _ = Libc.close(fd);

@@ -172,9 +172,10 @@ public sealed record NamespaceInfoBlock
         if (!Enum.IsDefined(MapKind)) return $"unknown descriptor map kind {(uint)MapKind}";
         if (NamespaceSize < 3 * Size || NamespaceSize > deviceSize) return $"namespace size {NamespaceSize} does not fit the device ({deviceSize} bytes)";
         if (DataOffset < Size || DataOffset % Align != 0) return $"data offset {DataOffset} is not an aligned offset past the info block";
-        if (DataSize <= 0 || DataSize % Pfn.PageSize != 0 || DataOffset + DataSize > BackupOffset(NamespaceSize))
+        // Differences, not sums: the fields come from the media, and offset + size can wrap past the check.
+        if (DataSize <= 0 || DataSize % Pfn.PageSize != 0 || DataSize > BackupOffset(NamespaceSize) - DataOffset)
             return $"data area [{DataOffset}, +{DataSize}) overlaps the backup info block or is not page-sized";
-        if (MapSize != 0 && (MapOffset < Size || MapOffset + MapSize > DataOffset)) return "descriptor reserve overlaps the data area";
+        if (MapSize < 0 || (MapSize != 0 && (MapOffset < Size || MapSize > DataOffset - MapOffset))) return "descriptor reserve overlaps the data area";
         return null;
     }
 }

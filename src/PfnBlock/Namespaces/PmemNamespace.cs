@@ -87,7 +87,11 @@ public sealed unsafe class PmemNamespace : IDisposable
         if (align < Pfn.PageSize || !uint.IsPow2(align)) throw new ArgumentException($"alignment {align} must be a power of two of at least 4096");
         if (options.SectorSize is not (512 or 4096)) throw new ArgumentException($"sector size {options.SectorSize} must be 512 or 4096");
         if (options.Mode == NamespaceMode.Sector) throw new NotSupportedException("sector mode (BTT) is not available in this build");
+        // Checked here, not when the info block is written or the region mapped: by then the file is formatted.
+        if (System.Text.Encoding.UTF8.GetByteCount(options.Name) > 64) throw new ArgumentException($"name '{options.Name}' is longer than 64 bytes");
+        DescriptorMaps.Create(options.MapKind, 1).Dispose();
 
+        bool existed = File.Exists(path);
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: true);
         try
         {
@@ -121,6 +125,8 @@ public sealed unsafe class PmemNamespace : IDisposable
         }
         catch
         {
+            // A failed create leaves no file of its own making behind (e.g. a huge sparse file after ENOSPC).
+            if (!existed) File.Delete(path);
             file.Dispose();
             throw;
         }
@@ -155,9 +161,9 @@ public sealed unsafe class PmemNamespace : IDisposable
     /// <summary>Reads and validates the info block without claiming or mapping (works while another process has the namespace open).</summary>
     public static NamespaceInfoBlock ReadInfo(string path, out bool fromBackup)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"no such file: '{path}'", path);
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        return ParseWithBackup(path, stream.Length, (block, offset) => { stream.Position = offset; stream.ReadExactly(block); }, out fromBackup);
+        // Not FileStream: on Unix it takes a shared flock, which the holder's exclusive claim refuses.
+        using NamespaceFile file = NamespaceFile.OpenUnclaimed(path);
+        return ReadValidInfo(file, out fromBackup);
     }
 
     private static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)

@@ -1,0 +1,105 @@
+using System.Buffers.Binary;
+using System.Text;
+using PfnBlock.Block;
+using PfnBlock.Devices.Pmem;
+using PfnBlock.Memory;
+using PfnBlock.Namespaces;
+
+namespace PfnBlock.CrashChild;
+
+/// <summary>
+/// What the crash child writes, shared with the test that checks it: version v goes to block
+/// BlockFor(seed, v); every 8-byte word of a block holds (version, block, word index), so a
+/// block read back tells which version each word came from.
+/// </summary>
+public static class CrashProtocol
+{
+    public const int BlockSize = 4096;
+    public const int WordsPerBlock = BlockSize / 8;
+
+    public static int BlockFor(int seed, long version, int blocks) =>
+        (int)(unchecked((ulong)version * 0x9E3779B97F4A7C15UL ^ (ulong)seed * 0x632BE59BD9B4E019UL) % (ulong)blocks);
+
+    public static ulong Word(long version, int block, int index) => (ulong)version << 32 | (ulong)block << 12 | (uint)index;
+
+    public static (long Version, int Block, int Index) Decode(ulong word) => ((long)(word >> 32), (int)((word >> 12) & 0xFFFFF), (int)(word & 0xFFF));
+
+    public static void Fill(Span<byte> block, int blockIndex, long version)
+    {
+        for (int i = 0; i < WordsPerBlock; i++) BinaryPrimitives.WriteUInt64LittleEndian(block[(i * 8)..], Word(version, blockIndex, i));
+    }
+}
+
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        try
+        {
+            return args switch
+            {
+                ["hold", string path] => Hold(path),
+                ["open", string path] => TryOpen(path),
+                ["write", string path, string seed, string first, string blocks] => Write(path, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
+                _ => Usage(),
+            };
+        }
+        catch (NamespaceInUseException e)
+        {
+            Console.WriteLine($"in-use: {e.Message}");
+            return 3;
+        }
+    }
+
+    private static int Usage()
+    {
+        Console.Error.WriteLine("usage: crashchild hold PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS");
+        return 2;
+    }
+
+    /// <summary>Opens the namespace and keeps its claim until stdin closes.</summary>
+    private static int Hold(string path)
+    {
+        using PmemNamespace ns = PmemNamespace.Open(path);
+        Console.WriteLine("held");
+        Console.Out.Flush();
+        while (Console.In.ReadLine() is not null) { }
+        return 0;
+    }
+
+    private static int TryOpen(string path)
+    {
+        using PmemNamespace ns = PmemNamespace.Open(path);
+        Console.WriteLine("opened");
+        return 0;
+    }
+
+    /// <summary>
+    /// Writes versions FIRST, FIRST+1, … each to its block, made durable with FUA (odd versions) or
+    /// a write followed by a FLUSH (even versions), and prints "ack VERSION BLOCK." once durable.
+    /// Runs until killed (or 60 s as a safety net).
+    /// </summary>
+    private static unsafe int Write(string path, int seed, long first, int blocks)
+    {
+        using var device = PmemDevice.Open(path);
+        using var arena = DramArena.Create(Pfn.PageSize, device.AddressSpace, "crashchild");
+        FrameRun buffer = arena.Allocator.Allocate(1);
+        Span<byte> data = device.AddressSpace.KmapSpan(buffer.First, 0, CrashProtocol.BlockSize);
+        using Stream stdout = Console.OpenStandardOutput();
+        var bio = new Bio();
+        long deadline = Environment.TickCount64 + 60_000;
+        for (long v = first; Environment.TickCount64 < deadline; v++)
+        {
+            int block = CrashProtocol.BlockFor(seed, v, blocks);
+            CrashProtocol.Fill(data, block, v);
+            bool fua = (v & 1) == 1;
+            bio.Init(BioOp.Write, (long)block * CrashProtocol.BlockSize >> Bio.SectorShift, fua ? BioFlags.Fua : BioFlags.None)
+               .AddVec(buffer.First, 0, CrashProtocol.BlockSize);
+            if (device.SubmitAndWait(bio) != BlockStatus.Ok) return 5;
+            if (!fua && device.SubmitAndWait(bio.Init(BioOp.Flush, 0)) != BlockStatus.Ok) return 6;
+            // One write(2) per line, so a kill never leaves half a line behind.
+            stdout.Write(Encoding.ASCII.GetBytes($"ack {v} {block}.\n"));
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,103 @@
+using PfnBlock.Block;
+using PfnBlock.Devices;
+using PfnBlock.Devices.Null;
+using PfnBlock.Devices.Ram;
+
+namespace PfnBlock.Tests.Devices;
+
+/// <summary>Device specs and sizes as typed on the command line: good ones parse, bad ones say why.</summary>
+public sealed class DeviceSpecTests
+{
+    [Theory]
+    [InlineData("4096", 4096L)]
+    [InlineData("4k", 4096L)]
+    [InlineData("4K", 4096L)]
+    [InlineData("64M", 64L << 20)]
+    [InlineData("64MiB", 64L << 20)]
+    [InlineData("64MB", 64L << 20)]
+    [InlineData("1G", 1L << 30)]
+    [InlineData("2T", 2L << 40)]
+    [InlineData(" 8k ", 8192L)]
+    public void SizesParse(string text, long bytes) => Assert.Equal(bytes, SizeParser.Parse(text));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("0")]
+    [InlineData("-4k")]
+    [InlineData("k")]
+    [InlineData("4x")]
+    [InlineData("1.5G")]
+    [InlineData("99999999999999999999")]
+    [InlineData("9999999999T")]
+    public void BadSizesAreRefusedWithTheirText(string text)
+    {
+        var e = Assert.Throws<FormatException>(() => SizeParser.Parse(text));
+        Assert.Contains($"'{text}'", e.Message);
+    }
+
+    [Theory]
+    [InlineData(4096L, "4k")]
+    [InlineData(64L << 20, "64M")]
+    [InlineData(3L << 30, "3G")]
+    [InlineData(4097L, "4097")]
+    public void SizesFormatWithTheLargestExactUnit(long bytes, string text)
+    {
+        Assert.Equal(text, SizeParser.Format(bytes));
+        Assert.Equal(bytes, SizeParser.Parse(text));
+    }
+
+    [Theory]
+    [InlineData("pmem:/dev/shm/x", DeviceKind.Pmem, "/dev/shm/x", 0L)]
+    [InlineData("file:/tmp/a:b", DeviceKind.File, "/tmp/a:b", 0L)]
+    [InlineData("ram:64M", DeviceKind.Ram, null, 64L << 20)]
+    [InlineData("null:1G", DeviceKind.Null, null, 1L << 30)]
+    public void SpecsParseAndPrintBack(string text, DeviceKind kind, string? path, long size)
+    {
+        DeviceSpec spec = DeviceSpec.Parse(text);
+        Assert.Equal(new DeviceSpec(kind, path, size), spec);
+        Assert.Equal(text, spec.ToString());
+    }
+
+    [Theory]
+    [InlineData("ram", "expected pmem:PATH")]
+    [InlineData("ram:", "expected pmem:PATH")]
+    [InlineData(":64M", "expected pmem:PATH")]
+    [InlineData("disk:/dev/sda", "unknown device kind 'disk'")]
+    [InlineData("RAM:64M", "unknown device kind 'RAM'")]
+    [InlineData("ram:0", "invalid size '0'")]
+    [InlineData("null:lots", "invalid size 'lots'")]
+    public void BadSpecsSayWhy(string text, string message) =>
+        Assert.Contains(message, Assert.Throws<FormatException>(() => DeviceSpec.Parse(text)).Message);
+
+    [Fact]
+    public void OpeningWhatASpecNamesChecksIt()
+    {
+        using (IBlockDevice ram = DeviceSpec.Parse("ram:1M").Open())
+        {
+            Assert.IsType<RamDevice>(ram);
+            Assert.Equal(1L << 20, ram.CapacityBytes);
+        }
+        using (IBlockDevice nul = DeviceSpec.Parse("null:1G").Open())
+        {
+            Assert.IsType<NullDevice>(nul);
+            Assert.Equal(2L << 20, nul.CapacitySectors);
+        }
+        Assert.Throws<FileNotFoundException>(() => DeviceSpec.Parse($"pmem:/dev/shm/pfnblock-test-missing-{Guid.NewGuid():N}").Open());
+        Assert.Contains("not available", Assert.Throws<NotSupportedException>(() => DeviceSpec.Parse("file:/tmp/x").Open()).Message);
+    }
+
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(-4096L)]
+    [InlineData(4097L)]
+    [InlineData(512L)]
+    public void RamDisksMustBeWholeFrames(long bytes) =>
+        Assert.Contains("multiple of 4096", Assert.Throws<ArgumentException>(() => RamDevice.Create(bytes)).Message);
+
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(100L)]
+    [InlineData(-512L)]
+    public void NullDevicesMustBeWholeSectors(long bytes) =>
+        Assert.Contains("multiple of 512", Assert.Throws<ArgumentException>(() => new NullDevice(bytes)).Message);
+}

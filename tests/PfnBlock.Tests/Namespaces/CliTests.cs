@@ -1,0 +1,172 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using PfnBlock.Namespaces;
+
+namespace PfnBlock.Tests.Namespaces;
+
+/// <summary>
+/// The built pfnblock CLI as a user runs it: bad input of every kind exits non-zero with one
+/// "pfnblock: error: ..." line on stderr, and leaves the file it was pointed at byte-identical.
+/// </summary>
+public sealed class CliTests : IDisposable
+{
+    private readonly Scratch _scratch = new();
+    public void Dispose() => _scratch.Dispose();
+
+    private static (int Exit, string Out, string Err) Cli(params string[] args) => ChildProcess.Run(ChildProcess.CliDll, args);
+
+    private static byte[]? Hash(string path) => File.Exists(path) ? SHA256.HashData(File.ReadAllBytes(path)) : null;
+
+    /// <summary>Asserts a non-zero exit and exactly one error line (besides the usage hint), no stack trace, nothing on stdout.</summary>
+    private static void AssertOneLineError((int Exit, string Out, string Err) r, string expected, int exitCode)
+    {
+        string[] lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        string[] errors = [.. lines.Where(l => l.StartsWith("pfnblock: error: ", StringComparison.Ordinal))];
+        Assert.True(errors.Length == 1, $"expected one error line, got stderr:\n{r.Err}");
+        Assert.Contains(expected, errors[0]);
+        Assert.All(lines.Except(errors), l => Assert.StartsWith("Run 'pfnblock --help'", l));
+        Assert.DoesNotContain("Exception", r.Err);
+        Assert.DoesNotContain("   at ", r.Err);
+        Assert.Equal("", r.Out);
+        Assert.Equal(exitCode, r.Exit);
+    }
+
+    private string NewNamespace() => _scratch.NewNamespace();
+
+    public static TheoryData<string[], string> WrongArguments => new()
+    {
+        { ["namespace", "create", "--path", "{P}", "--size", "banana"], "invalid size 'banana'" },
+        { ["namespace", "create", "--path", "{P}", "--size", "0"], "invalid size '0'" },
+        { ["namespace", "create", "--path", "{P}", "--size", "99999999999T"], "too large" },
+        { ["namespace", "create", "--path", "{P}"], "--size" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--bogus"], "--bogus" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--sector-size", "1000"], "1000" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--mode", "fancy"], "fancy" },
+        { ["namespace", "create", "--path", "{P}", "--size", "100k"], "below the minimum" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--align", "3000"], "power of two" },
+        { ["namespace", "frobnicate", "--path", "{P}"], "frobnicate" },
+        { ["namespace", "create", "--name", "{P}"], "'--path' is required" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--align", "8G"], "alignment" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--map", "device"], "not implemented yet" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--name", new string('n', 65)], "longer than 64 bytes" },
+    };
+
+    [Theory]
+    [MemberData(nameof(WrongArguments))]
+    public void WrongArgumentsAreOneLineUsageErrorsAndCreateNothing(string[] args, string expected)
+    {
+        string path = _scratch.NewPath();
+        AssertOneLineError(Cli([.. args.Select(a => a.Replace("{P}", path))]), expected, exitCode: 2);
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
+    public void AHugeSizeFailsCleanlyAndLeavesNoFile()
+    {
+        string path = _scratch.NewPath();
+        AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "4194304T"), "No space left", 1); // 2^62 bytes
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
+    public void AMissingFileIsNamed()
+    {
+        string path = _scratch.NewPath();
+        AssertOneLineError(Cli("namespace", "info", "--path", path), "no such file", 1);
+        AssertOneLineError(Cli("namespace", "destroy", "--path", path), "no such file", 1);
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
+    public void ACorruptNamespaceIsReportedAndLeftAlone()
+    {
+        string path = NewNamespace();
+        byte[] bytes = File.ReadAllBytes(path);
+        bytes[300] ^= 0xFF;                       // primary info block
+        bytes[bytes.Length - 4096 + 300] ^= 0xFF; // backup info block
+        File.WriteAllBytes(path, bytes);
+        byte[]? before = Hash(path);
+        AssertOneLineError(Cli("namespace", "info", "--path", path), "corrupt namespace info block", 1);
+        AssertOneLineError(Cli("namespace", "info", "--path", path, "--json"), "corrupt namespace info block", 1);
+        AssertOneLineError(Cli("namespace", "destroy", "--path", path), "corrupt namespace info block", 1);
+        AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "2M"), "already a PfnBlock namespace", 1);
+        Assert.Equal(before, Hash(path));
+    }
+
+    [Fact]
+    public void AForeignFileIsReportedAndLeftAlone()
+    {
+        byte[] content = new byte[1 << 20];
+        new Random(11).NextBytes(content);
+        string path = _scratch.NewFile(content);
+        AssertOneLineError(Cli("namespace", "info", "--path", path), "not a PfnBlock namespace", 1);
+        AssertOneLineError(Cli("namespace", "destroy", "--path", path), "not a PfnBlock namespace", 1);
+        AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "2M"), "other data", 1);
+        Assert.Equal(content, File.ReadAllBytes(path));
+    }
+
+    [Fact]
+    public void ANamespaceInUseIsRefusedButCanBeDescribed()
+    {
+        string path = NewNamespace();
+        byte[]? before = Hash(path);
+        using (PmemNamespace.Open(path))
+        {
+            AssertOneLineError(Cli("namespace", "destroy", "--path", path), "in use", 1);
+            AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "2M", "--force"), "in use", 1);
+            (int exit, string stdout, string stderr) = Cli("namespace", "info", "--path", path);
+            Assert.True(exit == 0, stderr);
+            Assert.Contains("raw namespace, 2M", stdout);
+        }
+        Assert.Equal(before, Hash(path));
+    }
+
+    [Fact]
+    public void CreateInfoDestroyRoundTrip()
+    {
+        string path = _scratch.NewPath();
+        (int exit, string stdout, string stderr) = Cli("namespace", "create", "--path", path, "--size", "4M", "--sector-size", "4096", "--name", "cli");
+        Assert.True(exit == 0, stderr);
+        Assert.Contains("created", stdout);
+        Assert.Contains("persistence:", stdout);
+
+        (exit, stdout, stderr) = Cli("namespace", "info", "--path", path, "--json");
+        Assert.True(exit == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        JsonElement root = doc.RootElement;
+        NamespaceInfoBlock info = PmemNamespace.ReadInfo(path, out _);
+        Assert.Equal(4L << 20, root.GetProperty("size").GetInt64());
+        Assert.Equal(4096, root.GetProperty("sector_size").GetInt32());
+        Assert.Equal("cli", root.GetProperty("name").GetString());
+        Assert.Equal("raw", root.GetProperty("mode").GetString());
+        Assert.Equal("primary", root.GetProperty("info_block").GetString());
+        Assert.Equal(info.Uuid, root.GetProperty("uuid").GetGuid());
+        Assert.Equal(info.DataSize, root.GetProperty("data_size").GetInt64());
+
+        // A second create without --force refuses and changes nothing.
+        byte[]? before = Hash(path);
+        AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "2M"), "already a PfnBlock namespace", 1);
+        Assert.Equal(before, Hash(path));
+
+        (exit, stdout, stderr) = Cli("namespace", "destroy", "--path", path);
+        Assert.True(exit == 0, stderr);
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
+    public void InfoSaysWhenItReadTheBackupCopy()
+    {
+        string path = NewNamespace();
+        byte[] bytes = File.ReadAllBytes(path);
+        bytes[10] ^= 0x01; // signature of the primary
+        File.WriteAllBytes(path, bytes);
+        (int exit, string stdout, string stderr) = Cli("namespace", "info", "--path", path, "--json");
+        Assert.True(exit == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        Assert.Equal("backup", doc.RootElement.GetProperty("info_block").GetString());
+        (exit, stdout, _) = Cli("namespace", "info", "--path", path);
+        Assert.Equal(0, exit);
+        Assert.Contains("backup copy", stdout);
+        Assert.Equal(bytes, File.ReadAllBytes(path)); // info only describes; repair is left to open
+    }
+}

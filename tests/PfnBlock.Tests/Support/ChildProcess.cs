@@ -1,0 +1,65 @@
+using System.Diagnostics;
+
+namespace PfnBlock.Tests.Support;
+
+/// <summary>
+/// Runs the programs built next to the test assembly (the pfnblock CLI, the crash child) as
+/// separate processes through the same dotnet host that runs the tests.
+/// </summary>
+public static class ChildProcess
+{
+    /// <summary>The pfnblock CLI, copied next to the tests by the project reference.</summary>
+    public static string CliDll => Locate("PfnBlock.Cli.dll");
+    /// <summary>The crash/claim helper program.</summary>
+    public static string CrashChildDll => Locate("PfnBlock.CrashChild.dll");
+
+    private static string Locate(string file)
+    {
+        string path = Path.Combine(AppContext.BaseDirectory, file);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{file} is not next to the test assembly ({AppContext.BaseDirectory}); build the solution", path);
+        return path;
+    }
+
+    private static string DotnetHost
+    {
+        get
+        {
+            string? self = Environment.ProcessPath;
+            if (self is not null && Path.GetFileNameWithoutExtension(self) == "dotnet") return self;
+            return Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
+        }
+    }
+
+    /// <summary>Starts <paramref name="dll"/> with redirected stdin, stdout and stderr.</summary>
+    public static Process Start(string dll, params string[] args)
+    {
+        var psi = new ProcessStartInfo(DotnetHost)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(dll);
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        psi.Environment["DOTNET_NOLOGO"] = "1";
+        return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {dll}");
+    }
+
+    /// <summary>Runs <paramref name="dll"/> to completion (killing it after <paramref name="timeoutSeconds"/>).</summary>
+    public static (int Exit, string Out, string Err) Run(string dll, string[] args, int timeoutSeconds = 60)
+    {
+        using Process p = Start(dll, args);
+        p.StandardInput.Close();
+        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeoutSeconds * 1000))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{Path.GetFileName(dll)} {string.Join(' ', args)} did not finish in {timeoutSeconds} s");
+        }
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+}
