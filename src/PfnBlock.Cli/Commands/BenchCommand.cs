@@ -20,6 +20,7 @@ internal static class BenchCommand
     {
         Option<DeviceSpec?> device = Cli.DeviceOption("Device: pmem:PATH, ram:SIZE, null:SIZE or file:PATH[,buffered]. Default: a 1G pmem namespace in the data directory.");
         var rw = new Option<RwMode?>("--rw") { Description = "read, write, randread, randwrite or randrw. Default: a suite of 4k randread/randwrite and 1M read/write." };
+        rw.AcceptOnlyFromAmong("read", "write", "randread", "randwrite", "randrw");
         Option<long> bs = Cli.SizeOption("--bs", "Block size (default 4k).", 4096);
         var iodepth = new Option<int>("--iodepth") { Description = "I/Os in flight per job.", DefaultValueFactory = _ => 1 };
         var jobs = new Option<int>("--jobs", "--numjobs") { Description = "Parallel jobs (threads).", DefaultValueFactory = _ => 1 };

@@ -26,8 +26,10 @@ internal static class NamespaceCommands
         var mode = new Option<NamespaceMode>("--mode") { Description = "raw (byte-addressable) or sector (BTT, atomic sectors).", DefaultValueFactory = _ => NamespaceMode.Raw };
         var sectorSize = new Option<uint>("--sector-size") { Description = "Logical block size: 512 or 4096.", DefaultValueFactory = _ => 512 };
         sectorSize.AcceptOnlyFromAmong("512", "4096");
+        mode.AcceptOnlyFromAmong("raw", "sector");
         Option<long> align = Cli.SizeOption("--align", "Data alignment (default: 2M for namespaces of 256M or more, else 4k).", 0);
         var map = new Option<DescriptorMapKind>("--map") { Description = "Page-descriptor map: none or dense.", DefaultValueFactory = _ => DescriptorMapKind.None };
+        map.AcceptOnlyFromAmong("none", "dense");
         var name = new Option<string>("--name") { Description = "A label stored in the info block.", DefaultValueFactory = _ => "" };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing namespace or other data at PATH." };
         var cmd = new Command("create", "Format a file or device as a namespace.") { path, size, mode, sectorSize, align, map, name, force };
