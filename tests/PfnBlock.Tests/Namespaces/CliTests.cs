@@ -47,7 +47,7 @@ public sealed class CliTests : IDisposable
         { ["namespace", "frobnicate", "--path", "{P}"], "frobnicate" },
         { ["namespace", "create", "--name", "{P}"], "'--path' is required" },
         { ["namespace", "create", "--path", "{P}", "--size", "2M", "--align", "8G"], "alignment" },
-        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--map", "device"], "not implemented yet" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--map", "device"], "Must be one of: 'none' 'dense'" },
         { ["namespace", "create", "--path", "{P}", "--size", "2M", "--name", new string('n', 65)], "longer than 64 bytes" },
     };
 
