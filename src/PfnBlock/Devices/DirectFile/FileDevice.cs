@@ -12,7 +12,7 @@ public enum FileEngineKind
     Auto,
     /// <summary>io_uring only; opening fails if it is unavailable.</summary>
     IoUring,
-    /// <summary>Blocking preadv2/pwritev2 on .NET thread-pool workers.</summary>
+    /// <summary>Blocking preadv2/pwritev2 on a small pool of dedicated worker threads (at most 16).</summary>
     ThreadPool,
 }
 
@@ -45,8 +45,8 @@ public sealed record FileDeviceOptions
 /// Vectors must be aligned to <see cref="DeviceLimits.DmaAlignment"/> in offset and length
 /// (O_DIRECT's rule); misaligned ones are refused with <see cref="BlockStatus.Invalid"/> before any
 /// system call.</para>
-/// <para>Completions arrive on the engine's completion context: io_uring's dedicated thread, or a
-/// thread-pool worker. A submitter that finds all <see cref="QueueDepth"/> slots busy blocks until
+/// <para>Completions arrive on the engine's completion context: io_uring's dedicated completion
+/// thread, or the worker thread that did the I/O. A submitter that finds all <see cref="QueueDepth"/> slots busy blocks until
 /// one frees (back-pressure), except inside a completion callback, where it gets
 /// <see cref="BlockStatus.Busy"/> instead of deadlocking the thread that frees slots.</para>
 /// </remarks>
@@ -107,6 +107,13 @@ public sealed class FileDevice : BlockDevice
         if (options.QueueDepth is < 1 or > 4096)
             throw new ArgumentOutOfRangeException(nameof(options), options.QueueDepth, "queue depth must be 1..4096");
         bool direct = !options.Buffered;
+        // Check the type by path first: O_DIRECT on a character device or a directory fails with
+        // EINVAL, which must not read as "this filesystem lacks O_DIRECT".
+        statx_t st;
+        if (Libc.statx(Libc.AT_FDCWD, path, 0, Libc.STATX_TYPE, &st) < 0) Libc.ThrowErrno("statx", path);
+        int type = st.stx_mode & Libc.S_IFMT;
+        if (type != Libc.S_IFREG && type != Libc.S_IFBLK)
+            throw new IOException($"file:{path}: not a regular file or block device");
         int flags = (options.ReadOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC | (direct ? Libc.O_DIRECT : 0);
         int fd = Libc.open(path, flags, 0);
         if (fd < 0)
@@ -117,10 +124,9 @@ public sealed class FileDevice : BlockDevice
         }
         try
         {
-            statx_t st;
             if (Libc.statx(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_SIZE | Libc.STATX_DIOALIGN, &st) < 0)
                 Libc.ThrowErrno("statx", path);
-            int type = st.stx_mode & Libc.S_IFMT;
+            type = st.stx_mode & Libc.S_IFMT;
             if (type != Libc.S_IFREG && type != Libc.S_IFBLK)
                 throw new IOException($"file:{path}: not a regular file or block device");
             // lseek(END) is the size of a block device as well as of a file.
@@ -163,23 +169,24 @@ public sealed class FileDevice : BlockDevice
     private static FileIoEngine CreateEngine(int fd, string path, FileDeviceOptions options, PhysicalAddressSpace space, out FileEngineKind kind)
     {
         int slots = options.QueueDepth;
+        string name = System.IO.Path.GetFileName(path);
         if (options.Engine == FileEngineKind.ThreadPool)
         {
             kind = FileEngineKind.ThreadPool;
-            return new ThreadPoolEngine(fd, slots, space, "selected explicitly");
+            return new ThreadPoolEngine(fd, slots, space, name, "selected explicitly");
         }
         try
         {
             if (options.SimulateIoUringUnavailable)
                 throw new IoUringUnavailableException("io_uring_setup failed: simulated for a test", Libc.ENOSYS);
             kind = FileEngineKind.IoUring;
-            return IoUringEngine.Create(fd, slots, space, System.IO.Path.GetFileName(path));
+            return IoUringEngine.Create(fd, slots, space, name);
         }
         catch (IoUringUnavailableException e)
         {
             if (options.Engine == FileEngineKind.IoUring) throw new NotSupportedException($"file:{path}: {e.Message}", e);
             kind = FileEngineKind.ThreadPool;
-            return new ThreadPoolEngine(fd, slots, space, $"io_uring unavailable: {e.Message}");
+            return new ThreadPoolEngine(fd, slots, space, name, $"io_uring unavailable: {e.Message}");
         }
     }
 

@@ -31,7 +31,7 @@ internal enum FileStep : byte
 /// (allocated once, natively, when the engine is created) and its progress. Slot number =
 /// io_uring SQE number = user_data, so no lookup structure is needed on completion.
 /// </summary>
-internal sealed unsafe class FileRequest(int index, FileIoEngine engine) : IThreadPoolWorkItem
+internal sealed unsafe class FileRequest(int index, FileIoEngine engine)
 {
     public readonly int Index = index;
     public readonly FileIoEngine Engine = engine;
@@ -50,8 +50,6 @@ internal sealed unsafe class FileRequest(int index, FileIoEngine engine) : IThre
     public long Offset;
     /// <summary>Bytes the current step still has to move.</summary>
     public long Remaining;
-
-    void IThreadPoolWorkItem.Execute() => ((ThreadPoolEngine)Engine).Run(this);
 }
 
 /// <summary>
@@ -137,6 +135,8 @@ internal abstract unsafe class FileIoEngine : IDisposable
     protected bool Closing => Volatile.Read(ref _closing);
     /// <summary>Slots taken and not yet released.</summary>
     protected int InFlight => Volatile.Read(ref _inFlight);
+    /// <summary>Slots taken and not yet released (diagnostics).</summary>
+    internal int InFlightCount => InFlight;
 
     /// <summary>Carries out a validated bio; it completes exactly once, here or on the completion context.</summary>
     public void Submit(Bio bio)
@@ -270,12 +270,15 @@ internal abstract unsafe class FileIoEngine : IDisposable
             _closing = true;
             Monitor.PulseAll(_slotLock);
         }
-        if (CanWaitForDrain)
-        {
-            lock (_slotLock)
-                while (_inFlight > 0) Monitor.Wait(_slotLock);
-        }
+        if (CanWaitForDrain) WaitForDrain();
         Shutdown();
+    }
+
+    /// <summary>Blocks until no slot is in use (after shutdown began, none is taken any more).</summary>
+    protected void WaitForDrain()
+    {
+        lock (_slotLock)
+            while (_inFlight > 0) Monitor.Wait(_slotLock);
     }
 
     /// <summary>False when the caller is the completion context that must run to drain (io_uring's own thread).</summary>
