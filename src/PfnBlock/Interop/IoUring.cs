@@ -113,7 +113,6 @@ internal static unsafe partial class IoUring
     public const long __NR_io_uring_register = 427;
 
     // enum io_uring_op (the subset used)
-    public const byte IORING_OP_NOP = 0;
     public const byte IORING_OP_READV = 1;
     public const byte IORING_OP_WRITEV = 2;
     public const byte IORING_OP_FSYNC = 3;
@@ -140,6 +139,7 @@ internal static unsafe partial class IoUring
     public const uint IORING_ENTER_GETEVENTS = 1U << 0;
 
     // io_uring_register opcodes
+    public const uint IORING_REGISTER_EVENTFD = 4;
     public const uint IORING_REGISTER_PROBE = 8;
     public const ushort IO_URING_OP_SUPPORTED = 1 << 0;
 

@@ -27,6 +27,7 @@ internal sealed unsafe class IoUringRing : IDisposable
     private nint _sqesMap;
     private nuint _sqesSize;
 
+    private readonly uint* _sqHead;
     private readonly uint* _sqTail;
     private readonly uint _sqMask;
     private readonly uint* _sqArray;
@@ -55,6 +56,7 @@ internal sealed unsafe class IoUringRing : IDisposable
             _sqesMap = MapRing(_sqesSize, IoUring.IORING_OFF_SQES);
 
             byte* sq = (byte*)_sqRing;
+            _sqHead = (uint*)(sq + p.sq_off.head);
             _sqTail = (uint*)(sq + p.sq_off.tail);
             _sqMask = *(uint*)(sq + p.sq_off.ring_mask);
             _sqArray = (uint*)(sq + p.sq_off.array);
@@ -118,6 +120,17 @@ internal sealed unsafe class IoUringRing : IDisposable
         return ring;
     }
 
+    /// <summary>Makes the kernel signal <paramref name="eventFd"/> whenever it posts a completion (IORING_REGISTER_EVENTFD).</summary>
+    /// <exception cref="IoUringUnavailableException">Registration failed.</exception>
+    public void RegisterEventFd(int eventFd)
+    {
+        if (IoUring.io_uring_register(_fd, IoUring.IORING_REGISTER_EVENTFD, &eventFd, 1) < 0)
+        {
+            int errno = Libc.Errno;
+            throw new IoUringUnavailableException($"IORING_REGISTER_EVENTFD failed: {Libc.StrError(errno)} (errno {errno})", errno);
+        }
+    }
+
     /// <summary>True when the kernel's probe lists <paramref name="op"/> as supported.</summary>
     public bool IsSupported(byte op) => op < _supportedOps.Length && _supportedOps[op] != 0;
 
@@ -136,6 +149,12 @@ internal sealed unsafe class IoUringRing : IDisposable
         _sqArray[tail & _sqMask] = index;
         Volatile.Write(ref *_sqTail, tail + 1);
     }
+
+    /// <summary>Published SQEs the kernel has not consumed yet (exact when one thread enters the kernel).</summary>
+    public uint SqPending => Volatile.Read(ref *_sqTail) - Volatile.Read(ref *_sqHead);
+
+    /// <summary>True when a completion is waiting in the CQ.</summary>
+    public bool CqReady => *_cqHead != Volatile.Read(ref *_cqTail);
 
     /// <summary>
     /// Hands published SQEs to the kernel (<paramref name="toSubmit"/> of them at most) and/or waits

@@ -49,6 +49,21 @@ internal static unsafe partial class Libc
     public const int EBUSY = 16;
     public const int EROFS = 30;
 
+    // <sys/eventfd.h>
+    public const int EFD_CLOEXEC = 0x80000;
+
+    /// <summary><c>eventfd(2)</c>.</summary>
+    [LibraryImport(LibName, EntryPoint = "eventfd", SetLastError = true)]
+    public static partial int eventfd(uint initval, int flags);
+
+    /// <summary><c>read(2)</c>.</summary>
+    [LibraryImport(LibName, EntryPoint = "read", SetLastError = true)]
+    public static partial nint read(int fd, void* buf, nuint count);
+
+    /// <summary><c>write(2)</c>.</summary>
+    [LibraryImport(LibName, EntryPoint = "write", SetLastError = true)]
+    public static partial nint write(int fd, void* buf, nuint count);
+
     /// <summary><c>statx(2)</c>.</summary>
     [LibraryImport(LibName, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int statx(int dirfd, string pathname, int flags, uint mask, statx_t* statxbuf);
