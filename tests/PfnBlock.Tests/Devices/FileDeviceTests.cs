@@ -521,6 +521,18 @@ public sealed unsafe class FileDeviceTests(ITestOutputHelper output)
         Assert.DoesNotContain('\n', small.Message);
     }
 
+    [Fact]
+    public void FileDevice_ODirectUnsupported_SaysSoAndNamesTheBufferedFallback()
+    {
+        // procfs files are regular files without FMODE_CAN_ODIRECT: open(O_DIRECT) gives EINVAL.
+        const string path = "/proc/self/status";
+        var e = Assert.Throws<NotSupportedException>(() => FileDevice.Open(path, new FileDeviceOptions { ReadOnly = true }));
+        output.WriteLine(e.Message);
+        Assert.Contains("O_DIRECT is not supported", e.Message);
+        Assert.Contains($"'file:{path},buffered'", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
     [Theory]
     [InlineData(FileEngineKind.IoUring, 0)]
     [InlineData(FileEngineKind.IoUring, 1)]
