@@ -64,6 +64,13 @@ internal static unsafe partial class Libc
     [LibraryImport(LibName, EntryPoint = "write", SetLastError = true)]
     public static partial nint write(int fd, void* buf, nuint count);
 
+    // <linux/magic.h>
+    public const long TMPFS_MAGIC = 0x01021994;
+
+    /// <summary><c>fstatfs(2)</c> into a raw buffer of at least 120 bytes; <c>f_type</c> is its first 8 bytes on 64-bit Linux.</summary>
+    [LibraryImport(LibName, EntryPoint = "fstatfs64", SetLastError = true)]
+    public static partial int fstatfs(int fd, void* buf);
+
     /// <summary><c>statx(2)</c>.</summary>
     [LibraryImport(LibName, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int statx(int dirfd, string pathname, int flags, uint mask, statx_t* statxbuf);

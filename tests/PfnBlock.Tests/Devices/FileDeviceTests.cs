@@ -509,6 +509,18 @@ public sealed unsafe class FileDeviceTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void FileDevice_Auto_OnTmpfs_PicksThreadPool_AndSaysWhy()
+    {
+        using var file = TestFile.Create(TestFile.TmpfsDir, 1 << 20);
+        using FileDevice dev = FileDevice.Open(file.Path);
+        output.WriteLine(dev.EngineDescription);
+        Assert.Equal(FileEngineKind.ThreadPool, dev.Engine);
+        Assert.Contains("tmpfs", dev.EngineDescription);
+        using FileDevice forced = FileDevice.Open(file.Path, new FileDeviceOptions { Engine = FileEngineKind.IoUring });
+        Assert.Equal(FileEngineKind.IoUring, forced.Engine);
+    }
+
+    [Fact]
     public void FileDevice_OpenErrors_AreClearOneLiners()
     {
         var missing = Assert.ThrowsAny<IOException>(() => FileDevice.Open("/var/tmp/pfnblock-no-such-file"));

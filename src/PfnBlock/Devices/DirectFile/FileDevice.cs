@@ -8,7 +8,11 @@ namespace PfnBlock.Devices.DirectFile;
 /// <summary>How a <see cref="FileDevice"/> talks to the kernel.</summary>
 public enum FileEngineKind
 {
-    /// <summary>io_uring when it can be set up, else the thread-pool engine (the reason is in <see cref="FileDevice.EngineDescription"/>).</summary>
+    /// <summary>
+    /// io_uring when it can be set up, else the thread-pool engine; also the thread-pool engine on
+    /// tmpfs, where io_uring hands every read and write to an io-wq worker thread. The reason for
+    /// the choice is in <see cref="FileDevice.EngineDescription"/>.
+    /// </summary>
     Auto,
     /// <summary>io_uring only; opening fails if it is unavailable.</summary>
     IoUring,
@@ -175,6 +179,12 @@ public sealed class FileDevice : BlockDevice
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name, "selected explicitly");
         }
+        if (options.Engine == FileEngineKind.Auto && IsTmpfs(fd))
+        {
+            kind = FileEngineKind.ThreadPool;
+            return new ThreadPoolEngine(fd, slots, space, name,
+                "auto: tmpfs, where io_uring punts every read and write to an io-wq worker; blocking calls complete inline");
+        }
         try
         {
             if (options.SimulateIoUringUnavailable)
@@ -188,6 +198,12 @@ public sealed class FileDevice : BlockDevice
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name, $"io_uring unavailable: {e.Message}");
         }
+    }
+
+    private static unsafe bool IsTmpfs(int fd)
+    {
+        long* buf = stackalloc long[32]; // struct statfs is 120 bytes on 64-bit Linux
+        return Libc.fstatfs(fd, buf) == 0 && buf[0] == Libc.TMPFS_MAGIC;
     }
 
     // One aligned read at offset 0 tells whether O_DIRECT works here and whether 512-byte blocks do.
