@@ -549,6 +549,7 @@ public sealed unsafe class FileDeviceTests(ITestOutputHelper output)
     [InlineData(FileEngineKind.IoUring, 0)]
     [InlineData(FileEngineKind.IoUring, 1)]
     [InlineData(FileEngineKind.ThreadPool, 0)]
+    [InlineData(FileEngineKind.ThreadPool, 1)]
     public void FileDevice_DisposeWithIoInFlight_CompletesEveryBioExactlyOnce(FileEngineKind engine, int disposeFromCallback)
     {
         const int bios = 256;
