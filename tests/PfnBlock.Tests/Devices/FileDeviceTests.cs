@@ -5,7 +5,7 @@ using PfnBlock.Devices.DirectFile;
 using PfnBlock.Memory;
 using Xunit.Abstractions;
 
-namespace PfnBlock.Tests.Devices;
+namespace PfnBlock.Tests.Devices.DirectFile;
 
 /// <summary>A sparse test file under /var/tmp (ext4) or /dev/shm (tmpfs), deleted on dispose.</summary>
 internal sealed class TestFile : IDisposable
