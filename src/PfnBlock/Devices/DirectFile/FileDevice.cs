@@ -41,8 +41,8 @@ public sealed record FileDeviceOptions
 /// <summary>
 /// A block device over a regular file or a block device, opened with O_DIRECT: reads and writes go
 /// straight between the file and the bio's frames (each segment kmapped into an iovec, no bounce
-/// buffer), with real queue depth through io_uring, or through a thread-pool pread/pwrite engine
-/// where io_uring is unavailable.
+/// buffer), with real queue depth through io_uring, or through a pread/pwrite engine on dedicated
+/// worker threads where io_uring is unavailable (or, under <see cref="FileEngineKind.Auto"/>, on tmpfs).
 /// </summary>
 /// <remarks>
 /// <para>Capacity is the file size rounded down to the logical block size; the file is never grown.
@@ -50,9 +50,10 @@ public sealed record FileDeviceOptions
 /// (O_DIRECT's rule); misaligned ones are refused with <see cref="BlockStatus.Invalid"/> before any
 /// system call.</para>
 /// <para>Completions arrive on the engine's completion context: io_uring's dedicated completion
-/// thread, or the worker thread that did the I/O. A submitter that finds all <see cref="QueueDepth"/> slots busy blocks until
-/// one frees (back-pressure), except inside a completion callback, where it gets
-/// <see cref="BlockStatus.Busy"/> instead of deadlocking the thread that frees slots.</para>
+/// thread (which is also the only thread that enters the ring), or the worker thread that did the
+/// I/O. A submitter that finds all <see cref="QueueDepth"/> slots busy blocks until one frees
+/// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
+/// instead of deadlocking the thread that frees slots.</para>
 /// </remarks>
 public sealed class FileDevice : BlockDevice
 {
