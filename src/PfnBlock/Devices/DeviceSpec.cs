@@ -1,4 +1,5 @@
 using PfnBlock.Block;
+using PfnBlock.Devices.DirectFile;
 using PfnBlock.Devices.Null;
 using PfnBlock.Devices.Pmem;
 using PfnBlock.Devices.Ram;
@@ -15,19 +16,25 @@ public enum DeviceKind
     Ram,
     /// <summary><c>null:SIZE</c>: a null device.</summary>
     Null,
-    /// <summary><c>file:PATH</c>: a file or block device through O_DIRECT.</summary>
+    /// <summary><c>file:PATH</c>: a file or block device through O_DIRECT (<c>file:PATH,buffered</c>: through the page cache).</summary>
     File,
 }
 
 /// <summary>
-/// A device named on the command line: <c>pmem:PATH</c>, <c>ram:SIZE</c>, <c>null:SIZE</c> or
-/// <c>file:PATH</c>. Parsing checks the syntax only; <see cref="Open"/> checks the thing named.
+/// A device named on the command line: <c>pmem:PATH</c>, <c>ram:SIZE</c>, <c>null:SIZE</c>,
+/// <c>file:PATH</c> or <c>file:PATH,buffered</c>. Parsing checks the syntax only; <see cref="Open"/>
+/// checks the thing named.
 /// </summary>
 /// <param name="Kind">The kind of device.</param>
 /// <param name="Path">The path (pmem, file), else null.</param>
 /// <param name="Size">The size in bytes (ram, null), else 0.</param>
 public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
 {
+    private const string BufferedSuffix = ",buffered";
+
+    /// <summary>For <c>file:</c>: open without O_DIRECT, through the page cache (the <c>,buffered</c> suffix).</summary>
+    public bool Buffered { get; init; }
+
     /// <summary>Parses a spec.</summary>
     /// <exception cref="FormatException">The text is not a valid spec; the message says why.</exception>
     public static DeviceSpec Parse(string text)
@@ -40,11 +47,19 @@ public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
         return kind switch
         {
             "pmem" => new DeviceSpec(DeviceKind.Pmem, arg, 0),
-            "file" => new DeviceSpec(DeviceKind.File, arg, 0),
+            "file" => ParseFile(text, arg),
             "ram" => new DeviceSpec(DeviceKind.Ram, null, SizeParser.Parse(arg)),
             "null" => new DeviceSpec(DeviceKind.Null, null, SizeParser.Parse(arg)),
             _ => throw new FormatException($"unknown device kind '{kind}' in '{text}': expected pmem, ram, null or file"),
         };
+    }
+
+    private static DeviceSpec ParseFile(string text, string arg)
+    {
+        bool buffered = arg.EndsWith(BufferedSuffix, StringComparison.Ordinal);
+        string path = buffered ? arg[..^BufferedSuffix.Length] : arg;
+        if (path.Length == 0) throw new FormatException($"invalid device spec '{text}': expected file:PATH or file:PATH,buffered");
+        return new DeviceSpec(DeviceKind.File, path, 0) { Buffered = buffered };
     }
 
     /// <summary>Opens the device named.</summary>
@@ -53,7 +68,7 @@ public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
         DeviceKind.Pmem => PmemDevice.Open(Path!, space),
         DeviceKind.Ram => RamDevice.Create(Size, space),
         DeviceKind.Null => new NullDevice(Size, space),
-        DeviceKind.File => throw new NotSupportedException("file devices are not available in this build"),
+        DeviceKind.File => FileDevice.Open(Path!, new FileDeviceOptions { Buffered = Buffered }, space),
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
     };
 
@@ -61,7 +76,7 @@ public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
     public override string ToString() => Kind switch
     {
         DeviceKind.Pmem => $"pmem:{Path}",
-        DeviceKind.File => $"file:{Path}",
+        DeviceKind.File => Buffered ? $"file:{Path}{BufferedSuffix}" : $"file:{Path}",
         DeviceKind.Ram => $"ram:{SizeParser.Format(Size)}",
         _ => $"null:{SizeParser.Format(Size)}",
     };

@@ -1,0 +1,232 @@
+using System.Runtime.InteropServices;
+using PfnBlock.Block;
+using PfnBlock.Interop;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Devices.DirectFile;
+
+/// <summary>How a <see cref="FileDevice"/> talks to the kernel.</summary>
+public enum FileEngineKind
+{
+    /// <summary>
+    /// io_uring when it can be set up, else the thread-pool engine; also the thread-pool engine on
+    /// tmpfs, where io_uring hands every read and write to an io-wq worker thread. The reason for
+    /// the choice is in <see cref="FileDevice.EngineDescription"/>.
+    /// </summary>
+    Auto,
+    /// <summary>io_uring only; opening fails if it is unavailable.</summary>
+    IoUring,
+    /// <summary>Blocking preadv2/pwritev2 on a small pool of dedicated worker threads (at most 16).</summary>
+    ThreadPool,
+}
+
+/// <summary>Options for <see cref="FileDevice.Open"/>.</summary>
+public sealed record FileDeviceOptions
+{
+    /// <summary>The default number of requests in flight.</summary>
+    public const int DefaultQueueDepth = 64;
+
+    /// <summary>Open through the page cache (no O_DIRECT); for filesystems that refuse O_DIRECT. Spec suffix <c>,buffered</c>.</summary>
+    public bool Buffered { get; init; }
+    /// <summary>Requests in flight at most (1..4096); a submitter beyond it waits for a slot.</summary>
+    public int QueueDepth { get; init; } = DefaultQueueDepth;
+    /// <summary>The I/O engine.</summary>
+    public FileEngineKind Engine { get; init; } = FileEngineKind.Auto;
+    /// <summary>Open read-only; writes, discards and write-zeroes are refused.</summary>
+    public bool ReadOnly { get; init; }
+    /// <summary>Test hook: behave as if io_uring_setup had failed.</summary>
+    internal bool SimulateIoUringUnavailable { get; init; }
+}
+
+/// <summary>
+/// A block device over a regular file or a block device, opened with O_DIRECT: reads and writes go
+/// straight between the file and the bio's frames (each segment kmapped into an iovec, no bounce
+/// buffer), with real queue depth through io_uring, or through a pread/pwrite engine on dedicated
+/// worker threads where io_uring is unavailable (or, under <see cref="FileEngineKind.Auto"/>, on tmpfs).
+/// </summary>
+/// <remarks>
+/// <para>Capacity is the file size rounded down to the logical block size; the file is never grown.
+/// Vectors must be aligned to <see cref="DeviceLimits.DmaAlignment"/> in offset and length
+/// (O_DIRECT's rule); misaligned ones are refused with <see cref="BlockStatus.Invalid"/> before any
+/// system call.</para>
+/// <para>Completions arrive on the engine's completion context: io_uring's dedicated completion
+/// thread (which is also the only thread that enters the ring), or the worker thread that did the
+/// I/O. A submitter that finds all <see cref="QueueDepth"/> slots busy blocks until one frees
+/// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
+/// instead of deadlocking the thread that frees slots.</para>
+/// </remarks>
+public sealed class FileDevice : BlockDevice
+{
+    private const int MaxBytesPerBio = 1 << 20;
+
+    private readonly FileIoEngine _engine;
+    private readonly long _sectors;
+    private readonly DeviceFeatures _features;
+
+    private FileDevice(string path, FileIoEngine engine, long capacityBytes, DeviceLimits limits, bool direct, bool blockDevice,
+        FileEngineKind kind, bool readOnly, PhysicalAddressSpace? space) : base(path, space)
+    {
+        _engine = engine;
+        _sectors = capacityBytes >> Bio.SectorShift;
+        Limits = limits;
+        IsDirect = direct;
+        IsBlockDevice = blockDevice;
+        Engine = kind;
+        _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
+            | DeviceFeatures.WriteZeroes | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
+    }
+
+    /// <summary>The path opened.</summary>
+    public string Path => Name;
+    /// <summary>True when opened with O_DIRECT (false for the <c>,buffered</c> fallback).</summary>
+    public bool IsDirect { get; }
+    /// <summary>True when the path is a block device rather than a regular file.</summary>
+    public bool IsBlockDevice { get; }
+    /// <summary>The engine in use (never <see cref="FileEngineKind.Auto"/>).</summary>
+    public FileEngineKind Engine { get; }
+    /// <summary>One line: O_DIRECT or buffered, the engine, and why it was chosen.</summary>
+    public string EngineDescription => $"{(IsDirect ? "O_DIRECT" : "buffered (page cache)")}; {_engine.Description}";
+    /// <summary>Requests in flight at most.</summary>
+    public int QueueDepth => _engine.Slots;
+
+    /// <inheritdoc/>
+    public override long CapacitySectors => _sectors;
+    /// <inheritdoc/>
+    public override DeviceLimits Limits { get; }
+    /// <inheritdoc/>
+    public override DeviceFeatures Features => _features;
+
+    /// <summary>Test hook into the engine (short-I/O simulation, counters).</summary>
+    internal FileIoEngine EngineForTests => _engine;
+
+    /// <summary>
+    /// Opens <paramref name="path"/> (a regular file or a block device) as a block device.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The filesystem refuses O_DIRECT (the message names the
+    /// <c>file:PATH,buffered</c> fallback), or io_uring was required and is unavailable.</exception>
+    /// <exception cref="IOException">The path cannot be opened, is not a file or block device, or is smaller than one block.</exception>
+    public static unsafe FileDevice Open(string path, FileDeviceOptions? options = null, PhysicalAddressSpace? space = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        options ??= new FileDeviceOptions();
+        if (options.QueueDepth is < 1 or > 4096)
+            throw new ArgumentOutOfRangeException(nameof(options), options.QueueDepth, "queue depth must be 1..4096");
+        bool direct = !options.Buffered;
+        // Check the type by path first: O_DIRECT on a character device or a directory fails with
+        // EINVAL, which must not read as "this filesystem lacks O_DIRECT".
+        statx_t st;
+        if (Libc.statx(Libc.AT_FDCWD, path, 0, Libc.STATX_TYPE, &st) < 0) Libc.ThrowErrno("statx", path);
+        int type = st.stx_mode & Libc.S_IFMT;
+        if (type != Libc.S_IFREG && type != Libc.S_IFBLK)
+            throw new IOException($"file:{path}: not a regular file or block device");
+        int flags = (options.ReadOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC | (direct ? Libc.O_DIRECT : 0);
+        int fd = Libc.open(path, flags, 0);
+        if (fd < 0)
+        {
+            int errno = Libc.Errno;
+            if (errno == Libc.EINVAL && direct) throw DirectUnsupported(path, "open(O_DIRECT)");
+            throw Libc.ErrnoException(errno, "open", path);
+        }
+        try
+        {
+            if (Libc.statx(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_SIZE | Libc.STATX_DIOALIGN, &st) < 0)
+                Libc.ThrowErrno("statx", path);
+            type = st.stx_mode & Libc.S_IFMT;
+            if (type != Libc.S_IFREG && type != Libc.S_IFBLK)
+                throw new IOException($"file:{path}: not a regular file or block device");
+            // lseek(END) is the size of a block device as well as of a file.
+            long size = Libc.lseek(fd, 0, Libc.SEEK_END);
+            if (size < 0) Libc.ThrowErrno("lseek", path);
+
+            int lbs = Bio.SectorSize;
+            if (direct)
+            {
+                if ((st.stx_mask & Libc.STATX_DIOALIGN) != 0)
+                {
+                    if (st.stx_dio_offset_align == 0) throw DirectUnsupported(path, "statx(STATX_DIOALIGN)");
+                    uint need = Math.Max(st.stx_dio_offset_align, st.stx_dio_mem_align);
+                    if (need > Pfn.PageSize)
+                        throw new IOException($"file:{path}: O_DIRECT needs {need}-byte alignment; only 512 and 4096 are supported");
+                    if (need > (uint)lbs) lbs = Pfn.PageSize;
+                }
+                lbs = ProbeDirect(fd, path, size, lbs);
+            }
+            long capacity = size & ~(long)(lbs - 1);
+            if (capacity == 0) throw new IOException($"file:{path}: {size} bytes is smaller than one {lbs}-byte block");
+
+            FileIoEngine engine = CreateEngine(fd, path, options, space ?? PhysicalAddressSpace.Shared, out FileEngineKind kind);
+            var limits = new DeviceLimits(lbs, Math.Max(lbs, Pfn.PageSize), MaxBytesPerBio, direct ? lbs : 1);
+            return new FileDevice(path, engine, capacity, limits, direct, type == Libc.S_IFBLK, kind, options.ReadOnly, space);
+        }
+        catch
+        {
+            _ = Libc.close(fd);
+            throw;
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void SubmitCore(Bio bio) => _engine.Submit(bio);
+
+    /// <summary>Completes every bio in flight (waiting for the kernel), then closes the file.</summary>
+    protected override void Dispose(bool disposing) => _engine.Dispose();
+
+    private static FileIoEngine CreateEngine(int fd, string path, FileDeviceOptions options, PhysicalAddressSpace space, out FileEngineKind kind)
+    {
+        int slots = options.QueueDepth;
+        string name = System.IO.Path.GetFileName(path);
+        if (options.Engine == FileEngineKind.ThreadPool)
+        {
+            kind = FileEngineKind.ThreadPool;
+            return new ThreadPoolEngine(fd, slots, space, name, "selected explicitly");
+        }
+        if (options.Engine == FileEngineKind.Auto && IsTmpfs(fd))
+        {
+            kind = FileEngineKind.ThreadPool;
+            return new ThreadPoolEngine(fd, slots, space, name,
+                "auto: tmpfs, where io_uring punts every read and write to an io-wq worker; blocking calls complete inline");
+        }
+        try
+        {
+            if (options.SimulateIoUringUnavailable)
+                throw new IoUringUnavailableException("io_uring_setup failed: simulated for a test", Libc.ENOSYS);
+            kind = FileEngineKind.IoUring;
+            return IoUringEngine.Create(fd, slots, space, name);
+        }
+        catch (IoUringUnavailableException e)
+        {
+            if (options.Engine == FileEngineKind.IoUring) throw new NotSupportedException($"file:{path}: {e.Message}", e);
+            kind = FileEngineKind.ThreadPool;
+            return new ThreadPoolEngine(fd, slots, space, name, $"io_uring unavailable: {e.Message}");
+        }
+    }
+
+    private static unsafe bool IsTmpfs(int fd)
+    {
+        long* buf = stackalloc long[32]; // struct statfs is 120 bytes on 64-bit Linux
+        return Libc.fstatfs(fd, buf) == 0 && buf[0] == Libc.TMPFS_MAGIC;
+    }
+
+    // One aligned read at offset 0 tells whether O_DIRECT works here and whether 512-byte blocks do.
+    private static unsafe int ProbeDirect(int fd, string path, long size, int lbs)
+    {
+        if (size < lbs) return lbs; // too small to probe; Open refuses it anyway
+        void* buf = NativeMemory.AlignedAlloc(Pfn.PageSize, Pfn.PageSize);
+        try
+        {
+            while (true)
+            {
+                if (Libc.pread(fd, buf, (nuint)lbs, 0) >= 0) return lbs;
+                int errno = Libc.Errno;
+                if (errno == Libc.EINTR) continue;
+                if (errno != Libc.EINVAL) throw Libc.ErrnoException(errno, "pread(O_DIRECT probe)", path);
+                if (lbs == Bio.SectorSize && size >= Pfn.PageSize) { lbs = Pfn.PageSize; continue; }
+                throw DirectUnsupported(path, "the first O_DIRECT read");
+            }
+        }
+        finally { NativeMemory.AlignedFree(buf); }
+    }
+
+    private static NotSupportedException DirectUnsupported(string path, string what) =>
+        new($"file:{path}: O_DIRECT is not supported on this filesystem ({what} failed with EINVAL); use the explicit fallback 'file:{path},buffered' to go through the page cache");
+}
