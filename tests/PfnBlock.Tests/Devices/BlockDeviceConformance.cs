@@ -1,4 +1,5 @@
 using PfnBlock.Block;
+using PfnBlock.Devices.DirectFile;
 using PfnBlock.Devices.Null;
 using PfnBlock.Devices.Pmem;
 using PfnBlock.Devices.Ram;
@@ -7,9 +8,15 @@ using PfnBlock.Namespaces;
 
 namespace PfnBlock.Tests.Devices;
 
-// One subclass per device. A new device joins the suite with three lines:
-//   public sealed class FileConformance : BlockDeviceConformance
-//   { protected override IBlockDevice CreateDevice(Scratch s) => FileDevice.Open(s.NewPath("file"), 16 << 20); }
+// One subclass per device; a new device joins the suite with three lines like these.
+
+/// <summary>O_DIRECT file on ext4 (io_uring engine).</summary>
+public sealed class FileConformance : BlockDeviceConformance
+{ protected override IBlockDevice CreateDevice(Scratch s) => FileDevice.Open(s.NewSizedFile("/var/tmp", 16 << 20)); }
+
+/// <summary>Buffered file on tmpfs (worker-thread engine).</summary>
+public sealed class BufferedFileConformance : BlockDeviceConformance
+{ protected override IBlockDevice CreateDevice(Scratch s) => FileDevice.Open(s.NewSizedFile(Scratch.Directory, 16 << 20), new FileDeviceOptions { Buffered = true }); }
 
 public sealed class PmemConformance : BlockDeviceConformance
 { protected override IBlockDevice CreateDevice(Scratch s) => new PmemDevice(PmemNamespace.Create(s.NewPath("pmem"), new() { Size = 16 << 20 })); }
@@ -52,6 +59,7 @@ public abstract class BlockDeviceConformance : IDisposable
 
     private bool StoresData => (Device.Features & DeviceFeatures.DiscardsData) == 0;
     private int Lbs => Device.Limits.LogicalBlockSize;
+    private int DmaAlign => Device.Limits.DmaAlignment;
     private long Capacity => Device.CapacityBytes;
     private string Ctx => $"{Device.Name}, seed {_seed}";
 
@@ -94,7 +102,7 @@ public abstract class BlockDeviceConformance : IDisposable
     /// <summary>Writes stamped data at <paramref name="offset"/> through a random layout and returns it.</summary>
     private byte[] WriteStamped(Random rng, long offset, int length, int generation, BioFlags flags = BioFlags.None)
     {
-        using IoBuffers.Layout layout = Buffers.NewLayout(rng, length);
+        using IoBuffers.Layout layout = Buffers.NewLayout(rng, length, align: DmaAlign);
         byte[] data = Stamp.Make(offset, length, generation);
         layout.Write(data);
         Assert.Equal(BlockStatus.Ok, Write(offset, layout, flags));
@@ -104,7 +112,7 @@ public abstract class BlockDeviceConformance : IDisposable
     /// <summary>Reads <paramref name="length"/> bytes at <paramref name="offset"/> through a random layout.</summary>
     private byte[] ReadBack(Random rng, long offset, int length, byte sentinel = 0xA5)
     {
-        using IoBuffers.Layout layout = Buffers.NewLayout(rng, length);
+        using IoBuffers.Layout layout = Buffers.NewLayout(rng, length, align: DmaAlign);
         layout.Fill(sentinel);
         Assert.Equal(BlockStatus.Ok, Read(offset, layout));
         return layout.Read();
@@ -160,13 +168,14 @@ public abstract class BlockDeviceConformance : IDisposable
     [Fact]
     public void WritesOfVectorsWithOddLengthsAndOffsetsRoundTrip()
     {
-        // Vectors of any byte length and offset (even 1 byte, across frame boundaries), as long as the bio is whole blocks.
+        // Vectors of any byte length and offset the device's DMA alignment allows (for memory devices
+        // even 1 byte, across frame boundaries), as long as the bio is whole blocks.
         var rng = new Random(_seed);
         for (int i = 0; i < 40; i++)
         {
             int length = rng.Next(1, 5) * Lbs;
             long offset = RandomOffset(rng, length);
-            using IoBuffers.Layout layout = Buffers.NewLayout(rng, length, maxVecs: 32);
+            using IoBuffers.Layout layout = Buffers.NewLayout(rng, length, maxVecs: 32, align: DmaAlign);
             byte[] data = Stamp.Make(offset, length, 1000 + i);
             layout.Write(data);
             Assert.Equal(BlockStatus.Ok, Write(offset, layout));
@@ -281,7 +290,7 @@ public abstract class BlockDeviceConformance : IDisposable
         byte[] fua = WriteStamped(rng, 0, 4 * Lbs, 1, BioFlags.Fua);
         byte[] pre = WriteStamped(rng, 4L * Lbs, 4 * Lbs, 2, BioFlags.Preflush);
         byte[] both = WriteStamped(rng, 8L * Lbs, 4 * Lbs, 3, BioFlags.Preflush | BioFlags.Fua);
-        using IoBuffers.Layout layout = Buffers.NewLayout(rng, 12 * Lbs);
+        using IoBuffers.Layout layout = Buffers.NewLayout(rng, 12 * Lbs, align: DmaAlign);
         layout.Fill(0xA5);
         Assert.Equal(BlockStatus.Ok, Read(0, layout, BioFlags.Preflush));
         AssertRead([.. fua, .. pre, .. both], layout.Read(), 0, "FUA/PREFLUSH writes");
@@ -336,7 +345,7 @@ public abstract class BlockDeviceConformance : IDisposable
     public void EveryKindOfRequestCompletesExactlyOnceAlsoWhenAwaited()
     {
         var rng = new Random(_seed);
-        using IoBuffers.Layout good = Buffers.NewLayout(rng, 8 * Lbs);
+        using IoBuffers.Layout good = Buffers.NewLayout(rng, 8 * Lbs, align: DmaAlign);
         Func<Bio>[] requests =
         [
             () => good.AddTo(new Bio().Init(BioOp.Write, 0)),
@@ -362,7 +371,7 @@ public abstract class BlockDeviceConformance : IDisposable
     public async Task AwaitedRequestsComplete()
     {
         var rng = new Random(_seed);
-        using IoBuffers.Layout layout = Buffers.NewLayout(rng, 4 * Lbs);
+        using IoBuffers.Layout layout = Buffers.NewLayout(rng, 4 * Lbs, align: DmaAlign);
         byte[] data = Stamp.Make(Lbs, 4 * Lbs, 9);
         layout.Write(data);
         Assert.Equal(BlockStatus.Ok, await Device.SubmitAsync(layout.AddTo(new Bio().Init(BioOp.Write, Lbs >> Bio.SectorShift))));
@@ -461,7 +470,7 @@ public abstract class BlockDeviceConformance : IDisposable
         {
             int length = Lbs * rng.Next(1, Math.Max(2, Math.Min(16, Device.Limits.MaxBytesPerBio / Lbs) + 1));
             long offset = RandomOffset(rng, length);
-            using IoBuffers.Layout layout = Buffers.NewLayout(rng, length);
+            using IoBuffers.Layout layout = Buffers.NewLayout(rng, length, align: DmaAlign);
             switch (rng.Next(3))
             {
                 case 0: Assert.Equal(BlockStatus.Ok, Read(offset, layout)); reads++; readSectors += length >> Bio.SectorShift; break;

@@ -24,14 +24,16 @@ public sealed class IoBuffers : IDisposable
 
     /// <summary>
     /// Vectors covering exactly <paramref name="total"/> bytes in at most <paramref name="maxVecs"/>
-    /// pieces of random length, each placed at a random offset of its own frame run.
+    /// pieces of random length, each placed at a random offset of its own frame run. Lengths and
+    /// offsets are multiples of <paramref name="align"/> (a device's DMA alignment).
     /// </summary>
-    public Layout NewLayout(Random rng, int total, int maxVecs = 8)
+    public Layout NewLayout(Random rng, int total, int maxVecs = 8, int align = 1)
     {
-        if (total <= 0) throw new ArgumentOutOfRangeException(nameof(total));
-        int pieces = Math.Min(rng.Next(1, maxVecs + 1), total);
+        if (total <= 0 || total % align != 0) throw new ArgumentOutOfRangeException(nameof(total));
+        int units = total / align;
+        int pieces = Math.Min(rng.Next(1, maxVecs + 1), units);
         var cuts = new SortedSet<int> { 0, total };
-        while (cuts.Count < pieces + 1) cuts.Add(rng.Next(1, total));
+        while (cuts.Count < pieces + 1) cuts.Add(rng.Next(1, units) * align);
         int[] points = [.. cuts];
         var layout = new Layout(this);
         for (int i = 0; i + 1 < points.Length; i++)
@@ -43,7 +45,7 @@ public sealed class IoBuffers : IDisposable
                 1 => (uint)rng.Next(0, Pfn.PageSize),    // offset inside the first frame
                 _ => (uint)rng.Next(0, 3 * Pfn.PageSize), // offset past the first frame (multi-page vector)
             };
-            layout.Add(offset, (uint)length);
+            layout.Add(offset / (uint)align * (uint)align, (uint)length);
         }
         return layout;
     }

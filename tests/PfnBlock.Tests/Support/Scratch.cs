@@ -14,11 +14,19 @@ public sealed class Scratch : IDisposable
     /// <summary>The directory scratch files live in.</summary>
     public static string Directory => System.IO.Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath();
 
-    /// <summary>A fresh path that does not exist yet; deleted on dispose.</summary>
-    public string NewPath(string hint = "ns")
+    /// <summary>A fresh path that does not exist yet (under <paramref name="directory"/>, default <see cref="Directory"/>); deleted on dispose.</summary>
+    public string NewPath(string hint = "ns", string? directory = null)
     {
-        string path = Path.Combine(Directory, $"pfnblock-test-{hint}-{Guid.NewGuid():N}");
+        string path = Path.Combine(directory ?? Directory, $"pfnblock-test-{hint}-{Guid.NewGuid():N}");
         lock (_paths) _paths.Add(path);
+        return path;
+    }
+
+    /// <summary>A fresh sparse file of <paramref name="size"/> bytes under <paramref name="directory"/>; deleted on dispose.</summary>
+    public string NewSizedFile(string directory, long size, string hint = "file")
+    {
+        string path = NewPath(hint, directory);
+        using (var f = File.Create(path)) f.SetLength(size);
         return path;
     }
 
