@@ -66,6 +66,10 @@ internal sealed unsafe class NbdConnection
                 _negotiation = new NbdHandshake(stream, _server.Exports, () => _stopping || _server.Stopping).Run();
             if (_negotiation is null || _stopping) return;
             _socket.ReceiveTimeout = 0;
+            // Large socket buffers let a big read reply (and a big write payload over TCP) move in
+            // one go instead of many wake-ups; the kernel caps them at net.core.[rw]mem_max.
+            _socket.SendBufferSize = options.SocketBufferBytes;
+            _socket.ReceiveBufferSize = options.SocketBufferBytes;
             _export = _negotiation.Export;
             _export.Stats.ConnectionOpened();
             Transmit();

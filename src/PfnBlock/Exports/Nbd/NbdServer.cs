@@ -14,6 +14,8 @@ public sealed record NbdServerOptions
     public int MaxRequestsInFlight { get; init; } = 128;
     /// <summary>Bytes of data buffers per connection for reads of devices without direct access and writes to asynchronous devices (at least 32 MiB); the receive buffer adds 33 MiB.</summary>
     public long BufferBytesPerConnection { get; init; } = 64L << 20;
+    /// <summary>Socket send and receive buffer size asked for in transmission (capped by the kernel).</summary>
+    public int SocketBufferBytes { get; init; } = 4 << 20;
     /// <summary>How long a client may take over each handshake step.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
