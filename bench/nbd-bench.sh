@@ -117,6 +117,7 @@ NJOBS=${NJOBS:-1 2}
 REPORT=${REPORT:-}
 SIZE_MIB=$(numfmt --from=iec "$SIZE" | awk '{print int($1 / 1048576)}')
 COPY_MIB=$(numfmt --from=iec "$COPY_SIZE" | awk '{print int($1 / 1048576)}')
+EXPORT_BYTES=
 SRC=/dev/shm/nbd-bench-src.$$.img
 NS=/dev/shm/nbd-bench-pmem.$$
 CLEANUP_FILES+=("$SRC" "$SRC.chunk" "$NS")
@@ -155,37 +156,55 @@ copy_rep() {
 # ---- servers ----
 echo "# building pfnblock (Release)"
 "$here/pfnblock" --help >/dev/null
-# The namespace's data area must hold SIZE bytes; its info block and alignment take a little more.
-"$here/pfnblock" namespace create --path "$NS" --size "$((SIZE_MIB + 64))M" >/dev/null
 KSOCK="$WORK/nbdkit.sock"; PSOCK="$WORK/pfnblock.sock"
 KURI="nbd+unix:///?socket=$KSOCK"; PURI="nbd+unix:///pmem0?socket=$PSOCK"
-echo "CMD: nbdkit -f --exit-with-parent -U $KSOCK memory $SIZE allocator=sparse"
-nbdkit -f --exit-with-parent -U "$KSOCK" memory "$SIZE" allocator=sparse &
-KPID=$!; CLEANUP_PIDS+=("$KPID")
-echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS --listen unix:$PSOCK"
-"$here/pfnblock" serve --export "pmem0=pmem:$NS" --listen "unix:$PSOCK" > "$WORK/pfnblock.out" 2>&1 &
-PPID_=$!; CLEANUP_PIDS+=("$PPID_")
-wait_server "$KURI"; wait_server "$PURI"
-echo "# $(nbdkit --version), $(nbdcopy --version | head -n1), fio $(fio --version), $(dotnet --version 2>/dev/null | sed 's/^/.NET SDK /')"
+KPID=; PPID_=
+# start_servers MIB : a pmem namespace whose data area holds at least MIB MiB (its info block
+# and alignment take a little more), served by pfnblock; nbdkit memory of exactly the same
+# byte size, so both exports are alike. Sets EXPORT_BYTES.
+start_servers() {
+  rm -f "$NS"
+  "$here/pfnblock" namespace create --path "$NS" --size "$(($1 + 64))M" >/dev/null
+  echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS --listen unix:$PSOCK"
+  "$here/pfnblock" serve --export "pmem0=pmem:$NS" --listen "unix:$PSOCK" > "$WORK/pfnblock.out" 2>&1 &
+  PPID_=$!; CLEANUP_PIDS+=("$PPID_")
+  wait_server "$PURI"
+  EXPORT_BYTES=$(nbdinfo --size "$PURI")
+  echo "CMD: nbdkit -f --exit-with-parent -U $KSOCK memory $EXPORT_BYTES allocator=sparse"
+  nbdkit -f --exit-with-parent -U "$KSOCK" memory "$EXPORT_BYTES" allocator=sparse &
+  KPID=$!; CLEANUP_PIDS+=("$KPID")
+  wait_server "$KURI"
+  for u in "$KURI" "$PURI"; do nbdinfo "$u" | grep -E 'export-size|can_multi_conn|block_size_max|can_fua|can_flush' | sed 's/^/  /'; done
+}
+stop_servers() {
+  kill -TERM "$PPID_" "$KPID"; wait "$PPID_" "$KPID" 2>/dev/null || true
+  echo "# pfnblock serve output:"; sed 's/^/  /' "$WORK/pfnblock.out"
+}
+echo "# $(nbdkit --version), $(nbdcopy --version | head -n1), fio $(fio --version), .NET SDK $(dotnet --version 2>/dev/null)"
 echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-for u in "$KURI" "$PURI"; do nbdinfo "$u" | grep -E 'export-size|can_multi_conn|block_size_max|can_fua|can_flush' | sed 's/^/  /'; done
 
-# ---- nbdcopy: fill both exports (first copy allocates), then copy each way ----
+# ---- nbdcopy: exports of COPY_SIZE, filled by the first copy (which allocates), then copied
+# whole each way; the source file has exactly the export's size so no holes remain ----
+start_servers "$COPY_MIB"
 head -c 512M /dev/urandom > "$SRC.chunk"; : > "$SRC"
-for i in $(seq 1 $((COPY_MIB / 512))); do cat "$SRC.chunk" >> "$SRC"; done; rm -f "$SRC.chunk"
+while [ "$(stat -c %s "$SRC")" -lt "$EXPORT_BYTES" ]; do cat "$SRC.chunk" >> "$SRC"; done
+rm -f "$SRC.chunk"; truncate -s "$EXPORT_BYTES" "$SRC"
 for s in nbdkit pfnblock; do
   if [ $s = nbdkit ]; then SERVER_PID=$KPID; U=$KURI; else SERVER_PID=$PPID_; U=$PURI; fi
-  REPS=1 copy_rep "$s-nbdcopy-write-first" "$(stat -c %s "$SRC")" "$SRC" "$U"
+  REPS=1 copy_rep "$s-nbdcopy-write-first" "$EXPORT_BYTES" "$SRC" "$U"
 done
 for dir in write read; do
   for s in nbdkit pfnblock; do
     if [ $s = nbdkit ]; then SERVER_PID=$KPID; U=$KURI; else SERVER_PID=$PPID_; U=$PURI; fi
-    if [ $dir = write ]; then copy_rep "$s-nbdcopy-write" "$(stat -c %s "$SRC")" "$SRC" "$U"
-    else copy_rep "$s-nbdcopy-read-to-null" "$(stat -c %s "$SRC")" "$U" null:; fi
+    if [ $dir = write ]; then copy_rep "$s-nbdcopy-write" "$EXPORT_BYTES" "$SRC" "$U"
+    else copy_rep "$s-nbdcopy-read-to-null" "$EXPORT_BYTES" "$U" null:; fi
   done
 done
 rm -f "$SRC"
+stop_servers
 
+# ---- fio: exports of SIZE ----
+start_servers "$SIZE_MIB"
 # ---- fio: the 06-nbdkit-memory.sh matrix, alternating servers per workload ----
 both() { # both LABEL FIO-ARGS... (the URI is filled in per server)
   local label=$1; shift
@@ -221,4 +240,4 @@ awk -F'\t' -v OFS=' | ' '
         cpu["nbdkit", w] "%", cpu["pfnblock", w] "%", ck, cf, (ck != "" && cf != "" && ck > 0 ? sprintf("%.2fx", cf / ck) : "") " |"
     }
   }' "$RESULTS" | tee "${REPORT:-/dev/null}"
-echo "# pfnblock serve output:"; kill -TERM "$PPID_"; wait "$PPID_" 2>/dev/null || true; sed 's/^/  /' "$WORK/pfnblock.out"
+stop_servers

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography.X509Certificates;
 using PfnBlock.Block;
 using PfnBlock.Devices;
 using PfnBlock.Exports.Nbd;
@@ -30,16 +31,34 @@ internal static class ServeCommand
         var readOnly = new Option<bool>("--read-only") { Description = "Refuse writes on every export (EPERM)." };
         var statsInterval = new Option<int>("--stats-interval") { Description = "Print per-export statistics every SECONDS (0: only at shutdown).", DefaultValueFactory = _ => 0 };
         var maxConnections = new Option<int>("--max-connections") { Description = "Connections served at once.", DefaultValueFactory = _ => 64 };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate (chain) offered by STARTTLS." };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
+        var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };
+        tls.AcceptOnlyFromAmong("allow", "require");
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, listen, readOnly, statsInterval, maxConnections,
+            exports, listen, readOnly, statsInterval, maxConnections, tlsCert, tlsKey, tls,
         };
         cmd.SetAction(r => Cli.Run(() => Serve(
-            r.GetValue(exports) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), r.GetValue(maxConnections))));
+            r.GetValue(exports) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), r.GetValue(maxConnections),
+            LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), r.GetValue(tls) == "require"), r.GetValue(tls) == "require")));
         return cmd;
     }
 
-    private static int Serve(string[] exportArgs, string[] listenArgs, bool readOnly, int statsInterval, int maxConnections)
+    private static X509Certificate2? LoadCertificate(string? certPath, string? keyPath, bool required)
+    {
+        if (certPath is null && keyPath is null)
+            return required ? throw new ArgumentException("--tls require needs --tls-cert and --tls-key") : null;
+        if (certPath is null || keyPath is null) throw new ArgumentException("--tls-cert and --tls-key go together");
+        try { return X509Certificate2.CreateFromPemFile(certPath, keyPath); }
+        catch (System.Security.Cryptography.CryptographicException e)
+        {
+            throw new IOException($"cannot load TLS certificate '{certPath}' with key '{keyPath}': {e.Message}", e);
+        }
+    }
+
+    private static int Serve(string[] exportArgs, string[] listenArgs, bool readOnly, int statsInterval, int maxConnections,
+        X509Certificate2? certificate, bool tlsRequired)
     {
         if (statsInterval < 0) throw new ArgumentException("--stats-interval must not be negative");
         List<NbdListenAddress> addresses = listenArgs.Length == 0 ? [NbdListenAddress.Default] : [.. listenArgs.Select(NbdListenAddress.Parse)];
@@ -61,6 +80,8 @@ internal static class ServeCommand
             using var server = new NbdServer(registry, new NbdServerOptions
             {
                 MaxConnections = maxConnections,
+                TlsCertificate = certificate,
+                TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
             });
             IReadOnlyList<EndPoint> bound;
@@ -70,6 +91,8 @@ internal static class ServeCommand
             foreach (NbdExport e in registry.All)
                 Console.WriteLine($"export {e.Name}: {e.Description}, {e.Size} bytes{(e.ReadOnly ? ", read-only" : "")}");
             foreach (EndPoint ep in bound) PrintClientCommands(ep, registry.All[0].Name);
+            if (certificate is not null)
+                Console.WriteLine($"TLS {(tlsRequired ? "required" : "offered")} with certificate {certificate.Subject} (clients use nbds:// or nbds+unix:// URIs)");
             Console.WriteLine("serving; Ctrl-C or SIGTERM stops (in-flight requests finish, exports are flushed)");
 
             while (!stop.Wait(statsInterval > 0 ? TimeSpan.FromSeconds(statsInterval) : Timeout.InfiniteTimeSpan))

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using System.Security.Authentication;
 using PfnBlock.Block;
 using PfnBlock.Interop;
 using PfnBlock.Memory;
@@ -62,8 +63,10 @@ internal sealed unsafe class NbdConnection
             if (_socket.ProtocolType == ProtocolType.Tcp) _socket.NoDelay = true;
             _socket.ReceiveTimeout = (int)options.HandshakeTimeout.TotalMilliseconds;
             _socket.SendTimeout = (int)options.SendTimeout.TotalMilliseconds;
-            using (var stream = new NetworkStream(_socket, ownsSocket: false))
-                _negotiation = new NbdHandshake(stream, _server.Exports, () => _stopping || _server.Stopping).Run();
+            using var stream = new NetworkStream(_socket, ownsSocket: false);
+            _negotiation = new NbdHandshake(stream, _server.Exports, () => _stopping || _server.Stopping,
+                options.TlsCertificate, options.TlsRequired).Run();
+            using Stream? tls = _negotiation?.Tls;
             if (_negotiation is null || _stopping) return;
             _socket.ReceiveTimeout = 0;
             // Large socket buffers let a big read reply (and a big write payload over TCP) move in
@@ -74,7 +77,8 @@ internal sealed unsafe class NbdConnection
             _export.Stats.ConnectionOpened();
             Transmit();
         }
-        catch (Exception e) when (e is NbdProtocolException or IOException or SocketException or EndOfStreamException or ObjectDisposedException)
+        catch (Exception e) when (e is NbdProtocolException or IOException or SocketException or EndOfStreamException
+                                   or ObjectDisposedException or AuthenticationException)
         {
             options.Log?.Invoke($"nbd: connection closed: {e.Message}");
         }
@@ -99,7 +103,7 @@ internal sealed unsafe class NbdConnection
         for (int i = 0; i < slots; i++) _free[i] = new NbdRequest(this, i, _buffers.Header(i));
         _freeCount = slots;
         int fd = (int)_socket.SafeHandle.DangerousGetHandle();
-        _writer = new NbdReplyWriter(_sync, fd, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle);
+        _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle);
         try
         {
             ReceiveLoop(fd);
@@ -156,7 +160,7 @@ internal sealed unsafe class NbdConnection
                 tail -= head;
                 head = 0;
             }
-            nint n = Receive(fd, buf + tail, capacity - tail);
+            nint n = _negotiation!.Tls is { } tls ? tls.Read(new Span<byte>(buf + tail, capacity - tail)) : Receive(fd, buf + tail, capacity - tail);
             if (n <= 0) return;
             tail += (int)n;
             lock (_sync) _writer.BeginBatch();

@@ -1,4 +1,7 @@
 using System.Buffers.Binary;
+using System.Net.Security;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 
 namespace PfnBlock.Exports.Nbd;
@@ -7,7 +10,8 @@ namespace PfnBlock.Exports.Nbd;
 /// <param name="Export">The export chosen.</param>
 /// <param name="StructuredReplies">Structured replies were negotiated.</param>
 /// <param name="BaseAllocation">The <c>base:allocation</c> context is selected (BLOCK_STATUS allowed).</param>
-public sealed record NbdNegotiation(NbdExport Export, bool StructuredReplies, bool BaseAllocation);
+/// <param name="Tls">The TLS stream transmission must use, or null for plaintext.</param>
+public sealed record NbdNegotiation(NbdExport Export, bool StructuredReplies, bool BaseAllocation, SslStream? Tls = null);
 
 /// <summary>
 /// The fixed newstyle handshake and option haggling, server side, over a blocking stream.
@@ -17,7 +21,10 @@ public sealed record NbdNegotiation(NbdExport Export, bool StructuredReplies, bo
 public sealed class NbdHandshake
 {
     private static readonly byte[] s_zeroes = new byte[124];
-    private readonly Stream _stream;
+    private Stream _stream;
+    private SslStream? _tls;
+    private readonly X509Certificate2? _certificate;
+    private readonly bool _tlsRequired;
     private readonly NbdExportRegistry _exports;
     private readonly Func<bool> _shuttingDown;
     private readonly byte[] _header = new byte[20];
@@ -30,17 +37,24 @@ public sealed class NbdHandshake
     /// <param name="stream">The connection.</param>
     /// <param name="exports">The exports offered.</param>
     /// <param name="shuttingDown">True once the server is stopping; options then get ERR_SHUTDOWN.</param>
-    public NbdHandshake(Stream stream, NbdExportRegistry exports, Func<bool>? shuttingDown = null)
+    /// <param name="certificate">The certificate STARTTLS offers; null refuses STARTTLS with ERR_POLICY.</param>
+    /// <param name="tlsRequired">Refuse every option but STARTTLS and ABORT until TLS is up.</param>
+    public NbdHandshake(Stream stream, NbdExportRegistry exports, Func<bool>? shuttingDown = null,
+        X509Certificate2? certificate = null, bool tlsRequired = false)
     {
+        if (tlsRequired && certificate is null) throw new ArgumentException("requiring TLS needs a certificate", nameof(tlsRequired));
         _stream = stream;
         _exports = exports;
         _shuttingDown = shuttingDown ?? (() => false);
+        _certificate = certificate;
+        _tlsRequired = tlsRequired;
     }
 
     /// <summary>Runs the handshake.</summary>
     /// <returns>The negotiation, or null when the client aborted.</returns>
     /// <exception cref="NbdProtocolException">The client broke the protocol; drop the connection.</exception>
     /// <exception cref="EndOfStreamException">The client went away.</exception>
+    /// <exception cref="AuthenticationException">The TLS handshake after STARTTLS failed; drop the connection.</exception>
     public NbdNegotiation? Run()
     {
         Span<byte> greet = stackalloc byte[18];
@@ -72,6 +86,13 @@ public sealed class NbdHandshake
                 TryReply(option, NbdReply.Ack);
                 return null;
             }
+            if (_tlsRequired && _tls is null && (NbdOption)option != NbdOption.StartTls)
+            {
+                // EXPORT_NAME has no error reply: without TLS the session must end.
+                if ((NbdOption)option == NbdOption.ExportName) throw new NbdProtocolException("EXPORT_NAME before STARTTLS on a TLS-only server");
+                Reply(option, NbdReply.ErrTlsReqd, "this server requires TLS: send STARTTLS first"u8);
+                continue;
+            }
             if ((NbdOption)option == NbdOption.ExportName)
             {
                 // No error reply exists for EXPORT_NAME: an unknown export ends the session.
@@ -90,7 +111,7 @@ public sealed class NbdHandshake
             NbdNegotiation? done = (NbdOption)option switch
             {
                 NbdOption.List => List(option, data),
-                NbdOption.StartTls => ReplyNull(option, NbdReply.ErrPolicy, "TLS is not configured on this server"),
+                NbdOption.StartTls => StartTls(option, data),
                 NbdOption.Info or NbdOption.Go => InfoOrGo(option, data),
                 NbdOption.StructuredReply => StructuredReply(option, data),
                 NbdOption.ListMetaContext or NbdOption.SetMetaContext => MetaContext(option, data),
@@ -101,7 +122,37 @@ public sealed class NbdHandshake
     }
 
     private NbdNegotiation Finish(NbdExport export) =>
-        new(export, _structured, _baseAllocation && _structured && _metaExport == export.Name);
+        new(export, _structured, _baseAllocation && _structured && _metaExport == export.Name, _tls);
+
+    private NbdNegotiation? StartTls(uint option, byte[] data)
+    {
+        if (_certificate is null) return ReplyNull(option, NbdReply.ErrPolicy, "TLS is not configured on this server");
+        if (_tls is not null) return ReplyNull(option, NbdReply.ErrInvalid, "TLS is already active");
+        if (data.Length != 0) return ReplyNull(option, NbdReply.ErrInvalid, "STARTTLS takes no data");
+        Reply(option, NbdReply.Ack);
+        var tls = new SslStream(_stream, leaveInnerStreamOpen: true);
+        try
+        {
+            tls.AuthenticateAsServer(new SslServerAuthenticationOptions
+            {
+                ServerCertificate = _certificate,
+                EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+                ClientCertificateRequired = false,
+            });
+        }
+        catch
+        {
+            tls.Dispose();
+            throw;
+        }
+        _tls = tls;
+        _stream = tls;
+        // Nothing negotiated in plaintext carries over into the TLS session.
+        _structured = false;
+        _baseAllocation = false;
+        _metaExport = null;
+        return null;
+    }
 
     private NbdNegotiation? List(uint option, byte[] data)
     {

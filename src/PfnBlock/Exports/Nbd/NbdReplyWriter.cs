@@ -14,6 +14,7 @@ internal sealed unsafe class NbdReplyWriter : IDisposable
 {
     private readonly object _sync;
     private readonly int _fd;
+    private readonly Stream? _tls;
     private readonly int _sendTimeoutMs;
     private readonly NbdConnectionBuffers _buffers;
     private readonly Action<NbdRequest> _recycle;
@@ -23,10 +24,18 @@ internal sealed unsafe class NbdReplyWriter : IDisposable
     private int _queuedCount;
     private bool _batching;
 
-    public NbdReplyWriter(object sync, int fd, int sendTimeoutMs, NbdConnectionBuffers buffers, int slots, Action<NbdRequest> recycle)
+    /// <param name="sync">The connection's lock.</param>
+    /// <param name="fd">The socket, written with <c>sendmsg</c> in plaintext.</param>
+    /// <param name="tls">The TLS stream to write instead, or null.</param>
+    /// <param name="sendTimeoutMs">How long to wait for a client that does not read.</param>
+    /// <param name="buffers">The connection's buffers (chunk addresses).</param>
+    /// <param name="slots">Request slots of the connection.</param>
+    /// <param name="recycle">Called for each request once its reply is sent.</param>
+    public NbdReplyWriter(object sync, int fd, Stream? tls, int sendTimeoutMs, NbdConnectionBuffers buffers, int slots, Action<NbdRequest> recycle)
     {
         _sync = sync;
         _fd = fd;
+        _tls = tls;
         _sendTimeoutMs = sendTimeoutMs;
         _buffers = buffers;
         _recycle = recycle;
@@ -101,6 +110,7 @@ internal sealed unsafe class NbdReplyWriter : IDisposable
 
     private bool SendAll()
     {
+        if (_tls is not null) return WriteAllTls();
         Libc.IoVec* v = _iov;
         Libc.IoVec* end = _iov + _iovCount;
         while (v < end)
@@ -122,6 +132,21 @@ internal sealed unsafe class NbdReplyWriter : IDisposable
             if (left > 0) { v->Base = (byte*)v->Base + left; v->Length -= left; }
         }
         return true;
+    }
+
+    private bool WriteAllTls()
+    {
+        // TLS encrypts in user space anyway, so the vectors are simply written in turn.
+        try
+        {
+            for (int i = 0; i < _iovCount; i++) _tls!.Write(new ReadOnlySpan<byte>(_iov[i].Base, (int)_iov[i].Length));
+            _tls!.Flush();
+            return true;
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            return false;
+        }
     }
 
     private bool WaitWritable()

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
 using PfnBlock.Block;
 using PfnBlock.Memory;
 
@@ -20,6 +21,10 @@ public sealed record NbdServerOptions
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
     public TimeSpan SendTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>The certificate (with its private key) STARTTLS offers; null: TLS is not configured and STARTTLS gets ERR_POLICY.</summary>
+    public X509Certificate2? TlsCertificate { get; init; }
+    /// <summary>Refuse every option but STARTTLS and ABORT until TLS is up (needs <see cref="TlsCertificate"/>).</summary>
+    public bool TlsRequired { get; init; }
     /// <summary>Where connection-level events are reported, or null.</summary>
     public Action<string>? Log { get; init; }
 }
@@ -51,6 +56,8 @@ public sealed class NbdServer : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), "BufferBytesPerConnection must be at least 32 MiB");
         if (Options.MaxRequestsInFlight < 1 || Options.MaxConnections < 1)
             throw new ArgumentOutOfRangeException(nameof(options), "limits must be positive");
+        if (Options.TlsRequired && Options.TlsCertificate is null)
+            throw new ArgumentException("requiring TLS needs a certificate", nameof(options));
     }
 
     /// <summary>The exports served.</summary>
