@@ -163,7 +163,7 @@ KPID=; PPID_=
 # and alignment take a little more), served by pfnblock; nbdkit memory of exactly the same
 # byte size, so both exports are alike. Sets EXPORT_BYTES.
 start_servers() {
-  rm -f "$NS"
+  rm -f "$NS" "$KSOCK" "$PSOCK"
   "$here/pfnblock" namespace create --path "$NS" --size "$(($1 + 64))M" >/dev/null
   echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS --listen unix:$PSOCK"
   "$here/pfnblock" serve --export "pmem0=pmem:$NS" --listen "unix:$PSOCK" > "$WORK/pfnblock.out" 2>&1 &
