@@ -77,10 +77,14 @@ internal sealed unsafe class NbdConnection
             _export.Stats.ConnectionOpened();
             Transmit();
         }
-        catch (Exception e) when (e is NbdProtocolException or IOException or SocketException or EndOfStreamException
-                                   or ObjectDisposedException or AuthenticationException)
+        catch (Exception e) when (e is EndOfStreamException or ObjectDisposedException
+                                   || e is IOException { InnerException: SocketException } || e is SocketException)
         {
-            options.Log?.Invoke($"nbd: connection closed: {e.Message}");
+            // The client went away (closed, reset, timed out): routine, not worth a log line.
+        }
+        catch (Exception e) when (e is NbdProtocolException or IOException or AuthenticationException)
+        {
+            options.Log?.Invoke($"nbd: connection dropped: {e.Message}");
         }
         catch (Exception e)
         {
