@@ -1,0 +1,154 @@
+using System.CommandLine;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography.X509Certificates;
+using PfnBlock.Block;
+using PfnBlock.Devices;
+using PfnBlock.Exports.Nbd;
+using PfnBlock.Namespaces;
+
+namespace PfnBlock.Cli.Commands;
+
+/// <summary><c>pfnblock serve</c>: exports devices over NBD until SIGINT or SIGTERM.</summary>
+internal static class ServeCommand
+{
+    private const string DefaultExport = "pmem0";
+    private const long DefaultNamespaceSize = 1L << 30;
+
+    public static Command Create()
+    {
+        var exports = new Option<string[]>("--export")
+        {
+            Description = "An export as NAME=SPEC (SPEC: pmem:PATH, ram:SIZE, null:SIZE); repeatable. " +
+                          "Default: pmem0 = a 1 GiB namespace in the data directory, created if missing.",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var listen = new Option<string[]>("--listen")
+        {
+            Description = "Where to listen: tcp:HOST:PORT or unix:PATH; repeatable. Default: tcp:127.0.0.1:10809.",
+        };
+        var readOnly = new Option<bool>("--read-only") { Description = "Refuse writes on every export (EPERM)." };
+        var statsInterval = new Option<int>("--stats-interval") { Description = "Print per-export statistics every SECONDS (0: only at shutdown).", DefaultValueFactory = _ => 0 };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Connections served at once.", DefaultValueFactory = _ => 64 };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate (chain) offered by STARTTLS." };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
+        var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };
+        tls.AcceptOnlyFromAmong("allow", "require");
+        var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
+        {
+            exports, listen, readOnly, statsInterval, maxConnections, tlsCert, tlsKey, tls,
+        };
+        cmd.SetAction(r => Cli.Run(() => Serve(
+            r.GetValue(exports) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), r.GetValue(maxConnections),
+            LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), r.GetValue(tls) == "require"), r.GetValue(tls) == "require")));
+        return cmd;
+    }
+
+    private static X509Certificate2? LoadCertificate(string? certPath, string? keyPath, bool required)
+    {
+        if (certPath is null && keyPath is null)
+            return required ? throw new ArgumentException("--tls require needs --tls-cert and --tls-key") : null;
+        if (certPath is null || keyPath is null) throw new ArgumentException("--tls-cert and --tls-key go together");
+        try { return X509Certificate2.CreateFromPemFile(certPath, keyPath); }
+        catch (System.Security.Cryptography.CryptographicException e)
+        {
+            throw new IOException($"cannot load TLS certificate '{certPath}' with key '{keyPath}': {e.Message}", e);
+        }
+    }
+
+    private static int Serve(string[] exportArgs, string[] listenArgs, bool readOnly, int statsInterval, int maxConnections,
+        X509Certificate2? certificate, bool tlsRequired)
+    {
+        if (statsInterval < 0) throw new ArgumentException("--stats-interval must not be negative");
+        List<NbdListenAddress> addresses = listenArgs.Length == 0 ? [NbdListenAddress.Default] : [.. listenArgs.Select(NbdListenAddress.Parse)];
+        List<(string Name, DeviceSpec Spec)> specs = exportArgs.Length == 0 ? [DefaultNamespace()] : [.. exportArgs.Select(ParseExport)];
+
+        var devices = new List<IBlockDevice>();
+        try
+        {
+            var registry = new NbdExportRegistry();
+            foreach ((string name, DeviceSpec spec) in specs)
+            {
+                IBlockDevice device = spec.Open();
+                devices.Add(device);
+                registry.Add(new NbdExport(name, device, readOnly, $"{spec} served by pfnblock"));
+            }
+            using var stop = new ManualResetEventSlim();
+            using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
+            using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
+            using var server = new NbdServer(registry, new NbdServerOptions
+            {
+                MaxConnections = maxConnections,
+                TlsCertificate = certificate,
+                TlsRequired = tlsRequired,
+                Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
+            });
+            IReadOnlyList<EndPoint> bound;
+            try { bound = server.Start(addresses); }
+            catch (SocketException e) { throw new IOException($"cannot listen: {e.Message}", e); }
+
+            foreach (NbdExport e in registry.All)
+                Console.WriteLine($"export {e.Name}: {e.Description}, {e.Size} bytes{(e.ReadOnly ? ", read-only" : "")}");
+            foreach (EndPoint ep in bound) PrintClientCommands(ep, registry.All[0].Name);
+            if (certificate is not null)
+                Console.WriteLine($"TLS {(tlsRequired ? "required" : "offered")} with certificate {certificate.Subject} (clients use nbds:// or nbds+unix:// URIs)");
+            Console.WriteLine("serving; Ctrl-C or SIGTERM stops (in-flight requests finish, exports are flushed)");
+
+            while (!stop.Wait(statsInterval > 0 ? TimeSpan.FromSeconds(statsInterval) : Timeout.InfiniteTimeSpan))
+                PrintStats(registry);
+
+            Console.WriteLine("stopping: draining connections and flushing exports");
+            bool drained = server.Stop();
+            if (!drained) Console.Error.WriteLine("pfnblock: warning: some connections did not finish within 30 s");
+            PrintStats(registry);
+            return 0;
+        }
+        finally
+        {
+            foreach (IBlockDevice d in devices) d.Dispose();
+        }
+    }
+
+    private static (string, DeviceSpec) DefaultNamespace()
+    {
+        string path = Path.Combine(Cli.DataDirectory(), DefaultExport);
+        if (!File.Exists(path))
+        {
+            using PmemNamespace ns = PmemNamespace.Create(path, new NamespaceCreateOptions { Size = DefaultNamespaceSize, Name = DefaultExport });
+            Console.WriteLine($"created {path}: 1 GiB pmem namespace ({ns.PersistenceDescription})");
+        }
+        return (DefaultExport, new DeviceSpec(DeviceKind.Pmem, path, 0));
+    }
+
+    private static (string, DeviceSpec) ParseExport(string text)
+    {
+        int eq = text.IndexOf('=');
+        if (eq <= 0 || eq == text.Length - 1) throw new FormatException($"invalid export '{text}': expected NAME=SPEC, e.g. pmem0=pmem:/dev/shm/pmem0");
+        return (text[..eq], DeviceSpec.Parse(text[(eq + 1)..]));
+    }
+
+    private static void PrintClientCommands(EndPoint ep, string export)
+    {
+        if (ep is UnixDomainSocketEndPoint unix)
+        {
+            string uri = $"nbd+unix:///{export}?socket={unix}";
+            Console.WriteLine($"listening on unix:{unix}");
+            Console.WriteLine($"  nbdinfo '{uri}'");
+            Console.WriteLine($"  qemu-img info '{uri}'");
+            Console.WriteLine($"  nbd-client -unix {unix} /dev/nbd0 -N {export}");
+            return;
+        }
+        var ip = (IPEndPoint)ep;
+        string host = ip.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{ip.Address}]" : ip.Address.ToString();
+        Console.WriteLine($"listening on tcp:{host}:{ip.Port}");
+        Console.WriteLine($"  qemu-img info nbd://{host}:{ip.Port}/{export}");
+        Console.WriteLine($"  nbdinfo nbd://{host}:{ip.Port}/{export}");
+        Console.WriteLine($"  nbd-client {ip.Address} {ip.Port} /dev/nbd0 -N {export}");
+    }
+
+    private static void PrintStats(NbdExportRegistry registry)
+    {
+        foreach (NbdExport e in registry.All) Console.WriteLine($"stats {e.Name}: {e.Stats.Snapshot()}");
+    }
+}

@@ -1,0 +1,162 @@
+using System.Runtime.InteropServices;
+using PfnBlock.Interop;
+
+namespace PfnBlock.Exports.Nbd;
+
+/// <summary>
+/// Gathers replies (header plus data taken in place: device memory or chunk frames) into one
+/// iovec list and sends it with a single <c>sendmsg</c>. While the reader is working through a
+/// batch of received requests, replies only queue; the batch ends with one send. Replies that
+/// complete outside a batch (asynchronous devices) are sent at once. After a send, each
+/// request goes back through the recycle callback. Every method runs under the connection's lock.
+/// </summary>
+internal sealed unsafe class NbdReplyWriter : IDisposable
+{
+    private readonly object _sync;
+    private readonly int _fd;
+    private readonly Stream? _tls;
+    private readonly int _sendTimeoutMs;
+    private readonly NbdConnectionBuffers _buffers;
+    private readonly Action<NbdRequest> _recycle;
+    private readonly Libc.IoVec* _iov;
+    private int _iovCount;
+    private readonly NbdRequest[] _queued;
+    private int _queuedCount;
+    private bool _batching;
+
+    /// <param name="sync">The connection's lock.</param>
+    /// <param name="fd">The socket, written with <c>sendmsg</c> in plaintext.</param>
+    /// <param name="tls">The TLS stream to write instead, or null.</param>
+    /// <param name="sendTimeoutMs">How long to wait for a client that does not read.</param>
+    /// <param name="buffers">The connection's buffers (chunk addresses).</param>
+    /// <param name="slots">Request slots of the connection.</param>
+    /// <param name="recycle">Called for each request once its reply is sent.</param>
+    public NbdReplyWriter(object sync, int fd, Stream? tls, int sendTimeoutMs, NbdConnectionBuffers buffers, int slots, Action<NbdRequest> recycle)
+    {
+        _sync = sync;
+        _fd = fd;
+        _tls = tls;
+        _sendTimeoutMs = sendTimeoutMs;
+        _buffers = buffers;
+        _recycle = recycle;
+        _iov = (Libc.IoVec*)NativeMemory.Alloc((nuint)Libc.IOV_MAX, (nuint)sizeof(Libc.IoVec));
+        _queued = new NbdRequest[slots];
+    }
+
+    /// <summary>The peer stopped taking data; later replies are dropped (their requests still complete).</summary>
+    public bool Broken { get; private set; }
+
+    /// <summary>Replies are queued and not yet sent.</summary>
+    public bool HasQueued => _queuedCount > 0;
+
+    /// <summary>Holds replies back until <see cref="EndBatch"/>. Caller holds the lock.</summary>
+    public void BeginBatch() => _batching = true;
+
+    /// <summary>Sends everything queued. Caller holds the lock.</summary>
+    public void EndBatch()
+    {
+        _batching = false;
+        Flush();
+    }
+
+    /// <summary>Queues the reply of <paramref name="request"/>, whose header is encoded. Caller holds the lock.</summary>
+    public void Enqueue(NbdRequest request)
+    {
+        int data = !request.HasReplyData ? 0 : request.DirectData != null ? 1 : request.ChunkCount;
+        if (_iovCount + 1 + data > Libc.IOV_MAX) Flush();
+        Libc.IoVec* v = _iov + _iovCount;
+        v->Base = request.Header;
+        v->Length = (nuint)request.HeaderLength;
+        v++;
+        if (data > 0)
+        {
+            if (request.DirectData != null)
+            {
+                v->Base = request.DirectData;
+                v->Length = request.Length;
+            }
+            else
+            {
+                uint left = request.Length;
+                for (int i = 0; i < request.ChunkCount; i++, v++)
+                {
+                    uint n = Math.Min(left, (uint)NbdConnectionBuffers.ChunkBytes);
+                    v->Base = _buffers.ChunkAddress(request.Chunks[i]);
+                    v->Length = n;
+                    left -= n;
+                }
+            }
+        }
+        _iovCount += 1 + data;
+        _queued[_queuedCount++] = request;
+        if (!_batching) Flush();
+        else Monitor.PulseAll(_sync); // a reader waiting for a free slot can now flush
+    }
+
+    /// <summary>Sends what is queued and recycles the requests. Caller holds the lock.</summary>
+    public void Flush()
+    {
+        if (_queuedCount == 0) return;
+        if (!Broken && !SendAll()) Broken = true;
+        _iovCount = 0;
+        for (int i = 0; i < _queuedCount; i++)
+        {
+            _recycle(_queued[i]);
+            _queued[i] = null!;
+        }
+        _queuedCount = 0;
+        Monitor.PulseAll(_sync);
+    }
+
+    private bool SendAll()
+    {
+        if (_tls is not null) return WriteAllTls();
+        Libc.IoVec* v = _iov;
+        Libc.IoVec* end = _iov + _iovCount;
+        while (v < end)
+        {
+            Libc.MsgHdr msg = default;
+            msg.Iov = v;
+            msg.IovLen = (nuint)(end - v);
+            nint sent = Libc.sendmsg(_fd, &msg, Libc.MSG_NOSIGNAL);
+            if (sent < 0)
+            {
+                int errno = Libc.Errno;
+                if (errno == Libc.EINTR) continue;
+                if (errno == Libc.EAGAIN && WaitWritable()) continue;
+                return false;
+            }
+            // Skip what went out; a partly sent vector keeps its tail.
+            nuint left = (nuint)sent;
+            while (v < end && left >= v->Length) { left -= v->Length; v++; }
+            if (left > 0) { v->Base = (byte*)v->Base + left; v->Length -= left; }
+        }
+        return true;
+    }
+
+    private bool WriteAllTls()
+    {
+        // TLS encrypts in user space anyway, so the vectors are simply written in turn.
+        try
+        {
+            for (int i = 0; i < _iovCount; i++) _tls!.Write(new ReadOnlySpan<byte>(_iov[i].Base, (int)_iov[i].Length));
+            _tls!.Flush();
+            return true;
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    private bool WaitWritable()
+    {
+        Libc.PollFd p = new() { Fd = _fd, Events = Libc.POLLOUT };
+        int r;
+        do r = Libc.poll(&p, 1, _sendTimeoutMs);
+        while (r < 0 && Libc.Errno == Libc.EINTR);
+        return r > 0;
+    }
+
+    public void Dispose() => NativeMemory.Free(_iov);
+}

@@ -1,0 +1,103 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+
+namespace PfnBlock.Exports.Nbd;
+
+/// <summary>
+/// One request in flight on a connection: what was asked, where its reply data lives, and room
+/// for its reply header. Slots are made once per connection and reused, so a request costs no
+/// allocation.
+/// </summary>
+internal sealed unsafe class NbdRequest
+{
+    public NbdRequest(NbdConnection connection, int index, byte* header)
+    {
+        Connection = connection;
+        Index = index;
+        Header = header;
+    }
+
+    public NbdConnection Connection { get; }
+    public int Index { get; }
+    /// <summary>Reply header room (<see cref="NbdConnectionBuffers.HeaderBytes"/> bytes).</summary>
+    public byte* Header { get; }
+    /// <summary>The client's handle, kept as the raw 8 bytes it arrived as.</summary>
+    public ulong Cookie;
+    public NbdCommand Command;
+    public NbdCommandFlags Flags;
+    public ulong Offset;
+    public uint Length;
+    public long StartTicks;
+    public NbdError Error;
+    public int HeaderLength;
+    /// <summary>Reply data straight from the device's memory (direct access), or null.</summary>
+    public byte* DirectData;
+    /// <summary>Chunks of the connection's pool holding data for this request.</summary>
+    public readonly int[] Chunks = new int[NbdProtocol.MaxPayload / NbdConnectionBuffers.ChunkBytes];
+    public int ChunkCount;
+
+    /// <summary>Clears the per-request state for a new request.</summary>
+    public void Reset(ulong cookie, NbdCommand command, NbdCommandFlags flags, ulong offset, uint length, long startTicks)
+    {
+        Cookie = cookie;
+        Command = command;
+        Flags = flags;
+        Offset = offset;
+        Length = length;
+        StartTicks = startTicks;
+        Error = NbdError.None;
+        HeaderLength = 0;
+        DirectData = null;
+        ChunkCount = 0;
+    }
+
+    /// <summary>True when the reply carries the read data after its header.</summary>
+    public bool HasReplyData => Command == NbdCommand.Read && Error == NbdError.None;
+
+    /// <summary>Writes the reply header: a structured chunk for reads and block status when negotiated, else a simple reply.</summary>
+    public void EncodeReply(bool structured)
+    {
+        var h = new Span<byte>(Header, NbdConnectionBuffers.HeaderBytes);
+        if (structured && Command == NbdCommand.Read)
+        {
+            if (Error == NbdError.None)
+            {
+                WriteChunkHeader(h, NbdChunkType.OffsetData, 8 + Length);
+                BinaryPrimitives.WriteUInt64BigEndian(h[20..], Offset);
+                HeaderLength = 28;
+            }
+            else
+            {
+                // ERROR chunk: error u32, message length u16 (no message).
+                WriteChunkHeader(h, NbdChunkType.Error, 6);
+                BinaryPrimitives.WriteUInt32BigEndian(h[20..], (uint)Error);
+                BinaryPrimitives.WriteUInt16BigEndian(h[24..], 0);
+                HeaderLength = 26;
+            }
+            return;
+        }
+        if (structured && Command == NbdCommand.BlockStatus && Error == NbdError.None)
+        {
+            // One extent for the whole range: these devices know no holes, so everything is data.
+            WriteChunkHeader(h, NbdChunkType.BlockStatus, 12);
+            BinaryPrimitives.WriteUInt32BigEndian(h[20..], NbdProtocol.BaseAllocationId);
+            BinaryPrimitives.WriteUInt32BigEndian(h[24..], Length);
+            BinaryPrimitives.WriteUInt32BigEndian(h[28..], 0);
+            HeaderLength = 32;
+            return;
+        }
+        BinaryPrimitives.WriteUInt32BigEndian(h, NbdProtocol.SimpleReplyMagic);
+        BinaryPrimitives.WriteUInt32BigEndian(h[4..], (uint)Error);
+        Unsafe.WriteUnaligned(Header + 8, Cookie);
+        HeaderLength = NbdProtocol.SimpleReplySize;
+    }
+
+    private void WriteChunkHeader(Span<byte> h, NbdChunkType type, uint length)
+    {
+        BinaryPrimitives.WriteUInt32BigEndian(h, NbdProtocol.StructuredReplyMagic);
+        BinaryPrimitives.WriteUInt16BigEndian(h[4..], 1); // NBD_REPLY_FLAG_DONE: always a single chunk
+        BinaryPrimitives.WriteUInt16BigEndian(h[6..], (ushort)type);
+        Unsafe.WriteUnaligned(Header + 8, Cookie);
+        BinaryPrimitives.WriteUInt32BigEndian(h[16..], length);
+    }
+}

@@ -1,0 +1,239 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
+using PfnBlock.Block;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Exports.Nbd;
+
+/// <summary>Limits and timeouts of an NBD server.</summary>
+public sealed record NbdServerOptions
+{
+    /// <summary>Connections served at once; more are closed at accept.</summary>
+    public int MaxConnections { get; init; } = 64;
+    /// <summary>Requests a connection may have in flight before the server stops reading from it.</summary>
+    public int MaxRequestsInFlight { get; init; } = 128;
+    /// <summary>Bytes of data buffers per connection for reads of devices without direct access and writes to asynchronous devices (at least 32 MiB); the receive buffer adds 33 MiB.</summary>
+    public long BufferBytesPerConnection { get; init; } = 64L << 20;
+    /// <summary>Socket send and receive buffer size asked for in transmission (capped by the kernel).</summary>
+    public int SocketBufferBytes { get; init; } = 4 << 20;
+    /// <summary>How long a client may take over each handshake step.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
+    public TimeSpan SendTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>The certificate (with its private key) STARTTLS offers; null: TLS is not configured and STARTTLS gets ERR_POLICY.</summary>
+    public X509Certificate2? TlsCertificate { get; init; }
+    /// <summary>Refuse every option but STARTTLS and ABORT until TLS is up (needs <see cref="TlsCertificate"/>).</summary>
+    public bool TlsRequired { get; init; }
+    /// <summary>Where connection-level events are reported, or null.</summary>
+    public Action<string>? Log { get; init; }
+}
+
+/// <summary>
+/// An NBD server: accepts connections on any number of TCP and Unix sockets and serves each on
+/// its own thread. <see cref="Stop"/> stops accepting, lets every connection finish the requests
+/// it has read, closes them, and flushes every export.
+/// </summary>
+public sealed class NbdServer : IDisposable
+{
+    private readonly List<Socket> _listeners = [];
+    private readonly List<Thread> _acceptThreads = [];
+    private readonly Dictionary<NbdConnection, Thread> _connections = [];
+    private readonly List<NbdConnectionBuffers> _spareBuffers = [];
+    private readonly List<string> _socketFiles = [];
+    private readonly Lock _lock = new();
+    private volatile bool _stopping;
+    private bool _stopped;
+
+    /// <summary>Creates a server of <paramref name="exports"/>.</summary>
+    public NbdServer(NbdExportRegistry exports, NbdServerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(exports);
+        if (exports.All.Count == 0) throw new ArgumentException("an NBD server needs at least one export", nameof(exports));
+        Exports = exports;
+        Options = options ?? new NbdServerOptions();
+        if (Options.BufferBytesPerConnection < NbdProtocol.MaxPayload)
+            throw new ArgumentOutOfRangeException(nameof(options), "BufferBytesPerConnection must be at least 32 MiB");
+        if (Options.MaxRequestsInFlight < 1 || Options.MaxConnections < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), "limits must be positive");
+        if (Options.TlsRequired && Options.TlsCertificate is null)
+            throw new ArgumentException("requiring TLS needs a certificate", nameof(options));
+    }
+
+    /// <summary>The exports served.</summary>
+    public NbdExportRegistry Exports { get; }
+    /// <summary>Limits and timeouts.</summary>
+    public NbdServerOptions Options { get; }
+    /// <summary>True once <see cref="Stop"/> began.</summary>
+    public bool Stopping => _stopping;
+
+    /// <summary>Connections being served now.</summary>
+    public int ActiveConnections
+    {
+        get { lock (_lock) return _connections.Count; }
+    }
+
+    /// <summary>Binds every address and starts accepting.</summary>
+    /// <returns>The bound endpoints (with the real port where port 0 was asked for).</returns>
+    /// <exception cref="SocketException">An address cannot be bound.</exception>
+    public IReadOnlyList<EndPoint> Start(IEnumerable<NbdListenAddress> addresses)
+    {
+        var bound = new List<EndPoint>();
+        foreach (NbdListenAddress address in addresses)
+        {
+            EndPoint ep = address.EndPoint;
+            Socket listener = ep is UnixDomainSocketEndPoint
+                ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+                : new Socket(ep.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                if (ep is UnixDomainSocketEndPoint)
+                {
+                    string path = ep.ToString()!;
+                    RemoveStaleSocket(path);
+                    listener.Bind(ep);
+                    lock (_lock) _socketFiles.Add(path);
+                }
+                else
+                {
+                    listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+                    listener.Bind(ep);
+                }
+                listener.Listen(128);
+            }
+            catch
+            {
+                listener.Dispose();
+                throw;
+            }
+            bound.Add(listener.LocalEndPoint!);
+            var thread = new Thread(() => AcceptLoop(listener)) { IsBackground = true, Name = "nbd-accept" };
+            lock (_lock)
+            {
+                _listeners.Add(listener);
+                _acceptThreads.Add(thread);
+            }
+            thread.Start();
+        }
+        return bound;
+    }
+
+    private static void RemoveStaleSocket(string path)
+    {
+        // A socket left by a server that died reads as an empty file; anything with data is not ours.
+        var info = new FileInfo(path);
+        if (!info.Exists) return;
+        if (info.Length > 0) throw new IOException($"'{path}' exists and is not a socket");
+        File.Delete(path);
+    }
+
+    private void AcceptLoop(Socket listener)
+    {
+        while (!_stopping)
+        {
+            Socket client;
+            try { client = listener.Accept(); }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                if (_stopping) return;
+                Options.Log?.Invoke($"nbd: accept failed: {e.Message}");
+                Thread.Sleep(10);
+                continue;
+            }
+            lock (_lock)
+            {
+                if (_stopping || _connections.Count >= Options.MaxConnections)
+                {
+                    Options.Log?.Invoke("nbd: connection refused: too many connections");
+                    client.Dispose();
+                    continue;
+                }
+                var connection = new NbdConnection(this, client);
+                var thread = new Thread(() => Serve(connection)) { IsBackground = true, Name = "nbd-conn" };
+                _connections.Add(connection, thread);
+                thread.Start();
+            }
+        }
+    }
+
+    private void Serve(NbdConnection connection)
+    {
+        try { connection.Run(); }
+        finally
+        {
+            lock (_lock) _connections.Remove(connection);
+        }
+    }
+
+    internal NbdConnectionBuffers RentBuffers(PhysicalAddressSpace space)
+    {
+        lock (_lock)
+        {
+            // Buffers are registered in one address space; reuse only those the device can reach.
+            int i = _spareBuffers.FindLastIndex(b => b.AddressSpace == space);
+            if (i >= 0)
+            {
+                NbdConnectionBuffers b = _spareBuffers[i];
+                _spareBuffers.RemoveAt(i);
+                return b;
+            }
+        }
+        int chunks = (int)(Options.BufferBytesPerConnection / NbdConnectionBuffers.ChunkBytes);
+        return new NbdConnectionBuffers(space, chunks, Options.MaxRequestsInFlight);
+    }
+
+    internal void ReturnBuffers(NbdConnectionBuffers buffers)
+    {
+        lock (_lock)
+        {
+            if (!_stopped && _spareBuffers.Count < Options.MaxConnections) { _spareBuffers.Add(buffers); return; }
+        }
+        buffers.Dispose();
+    }
+
+    /// <summary>
+    /// Stops accepting, asks every connection to stop reading, waits up to <paramref name="drainTimeout"/>
+    /// for them to finish what is in flight and close, then flushes every export.
+    /// </summary>
+    /// <returns>False if some connection did not finish in time.</returns>
+    public bool Stop(TimeSpan? drainTimeout = null)
+    {
+        Thread[] threads;
+        lock (_lock)
+        {
+            if (_stopped) return true;
+            _stopping = true;
+            foreach (Socket l in _listeners) l.Dispose();
+            foreach (NbdConnection c in _connections.Keys) c.RequestStop();
+            threads = [.. _connections.Values, .. _acceptThreads];
+        }
+        DateTime deadline = DateTime.UtcNow + (drainTimeout ?? TimeSpan.FromSeconds(30));
+        bool drained = true;
+        foreach (Thread t in threads)
+        {
+            TimeSpan left = deadline - DateTime.UtcNow;
+            drained &= t.Join(left > TimeSpan.Zero ? left : TimeSpan.Zero);
+        }
+        foreach (NbdExport e in Exports.All) FlushExport(e);
+        lock (_lock)
+        {
+            _stopped = true;
+            foreach (string path in _socketFiles) File.Delete(path);
+            if (drained) foreach (NbdConnectionBuffers b in _spareBuffers) b.Dispose();
+            _spareBuffers.Clear();
+        }
+        return drained;
+    }
+
+    private void FlushExport(NbdExport export)
+    {
+        if (export.ReadOnly || (export.Device.Features & DeviceFeatures.WriteCache) == 0) return;
+        Bio bio = BioPool.Shared.Rent(BioOp.Flush, 0);
+        BlockStatus status = export.Device.SubmitAndWait(bio);
+        bio.Release();
+        if (status != BlockStatus.Ok) Options.Log?.Invoke($"nbd: flushing export {export.Name} failed: {status}");
+    }
+
+    /// <summary>Stops the server (see <see cref="Stop"/>).</summary>
+    public void Dispose() => Stop();
+}

@@ -1,0 +1,58 @@
+using PfnBlock.Block;
+using PfnBlock.Exports.Nbd;
+
+namespace PfnBlock.Tests.Nbd;
+
+/// <summary>Tests that measure the whole process and so must not run beside other tests.</summary>
+[CollectionDefinition(nameof(NbdSerialCollection), DisableParallelization = true)]
+public sealed class NbdSerialCollection;
+
+/// <summary>The transmission loop allocates nothing per request once warm.</summary>
+[Collection(nameof(NbdSerialCollection))]
+public sealed class NbdSteadyStateTests
+{
+    [Theory]
+    [InlineData("pmem")] // reads straight from the device's frames
+    [InlineData("ram")]  // reads through bios into chunk frames
+    public void RequestsAllocateNothingInSteadyState(string kind)
+    {
+        string? path = null;
+        IBlockDevice dev;
+        if (kind == "pmem") (dev, path) = NbdTestServer.Pmem(16 << 20);
+        else dev = NbdTestServer.Ram(16 << 20);
+        using var server = new NbdTestServer(("disk", dev, false));
+        if (path is not null) server.DeleteOnDispose(path);
+        using NbdRawClient c = NbdRawClient.Connect(server.SocketPath);
+        c.Negotiate("disk", structured: true);
+        byte[] data = new byte[65536];
+        byte[] back = new byte[65536];
+
+        void Run(int rounds)
+        {
+            // Bounded so that requests and replies in flight fit the socket buffers (the client does not read while it sends).
+            const int depth = 8;
+            for (int r = 0; r < rounds; r++)
+            {
+                for (int i = 0; i < depth; i++)
+                {
+                    ulong offset = (ulong)((r * depth + i) % 256) * 65536;
+                    uint length = (uint)(4096 << (i % 3));
+                    if ((i & 1) == 0) c.Request(NbdCommand.Write, (i & 2) != 0 ? NbdCommandFlags.Fua : 0, (ulong)i, offset, length, data.AsSpan(0, (int)length));
+                    else c.Request(NbdCommand.Read, 0, (ulong)i, offset, length);
+                }
+                for (int i = 0; i < depth; i++)
+                    if (c.ReadReply(back).Error != NbdError.None) throw new InvalidOperationException("request failed");
+            }
+        }
+
+        Run(500); // warm up: JIT, pools, thread caches
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        long clientBefore = GC.GetAllocatedBytesForCurrentThread();
+        Run(1000);
+        long client = GC.GetAllocatedBytesForCurrentThread() - clientBefore;
+        // The test's own socket calls allocate on this thread; everything else is the server.
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before - client;
+        // 8000 requests; a single allocation per request would be at least 24 bytes each.
+        Assert.True(allocated < 8000, $"{allocated} bytes allocated for 8000 requests");
+    }
+}
