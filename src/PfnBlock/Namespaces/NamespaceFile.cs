@@ -71,6 +71,17 @@ internal sealed class NamespaceFile : IDisposable
         return end;
     }
 
+    /// <summary>True when the descriptor names a regular file (not a block or character device).</summary>
+    public unsafe bool IsRegularFile
+    {
+        get
+        {
+            statx_t st;
+            if (Libc.statx(_fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE, &st) < 0) Libc.ThrowErrno("statx", Path);
+            return (st.stx_mode & Libc.S_IFMT) == Libc.S_IFREG;
+        }
+    }
+
     /// <summary>Sets the file's size and reserves its blocks (regular files only).</summary>
     public void Resize(long size)
     {

@@ -195,8 +195,9 @@ public sealed unsafe class PmemNamespace : IDisposable
     {
         using (NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false))
         {
+            // Unlinking a device node would not wipe the device, only its name: refuse, even with force.
+            if (!file.IsRegularFile) throw new NotSupportedException($"'{path}' is a device, not a namespace file; destroy only deletes namespace files");
             if (!force) _ = ReadValidInfo(file, out _);
-            if (file.IsDeviceDax) throw new NotSupportedException("destroying device-DAX namespaces is not supported yet");
             // Delete while the claim is held so no one opens it between the check and the unlink.
             File.Delete(path);
         }

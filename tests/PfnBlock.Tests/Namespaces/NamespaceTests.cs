@@ -171,6 +171,15 @@ public sealed class NamespaceTests : IDisposable
     }
 
     [Fact]
+    public void DestroyRefusesDeviceNodesEvenWithForce()
+    {
+        // /dev/zero is writable by everyone and never a namespace; unlinking it would be a disaster.
+        var e = Assert.Throws<NotSupportedException>(() => PmemNamespace.Destroy("/dev/zero", force: true));
+        Assert.Contains("is a device", e.Message);
+        Assert.True(File.Exists("/dev/zero"));
+    }
+
+    [Fact]
     public void SectorModeIsRefusedClearly()
     {
         string path = _scratch.NewPath();
