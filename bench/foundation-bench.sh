@@ -7,7 +7,7 @@
 #            on the same ext4 file (SKIP_FILE=1 skips)
 #   limits : ../shared/bench/peers/01-membw.sh rnd4k kernels (raw memcpy / NT ceilings)
 # Prints one markdown table row per workload: medians [min..max] of REPS runs and the ratio of medians.
-# Env: REPS (3), RUNTIME (5), RAMP (1), SIZE (1G), EXT4_DIR (/var/tmp), SKIP_FILE, SKIP_MEMBW.
+# Env: REPS (3), RUNTIME (5), RAMP (1), SIZE (1G), EXT4_DIR (/var/tmp), SKIP_FILE, SKIP_MEMBW, ONLY_FILE.
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,12 +62,14 @@ run_pair() { # LABEL FIELD "OURS ARGS" "PEER ARGS"
 }
 for rep in $(seq "$REPS"); do
   echo "# rep $rep/$REPS" >&2
+  if [ -z "${ONLY_FILE:-}" ]; then
   run_pair 4k-randread-1j  iops "--rw randread --bs 4k --jobs 1"  "--rw=randread --bs=4k --numjobs=1"
   run_pair 4k-randwrite-1j iops "--rw randwrite --bs 4k --jobs 1" "--rw=randwrite --bs=4k --direct=1 --sync=1 --numjobs=1"
   run_pair 4k-randread-2j  iops "--rw randread --bs 4k --jobs 2"  "--rw=randread --bs=4k --numjobs=2"
   run_pair 4k-randwrite-2j iops "--rw randwrite --bs 4k --jobs 2" "--rw=randwrite --bs=4k --direct=1 --sync=1 --numjobs=2"
   run_pair 1m-read-1j  bw_bytes "--rw read --bs 1M --jobs 1"  "--rw=read --bs=1m --numjobs=1"
   run_pair 1m-write-1j bw_bytes "--rw write --bs 1M --jobs 1" "--rw=write --bs=1m --direct=1 --sync=1 --numjobs=1"
+  fi
   if [ -z "${SKIP_FILE:-}" ]; then
     [ -f "$extfile" ] || fio --name=lay --filename="$extfile" --size="$SIZE" --rw=write --bs=1m --direct=1 --iodepth=8 --ioengine=io_uring --output=/dev/null
     for rw in randread randwrite; do

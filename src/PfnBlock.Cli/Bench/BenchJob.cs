@@ -91,6 +91,9 @@ internal sealed unsafe class BenchJob
         {
             FrameRun run = buffers.Allocate(framesPerBlock);
             byte* address = device.AddressSpace.Kmap(run.First, 0, (uint)options.BlockSize);
+            // Real data, as fio writes: untouched anonymous memory would all be the kernel's one
+            // zero page, an always-cached source that flatters write bandwidth.
+            FillRandom(new Span<byte>(address, options.BlockSize), options.Seed + (ulong)(jobIndex * 4096 + i));
             _slots[i] = new Slot(this, new Bio(1), run, address);
         }
         _localDone = new Slot[_slots.Length];
@@ -224,6 +227,13 @@ internal sealed unsafe class BenchJob
             Volatile.Write(ref ReadIos, ReadIos + 1);
             Volatile.Write(ref ReadBytes, ReadBytes + _options.BlockSize);
         }
+    }
+
+    private static void FillRandom(Span<byte> buffer, ulong seed)
+    {
+        ulong x = seed | 1;
+        Span<ulong> words = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(buffer);
+        for (int i = 0; i < words.Length; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; words[i] = x; }
     }
 
     private ulong NextRandom()
