@@ -13,6 +13,7 @@ public static class Program
         {
             NamespaceCommands.Create(),
             BenchCommand.Create(),
+            CheckCommand.Create(),
         };
         ParseResult result = root.Parse(args);
         if (result.Errors.Count > 0)
