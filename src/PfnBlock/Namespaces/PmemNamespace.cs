@@ -172,7 +172,7 @@ public sealed unsafe class PmemNamespace : IDisposable
         return ParseWithBackup(path, stream.Length, (block, offset) => { stream.Position = offset; stream.ReadExactly(block); }, out fromBackup);
     }
 
-    private static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)
+    internal static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)
     {
         if (file.IsDeviceDax) throw new NotSupportedException("opening device-DAX namespaces is not supported yet");
         return ParseWithBackup(file.Path, file.Size, (block, offset) => file.ReadAt(block, offset), out fromBackup);

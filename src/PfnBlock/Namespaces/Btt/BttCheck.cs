@@ -92,7 +92,7 @@ public static unsafe class BttCheck
                 }
                 else
                 {
-                    NamespaceInfoBlock info = PmemNamespace.ReadInfo(path, out bool fromBackup);
+                    NamespaceInfoBlock info = PmemNamespace.ReadValidInfo(file, out bool fromBackup);
                     if (fromBackup)
                     {
                         if (repair)
