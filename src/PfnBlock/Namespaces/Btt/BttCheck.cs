@@ -86,7 +86,7 @@ public static unsafe class BttCheck
                     if (!PmemblkPoolHeader.TryParse(new ReadOnlySpan<byte>(baseAddress, (int)Math.Min(file.Size, PmemblkPoolHeader.DataOffset)), out PmemblkPoolHeader? hdr, out string? error))
                         throw new InvalidNamespaceException($"'{path}': {error}");
                     report.Container = "pmemblk pool";
-                    report.Add(CheckSeverity.Info, $"pool header valid (pool-set uuid {hdr!.PoolSetUuid}, block size {hdr.BlockSize})");
+                    report.Add(CheckSeverity.Info, $"pool header valid (pool-set uuid {PmdkUuid(hdr!.PoolSetUuid)}, block size {hdr.BlockSize})");
                     media = Media(baseAddress, PmemblkPoolHeader.DataOffset, file.Size - PmemblkPoolHeader.DataOffset, map, mode);
                     options = new BttOptions { LbaSize = hdr.BlockSize, ParentUuid = hdr.PoolSetUuid, Flavor = BttFlavor.Pmemblk, LayOutOnFirstWrite = true };
                 }
@@ -228,6 +228,9 @@ public static unsafe class BttCheck
         if (errors > 0) report.Add(CheckSeverity.Warning, $"arena {index}: {errors} sectors in the error state (reads fail until rewritten)");
         if (listed == 0) report.Add(CheckSeverity.Info, $"arena {index}: map and flog consistent ({a.ExternalNlba} mapped + {a.Info.Nfree} free = {a.InternalNlba} blocks)");
     }
+
+    /// <summary>A uuid as PMDK prints it (libuuid's struct read little-endian), from raw bytes read as big-endian.</summary>
+    private static string PmdkUuid(Guid raw) => new Guid(raw.ToByteArray(bigEndian: true), bigEndian: false).ToString();
 
     private static string Owner(int o) => o > 0 ? $"by sector {o - 1}" : $"flog lane {-o - 1}'s free block";
 }
