@@ -1,5 +1,5 @@
 using PfnBlock.Block;
-using PfnBlock.CrashHelper;
+using PfnBlock.TestHelper;
 using PfnBlock.Devices;
 using PfnBlock.Devices.Btt;
 using PfnBlock.Memory;

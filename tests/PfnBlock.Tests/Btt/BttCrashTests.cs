@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using PfnBlock.Block;
-using PfnBlock.CrashHelper;
+using PfnBlock.TestHelper;
 using PfnBlock.Devices;
 using PfnBlock.Devices.Btt;
 using PfnBlock.Memory;
@@ -11,7 +11,7 @@ using Xunit.Abstractions;
 namespace PfnBlock.Tests.Btt;
 
 /// <summary>
-/// Crash consistency with real processes: a child (PfnBlock.CrashHelper) writes versioned,
+/// Crash consistency with real processes: a child (PfnBlock.TestHelper) writes versioned,
 /// self-checking sectors with several threads, flushing every few milliseconds and printing the
 /// versions acknowledged before each completed flush; it is SIGKILLed at a random moment, 200
 /// times in a row on the same namespace. After each kill, <c>pfnblock check</c> must find the
@@ -32,7 +32,7 @@ public sealed class BttCrashTests(ITestOutputHelper output) : IDisposable
     {
         if (int.TryParse(Environment.GetEnvironmentVariable("PFNBLOCK_CRASH_ITERATIONS"), out int n) && n > 0) iterations = n;
         string path = target == "pmemblk" ? Pool() : _s.SectorNamespace("crash", size: 20 << 20, sectorSize: 4096);
-        string helper = Path.Combine(AppContext.BaseDirectory, "PfnBlock.CrashHelper.dll");
+        string helper = Path.Combine(AppContext.BaseDirectory, "PfnBlock.TestHelper.dll");
         var rng = new Random(20261125);
         long[]? floor = null;
         long nextVersion = 1;
@@ -71,7 +71,7 @@ public sealed class BttCrashTests(ITestOutputHelper output) : IDisposable
     private static uint[]? RunAndKill(string helper, string path, long baseVersion, Random rng, out long nlba)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in new[] { helper, "pmem:" + path, "3", baseVersion.ToString(), "10", rng.Next().ToString() }) psi.ArgumentList.Add(a);
+        foreach (string a in new[] { helper, "crash", "pmem:" + path, "3", baseVersion.ToString(), "10", rng.Next().ToString() }) psi.ArgumentList.Add(a);
         using Process p = Process.Start(psi)!;
         string? ready = p.StandardOutput.ReadLine();
         if (ready?.StartsWith("ready ") != true) Assert.Fail($"helper did not start: {ready} {p.StandardError.ReadToEnd()}");

@@ -1,6 +1,6 @@
 using CsCheck;
 using PfnBlock.Block;
-using PfnBlock.CrashHelper;
+using PfnBlock.TestHelper;
 using PfnBlock.Namespaces.Btt;
 using BlockTranslationTable = PfnBlock.Namespaces.Btt.Btt;
 

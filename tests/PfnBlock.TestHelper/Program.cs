@@ -3,7 +3,16 @@ using PfnBlock.Block;
 using PfnBlock.Devices;
 using PfnBlock.Memory;
 
-namespace PfnBlock.CrashHelper;
+namespace PfnBlock.TestHelper;
+
+/// <summary>
+/// Test and benchmark helper. <c>crash ...</c>: the child process of the crash-consistency test
+/// (below); <c>bench ...</c>: the in-process measurement loop of bench/btt-bench.sh (<see cref="Bench"/>).
+/// </summary>
+public static class Program
+{
+    public static int Main(string[] args) => args.Length > 0 && args[0] == "bench" ? Bench.Run(args) : Crash.Run(args[1..]);
+}
 
 /// <summary>
 /// Child process of the crash-consistency test: writes versioned, self-checking sectors to a
@@ -12,11 +21,11 @@ namespace PfnBlock.CrashHelper;
 /// snapshots the acknowledged versions, flushes the device, and prints the snapshot on stdout as
 /// "F &lt;base64 of u32 per LBA&gt;": everything in a printed snapshot was acknowledged before a
 /// flush that completed.
-/// Usage: PfnBlock.CrashHelper DEVICE-SPEC THREADS BASE-VERSION FLUSH-MS SEED
+/// Usage: PfnBlock.TestHelper DEVICE-SPEC THREADS BASE-VERSION FLUSH-MS SEED
 /// </summary>
-public static unsafe class Program
+internal static class Crash
 {
-    public static int Main(string[] args)
+    public static int Run(string[] args)
     {
         IBlockDevice device = DeviceSpec.Parse(args[0]).Open();
         int threads = int.Parse(args[1]);

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace PfnBlock.CrashHelper;
+namespace PfnBlock.TestHelper;
 
 /// <summary>
 /// The self-checking sector contents of the crash and concurrency tests: word 0 is the LBA, word 1
