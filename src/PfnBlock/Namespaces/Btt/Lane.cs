@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace PfnBlock.Namespaces.Btt;
 
@@ -25,31 +26,48 @@ internal struct LaneFreeState
 /// </summary>
 internal sealed class Lanes
 {
-    private readonly Lock[] _locks;
+    private const int Stride = 16; // ints per lock word: one 64-byte line each, so CPUs do not share them
+    private readonly int[] _words;
 
     public Lanes(int count)
     {
-        _locks = new Lock[count];
-        for (int i = 0; i < count; i++) _locks[i] = new Lock();
+        Count = count;
+        _words = new int[(count + 1) * Stride];
     }
 
-    public int Count => _locks.Length;
+    public int Count { get; }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref int Word(int lane) => ref _words[(lane + 1) * Stride];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryEnter(int lane) => Volatile.Read(ref Word(lane)) == 0 && Interlocked.CompareExchange(ref Word(lane), 1, 0) == 0;
+
+    /// <summary>Takes a lane: the current CPU's if free, else any free one, else waits for the CPU's own.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int Acquire()
     {
-        int n = _locks.Length;
+        int n = Count;
         int first = Thread.GetCurrentProcessorId() % n;
-        if (_locks[first].TryEnter()) return first;
-        for (int i = 1; i < n; i++)
-        {
-            int lane = (first + i) % n;
-            if (_locks[lane].TryEnter()) return lane;
-        }
-        _locks[first].Enter();
-        return first;
+        if (TryEnter(first)) return first;
+        return AcquireSlow(first, n);
     }
 
+    private int AcquireSlow(int first, int n)
+    {
+        var spin = new SpinWait();
+        while (true)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                int lane = (first + i) % n;
+                if (TryEnter(lane)) return lane;
+            }
+            spin.SpinOnce(); // yields, then sleeps, when the holders are not running
+        }
+    }
+
+    /// <summary>Releases a lane taken by <see cref="Acquire"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Release(int lane) => _locks[lane].Exit();
+    public void Release(int lane) => Volatile.Write(ref Word(lane), 0);
 }
