@@ -151,15 +151,7 @@ public sealed unsafe class Btt
         if (reads.Length == 0) throw new InvalidNamespaceException($"{media.Length} bytes is too small for a BTT (at least {MinSize} bytes)");
         long[] starts = new long[reads.Length];
         if (reads.All(r => r.Info is null && !r.PrimarySigned && !r.BackupSigned) && options.LayOutOnFirstWrite)
-        {
-            long total = 0;
-            for (int i = 0; i < reads.Length; i++)
-            {
-                starts[i] = total;
-                total += BttInfoBlock.ForArena(reads[i].Size, i == reads.Length - 1, options.LbaSize, options.Flavor, Guid.Empty, Guid.Empty).ExternalNlba;
-            }
-            return new Btt(media, options, null, starts, total);
-        }
+            return new Btt(media, options, null, starts, ExternalNlbaFor(media.Length, options.LbaSize, options.Flavor, starts));
         var warnings = new List<string>();
         var infos = new BttInfoBlock[reads.Length];
         long nlba = 0;
@@ -185,6 +177,21 @@ public sealed unsafe class Btt
         btt._warnings.AddRange(warnings);
         btt._arenas = arenas;
         return btt;
+    }
+
+    /// <summary>The sectors a new layout over <paramref name="rawSize"/> bytes exports (libpmemblk's <c>write_layout(write = 0)</c>).</summary>
+    public static long ExternalNlbaFor(long rawSize, uint lbaSize, BttFlavor flavor) => ExternalNlbaFor(rawSize, lbaSize, flavor, null);
+
+    private static long ExternalNlbaFor(long rawSize, uint lbaSize, BttFlavor flavor, long[]? arenaStarts)
+    {
+        IReadOnlyList<long> sizes = BttInfoBlock.ArenaSizes(rawSize, flavor);
+        long total = 0;
+        for (int i = 0; i < sizes.Count; i++)
+        {
+            if (arenaStarts is not null) arenaStarts[i] = total;
+            total += BttInfoBlock.ForArena(sizes[i], i == sizes.Count - 1, lbaSize, flavor, Guid.Empty, Guid.Empty).ExternalNlba;
+        }
+        return total;
     }
 
     /// <summary>Reads and validates the info blocks of every arena the media's size implies.</summary>
