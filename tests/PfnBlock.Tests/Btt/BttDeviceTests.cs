@@ -203,6 +203,33 @@ public sealed class BttDeviceTests : IDisposable
         Assert.Contains(check.Findings, f => f.Message.Contains("map entry of sector 5") && f.Message.Contains("outside the arena"));
     }
 
+    private sealed class CrashException : Exception;
+
+    [Fact]
+    public unsafe void WriteInterruptedBetweenFlogAndMapIsReportedByCheckAndCompletedAtOpen()
+    {
+        string path = _s.SectorNamespace("recover");
+        byte[] sector = new byte[4096];
+        using (BttDevice dev = Open(path))
+        {
+            SectorPattern.Fill(sector, 4, 1);
+            fixed (byte* p = sector) Assert.Equal(BlockStatus.Ok, dev.Btt.Write(4, p));
+            dev.Btt.StepHook = step => { if (step == BttWriteStep.FlogWritten) throw new CrashException(); };
+            SectorPattern.Fill(sector, 4, 2);
+            Assert.Throws<CrashException>(() => { fixed (byte* p = sector) dev.Btt.Write(4, p); });
+        }
+        BttCheckReport check = BttCheck.Run(path, repair: false);
+        Assert.True(check.Consistent);
+        Assert.Contains(check.Findings, f => f.Severity == CheckSeverity.Warning && f.Message.Contains("write of sector 4 was interrupted"));
+        using (BttDevice dev = Open(path))
+        {
+            Assert.Equal(1, dev.Btt.RecoveredWrites);
+            fixed (byte* p = sector) Assert.Equal(BlockStatus.Ok, dev.Btt.Read(4, p));
+            Assert.Equal(2, SectorPattern.Decode(sector, 4));
+        }
+        Assert.DoesNotContain(BttCheck.Run(path, repair: false).Findings, f => f.Message.Contains("interrupted"));
+    }
+
     [Fact]
     public void RawAccessToASectorNamespaceIsRefused()
     {
