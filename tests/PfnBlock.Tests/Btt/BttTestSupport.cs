@@ -68,6 +68,18 @@ internal sealed unsafe class BttScratch : IDisposable
         return dev.SubmitAndWait(bio);
     }
 
+    /// <summary>Runs a program to completion, returning its exit code, stdout and stderr.</summary>
+    public static (int Exit, string Out, string Err) RunProcess(string file, params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        using System.Diagnostics.Process p = System.Diagnostics.Process.Start(psi)!;
+        Task<string> err = p.StandardError.ReadToEndAsync();
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output, err.Result);
+    }
+
     public void Dispose()
     {
         foreach (string f in _files) System.IO.File.Delete(f);

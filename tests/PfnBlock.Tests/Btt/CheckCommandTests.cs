@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 
 namespace PfnBlock.Tests.Btt;
@@ -10,17 +9,8 @@ public sealed class CheckCommandTests : IDisposable
 
     public void Dispose() => _s.Dispose();
 
-    private static (int Exit, string Out, string Err) Pfnblock(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "PfnBlock.Cli.dll"));
-        foreach (string a in args) psi.ArgumentList.Add(a);
-        using Process p = Process.Start(psi)!;
-        Task<string> err = p.StandardError.ReadToEndAsync();
-        string output = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, output, err.Result);
-    }
+    private static (int Exit, string Out, string Err) Pfnblock(params string[] args) =>
+        BttScratch.RunProcess("dotnet", [Path.Combine(AppContext.BaseDirectory, "PfnBlock.Cli.dll"), .. args]);
 
     [Fact]
     public void CheckReportsRepairsAndExitsByConsistency()

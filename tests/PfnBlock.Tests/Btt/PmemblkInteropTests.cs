@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using PfnBlock.Block;
 using PfnBlock.Devices;
 using PfnBlock.Devices.Btt;
@@ -22,13 +21,8 @@ public sealed class PmemblkInteropTests : IDisposable
 
     private static (int Exit, string Output) Run(string file, params string[] args)
     {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in args) psi.ArgumentList.Add(a);
-        using Process p = Process.Start(psi)!;
-        Task<string> err = p.StandardError.ReadToEndAsync();
-        string output = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, output + err.Result);
+        (int exit, string output, string err) = BttScratch.RunProcess(file, args);
+        return (exit, output + err);
     }
 
     private static string CompileBlkIo()
