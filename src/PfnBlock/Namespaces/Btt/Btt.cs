@@ -272,32 +272,32 @@ public sealed unsafe class Btt
         Arena[]? arenas = Volatile.Read(ref _arenas);
         if (arenas is null) { new Span<byte>(dst, _lbaSize).Clear(); return BlockStatus.Ok; }
         Arena a = Locate(arenas, lba, out uint premap);
-        int lane = _lanes.Acquire();
+        uint raw = Volatile.Read(ref a.Map[premap]);
+        var e = new MapEntry(raw);
+        if (e.IsError) return BlockStatus.IoError;
+        if (e.IsZero || e.IsInitial) { new Span<byte>(dst, _lbaSize).Clear(); return BlockStatus.Ok; }
+        uint block = raw & MapEntry.LbaMask;
+        if (block >= a.InternalNlba) return BlockStatus.IoError;
+        // Publish, then re-read: if the map moved meanwhile, the block may already be a writer's free block.
+        int slot = a.Rtt.Enter(block);
         try
         {
-            uint raw = Volatile.Read(ref a.Map[premap]);
-            uint block;
             while (true)
             {
-                var e = new MapEntry(raw);
+                uint again = Volatile.Read(ref a.Map[premap]);
+                if (again == raw) break;
+                raw = again;
+                e = new MapEntry(raw);
                 if (e.IsError) return BlockStatus.IoError;
                 if (e.IsZero || e.IsInitial) { new Span<byte>(dst, _lbaSize).Clear(); return BlockStatus.Ok; }
                 block = raw & MapEntry.LbaMask;
                 if (block >= a.InternalNlba) return BlockStatus.IoError;
-                // Publish, then re-read: if the map moved meanwhile, the block may already be a writer's free block.
-                a.Rtt.Publish(lane, block);
-                uint again = Volatile.Read(ref a.Map[premap]);
-                if (again == raw) break;
-                raw = again;
+                a.Rtt.Update(slot, block);
             }
             Buffer.MemoryCopy(a.Block(block), dst, _lbaSize, _lbaSize);
             return BlockStatus.Ok;
         }
-        finally
-        {
-            a.Rtt.Clear(lane);
-            _lanes.Release(lane);
-        }
+        finally { a.Rtt.Exit(slot); }
     }
 
     /// <summary>Writes sector <paramref name="lba"/> atomically from <paramref name="src"/>.</summary>
