@@ -31,6 +31,7 @@ public sealed class PmemblkInteropTests : IDisposable
         string src = Path.Combine(AppContext.BaseDirectory, "Btt", "blkio.c");
         (int exit, string output) = Run("gcc", "-O2", "-Wall", "-o", exe, src, "-lpmemblk");
         Assert.True(exit == 0, $"compiling blkio.c against libpmemblk failed (test.sh installs gcc and libpmemblk-dev): {output}");
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => File.Delete(exe);
         return exe;
     }
 

@@ -19,8 +19,9 @@ internal struct LaneFreeState
 }
 
 /// <summary>
-/// The lanes of a BTT (kernel <c>nd_region_acquire_lane</c>): a writer or reader holds one lane for
-/// the duration of one sector, which gives it that lane's free block and read-tracking slot. There
+/// The lanes of a BTT (kernel <c>nd_region_acquire_lane</c>): a writer holds one lane for the
+/// duration of one sector, which gives it that lane's free block and flog group (readers use
+/// <see cref="ReadTrackingTable"/> slots instead). There
 /// are <c>min(nfree, processors)</c> lanes; a thread starts from the lane of the CPU it runs on and
 /// takes any free lane before it waits.
 /// </summary>
