@@ -229,9 +229,10 @@ public sealed unsafe class Btt
     /// <returns>The number of map entries completed (or, without repair, found pending).</returns>
     internal int LoadFlog(Arena a, bool repair)
     {
-        int pending = 0;
+        // Validate every lane before writing anything: a refused open leaves the media untouched.
+        var current = new FlogEntry[a.Info.Nfree];
         var seen = new HashSet<uint>();
-        for (int lane = 0; lane < a.Info.Nfree; lane++)
+        for (int lane = 0; lane < current.Length; lane++)
         {
             FlogEntry e0 = a.ReadFlog(lane, 0), e1 = a.ReadFlog(lane, 1);
             int cur = LogGroup.Current(e0, e1, out string? error);
@@ -240,17 +241,20 @@ public sealed unsafe class Btt
             if (c.Lba >= a.ExternalNlba || c.OldBlock >= a.InternalNlba || c.NewBlock >= a.InternalNlba)
                 throw new InvalidNamespaceException($"arena {a.Index} flog lane {lane}: entry (lba {c.Lba}, old {c.OldBlock}, new {c.NewBlock}) points outside the arena ({a.ExternalNlba} sectors, {a.InternalNlba} blocks)");
             if (!seen.Add(c.OldBlock)) throw new InvalidNamespaceException($"arena {a.Index} flog lane {lane}: free block {c.OldBlock} is also another lane's free block");
+            current[lane] = c;
             a.Free[lane] = new LaneFreeState { Block = c.OldBlock, NextSlot = 1 - cur, Seq = c.Seq };
+        }
+        int pending = 0;
+        foreach (FlogEntry c in current)
+        {
             if (c.OldBlock == c.NewBlock) continue;
             uint post = new MapEntry(Volatile.Read(ref a.Map[c.Lba])).PostMap(c.Lba);
-            if (post != c.NewBlock && post == c.OldBlock)
-            {
-                pending++;
-                if (!repair) continue;
-                uint entry = _options.Flavor == BttFlavor.Pmemblk ? c.NewMap : MapEntry.Normal(c.NewBlock).Raw;
-                Volatile.Write(ref a.Map[c.Lba], entry);
-                _media.PersistRange((byte*)&a.Map[c.Lba] - _media.Address, MapEntry.Size);
-            }
+            if (post == c.NewBlock || post != c.OldBlock) continue;
+            pending++;
+            if (!repair) continue;
+            uint entry = _options.Flavor == BttFlavor.Pmemblk ? c.NewMap : MapEntry.Normal(c.NewBlock).Raw;
+            Volatile.Write(ref a.Map[c.Lba], entry);
+            _media.PersistRange((byte*)&a.Map[c.Lba] - _media.Address, MapEntry.Size);
         }
         return pending;
     }
