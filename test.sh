@@ -11,6 +11,8 @@ command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v nbdinfo >/dev/null || need+=(libnbd-bin)
 command -v nbdkit >/dev/null || need+=(nbdkit)
 command -v pmempool >/dev/null || need+=(pmdk-tools)
+command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/include/libpmemblk.h ] || need+=(libpmemblk-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing peer tools: ${need[*]}" >&2
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -14,6 +14,7 @@ public static class Program
             NamespaceCommands.Create(),
             BenchCommand.Create(),
             ServeCommand.Create(),
+            CheckCommand.Create(),
         };
         ParseResult result = root.Parse(args);
         if (result.Errors.Count > 0)

@@ -49,6 +49,8 @@ internal static class NamespaceCommands
             };
             using PmemNamespace ns = PmemNamespace.Create(r.GetValue(path)!, options);
             Console.WriteLine($"created {ns.Path}: {Describe(ns.Info)}");
+            if (ns.Info.Mode == NamespaceMode.Sector)
+                Console.WriteLine($"btt: {Namespaces.Btt.Btt.ExternalNlbaFor(ns.DataSize, ns.Info.SectorSize, Namespaces.Btt.BttFlavor.Kernel)} atomic sectors of {ns.Info.SectorSize} bytes (kernel BTT v1.1 layout at offset 4096)");
             Console.WriteLine($"persistence: {ns.PersistenceDescription}");
             return 0;
         }));

@@ -1,9 +1,11 @@
 using PfnBlock.Block;
+using PfnBlock.Devices.Btt;
 using PfnBlock.Devices.DirectFile;
 using PfnBlock.Devices.Null;
 using PfnBlock.Devices.Pmem;
 using PfnBlock.Devices.Ram;
 using PfnBlock.Memory;
+using PfnBlock.Namespaces;
 
 namespace PfnBlock.Devices;
 
@@ -65,12 +67,31 @@ public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
     /// <summary>Opens the device named.</summary>
     public IBlockDevice Open(PhysicalAddressSpace? space = null) => Kind switch
     {
-        DeviceKind.Pmem => PmemDevice.Open(Path!, space),
+        DeviceKind.Pmem => OpenPmem(Path!, space),
         DeviceKind.Ram => RamDevice.Create(Size, space),
         DeviceKind.Null => new NullDevice(Size, space),
         DeviceKind.File => FileDevice.Open(Path!, new FileDeviceOptions { Buffered = Buffered }, space),
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
     };
+
+    /// <summary>
+    /// A pmem path is a PfnBlock namespace — raw (<see cref="PmemDevice"/>) or sector
+    /// (<see cref="BttDevice"/>) — or a PMDK pmemblk pool file (<see cref="BttDevice"/>).
+    /// </summary>
+    private static IBlockDevice OpenPmem(string path, PhysicalAddressSpace? space)
+    {
+        if (BttDevice.IsPmdkPool(path)) return BttDevice.OpenPmemblk(path, space);
+        PmemNamespace ns = PmemNamespace.Open(path, space);
+        try
+        {
+            return ns.Info.Mode == NamespaceMode.Sector ? BttDevice.OpenNamespace(ns) : new PmemDevice(ns);
+        }
+        catch
+        {
+            ns.Dispose();
+            throw;
+        }
+    }
 
     /// <inheritdoc/>
     public override string ToString() => Kind switch

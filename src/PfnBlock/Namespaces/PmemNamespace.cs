@@ -80,13 +80,18 @@ public sealed unsafe class PmemNamespace : IDisposable
     /// </summary>
     public static PmemNamespace Create(string path, NamespaceCreateOptions options, PhysicalAddressSpace? space = null)
     {
-        uint align = options.Align != 0 ? options.Align : options.Size >= 256L << 20 ? 2u << 20 : (uint)Pfn.PageSize;
+        bool sector = options.Mode == NamespaceMode.Sector;
+        // Sector namespaces keep the BTT at namespace offset 4096, where the kernel puts a v1.1 BTT.
+        if (sector && options.Align is not (0 or (uint)Pfn.PageSize))
+            throw new ArgumentException($"sector namespaces place the BTT at offset 4096 (kernel BTT v1.1); alignment {options.Align} does not apply");
+        uint align = sector ? (uint)Pfn.PageSize : options.Align != 0 ? options.Align : options.Size >= 256L << 20 ? 2u << 20 : (uint)Pfn.PageSize;
         if (options.Size < NamespaceCreateOptions.MinSize)
             throw new ArgumentException($"namespace size {options.Size} is below the minimum of {NamespaceCreateOptions.MinSize} bytes");
         if (options.Size % Pfn.PageSize != 0) throw new ArgumentException($"namespace size {options.Size} is not a multiple of 4096");
         if (align < Pfn.PageSize || !uint.IsPow2(align)) throw new ArgumentException($"alignment {align} must be a power of two of at least 4096");
         if (options.SectorSize is not (512 or 4096)) throw new ArgumentException($"sector size {options.SectorSize} must be 512 or 4096");
-        if (options.Mode == NamespaceMode.Sector) throw new NotSupportedException("sector mode (BTT) is not available in this build");
+        if (sector && options.Size - 2 * NamespaceInfoBlock.Size < Btt.Btt.MinSize)
+            throw new ArgumentException($"a sector namespace needs at least {Btt.Btt.MinSize + 2 * NamespaceInfoBlock.Size} bytes (one 16 MiB BTT arena plus the info blocks)");
         // Checked here, not when the info block is written or the region mapped: by then the file is formatted.
         if (System.Text.Encoding.UTF8.GetByteCount(options.Name) > 64) throw new ArgumentException($"name '{options.Name}' is longer than 64 bytes");
         DescriptorMaps.Create(options.MapKind, 1).Dispose();
@@ -116,6 +121,14 @@ public sealed unsafe class PmemNamespace : IDisposable
             };
             (nint map, PersistenceMode mode) = Map(file, options.Size);
             byte* p = (byte*)map;
+            if (sector)
+            {
+                // Lay out the BTT before the info blocks: a valid info block then implies a complete layout.
+                byte* data = p + dataOffset;
+                var media = new Btt.BttMedia(data, dataSize, mode, (o, l) => PersistMapped(data + o, l, map, mode),
+                    () => PersistMapped(p, options.Size, map, mode));
+                Btt.Btt.Format(media, new Btt.BttOptions { LbaSize = options.SectorSize, ParentUuid = info.Uuid, Flavor = Btt.BttFlavor.Kernel });
+            }
             // Backup first, then primary: a crash in between leaves a valid backup to recover from.
             info.Write(new Span<byte>(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size));
             PersistMapped(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size, map, mode);
@@ -148,7 +161,6 @@ public sealed unsafe class PmemNamespace : IDisposable
                 info.Write(new Span<byte>((byte*)map, NamespaceInfoBlock.Size));
                 PersistMapped((byte*)map, NamespaceInfoBlock.Size, map, mode);
             }
-            if (info.Mode == NamespaceMode.Sector) throw new NotSupportedException($"'{path}' is a sector-mode (BTT) namespace, which this build cannot open");
             return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared);
         }
         catch
@@ -166,7 +178,7 @@ public sealed unsafe class PmemNamespace : IDisposable
         return ReadValidInfo(file, out fromBackup);
     }
 
-    private static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)
+    internal static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)
     {
         if (file.IsDeviceDax) throw new NotSupportedException("opening device-DAX namespaces is not supported yet");
         return ParseWithBackup(file.Path, file.Size, (block, offset) => file.ReadAt(block, offset), out fromBackup);
@@ -213,8 +225,15 @@ public sealed unsafe class PmemNamespace : IDisposable
         throw new IOException($"'{file.Path}' already exists and holds {file.Size} bytes of other data; use --force to overwrite it");
     }
 
-    private static (nint Map, PersistenceMode Mode) Map(NamespaceFile file, long size)
+    /// <summary>Maps <paramref name="size"/> bytes of <paramref name="file"/> shared, with MAP_SYNC where the filesystem offers it; read-only mappings never need it.</summary>
+    internal static (nint Map, PersistenceMode Mode) Map(NamespaceFile file, long size, bool writable = true)
     {
+        if (!writable)
+        {
+            nint ro = Libc.mmap(0, (nuint)size, Libc.PROT_READ, Libc.MAP_SHARED, file.Fd, 0);
+            if (ro == Libc.MAP_FAILED) Libc.ThrowErrno("mmap", file.Path);
+            return (ro, PersistenceMode.Msync);
+        }
         // MAP_SYNC only exists for DAX mappings; elsewhere fall back to page-cache semantics and say so.
         // MAP_POPULATE builds the page tables now, so the first I/O to each page pays no fault.
         nint p = Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED_VALIDATE | Libc.MAP_SYNC | Libc.MAP_POPULATE, file.Fd, 0);
@@ -226,7 +245,8 @@ public sealed unsafe class PmemNamespace : IDisposable
         return (p, PersistenceMode.Msync);
     }
 
-    private static void PersistMapped(byte* address, long length, nint map, PersistenceMode mode)
+    /// <summary>Makes a range of a mapping durable: cache flush + fence under MAP_SYNC, else msync of the covering pages.</summary>
+    internal static void PersistMapped(byte* address, long length, nint map, PersistenceMode mode)
     {
         if (mode == PersistenceMode.CpuCache) { PersistentMemory.Persist(address, (nuint)length); return; }
         nint start = (nint)address & ~(nint)(Pfn.PageSize - 1);

@@ -180,14 +180,6 @@ public sealed class NamespaceTests : IDisposable
     }
 
     [Fact]
-    public void SectorModeIsRefusedClearly()
-    {
-        string path = _scratch.NewPath();
-        Assert.Contains("sector mode", Assert.Throws<NotSupportedException>(() => PmemNamespace.Create(path, new() { Size = 2 << 20, Mode = NamespaceMode.Sector })).Message);
-        Assert.False(File.Exists(path));
-    }
-
-    [Fact]
     public void ACorruptPrimaryIsReadFromTheBackupAndRepairedOnOpen()
     {
         // Any single corrupted byte of the primary block (signature, fields, reserved, checksum) is detected.

@@ -22,6 +22,8 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
     public PmemDevice(PmemNamespace ns, bool ownsNamespace = true)
         : base(System.IO.Path.GetFileName(ns.Path), ns.DataAddress, ns.DataSize, ns.Region.AddressSpace)
     {
+        // Raw access would bypass (and corrupt) the BTT of a sector namespace.
+        if (ns.Info.Mode == NamespaceMode.Sector) throw new NotSupportedException($"'{ns.Path}' is a sector (BTT) namespace; open it through BttDevice");
         _ns = ns;
         _ownsNamespace = ownsNamespace;
         _limits = DeviceLimits.Memory((int)ns.Info.SectorSize);

@@ -1,0 +1,47 @@
+using System.CommandLine;
+using System.Text.Json;
+using PfnBlock.Namespaces.Btt;
+
+namespace PfnBlock.Cli.Commands;
+
+/// <summary><c>pfnblock check --path P [--repair] [--json]</c>: verify a sector namespace or pmemblk pool.</summary>
+internal static class CheckCommand
+{
+    public static Command Create()
+    {
+        var path = new Option<string>("--path") { Description = "Sector namespace or pmemblk pool file.", Required = true };
+        var repair = new Option<bool>("--repair") { Description = "Restore an invalid info block from its valid copy (the only repair made; each is reported)." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON document." };
+        var cmd = new Command("check", "Verify the BTT info blocks, map and flog of a sector namespace or pmemblk pool; exit 0 when consistent, 1 when not.") { path, repair, json };
+        cmd.SetAction(r => Cli.Run(() =>
+        {
+            BttCheckReport report = BttCheck.Run(r.GetValue(path)!, r.GetValue(repair));
+            if (r.GetValue(json))
+            {
+                var doc = new
+                {
+                    path = report.Path,
+                    container = report.Container,
+                    consistent = report.Consistent,
+                    arenas = report.Arenas,
+                    sectors = report.Sectors,
+                    sector_size = report.SectorSize,
+                    repairs = report.Repairs,
+                    unrepaired_errors = report.Unrepaired,
+                    findings = report.Findings.Select(f => new { severity = f.Severity.ToString().ToLowerInvariant(), message = f.Message }),
+                };
+                Console.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+            }
+            else
+            {
+                Console.WriteLine($"{report.Path}: {report.Container}, {report.Arenas} arena(s), {report.Sectors} sectors of {report.SectorSize} bytes");
+                foreach (CheckFinding f in report.Findings) Console.WriteLine($"  {f.Severity.ToString().ToLowerInvariant()}: {f.Message}");
+                Console.WriteLine(report.Consistent
+                    ? $"result: consistent{(report.Repairs > 0 ? $" after {report.Repairs} repair(s)" : "")}"
+                    : $"result: INCONSISTENT ({report.Unrepaired} error(s){(r.GetValue(repair) ? "" : "; --repair restores invalid info blocks from their copies, nothing else")})");
+            }
+            return report.Consistent ? 0 : Cli.ExitFailure;
+        }));
+        return cmd;
+    }
+}

@@ -1,0 +1,192 @@
+using System.Runtime.CompilerServices;
+using PfnBlock.Block;
+using PfnBlock.Interop;
+using PfnBlock.Memory;
+using PfnBlock.Namespaces;
+using PfnBlock.Namespaces.Btt;
+using BlockTranslationTable = PfnBlock.Namespaces.Btt.Btt;
+
+namespace PfnBlock.Devices.Btt;
+
+/// <summary>
+/// The block device of a sector namespace or a PMDK pmemblk pool (the kernel's
+/// <c>drivers/nvdimm/btt.c</c> block driver): every logical block is written atomically through
+/// the <see cref="BlockTranslationTable"/>. Discard and write-zeroes set the map's zero flag; a
+/// block in the error state fails reads with <see cref="BlockStatus.IoError"/> until rewritten.
+/// </summary>
+/// <remarks>
+/// Ordering: PREFLUSH makes every earlier write durable before the bio's data; each block then
+/// goes through the BTT write path; FUA makes each block durable before the bio completes (on a
+/// page-cache mapping: msync of data block, then flog line, then map entry); FLUSH msyncs the
+/// mapping. Under MAP_SYNC every write is durable when it completes and FLUSH is a fence.
+/// </remarks>
+public sealed unsafe class BttDevice : BlockDevice
+{
+    private readonly BlockTranslationTable _btt;
+    private readonly IDisposable _owner;
+    private readonly DeviceLimits _limits;
+    private readonly long _sectors;
+    private readonly int _lbaSize;
+
+    /// <summary>Creates the device over an open BTT whose media <paramref name="owner"/> keeps mapped.</summary>
+    public BttDevice(BlockTranslationTable btt, IDisposable owner, string name, PhysicalAddressSpace? space = null) : base(name, space)
+    {
+        _btt = btt;
+        _owner = owner;
+        _lbaSize = btt.LbaSize;
+        _sectors = btt.ExternalNlba * _lbaSize >> Bio.SectorShift;
+        _limits = DeviceLimits.Memory(_lbaSize) with { PhysicalBlockSize = _lbaSize };
+    }
+
+    /// <summary>The translation table.</summary>
+    public BlockTranslationTable Btt => _btt;
+
+    /// <inheritdoc/>
+    public override long CapacitySectors => _sectors;
+    /// <inheritdoc/>
+    public override DeviceLimits Limits => _limits;
+    /// <inheritdoc/>
+    public override DeviceFeatures Features =>
+        DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
+        | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous;
+
+    /// <summary>True when <paramref name="path"/> starts with a PMDK pool signature (pmemblk or another type).</summary>
+    public static bool IsPmdkPool(string path)
+    {
+        // Plain open + pread: a FileStream would take a flock that conflicts with another opener's claim.
+        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+        if (fd < 0) return false;
+        try
+        {
+            byte* head = stackalloc byte[16];
+            nint n = Libc.pread(fd, head, 16, 0);
+            var span = new ReadOnlySpan<byte>(head, (int)Math.Max(n, 0));
+            return PmemblkPoolHeader.HasSignature(span) || PmemblkPoolHeader.ForeignPmdkType(span) is not null;
+        }
+        finally { _ = Libc.close(fd); }
+    }
+
+    /// <summary>Opens the BTT of a sector namespace; the device owns the namespace.</summary>
+    public static BttDevice OpenNamespace(PmemNamespace ns, int lanes = 0)
+    {
+        if (ns.Info.Mode != NamespaceMode.Sector) throw new NotSupportedException($"'{ns.Path}' is a raw namespace; it has no BTT");
+        BlockTranslationTable btt = BlockTranslationTable.Open(BttMedia.ForNamespace(ns),
+            new BttOptions { LbaSize = ns.Info.SectorSize, ParentUuid = ns.Info.Uuid, Flavor = BttFlavor.Kernel, Lanes = lanes });
+        return new BttDevice(btt, ns, Path.GetFileName(ns.Path), ns.Region.AddressSpace);
+    }
+
+    /// <summary>Opens a PMDK pmemblk pool file (laying out its BTT on the first write if it has none yet).</summary>
+    public static BttDevice OpenPmemblk(string path, PhysicalAddressSpace? space = null, int lanes = 0)
+    {
+        PmemblkPool pool = PmemblkPool.Open(path);
+        try
+        {
+            BlockTranslationTable btt = BlockTranslationTable.Open(pool.Media, pool.BttOptions(lanes));
+            return new BttDevice(btt, pool, Path.GetFileName(path), space);
+        }
+        catch
+        {
+            pool.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void SubmitCore(Bio bio)
+    {
+        BlockStatus status = BlockStatus.Ok;
+        bool fua = (bio.Flags & BioFlags.Fua) != 0;
+        if ((bio.Flags & BioFlags.Preflush) != 0 || bio.Op == BioOp.Flush) status = Flush();
+        if (status == BlockStatus.Ok)
+        {
+            switch (bio.Op)
+            {
+                case BioOp.Read: status = Transfer(bio, write: false, fua); break;
+                case BioOp.Write: status = Transfer(bio, write: true, fua); break;
+                case BioOp.Discard:
+                case BioOp.WriteZeroes:
+                    long first = (bio.Sector << Bio.SectorShift) / _lbaSize;
+                    long count = bio.Size / _lbaSize;
+                    for (long i = 0; i < count && status == BlockStatus.Ok; i++) status = _btt.SetZero(first + i, fua);
+                    break;
+            }
+        }
+        bio.Complete(status);
+    }
+
+    private BlockStatus Flush()
+    {
+        try { _btt.Flush(); return BlockStatus.Ok; }
+        catch (IOException) { return BlockStatus.IoError; }
+    }
+
+    /// <summary>
+    /// Moves the bio one logical block at a time. A block that lies within one segment goes
+    /// straight between the segment and the BTT; a block split across segments goes through a
+    /// bounce buffer, so every block stays atomic whatever the vector layout.
+    /// </summary>
+    [SkipLocalsInit]
+    private BlockStatus Transfer(Bio bio, bool write, bool fua)
+    {
+        PhysicalAddressSpace space = AddressSpace;
+        int lbs = _lbaSize;
+        long lba = (bio.Sector << Bio.SectorShift) / lbs;
+        byte* bounce = stackalloc byte[lbs];
+        int filled = 0;
+        try
+        {
+            foreach (BioVec seg in bio.Segments)
+            {
+                byte* mem = space.TryKmap(seg.Pfn, seg.Offset, seg.Length);
+                if (mem == null) return BlockStatus.Invalid;
+                uint off = 0;
+                while (off < seg.Length)
+                {
+                    uint left = seg.Length - off;
+                    if (filled == 0 && left >= lbs)
+                    {
+                        BlockStatus s = write ? _btt.Write(lba, mem + off, fua) : _btt.Read(lba, mem + off);
+                        if (s != BlockStatus.Ok) return s;
+                        lba++;
+                        off += (uint)lbs;
+                        continue;
+                    }
+                    int n = (int)Math.Min(left, (uint)(lbs - filled));
+                    if (write)
+                    {
+                        Buffer.MemoryCopy(mem + off, bounce + filled, n, n);
+                    }
+                    else
+                    {
+                        if (filled == 0)
+                        {
+                            BlockStatus s = _btt.Read(lba, bounce);
+                            if (s != BlockStatus.Ok) return s;
+                        }
+                        Buffer.MemoryCopy(bounce + filled, mem + off, n, n);
+                    }
+                    filled += n;
+                    off += (uint)n;
+                    if (filled == lbs)
+                    {
+                        if (write)
+                        {
+                            BlockStatus s = _btt.Write(lba, bounce, fua);
+                            if (s != BlockStatus.Ok) return s;
+                        }
+                        lba++;
+                        filled = 0;
+                    }
+                }
+            }
+            return BlockStatus.Ok;
+        }
+        catch (IOException)
+        {
+            return BlockStatus.IoError;
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing) => _owner.Dispose();
+}
