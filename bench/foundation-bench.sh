@@ -5,6 +5,8 @@
 #            vs fio's libpmem engine on a 1 GiB /dev/shm file (PMEM_IS_PMEM_FORCE=1, NT + drain writes)
 #   file   : pfnblock bench --device file:F (O_DIRECT, io_uring) vs fio --ioengine=io_uring --direct=1
 #            on the same ext4 file (SKIP_FILE=1 skips)
+#   btt    : pfnblock bench on a 1 GiB sector namespace (BTT, 4 KiB sectors)
+#            vs fio's pmemblk engine (PMDK libpmemblk) on a 1 GiB pool, both filled first (SKIP_BTT=1 skips)
 #   limits : ../shared/bench/peers/01-membw.sh rnd4k kernels (raw memcpy / NT ceilings)
 # Prints one markdown table row per workload: medians [min..max] of REPS runs and the ratio of medians.
 # Env: REPS (3), RUNTIME (5), RAMP (1), SIZE (1G), EXT4_DIR (/var/tmp), SKIP_FILE, SKIP_MEMBW, ONLY_FILE.
@@ -18,7 +20,9 @@ work=$(mktemp -d /tmp/pfnblock-bench.XXXXXX)
 ns=/dev/shm/pfnblock-bench-ns.$$
 raw=/dev/shm/pfnblock-bench-fio.$$
 extfile=$EXT4_DIR/pfnblock-bench-file.$$
-cleanup() { rm -rf -- "$work" "$ns" "$raw" "$extfile"; }
+sec=/dev/shm/pfnblock-bench-sector.$$
+pool=/dev/shm/pfnblock-bench-pool.$$
+cleanup() { rm -rf -- "$work" "$ns" "$raw" "$extfile" "$sec" "$pool"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
@@ -31,6 +35,14 @@ pfnblock() { "$here/pfnblock" "$@"; }
 pfnblock --help >/dev/null   # build once, outside the timed runs
 pfnblock namespace create --path "$ns" --size "$SIZE" --force >/dev/null
 fallocate -l "$SIZE" "$raw"
+if [ -z "${SKIP_BTT:-}" ]; then
+  command -v pmempool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pmdk-tools >/dev/null
+  pfnblock namespace create --path "$sec" --size 1G --mode sector --sector-size 4096 --force >/dev/null
+  pfnblock bench --device "pmem:$sec" --rw write --bs 4k --size 1000M --ramp 0 >/dev/null      # fill every sector once
+  rm -f "$pool"
+  PMEM_IS_PMEM_FORCE=1 fio --name=fill --thread --direct=1 --ioengine=pmemblk --filename="$pool,4096,1024" --size=972M \
+    --bs=4k --rw=write --output=/dev/null                                                       # creates and fills the pool
+fi
 echo "# $(date -u +%FT%TZ) $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 echo "# fio $(fio --version), REPS=$REPS RUNTIME=$RUNTIME RAMP=$RAMP SIZE=$SIZE"
 
@@ -70,6 +82,15 @@ for rep in $(seq "$REPS"); do
   run_pair 1m-read-1j  bw_bytes "--rw read --bs 1M --jobs 1"  "--rw=read --bs=1m --numjobs=1"
   run_pair 1m-write-1j bw_bytes "--rw write --bs 1M --jobs 1" "--rw=write --bs=1m --direct=1 --sync=1 --numjobs=1"
   fi
+  if [ -z "${SKIP_BTT:-}" ]; then
+    for rw in randwrite randread; do
+      for j in 1 2; do
+        ours "btt-4k-$rw-${j}j" iops --device "pmem:$sec" --rw "$rw" --bs 4k --jobs "$j"
+        PMEM_IS_PMEM_FORCE=1 peer "btt-4k-$rw-${j}j" iops --name=pmemblk --thread --direct=1 --ioengine=pmemblk \
+          --filename="$pool,4096,1024" --size=972M --iodepth=1 --bs=4k --rw="$rw" --numjobs="$j"
+      done
+    done
+  fi
   if [ -z "${SKIP_FILE:-}" ]; then
     [ -f "$extfile" ] || fio --name=lay --filename="$extfile" --size="$SIZE" --rw=write --bs=1m --direct=1 --iodepth=8 --ioengine=io_uring --output=/dev/null
     for rw in randread randwrite; do
@@ -89,6 +110,18 @@ for f in "$work"/*.ours; do
   a=$(med < "$work/$label.alloc" | awk '{printf "%.4f", $1}')
   echo "| $label | $o | $p | $r | $a |"
 done
+
+if [ -z "${SKIP_BTT:-}" ] && [ -z "${ONLY_FILE:-}" ]; then
+  echo
+  echo "| BTT vs raw pmem (both pfnblock, same run) | BTT | raw | BTT / raw |"
+  echo "|---|---|---|---|"
+  for f in "$work"/btt-*.ours; do
+    label=$(basename "$f" .ours); rawlabel=${label#btt-}
+    [ -f "$work/$rawlabel.ours" ] || continue
+    b=$(med < "$f"); r=$(med < "$work/$rawlabel.ours")
+    echo "| $label | $b | $r | $(awk -v a="$b" -v c="$r" 'BEGIN {printf "%.2f", a/c}') |"
+  done
+fi
 
 if [ -z "${SKIP_MEMBW:-}" ]; then
   echo
