@@ -35,7 +35,7 @@ pfnblock() { "$here/pfnblock" "$@"; }
 pfnblock --help >/dev/null   # build once, outside the timed runs
 pfnblock namespace create --path "$ns" --size "$SIZE" --force >/dev/null
 fallocate -l "$SIZE" "$raw"
-if [ -z "${SKIP_BTT:-}" ]; then
+if [ -z "${SKIP_BTT:-}" ] && [ -z "${ONLY_FILE:-}" ]; then
   command -v pmempool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pmdk-tools >/dev/null
   pfnblock namespace create --path "$sec" --size 1G --mode sector --sector-size 4096 --force >/dev/null
   pfnblock bench --device "pmem:$sec" --rw write --bs 4k --size 1000M --ramp 0 >/dev/null      # fill every sector once
@@ -82,7 +82,7 @@ for rep in $(seq "$REPS"); do
   run_pair 1m-read-1j  bw_bytes "--rw read --bs 1M --jobs 1"  "--rw=read --bs=1m --numjobs=1"
   run_pair 1m-write-1j bw_bytes "--rw write --bs 1M --jobs 1" "--rw=write --bs=1m --direct=1 --sync=1 --numjobs=1"
   fi
-  if [ -z "${SKIP_BTT:-}" ]; then
+  if [ -z "${SKIP_BTT:-}" ] && [ -z "${ONLY_FILE:-}" ]; then
     for rw in randwrite randread; do
       for j in 1 2; do
         ours "btt-4k-$rw-${j}j" iops --device "pmem:$sec" --rw "$rw" --bs 4k --jobs "$j"
@@ -119,7 +119,7 @@ if [ -z "${SKIP_BTT:-}" ] && [ -z "${ONLY_FILE:-}" ]; then
     label=$(basename "$f" .ours); rawlabel=${label#btt-}
     [ -f "$work/$rawlabel.ours" ] || continue
     b=$(med < "$f"); r=$(med < "$work/$rawlabel.ours")
-    echo "| $label | $b | $r | $(awk -v a="$b" -v c="$r" 'BEGIN {printf "%.2f", a/c}') |"
+    echo "| $label | $(printf '%.3g' "$b") | $(printf '%.3g' "$r") | $(awk -v a="$b" -v c="$r" 'BEGIN {printf "%.2f", a/c}') |"
   done
 fi
 
