@@ -21,11 +21,11 @@ internal sealed unsafe class IoUringRing : IDisposable
 {
     private readonly int _fd;
     private nint _sqRing;
-    private nuint _sqRingSize;
+    private readonly nuint _sqRingSize;
     private nint _cqRing;
-    private nuint _cqRingSize;
+    private readonly nuint _cqRingSize;
     private nint _sqesMap;
-    private nuint _sqesSize;
+    private readonly nuint _sqesSize;
 
     private readonly uint* _sqHead;
     private readonly uint* _sqTail;

@@ -125,15 +125,15 @@ public sealed unsafe class PmemNamespace : IDisposable
             {
                 // Lay out the BTT before the info blocks: a valid info block then implies a complete layout.
                 byte* data = p + dataOffset;
-                var media = new Btt.BttMedia(data, dataSize, mode, (o, l) => PersistMapped(data + o, l, map, mode),
-                    () => PersistMapped(p, options.Size, map, mode));
+                var media = new Btt.BttMedia(data, dataSize, mode, (o, l) => PersistMapped(data + o, l, mode),
+                    () => PersistMapped(p, options.Size, mode));
                 Btt.Btt.Format(media, new Btt.BttOptions { LbaSize = options.SectorSize, ParentUuid = info.Uuid, Flavor = Btt.BttFlavor.Kernel });
             }
             // Backup first, then primary: a crash in between leaves a valid backup to recover from.
             info.Write(new Span<byte>(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size));
-            PersistMapped(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size, map, mode);
+            PersistMapped(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size, mode);
             info.Write(new Span<byte>(p, NamespaceInfoBlock.Size));
-            PersistMapped(p, NamespaceInfoBlock.Size, map, mode);
+            PersistMapped(p, NamespaceInfoBlock.Size, mode);
             return new PmemNamespace(file, map, info, mode, false, space ?? PhysicalAddressSpace.Shared);
         }
         catch
@@ -159,7 +159,7 @@ public sealed unsafe class PmemNamespace : IDisposable
             {
                 // Repair the primary from the backup so the next open need not fall back.
                 info.Write(new Span<byte>((byte*)map, NamespaceInfoBlock.Size));
-                PersistMapped((byte*)map, NamespaceInfoBlock.Size, map, mode);
+                PersistMapped((byte*)map, NamespaceInfoBlock.Size, mode);
             }
             return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared);
         }
@@ -246,7 +246,7 @@ public sealed unsafe class PmemNamespace : IDisposable
     }
 
     /// <summary>Makes a range of a mapping durable: cache flush + fence under MAP_SYNC, else msync of the covering pages.</summary>
-    internal static void PersistMapped(byte* address, long length, nint map, PersistenceMode mode)
+    internal static void PersistMapped(byte* address, long length, PersistenceMode mode)
     {
         if (mode == PersistenceMode.CpuCache) { PersistentMemory.Persist(address, (nuint)length); return; }
         nint start = (nint)address & ~(nint)(Pfn.PageSize - 1);
@@ -255,7 +255,7 @@ public sealed unsafe class PmemNamespace : IDisposable
     }
 
     /// <summary>Makes <paramref name="length"/> bytes of the data area at <paramref name="offset"/> durable.</summary>
-    public void PersistRange(long offset, long length) => PersistMapped(DataAddress + offset, length, _mapping, Persistence);
+    public void PersistRange(long offset, long length) => PersistMapped(DataAddress + offset, length, Persistence);
 
     /// <summary>Makes every write to the namespace durable (<c>nvdimm_flush</c>).</summary>
     public void Flush()

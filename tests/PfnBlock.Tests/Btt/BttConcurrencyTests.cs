@@ -1,6 +1,5 @@
 using PfnBlock.Block;
 using PfnBlock.TestHelper;
-using PfnBlock.Devices;
 using PfnBlock.Devices.Btt;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;

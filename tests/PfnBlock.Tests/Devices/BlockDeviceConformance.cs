@@ -410,7 +410,6 @@ public abstract class BlockDeviceConformance : IDisposable
     [Fact]
     public void AnUnreachableVectorInsideAnOversizedBioFailsItOnce()
     {
-        var rng = new Random(_seed);
         int max = Device.Limits.MaxBytesPerBio;
         int length = (int)Math.Min(2L * max + 4 * Lbs, Capacity / 2) / Lbs * Lbs;
         using IoBuffers.Layout head = Buffers.Single(length / 2);

@@ -4,7 +4,6 @@ using System.Diagnostics;
 using PfnBlock.Block;
 using PfnBlock.CrashChild;
 using PfnBlock.Devices.Pmem;
-using PfnBlock.Memory;
 using Xunit.Abstractions;
 
 namespace PfnBlock.Tests.Persistence;

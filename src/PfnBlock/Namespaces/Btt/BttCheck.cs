@@ -87,7 +87,7 @@ public static unsafe class BttCheck
                         throw new InvalidNamespaceException($"'{path}': {error}");
                     report.Container = "pmemblk pool";
                     report.Add(CheckSeverity.Info, $"pool header valid (pool-set uuid {PmdkUuid(hdr!.PoolSetUuid)}, block size {hdr.BlockSize})");
-                    media = Media(baseAddress, PmemblkPoolHeader.DataOffset, file.Size - PmemblkPoolHeader.DataOffset, map, mode);
+                    media = Media(baseAddress, PmemblkPoolHeader.DataOffset, file.Size - PmemblkPoolHeader.DataOffset, mode);
                     options = new BttOptions { LbaSize = hdr.BlockSize, ParentUuid = hdr.PoolSetUuid, Flavor = BttFlavor.Pmemblk, LayOutOnFirstWrite = true };
                 }
                 else
@@ -98,7 +98,7 @@ public static unsafe class BttCheck
                         if (repair)
                         {
                             info.Write(new Span<byte>(baseAddress, NamespaceInfoBlock.Size));
-                            PmemNamespace.PersistMapped(baseAddress, NamespaceInfoBlock.Size, map, mode);
+                            PmemNamespace.PersistMapped(baseAddress, NamespaceInfoBlock.Size, mode);
                         }
                         report.Error("primary namespace info block is invalid; the backup copy is valid",
                             repair ? "primary namespace info block restored from the backup" : null);
@@ -110,7 +110,7 @@ public static unsafe class BttCheck
                         return report;
                     }
                     report.Container = "sector namespace";
-                    media = Media(baseAddress, info.DataOffset, info.DataSize, map, mode);
+                    media = Media(baseAddress, info.DataOffset, info.DataSize, mode);
                     options = new BttOptions { LbaSize = info.SectorSize, ParentUuid = info.Uuid, Flavor = BttFlavor.Kernel };
                 }
                 report.SectorSize = options.LbaSize;
@@ -130,10 +130,10 @@ public static unsafe class BttCheck
         return report;
     }
 
-    private static BttMedia Media(byte* baseAddress, long offset, long length, nint map, PersistenceMode mode)
+    private static BttMedia Media(byte* baseAddress, long offset, long length, PersistenceMode mode)
     {
         byte* data = baseAddress + offset;
-        return new BttMedia(data, length, mode, (o, l) => PmemNamespace.PersistMapped(data + o, l, map, mode), () => { });
+        return new BttMedia(data, length, mode, (o, l) => PmemNamespace.PersistMapped(data + o, l, mode), () => { });
     }
 
     private static void CheckBtt(BttMedia media, BttOptions options, bool repair, BttCheckReport report)

@@ -138,7 +138,7 @@ public sealed unsafe class PmemblkPool : IDisposable
         byte* data = (byte*)mapping + PmemblkPoolHeader.DataOffset;
         long dataSize = file.Size - PmemblkPoolHeader.DataOffset;
         Media = new BttMedia(data, dataSize, mode,
-            (off, len) => PmemNamespace.PersistMapped(data + off, len, _mapping, mode), Flush);
+            (off, len) => PmemNamespace.PersistMapped(data + off, len, mode), Flush);
     }
 
     /// <summary>The file.</summary>
