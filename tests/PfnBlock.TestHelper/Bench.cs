@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using PfnBlock.Block;
+using PfnBlock.Common;
 using PfnBlock.Devices;
 using PfnBlock.Memory;
 

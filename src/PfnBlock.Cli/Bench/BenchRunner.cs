@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using HdrHistogram;
 using PfnBlock.Block;
+using PfnBlock.Common;
 using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 
@@ -151,7 +152,7 @@ internal sealed class BenchRunner
     /// <summary>A one-line description of the device and its persistence path.</summary>
     public static string Describe(IBlockDevice device) => device switch
     {
-        PmemDevice p => $"pmem namespace {p.Namespace.Path} ({Devices.SizeParser.Format(p.CapacityBytes)}); {p.Namespace.PersistenceDescription}",
-        _ => $"{device.GetType().Name} {device.Name} ({Devices.SizeParser.Format(device.CapacityBytes)})",
+        PmemDevice p => $"pmem namespace {p.Namespace.Path} ({SizeParser.Format(p.CapacityBytes)}); {p.Namespace.PersistenceDescription}",
+        _ => $"{device.GetType().Name} {device.Name} ({SizeParser.Format(device.CapacityBytes)})",
     };
 }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using PfnBlock.Block;
 using PfnBlock.Cli.Bench;
+using PfnBlock.Common;
 using PfnBlock.Devices;
 using PfnBlock.Namespaces;
 using Spectre.Console;
@@ -77,7 +78,7 @@ internal static class BenchCommand
         string path = Path.Combine(Cli.DataDirectory(), "bench-pmem0");
         if (!File.Exists(path))
         {
-            Console.Error.WriteLine($"creating a {Devices.SizeParser.Format(DefaultNamespaceSize)} pmem namespace at {path}");
+            Console.Error.WriteLine($"creating a {SizeParser.Format(DefaultNamespaceSize)} pmem namespace at {path}");
             PmemNamespace.Create(path, new NamespaceCreateOptions { Size = DefaultNamespaceSize, Name = "bench" }).Dispose();
         }
         return new DeviceSpec(DeviceKind.Pmem, path, 0);
@@ -139,7 +140,7 @@ internal static class BenchCommand
         return result!;
     }
 
-    private static string Label(BenchOptions w) => $"{w.RwName} bs={Devices.SizeParser.Format(w.BlockSize)} iodepth={w.IoDepth} jobs={w.Jobs}";
+    private static string Label(BenchOptions w) => $"{w.RwName} bs={SizeParser.Format(w.BlockSize)} iodepth={w.IoDepth} jobs={w.Jobs}";
 
     private static void PrintText(BenchResult r)
     {
@@ -162,7 +163,7 @@ internal static class BenchCommand
         foreach (BenchResult r in results)
         {
             DirectionResult d = r.Read.Ios >= r.Write.Ios ? r.Read : r.Write;
-            table.AddRow($"{r.Options.RwName} {Devices.SizeParser.Format(r.Options.BlockSize)} qd{r.Options.IoDepth} j{r.Options.Jobs}", Iops(r.Read.Iops + r.Write.Iops), Bandwidth(r.Read.BytesPerSecond + r.Write.BytesPerSecond),
+            table.AddRow($"{r.Options.RwName} {SizeParser.Format(r.Options.BlockSize)} qd{r.Options.IoDepth} j{r.Options.Jobs}", Iops(r.Read.Iops + r.Write.Iops), Bandwidth(r.Read.BytesPerSecond + r.Write.BytesPerSecond),
                 $"{d.Percentile(50)} ns", $"{d.Percentile(99)} ns", r.AllocatedBytesPerIo.ToString("F3", CultureInfo.InvariantCulture));
         }
         AnsiConsole.Write(table);

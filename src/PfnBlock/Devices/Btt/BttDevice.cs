@@ -107,7 +107,7 @@ public sealed unsafe class BttDevice : BlockDevice
                 case BioOp.WriteZeroes:
                     long first = (bio.Sector << Bio.SectorShift) / _lbaSize;
                     long count = bio.Size / _lbaSize;
-                    for (long i = 0; i < count && status == BlockStatus.Ok; i++) status = _btt.SetZero(first + i, fua);
+                    for (long i = 0; i < count && status == BlockStatus.Ok; i++) status = ToBlockStatus(_btt.SetZero(first + i, fua));
                     break;
             }
         }
@@ -145,8 +145,8 @@ public sealed unsafe class BttDevice : BlockDevice
                     uint left = seg.Length - off;
                     if (filled == 0 && left >= lbs)
                     {
-                        BlockStatus s = write ? _btt.Write(lba, mem + off, fua) : _btt.Read(lba, mem + off);
-                        if (s != BlockStatus.Ok) return s;
+                        BttStatus s = write ? _btt.Write(lba, mem + off, fua) : _btt.Read(lba, mem + off);
+                        if (s != BttStatus.Ok) return ToBlockStatus(s);
                         lba++;
                         off += (uint)lbs;
                         continue;
@@ -160,8 +160,8 @@ public sealed unsafe class BttDevice : BlockDevice
                     {
                         if (filled == 0)
                         {
-                            BlockStatus s = _btt.Read(lba, bounce);
-                            if (s != BlockStatus.Ok) return s;
+                            BttStatus s = _btt.Read(lba, bounce);
+                            if (s != BttStatus.Ok) return ToBlockStatus(s);
                         }
                         Buffer.MemoryCopy(bounce + filled, mem + off, n, n);
                     }
@@ -171,8 +171,8 @@ public sealed unsafe class BttDevice : BlockDevice
                     {
                         if (write)
                         {
-                            BlockStatus s = _btt.Write(lba, bounce, fua);
-                            if (s != BlockStatus.Ok) return s;
+                            BttStatus s = _btt.Write(lba, bounce, fua);
+                            if (s != BttStatus.Ok) return ToBlockStatus(s);
                         }
                         lba++;
                         filled = 0;
@@ -186,6 +186,19 @@ public sealed unsafe class BttDevice : BlockDevice
             return BlockStatus.IoError;
         }
     }
+
+    /// <summary>
+    /// What a BTT outcome means to a bio. The edge has already checked bounds, so
+    /// <see cref="BttStatus.OutOfRange"/> only passes through; everything the media refuses
+    /// (an E-flagged sector, a damaged map entry, an arena in the error state) is EIO, as in the
+    /// kernel's btt.c.
+    /// </summary>
+    internal static BlockStatus ToBlockStatus(BttStatus status) => status switch
+    {
+        BttStatus.Ok => BlockStatus.Ok,
+        BttStatus.OutOfRange => BlockStatus.OutOfRange,
+        _ => BlockStatus.IoError,
+    };
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing) => _owner.Dispose();

@@ -1,4 +1,5 @@
 using PfnBlock.Block;
+using PfnBlock.Common;
 
 namespace PfnBlock.Exports.Nbd;
 
@@ -19,7 +20,7 @@ public sealed class NbdExport
         Name = name;
         Device = device;
         ReadOnly = readOnly || (device.Features & DeviceFeatures.ReadOnly) != 0;
-        Description = description ?? $"{device.Name} ({Devices.SizeParser.Format(device.CapacityBytes)})";
+        Description = description ?? $"{device.Name} ({SizeParser.Format(device.CapacityBytes)})";
         Dax = (device.Features & DeviceFeatures.Dax) != 0 ? device as IDaxDevice : null;
         Synchronous = (device.Features & DeviceFeatures.Synchronous) != 0;
         MinBlockSize = Math.Max(1, device.Limits.LogicalBlockSize);
