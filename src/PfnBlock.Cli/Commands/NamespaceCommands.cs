@@ -66,7 +66,8 @@ internal static class NamespaceCommands
         cmd.SetAction(r => Cli.Run(() =>
         {
             string p = r.GetValue(path)!;
-            NamespaceInfoBlock info = PmemNamespace.ReadInfo(p, out bool fromBackup);
+            // The probe says what else the path is when it is not a namespace (a PMDK pool, a directory…).
+            NamespaceInfoBlock info = NamespaceProbe.Probe(p).RequireNamespace(out bool fromBackup);
             if (r.GetValue(json))
             {
                 var doc = new

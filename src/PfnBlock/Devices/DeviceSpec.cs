@@ -81,7 +81,9 @@ public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
     /// </summary>
     private static IBlockDevice OpenPmem(string path, PhysicalAddressSpace? space)
     {
-        if (BttDevice.IsPmdkPool(path)) return BttDevice.OpenPmemblk(path, space);
+        NamespaceProbeResult probe = NamespaceProbe.Probe(path);
+        if (probe.Kind == NamespaceKind.PmemblkPool) return BttDevice.OpenPmemblk(path, space);
+        if (!probe.IsNamespace) throw probe.ToException("a PfnBlock namespace or PMDK pmemblk pool");
         PmemNamespace ns = PmemNamespace.Open(path, space);
         try
         {

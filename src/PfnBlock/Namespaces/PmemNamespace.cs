@@ -171,33 +171,13 @@ public sealed unsafe class PmemNamespace : IDisposable
     }
 
     /// <summary>Reads and validates the info block without claiming or mapping (works while another process has the namespace open).</summary>
-    public static NamespaceInfoBlock ReadInfo(string path, out bool fromBackup)
-    {
-        // Not FileStream: on Unix it takes a shared flock, which the holder's exclusive claim refuses.
-        using NamespaceFile file = NamespaceFile.OpenUnclaimed(path);
-        return ReadValidInfo(file, out fromBackup);
-    }
+    /// <exception cref="InvalidNamespaceException">The path is not a valid namespace; the message says what it is instead.</exception>
+    public static NamespaceInfoBlock ReadInfo(string path, out bool fromBackup) =>
+        NamespaceProbe.Probe(path).RequireNamespace(out fromBackup);
 
-    internal static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)
-    {
-        if (file.IsDeviceDax) throw new NotSupportedException("opening device-DAX namespaces is not supported yet");
-        return ParseWithBackup(file.Path, file.Size, (block, offset) => file.ReadAt(block, offset), out fromBackup);
-    }
-
-    /// <summary>The primary info block if valid, else the backup (whose recorded size must match the device), else a clear error.</summary>
-    private static NamespaceInfoBlock ParseWithBackup(string path, long size, Action<byte[], long> readAt, out bool fromBackup)
-    {
-        if (size < 3 * NamespaceInfoBlock.Size) throw new InvalidNamespaceException($"'{path}' is too small to be a namespace ({size} bytes)");
-        byte[] block = new byte[NamespaceInfoBlock.Size];
-        readAt(block, 0);
-        if (NamespaceInfoBlock.TryParse(block, size, out NamespaceInfoBlock? info, out string? primaryError)) { fromBackup = false; return info!; }
-        bool primarySigned = NamespaceInfoBlock.HasSignature(block);
-        readAt(block, NamespaceInfoBlock.BackupOffset(size));
-        if (NamespaceInfoBlock.TryParse(block, size, out info, out string? backupError) && info!.NamespaceSize == size) { fromBackup = true; return info; }
-        if (!primarySigned && !NamespaceInfoBlock.HasSignature(block))
-            throw new InvalidNamespaceException($"'{path}' is not a PfnBlock namespace (no info block signature)");
-        throw new InvalidNamespaceException($"'{path}': corrupt namespace info block (primary: {primaryError}; backup: {backupError})");
-    }
+    /// <summary>The valid info block of an open file, as <see cref="NamespaceProbe"/> finds it; throws its message for anything else.</summary>
+    internal static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup) =>
+        NamespaceProbe.Probe(file).RequireNamespace(out fromBackup);
 
     /// <summary>
     /// Deletes a namespace file, holding its exclusive claim while doing so. Refuses a file that
@@ -218,11 +198,15 @@ public sealed unsafe class PmemNamespace : IDisposable
     private static void RefuseToOverwrite(NamespaceFile file)
     {
         if (file.Size == 0) return;
-        byte[] head = new byte[NamespaceInfoBlock.Size];
-        _ = file.ReadAt(head, 0);
-        if (NamespaceInfoBlock.HasSignature(head))
-            throw new IOException($"'{file.Path}' is already a PfnBlock namespace; use --force to overwrite it");
-        throw new IOException($"'{file.Path}' already exists and holds {file.Size} bytes of other data; use --force to overwrite it");
+        NamespaceProbeResult probe = NamespaceProbe.Probe(file);
+        throw new IOException(probe.Kind switch
+        {
+            NamespaceKind.RawNamespace or NamespaceKind.SectorNamespace or NamespaceKind.CorruptNamespace =>
+                $"'{file.Path}' is already a PfnBlock namespace; use --force to overwrite it",
+            NamespaceKind.PmemblkPool or NamespaceKind.OtherPmdkPool =>
+                $"'{file.Path}' already holds a PMDK {probe.PmdkPoolType} pool; use --force to overwrite it",
+            _ => $"'{file.Path}' already exists and holds {file.Size} bytes of other data; use --force to overwrite it",
+        });
     }
 
     /// <summary>Maps <paramref name="size"/> bytes of <paramref name="file"/> shared, with MAP_SYNC where the filesystem offers it; read-only mappings never need it.</summary>

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using PfnBlock.Block;
-using PfnBlock.Interop;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
@@ -49,22 +48,6 @@ public sealed unsafe class BttDevice : BlockDevice
     public override DeviceFeatures Features =>
         DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
         | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous;
-
-    /// <summary>True when <paramref name="path"/> starts with a PMDK pool signature (pmemblk or another type).</summary>
-    public static bool IsPmdkPool(string path)
-    {
-        // Plain open + pread: a FileStream would take a flock that conflicts with another opener's claim.
-        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
-        if (fd < 0) return false;
-        try
-        {
-            byte* head = stackalloc byte[16];
-            nint n = Libc.pread(fd, head, 16, 0);
-            var span = new ReadOnlySpan<byte>(head, (int)Math.Max(n, 0));
-            return PmemblkPoolHeader.HasSignature(span) || PmemblkPoolHeader.ForeignPmdkType(span) is not null;
-        }
-        finally { _ = Libc.close(fd); }
-    }
 
     /// <summary>Opens the BTT of a sector namespace; the device owns the namespace.</summary>
     public static BttDevice OpenNamespace(PmemNamespace ns, int lanes = 0)

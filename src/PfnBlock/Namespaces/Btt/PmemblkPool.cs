@@ -162,17 +162,17 @@ public sealed unsafe class PmemblkPool : IDisposable
     };
 
     /// <summary>Opens, claims and validates a pool file.</summary>
-    /// <exception cref="InvalidNamespaceException">Not a pmemblk pool, or its header is corrupt or unsupported.</exception>
+    /// <exception cref="InvalidNamespaceException">Not a pmemblk pool (the message says what it is), or its header is corrupt or unsupported.</exception>
     public static PmemblkPool Open(string path, bool writable = true)
     {
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable);
         try
         {
+            NamespaceProbeResult probe = NamespaceProbe.Probe(file);
+            if (probe.Kind != NamespaceKind.PmemblkPool) throw probe.ToException("a pmemblk pool");
             byte[] head = new byte[PmemblkPoolHeader.DataOffset];
             int n = file.Size >= head.Length ? file.ReadAt(head, 0) : 0;
             if (n < head.Length) throw new InvalidNamespaceException($"'{path}' is too small to be a pmemblk pool ({file.Size} bytes)");
-            if (PmemblkPoolHeader.ForeignPmdkType(head) is string other)
-                throw new InvalidNamespaceException($"'{path}' is a PMDK {other} pool, not a pmemblk pool; only pmemblk pools carry a BTT");
             if (!PmemblkPoolHeader.TryParse(head, out PmemblkPoolHeader? header, out string? error))
                 throw new InvalidNamespaceException($"'{path}': {error}");
             if (file.Size - PmemblkPoolHeader.DataOffset < Btt.MinSize)
