@@ -1,3 +1,4 @@
+using PfnBlock.Interop;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Namespaces.Btt;
@@ -73,10 +74,10 @@ public static unsafe class BttCheck
         try
         {
             NamespaceProbeResult probe = RequireCheckable(NamespaceProbe.Probe(file));
-            (nint map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable: repair);
+            (SafeMmapHandle map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable: repair);
             try
             {
-                byte* baseAddress = (byte*)map;
+                byte* baseAddress = map.Address;
                 BttMedia media;
                 BttOptions options;
                 if (probe.Kind == NamespaceKind.PmemblkPool)
@@ -115,7 +116,7 @@ public static unsafe class BttCheck
                 CheckBtt(media, options, repair, report);
                 return report;
             }
-            finally { _ = Interop.Libc.munmap(map, (nuint)file.Size); }
+            finally { map.Dispose(); }
         }
         finally { file.Dispose(); }
     }

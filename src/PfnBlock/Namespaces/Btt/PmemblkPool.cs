@@ -125,17 +125,18 @@ public sealed record PmemblkPoolHeader
 public sealed unsafe class PmemblkPool : IDisposable
 {
     private readonly NamespaceFile _file;
-    private nint _mapping;
-    private readonly nuint _length;
+    // The whole pool file. Media's pointers are derived from it once; its delegates reference this
+    // pool, so whoever holds the media keeps the mapping alive.
+    private readonly SafeMmapHandle _mapping;
+    private int _disposed;
 
-    private PmemblkPool(NamespaceFile file, nint mapping, PersistenceMode mode, PmemblkPoolHeader header)
+    private PmemblkPool(NamespaceFile file, SafeMmapHandle mapping, PersistenceMode mode, PmemblkPoolHeader header)
     {
         _file = file;
         _mapping = mapping;
-        _length = (nuint)file.Size;
         Header = header;
         Persistence = mode;
-        byte* data = (byte*)mapping + PmemblkPoolHeader.DataOffset;
+        byte* data = mapping.Address + PmemblkPoolHeader.DataOffset;
         long dataSize = file.Size - PmemblkPoolHeader.DataOffset;
         Media = new BttMedia(data, dataSize, mode,
             (off, len) => PmemNamespace.PersistMapped(data + off, len, mode), Flush);
@@ -177,7 +178,7 @@ public sealed unsafe class PmemblkPool : IDisposable
                 throw new InvalidNamespaceException($"'{path}': {error}");
             if (file.Size - PmemblkPoolHeader.DataOffset < Btt.MinSize)
                 throw new InvalidNamespaceException($"'{path}': pool of {file.Size} bytes is below the pmemblk minimum of {Btt.MinSize + PmemblkPoolHeader.DataOffset}");
-            (nint map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable);
+            (SafeMmapHandle map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable);
             return new PmemblkPool(file, map, mode, header!);
         }
         catch
@@ -191,15 +192,14 @@ public sealed unsafe class PmemblkPool : IDisposable
     public void Flush()
     {
         if (Persistence == PersistenceMode.CpuCache) { PersistentMemory.Drain(); return; }
-        if (Libc.msync(_mapping, _length, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
+        if (Libc.msync((nint)_mapping.Address, _mapping.Length, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
     }
 
     /// <summary>Unmaps and releases the claim.</summary>
     public void Dispose()
     {
-        nint map = Interlocked.Exchange(ref _mapping, 0);
-        if (map == 0) return;
-        _ = Libc.munmap(map, _length);
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _mapping.Dispose();
         _file.Dispose();
     }
 }
