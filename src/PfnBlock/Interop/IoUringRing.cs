@@ -84,8 +84,6 @@ internal sealed unsafe class IoUringRing : IDisposable
     public uint CqEntries { get; }
     /// <summary>IORING_FEAT_* bits the kernel reported.</summary>
     public uint Features { get; }
-    /// <summary>The ring's file descriptor.</summary>
-    public int Fd => _fd;
 
     /// <summary>
     /// Sets up a ring of at least <paramref name="entries"/> SQEs and twice as many CQEs, maps it,

@@ -37,7 +37,7 @@ public sealed unsafe class BttDevice : BlockDevice
         _limits = DeviceLimits.Memory(_lbaSize) with { PhysicalBlockSize = _lbaSize };
     }
 
-    /// <summary>The translation table.</summary>
+    /// <summary>The BTT the device reads and writes through. Calls made on it directly bypass the block layer's validation and statistics (tools and tests use it, e.g. to set error flags).</summary>
     public BlockTranslationTable Btt => _btt;
 
     /// <inheritdoc/>

@@ -30,7 +30,7 @@ public sealed record FileDeviceOptions
     public bool Buffered { get; init; }
     /// <summary>Requests in flight at most (1..4096); a submitter beyond it waits for a slot.</summary>
     public int QueueDepth { get; init; } = DefaultQueueDepth;
-    /// <summary>The I/O engine.</summary>
+    /// <summary>Which engine to use: <see cref="FileEngineKind.Auto"/> picks io_uring, or the thread-pool engine on tmpfs or where io_uring is unavailable.</summary>
     public FileEngineKind Engine { get; init; } = FileEngineKind.Auto;
     /// <summary>Open read-only; writes, discards and write-zeroes are refused.</summary>
     public bool ReadOnly { get; init; }

@@ -22,7 +22,7 @@ internal enum FileStep : byte
     WriteZeros,
     /// <summary>fdatasync after the data (FUA on ops that cannot carry RWF_DSYNC).</summary>
     Postflush,
-    /// <summary>Finished.</summary>
+    /// <summary>No step left: <see cref="FileRequest.Status"/> is final and the bio completes.</summary>
     Done,
 }
 

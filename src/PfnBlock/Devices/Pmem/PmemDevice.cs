@@ -17,7 +17,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
     private readonly DeviceLimits _limits;
 
     /// <summary>Creates the device over an open namespace.</summary>
-    /// <param name="ns">The namespace.</param>
+    /// <param name="ns">An open raw namespace; its data area becomes the device's sectors.</param>
     /// <param name="ownsNamespace">Dispose the namespace with the device.</param>
     public PmemDevice(PmemNamespace ns, bool ownsNamespace = true)
         : base(System.IO.Path.GetFileName(ns.Path), ns.DataAddress, ns.DataSize, ns.Region.AddressSpace)

@@ -30,7 +30,7 @@ public sealed class NbdExport
     public string Name { get; }
     /// <summary>A description for people (INFO_DESCRIPTION, LIST).</summary>
     public string Description { get; }
-    /// <summary>The device.</summary>
+    /// <summary>The device behind the export; its features decide the transmission flags. Not owned: whoever created it disposes it.</summary>
     public IBlockDevice Device { get; }
     /// <summary>Writes are refused with EPERM.</summary>
     public bool ReadOnly { get; }

@@ -84,11 +84,11 @@ public sealed unsafe class Btt
         _lanes = new Lanes(Math.Min(lanes, (int)BttInfoBlock.DefaultNfree));
     }
 
-    /// <summary>Exported sectors.</summary>
+    /// <summary>Sectors the BTT exports over all its arenas (for a fresh pool, what its layout will export); valid sector numbers are below it.</summary>
     public long ExternalNlba { get; }
-    /// <summary>Exported sector size.</summary>
+    /// <summary>Bytes per sector (<see cref="BttOptions.LbaSize"/>): every <see cref="Read"/> and <see cref="Write"/> moves exactly this many.</summary>
     public int LbaSize => _lbaSize;
-    /// <summary>Lanes (concurrent writers).</summary>
+    /// <summary>Writers that can be inside <see cref="Write"/> at once: min(nfree, <see cref="BttOptions.Lanes"/> or the processor count); more wait.</summary>
     public int LaneCount => _lanes.Count;
     /// <summary>Arenas (0 until laid out).</summary>
     public int ArenaCount => _arenas?.Length ?? 0;
@@ -98,9 +98,9 @@ public sealed unsafe class Btt
     public int RecoveredWrites { get; private set; }
     /// <summary>Things found at open that did not stop it (e.g. a primary info block restored from its backup).</summary>
     public IReadOnlyList<string> Warnings => _warnings;
-    /// <summary>The conventions in use.</summary>
+    /// <summary>Kernel or pmemblk conventions, fixed by <see cref="BttOptions.Flavor"/> at open.</summary>
     public BttFlavor Flavor => _options.Flavor;
-    /// <summary>The info block of each arena.</summary>
+    /// <summary>The info block in use for each arena (the backup where the primary is invalid); empty until laid out.</summary>
     public IReadOnlyList<BttInfoBlock> ArenaInfos => _arenas?.Select(a => a.Info).ToArray() ?? [];
 
     /// <summary>The smallest media a BTT fits in (one 16 MiB arena).</summary>
@@ -304,7 +304,7 @@ public sealed unsafe class Btt
     }
 
     /// <summary>Writes sector <paramref name="lba"/> atomically from <paramref name="src"/>.</summary>
-    /// <param name="lba">The sector.</param>
+    /// <param name="lba">Sector number, below <see cref="ExternalNlba"/>.</param>
     /// <param name="src"><see cref="LbaSize"/> bytes.</param>
     /// <param name="durable">FUA: on a page-cache mapping, msync each step so the write survives power loss when this returns.</param>
     /// <returns><see cref="BttStatus.ArenaInError"/> when the arena refuses writes, <see cref="BttStatus.BadMapEntry"/> when the sector's old map entry points outside the arena (nothing is changed then).</returns>

@@ -28,11 +28,11 @@ public sealed class BttCheckReport
     public required string Path { get; init; }
     /// <summary>What the file is ("sector namespace", "raw namespace", "pmemblk pool").</summary>
     public string Container { get; set; } = "";
-    /// <summary>Arenas found.</summary>
+    /// <summary>Arenas with a usable info block (primary or backup); 0 for a raw namespace or a pool not laid out yet.</summary>
     public int Arenas { get; set; }
-    /// <summary>Exported sectors.</summary>
+    /// <summary>Sectors those arenas export together.</summary>
     public long Sectors { get; set; }
-    /// <summary>Sector size.</summary>
+    /// <summary>Bytes per exported sector (the namespace's sector size or the pool's block size); 0 for a raw namespace.</summary>
     public uint SectorSize { get; set; }
     /// <summary>Everything found, in order.</summary>
     public List<CheckFinding> Findings { get; } = [];

@@ -35,23 +35,23 @@ public sealed record PmemblkPoolHeader
 {
     /// <summary>Where the BTT starts: the pmemblk header rounded up to 4 KiB (BLK_FORMAT_DATA_ALIGN).</summary>
     public const int DataOffset = 8192;
-    /// <summary>The pmemblk signature.</summary>
+    /// <summary>The first 8 bytes of a pmemblk pool file ("PMEMBLK" and a NUL).</summary>
     public static ReadOnlySpan<byte> Signature => "PMEMBLK\0"u8;
     private const uint KnownIncompat = 0x1 | 0x2 | 0x4;
 
-    /// <summary>Format major version.</summary>
+    /// <summary>pool_hdr <c>major</c>, the pmemblk format version; only 1 is accepted.</summary>
     public uint Major { get; init; }
-    /// <summary>Compatible feature bits.</summary>
+    /// <summary>pool_hdr <c>compat_features</c> (0x1 CHECK_BAD_BLOCKS); bits a reader may ignore, and this one does.</summary>
     public uint CompatFeatures { get; init; }
-    /// <summary>Must-support feature bits.</summary>
+    /// <summary>pool_hdr <c>incompat_features</c> (0x1 SINGLEHDR, 0x2 CKSUM_2K, 0x4 SHUTDOWN_STATE); a pool with any other bit is refused, and CKSUM_2K decides how the header checksum is computed.</summary>
     public uint IncompatFeatures { get; init; }
-    /// <summary>Read-only-compatible feature bits.</summary>
+    /// <summary>pool_hdr <c>ro_compat_features</c>; recorded, not acted on.</summary>
     public uint RoCompatFeatures { get; init; }
     /// <summary>The pool-set uuid (raw bytes read as big-endian, as BTT uuids are).</summary>
     public Guid PoolSetUuid { get; init; }
-    /// <summary>This part's uuid.</summary>
+    /// <summary>pool_hdr <c>uuid</c> of this part; for the single-file pools accepted here it equals the previous/next part and replica uuids.</summary>
     public Guid Uuid { get; init; }
-    /// <summary>Creation time.</summary>
+    /// <summary>pool_hdr <c>crtime</c>, seconds since the epoch (a value past year 9999 is clamped).</summary>
     public DateTimeOffset Created { get; init; }
     /// <summary>Block size (pmemblk <c>bsize</c>).</summary>
     public uint BlockSize { get; init; }
@@ -142,7 +142,7 @@ public sealed unsafe class PmemblkPool : IDisposable
             (off, len) => PmemNamespace.PersistMapped(data + off, len, mode), Flush);
     }
 
-    /// <summary>The file.</summary>
+    /// <summary>The pool file's path, as opened.</summary>
     public string Path => _file.Path;
     /// <summary>The validated headers.</summary>
     public PmemblkPoolHeader Header { get; }
