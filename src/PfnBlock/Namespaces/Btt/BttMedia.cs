@@ -31,7 +31,7 @@ public sealed unsafe class BttMedia
     /// open; the persist and flush delegates reference that owner, so the media keeps it reachable.
     /// </summary>
     public byte* Address { get; }
-    /// <summary>Bytes in the range; the BTT's arenas are laid out over all of it.</summary>
+    /// <summary>Bytes in the range; arenas fill it but for a tail smaller than one arena (16 MiB).</summary>
     public long Length { get; }
     /// <summary>How stores become durable.</summary>
     public PersistenceMode Persistence { get; }
