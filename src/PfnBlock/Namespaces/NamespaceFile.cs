@@ -49,7 +49,7 @@ internal sealed class NamespaceFile : IDisposable
         }
         try
         {
-            if (claim && Libc.flock(fd.Fd, (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) != 0)
+            if (claim && !Claim(fd.Fd, writable))
             {
                 int errno = Libc.Errno;
                 if (errno == Libc.EWOULDBLOCK)
@@ -62,6 +62,22 @@ internal sealed class NamespaceFile : IDisposable
         {
             fd.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Takes the claim, retrying for a short while: a process that forks while it has a namespace
+    /// open (any .NET process starting a child) shares the claim with the child until the child
+    /// execs, so a claim released a moment ago can still look held for a few milliseconds.
+    /// </summary>
+    private static bool Claim(int fd, bool writable)
+    {
+        int op = (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB;
+        for (int attempt = 0; ; attempt++)
+        {
+            if (Libc.flock(fd, op) == 0) return true;
+            if (Libc.Errno != Libc.EWOULDBLOCK || attempt == 20) return false;
+            Thread.Sleep(5);
         }
     }
 
