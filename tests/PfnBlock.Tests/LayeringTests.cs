@@ -22,6 +22,8 @@ public sealed class LayeringTests
         ["Namespaces"] = ["Common", "Interop", "Memory"],
         ["Block"] = ["Common", "Interop", "Memory"],
         ["Devices"] = ["Common", "Interop", "Memory", "Namespaces", "Block"],
+        // Targets stack on devices: they open their lower devices through the registry in Devices.
+        ["Targets"] = ["Common", "Interop", "Memory", "Block", "Devices"],
         ["Exports"] = ["Common", "Interop", "Memory", "Block"],
     };
 
