@@ -2,7 +2,6 @@ using PfnBlock.Block;
 using PfnBlock.Common;
 using PfnBlock.Devices;
 using PfnBlock.Memory;
-using PfnBlock.Targets;
 
 namespace PfnBlock.Tests.Support;
 
