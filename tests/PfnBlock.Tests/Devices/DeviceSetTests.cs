@@ -119,7 +119,7 @@ public sealed class DeviceSetTests : IDisposable
             Assert.All(t.Arguments, a => Assert.False(string.IsNullOrWhiteSpace(a.Help)));
             Assert.All(t.Options, o => Assert.False(string.IsNullOrWhiteSpace(o.Help)));
         }
-        foreach (PfnBlock.Targets.TargetType t in DeviceTypes.Targets) Assert.Contains(t.Usage, help);
+        foreach (TargetType t in DeviceTypes.Targets) Assert.Contains(t.Usage, help);
         Assert.Contains("linear DEVICE OFFSET", help);
         foreach (string kind in new[] { "pmem", "sector", "ram", "null", "file", "table" }) Assert.NotNull(DeviceTypes.Find(kind));
     }
