@@ -28,9 +28,7 @@ public abstract class BlockDevice : IBlockDevice
     /// <summary>How long a requeued bio waits when no completion on the device kicks it earlier.</summary>
     public static readonly TimeSpan RequeueDelay = TimeSpan.FromMilliseconds(1);
 
-    [ThreadStatic] private static bool t_dispatching;
-    [ThreadStatic] private static Bio? t_head;
-    [ThreadStatic] private static Bio? t_tail;
+    [ThreadStatic] private static DispatchQueue? t_queue;
 
     private int _disposed;
     private readonly Lock _requeueLock = new();
@@ -72,15 +70,13 @@ public abstract class BlockDevice : IBlockDevice
     public void Submit(Bio bio)
     {
         bio.PrepareSubmit();
-        if (t_dispatching)
+        DispatchQueue q = t_queue ??= new DispatchQueue();
+        if (q.Active)
         {
-            bio.QueuedFor = this;
-            if (t_tail is null) t_head = bio;
-            else t_tail.NextQueued = bio;
-            t_tail = bio;
+            q.Enqueue(bio, this);
             return;
         }
-        RunDispatchLoop(bio);
+        RunDispatchLoop(q, bio);
     }
 
     /// <summary>
@@ -90,52 +86,74 @@ public abstract class BlockDevice : IBlockDevice
     internal void SubmitNested(Bio bio)
     {
         bio.PrepareSubmit();
-        if (!t_dispatching) { RunDispatchLoop(bio); return; }
-        Bio? head = t_head, tail = t_tail;
-        t_head = t_tail = null;
-        try { RunDispatchLoop(bio); }
-        finally { t_dispatching = true; t_head = head; t_tail = tail; }
+        DispatchQueue outer = t_queue ??= new DispatchQueue();
+        if (!outer.Active) { RunDispatchLoop(outer, bio); return; }
+        var nested = new DispatchQueue();
+        t_queue = nested;
+        try { RunDispatchLoop(nested, bio); }
+        finally { t_queue = outer; }
     }
 
-    private void RunDispatchLoop(Bio bio)
+    private void RunDispatchLoop(DispatchQueue q, Bio bio)
     {
-        t_dispatching = true;
+        q.Active = true;
         try
         {
             Dispatch(bio);
-            while (t_head is Bio next)
+            while (q.Head is Bio next)
             {
-                t_head = next.NextQueued;
-                if (t_head is null) t_tail = null;
-                next.NextQueued = null;
-                BlockDevice device = next.QueuedFor!;
-                next.QueuedFor = null;
+                BlockDevice device = q.Dequeue(next);
                 device.Dispatch(next);
             }
         }
         finally
         {
-            t_dispatching = false;
+            q.Active = false;
         }
     }
 
+    /// <summary>
+    /// Validates, accounts and hands a bio to the driver. A stacked device that remaps the bio in
+    /// place names the lower device, and the loop goes on there: a chain of remaps costs neither a
+    /// queue round trip nor a stack frame per level.
+    /// </summary>
     private void Dispatch(Bio bio)
     {
-        BlockStatus status = Validate(bio);
-        if (status != BlockStatus.Ok) { bio.Complete(status); return; }
-
-        if ((Features & DeviceFeatures.WriteCache) == 0)
+        BlockDevice device = this;
+        while (true)
         {
-            // Nothing volatile to flush: an empty flush is already done, and the flags are moot.
-            bio.Flags &= ~(BioFlags.Preflush | BioFlags.Fua);
-            if (bio.Op == BioOp.Flush) { bio.Complete(BlockStatus.Ok); return; }
-        }
+            BlockStatus status = device.Validate(bio);
+            if (status != BlockStatus.Ok) { bio.Complete(status); return; }
 
-        bio.PushDevice(this);
-        Stats.Start(bio.Op);
-        uint max = (uint)Limits.MaxBytesPerBio;
-        if (bio.Size > max && bio.Op is BioOp.Read or BioOp.Write) SubmitSplit(bio, max);
-        else SubmitCore(bio);
+            if ((device.Features & DeviceFeatures.WriteCache) == 0)
+            {
+                // Nothing volatile to flush: an empty flush is already done, and the flags are moot.
+                bio.Flags &= ~(BioFlags.Preflush | BioFlags.Fua);
+                if (bio.Op == BioOp.Flush) { bio.Complete(BlockStatus.Ok); return; }
+            }
+
+            bio.PushDevice(device);
+            device.Stats.Start(bio.Op);
+            uint max = (uint)device.Limits.MaxBytesPerBio;
+            if (bio.Size > max && bio.Op is BioOp.Read or BioOp.Write)
+            {
+                device.SubmitSplit(bio, max);
+                return;
+            }
+            BlockDevice? lower = device.SubmitOrRemap(bio);
+            if (lower is null) return;
+            device = lower;
+        }
+    }
+
+    /// <summary>
+    /// Hands a validated bio to the driver (<see cref="SubmitCore"/>); a stacked device in this
+    /// assembly may instead remap it in place and return the lower device to dispatch it to next.
+    /// </summary>
+    private protected virtual BlockDevice? SubmitOrRemap(Bio bio)
+    {
+        SubmitCore(bio);
+        return null;
     }
 
     /// <summary>
@@ -269,6 +287,35 @@ public abstract class BlockDevice : IBlockDevice
 
     /// <summary>Releases the device's resources.</summary>
     protected virtual void Dispose(bool disposing) { }
+}
+
+/// <summary>The bios a thread submitted while already dispatching, waiting for the outermost <see cref="BlockDevice.Submit"/> to dispatch them.</summary>
+internal sealed class DispatchQueue
+{
+    /// <summary>True while the thread is inside a dispatch loop.</summary>
+    public bool Active;
+    /// <summary>The next bio to dispatch.</summary>
+    public Bio? Head;
+    private Bio? _tail;
+
+    public void Enqueue(Bio bio, BlockDevice device)
+    {
+        bio.QueuedFor = device;
+        if (_tail is null) Head = bio;
+        else _tail.NextQueued = bio;
+        _tail = bio;
+    }
+
+    /// <summary>Takes <paramref name="head"/> (which is <see cref="Head"/>) off the queue and says where it goes.</summary>
+    public BlockDevice Dequeue(Bio head)
+    {
+        Head = head.NextQueued;
+        if (Head is null) _tail = null;
+        head.NextQueued = null;
+        BlockDevice device = head.QueuedFor!;
+        head.QueuedFor = null;
+        return device;
+    }
 }
 
 /// <summary>Conveniences for submitters.</summary>

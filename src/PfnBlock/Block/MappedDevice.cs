@@ -113,6 +113,30 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
     /// <inheritdoc/>
     public override string Description => $"mapped device {Name} ({CapacityBytes} bytes, {_entries.Length} target{(_entries.Length == 1 ? "" : "s")}: {string.Join(", ", _entries.Select(e => e.TypeName).Distinct())})";
 
+    /// <summary>The fast path of a one-line table that remaps in place: the core goes on to the lower device without queuing.</summary>
+    private protected override BlockDevice? SubmitOrRemap(Bio bio)
+    {
+        if (_entries.Length != 1 || bio.Op == BioOp.Flush || ((bio.Flags & BioFlags.Preflush) != 0 && _flushFanOut > 1))
+        {
+            SubmitCore(bio);
+            return null;
+        }
+        bio.Iter.Sector -= _begins[0];
+        switch (_entries[0].Target.Map(bio, out IBlockDevice? lower))
+        {
+            case MapResult.Remapped:
+                if (_hooks[0] is IBioEndIo hook) bio.PushEndIo(hook);
+                if (lower is BlockDevice next) return next;
+                lower!.Submit(bio);
+                return null;
+            case MapResult.Requeue:
+                bio.Complete(BlockStatus.Busy);
+                return null;
+            default:
+                return null;
+        }
+    }
+
     /// <inheritdoc/>
     protected override void SubmitCore(Bio bio)
     {
