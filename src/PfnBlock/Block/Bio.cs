@@ -214,7 +214,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     public void PushEndIo(IBioEndIo hook)
     {
         ArgumentNullException.ThrowIfNull(hook);
-        Push(hook, _depth > 0 ? _frames[_depth - 1].Start : 0);
+        Push(hook, _depth > 0 ? _frames[_depth - 1].Start : 0, isDevice: false);
     }
 
     /// <summary>Pushes the completion frame of <paramref name="device"/>, which starts accounting the bio now.</summary>
@@ -224,15 +224,16 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         // One clock read per bio, not per level: the levels of a stack start within nanoseconds of each other.
         long start = _depth > 0 ? _frames[_depth - 1].Start : 0;
         if (start == 0) start = Stopwatch.GetTimestamp();
-        Push(device, start);
+        Push(device, start, isDevice: true);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Push(object owner, long start)
+    private void Push(object owner, long start, bool isDevice)
     {
         if (_depth == _frames.Length) Array.Resize(ref _frames, _depth * 2);
         ref BioFrame f = ref _frames[_depth++];
         f.Owner = owner;
+        f.IsDevice = isDevice;
         f.Iter = Iter;
         f.Flags = Flags;
         f.Start = start;
@@ -245,7 +246,6 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         Iter = f.Iter;
         Flags = f.Flags;
         start = f.Start;
-        f.Owner = null;
     }
 
     /// <summary>Readies a bio that completed (or was requeued) for another submission: a fresh reference and status.</summary>
@@ -276,12 +276,15 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
             while (bio._depth > 0)
             {
                 ref BioFrame f = ref bio._frames[--bio._depth];
+                // The owner stays in the unwound frame (overwritten by the next push): clearing it
+                // would cost a GC write barrier per level, and a stale reference only keeps a device
+                // object (not its memory, released on dispose) reachable a little longer.
                 object owner = f.Owner!;
-                f.Owner = null;
                 bio.Iter = f.Iter;
                 bio.Flags = f.Flags;
-                if (owner is BlockDevice device)
+                if (f.IsDevice)
                 {
+                    BlockDevice device = Unsafe.As<BlockDevice>(owner);
                     if (bio._status == (int)BlockStatus.Busy) { device.Requeue(bio); return; }
                     if (now == 0) now = Stopwatch.GetTimestamp();
                     device.EndAccounting(bio, now - f.Start);
@@ -405,6 +408,8 @@ internal struct BioFrame
     public BvecIter Iter;
     /// <summary>The flags when the level received the bio.</summary>
     public BioFlags Flags;
+    /// <summary>True when <see cref="Owner"/> is a <see cref="BlockDevice"/> (saves a type check per level).</summary>
+    public bool IsDevice;
     /// <summary>Stopwatch timestamp at which the bio entered the stack (latency is counted from here).</summary>
     public long Start;
 }

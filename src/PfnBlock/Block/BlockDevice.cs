@@ -122,10 +122,12 @@ public abstract class BlockDevice : IBlockDevice
         BlockDevice device = this;
         while (true)
         {
-            BlockStatus status = device.Validate(bio);
+            DeviceFeatures features = device.Features;
+            DeviceLimits limits = device.Limits;
+            BlockStatus status = device.Validate(bio, features, limits);
             if (status != BlockStatus.Ok) { bio.Complete(status); return; }
 
-            if ((device.Features & DeviceFeatures.WriteCache) == 0)
+            if ((features & DeviceFeatures.WriteCache) == 0)
             {
                 // Nothing volatile to flush: an empty flush is already done, and the flags are moot.
                 bio.Flags &= ~(BioFlags.Preflush | BioFlags.Fua);
@@ -134,7 +136,7 @@ public abstract class BlockDevice : IBlockDevice
 
             bio.PushDevice(device);
             device.Stats.Start(bio.Op);
-            uint max = (uint)device.Limits.MaxBytesPerBio;
+            uint max = (uint)limits.MaxBytesPerBio;
             if (bio.Size > max && bio.Op is BioOp.Read or BioOp.Write)
             {
                 device.SubmitSplit(bio, max);
@@ -163,10 +165,11 @@ public abstract class BlockDevice : IBlockDevice
     protected abstract void SubmitCore(Bio bio);
 
     /// <summary>Checks a bio against this device; <see cref="BlockStatus.Ok"/> when it may be carried out.</summary>
-    public BlockStatus Validate(Bio bio)
+    public BlockStatus Validate(Bio bio) => Validate(bio, Features, Limits);
+
+    private BlockStatus Validate(Bio bio, DeviceFeatures features, DeviceLimits limits)
     {
         if (Volatile.Read(ref _disposed) != 0) return BlockStatus.IoError;
-        DeviceFeatures features = Features;
         switch (bio.Op)
         {
             case BioOp.Flush:
@@ -186,7 +189,6 @@ public abstract class BlockDevice : IBlockDevice
         if (bio.Op != BioOp.Read && (features & DeviceFeatures.ReadOnly) != 0) return BlockStatus.ReadOnly;
         if (bio.Size == 0) return BlockStatus.Invalid;
 
-        DeviceLimits limits = Limits;
         long sector = bio.Sector;
         long sectors = bio.Size >> Bio.SectorShift;
         if (sector < 0 || sector > CapacitySectors || sectors > CapacitySectors - sector) return BlockStatus.OutOfRange;

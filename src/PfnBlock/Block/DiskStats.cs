@@ -65,13 +65,11 @@ public sealed class DiskStats
         v[RequeueField]++;
     }
 
-    private static int Group(BioOp op) => op switch
-    {
-        BioOp.Read => 0,
-        BioOp.Write or BioOp.WriteZeroes => 1,
-        BioOp.Discard => 2,
-        _ => 3,
-    };
+    // Read, Write, Flush, Discard, WriteZeroes -> read, write, flush, discard, write groups.
+    private static ReadOnlySpan<byte> Groups4 => [0, 1, 3, 2, 1];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Group(BioOp op) => (uint)op < (uint)Groups4.Length ? Groups4[(int)op] : 3;
 
     /// <summary>A copy of the counters now (each thread's block is read without stopping it).</summary>
     public DiskStatsSnapshot Snapshot()
