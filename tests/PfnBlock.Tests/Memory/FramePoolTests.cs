@@ -97,4 +97,25 @@ public sealed class FramePoolTests
         Assert.Throws<OutOfMemoryException>(() => new FramePool(arena.Allocator, 4, 3));
         Assert.Equal(8, arena.Allocator.FreeFrames);
     }
+
+    [Fact]
+    public void RentingAndReturningAllocatesNothing()
+    {
+        using var arena = DramArena.Create(64 * Pfn.PageSize);
+        using var pool = new FramePool(arena.Allocator, 2, 4);
+        void Cycle(int n)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                Assert.True(pool.TryRent(out FrameRun a));
+                Assert.True(pool.TryRent(out FrameRun b));
+                pool.Return(b);
+                pool.Return(a);
+            }
+        }
+        Cycle(1000);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Cycle(100_000);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
 }
