@@ -1,6 +1,6 @@
 using CsCheck;
 using PfnBlock.Block;
-using PfnBlock.TestHelper;
+using PfnBlock.CrashTest;
 using PfnBlock.Namespaces.Btt;
 using BlockTranslationTable = PfnBlock.Namespaces.Btt.Btt;
 

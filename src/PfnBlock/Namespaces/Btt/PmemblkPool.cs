@@ -192,6 +192,7 @@ public sealed unsafe class PmemblkPool : IDisposable
     {
         if (Persistence == PersistenceMode.CpuCache) { PersistentMemory.Drain(); return; }
         if (Libc.msync(_mapping, _length, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
+        if (PmemTrace.Enabled) PmemTrace.Msynced((byte*)_mapping, _length);
     }
 
     /// <summary>Unmaps and releases the claim.</summary>
