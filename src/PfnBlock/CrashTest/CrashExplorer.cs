@@ -228,8 +228,10 @@ public static unsafe class CrashExplorer
             return -1;
         }
 
+        /// <summary>Leaves the target's image as the session found it (the next session snapshots it as its base).</summary>
         public void Dispose()
         {
+            if (_base != null) ResetImage();
             if (_base != null) NativeMemory.AlignedFree(_base);
             if (_durable != null) NativeMemory.AlignedFree(_durable);
             _base = _durable = null;
