@@ -31,6 +31,17 @@ public sealed class CrashTestCommandTests
         Assert.Contains("inconsistent states: 0", stdout);
     }
 
+    [Fact]
+    public void ReplayRebuildsOneState()
+    {
+        (int exit, string stdout, string stderr) = Cli("crashtest", "--structure", "btt", "--ops", "3", "--states", "0", "--json");
+        Assert.True(exit == 0, stderr);
+        int end = JsonDocument.Parse(stdout).RootElement.GetProperty("trace_events").GetInt32();
+        (exit, stdout, stderr) = Cli("crashtest", "--structure", "btt", "--ops", "3", "--replay", $"{end}:");
+        Assert.True(exit == 0, stderr);
+        Assert.Equal($"crash point {end}: consistent", stdout.Trim());
+    }
+
     [Theory]
     [InlineData("journal", "not in the tree")]
     [InlineData("nonsense", "nonsense")]
