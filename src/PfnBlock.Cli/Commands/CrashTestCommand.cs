@@ -24,16 +24,18 @@ internal static class CrashTestCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON document." };
         var replay = new Option<string?>("--replay") { Description = "Rebuild and check one reproducer's state: CRASHPOINT:EVENT@HEXOFFSET+LENGTH,... (with the same --ops and --seed)." };
         var dir = new Option<string?>("--dir") { Description = "Directory for file-backed images (namespace); default /dev/shm." };
+        var reproducers = new Option<int>("--reproducers") { Description = "Inconsistent states to print a reproducer for (all are counted).", DefaultValueFactory = _ => 10 };
         var cmd = new Command(Name, "Explore the crash states x86 persistence allows for a structure's workload (power failure at any point, stores reordered "
             + "between fences, torn at 8-byte words), run the structure's recovery on each and check its invariants; exit 1 when any state is inconsistent.")
         {
-            structure, ops, states, seed, json, replay, dir,
+            structure, ops, states, seed, json, replay, dir, reproducers,
         };
         cmd.SetAction(r => Cli.Run(() =>
         {
             if (r.GetValue(ops) < 1) throw new ArgumentException("--ops must be at least 1");
             if (r.GetValue(states) < 0) throw new ArgumentException("--states must not be negative");
-            var options = new CrashTestOptions { Ops = r.GetValue(ops), States = r.GetValue(states), Seed = r.GetValue(seed) };
+            if (r.GetValue(reproducers) < 0) throw new ArgumentException("--reproducers must not be negative");
+            var options = new CrashTestOptions { Ops = r.GetValue(ops), States = r.GetValue(states), Seed = r.GetValue(seed), MaxReproducers = r.GetValue(reproducers) };
             if (r.GetValue(dir) is string d) options = options with { Directory = d };
             using ICrashTarget target = CrashTargets.Create(r.GetValue(structure)!, options);
             if (r.GetValue(replay) is string spec) return Replay(target, spec);
@@ -64,7 +66,7 @@ internal static class CrashTestCommand
             Console.WriteLine($"  inconsistent at crash point {p.CrashPoint} (after \"{p.After}\"): {p.Failure}");
             Console.WriteLine($"    reproduce: pfnblock crashtest --structure {r.Structure} --ops {r.Ops} --seed {p.Seed} --replay {p.ReplaySpec}");
         }
-        if (r.InconsistentStates > r.Reproducers.Count) Console.WriteLine($"  ({r.InconsistentStates - r.Reproducers.Count} more not listed)");
+        if (r.InconsistentStates > r.Reproducers.Count) Console.WriteLine($"  ({r.InconsistentStates - r.Reproducers.Count} more not listed; --reproducers raises the limit)");
     }
 
     private static string Possible(double n) => n < 1e15 ? n.ToString("F0", CultureInfo.InvariantCulture) : n.ToString("0.##e+0", CultureInfo.InvariantCulture);
