@@ -17,6 +17,7 @@ public static class Program
             BenchCommand.Create(),
             ServeCommand.Create(),
             CheckCommand.Create(),
+            DevicesCommand.Create(),
             CrashTestCommand.Create(),
         };
         ParseResult result = root.Parse(args);

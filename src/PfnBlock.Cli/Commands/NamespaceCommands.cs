@@ -36,7 +36,7 @@ internal static class NamespaceCommands
         cmd.SetAction(r => Cli.Run(() =>
         {
             long alignBytes = r.GetValue(align);
-            if (alignBytes > uint.MaxValue) throw new ArgumentException($"alignment {Devices.SizeParser.Format(alignBytes)} is too large");
+            if (alignBytes > uint.MaxValue) throw new ArgumentException($"alignment {Common.SizeParser.Format(alignBytes)} is too large");
             var options = new NamespaceCreateOptions
             {
                 Size = r.GetValue(size),
@@ -113,6 +113,6 @@ internal static class NamespaceCommands
     }
 
     private static string Describe(NamespaceInfoBlock info) =>
-        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {Devices.SizeParser.Format(info.NamespaceSize)} " +
+        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {Common.SizeParser.Format(info.NamespaceSize)} " +
         $"({info.DataSize >> Pfn.PageShift} frames of data), sector size {info.SectorSize}";
 }

@@ -45,7 +45,7 @@ internal sealed class NamespaceFile : IDisposable
             if (errno == Libc.ENOENT) throw new FileNotFoundException($"no such file: '{path}'", path);
             throw Libc.ErrnoException(errno, "open", path);
         }
-        if (claim && Libc.flock(fd, (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) != 0)
+        if (claim && !Claim(fd, writable))
         {
             int errno = Libc.Errno;
             _ = Libc.close(fd);
@@ -55,6 +55,22 @@ internal sealed class NamespaceFile : IDisposable
         }
         long size = DeviceSize(path, fd);
         return new NamespaceFile(path, fd, size);
+    }
+
+    /// <summary>
+    /// Takes the claim, retrying for a short while: a process that forks while it has a namespace
+    /// open (any .NET process starting a child) shares the claim with the child until the child
+    /// execs, so a claim released a moment ago can still look held for a few milliseconds.
+    /// </summary>
+    private static bool Claim(int fd, bool writable)
+    {
+        int op = (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB;
+        for (int attempt = 0; ; attempt++)
+        {
+            if (Libc.flock(fd, op) == 0) return true;
+            if (Libc.Errno != Libc.EWOULDBLOCK || attempt == 20) return false;
+            Thread.Sleep(5);
+        }
     }
 
     private static long DeviceSize(string path, int fd)

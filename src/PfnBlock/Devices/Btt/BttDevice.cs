@@ -20,7 +20,7 @@ namespace PfnBlock.Devices.Btt;
 /// page-cache mapping: msync of data block, then flog line, then map entry); FLUSH msyncs the
 /// mapping. Under MAP_SYNC every write is durable when it completes and FLUSH is a fence.
 /// </remarks>
-public sealed unsafe class BttDevice : BlockDevice
+public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
 {
     private readonly BlockTranslationTable _btt;
     private readonly IDisposable _owner;
@@ -37,6 +37,40 @@ public sealed unsafe class BttDevice : BlockDevice
         _sectors = btt.ExternalNlba * _lbaSize >> Bio.SectorShift;
         _limits = DeviceLimits.Memory(_lbaSize) with { PhysicalBlockSize = _lbaSize };
     }
+
+    /// <inheritdoc/>
+    public static DeviceType Type { get; } = new()
+    {
+        Name = "sector",
+        Summary = "a sector-mode namespace (namespace create --mode sector) or a PMDK pmemblk pool, through its BTT: every block is written atomically",
+        Arguments = [new("PATH", ArgumentKind.Path, "the namespace or pool file")],
+        Open = (spec, ctx) => OpenPath(spec.Arguments[0], ctx.AddressSpace),
+        Samples = [new("512-byte blocks", s => Sample(s, 512)), new("4096-byte blocks", s => Sample(s, 4096))],
+    };
+
+    private static string Sample(SampleContext s, uint lbaSize)
+    {
+        string path = s.NewPath($"sector{lbaSize}");
+        PmemNamespace.Create(path, new NamespaceCreateOptions { Size = 20 << 20, Mode = NamespaceMode.Sector, SectorSize = lbaSize }).Dispose();
+        return "sector:" + DeviceSpec.Quote(path);
+    }
+
+    /// <summary>Opens the BTT of the sector namespace or pmemblk pool at <paramref name="path"/>.</summary>
+    /// <exception cref="NotSupportedException">The path holds a raw namespace (no BTT).</exception>
+    public static BttDevice OpenPath(string path, PhysicalAddressSpace? space = null)
+    {
+        if (IsPmdkPool(path)) return OpenPmemblk(path, space);
+        PmemNamespace ns = PmemNamespace.Open(path, space);
+        try { return OpenNamespace(ns); }
+        catch
+        {
+            ns.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string Description => $"sector device {Name} ({Common.SizeParser.Format(CapacityBytes)}, {_lbaSize}-byte atomic blocks through a BTT)";
 
     /// <summary>The translation table.</summary>
     public BlockTranslationTable Btt => _btt;

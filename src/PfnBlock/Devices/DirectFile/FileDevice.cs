@@ -55,7 +55,7 @@ public sealed record FileDeviceOptions
 /// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
 /// instead of deadlocking the thread that frees slots.</para>
 /// </remarks>
-public sealed class FileDevice : BlockDevice
+public sealed class FileDevice : BlockDevice, IRegisteredDevice
 {
     private const int MaxBytesPerBio = 1 << 20;
 
@@ -75,6 +75,49 @@ public sealed class FileDevice : BlockDevice
         _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
             | DeviceFeatures.WriteZeroes | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
     }
+
+    /// <inheritdoc/>
+    public static DeviceType Type { get; } = new()
+    {
+        Name = "file",
+        Summary = "a regular file or block device through O_DIRECT (io_uring, or worker threads where io_uring is unavailable or on tmpfs)",
+        Arguments = [new("PATH", ArgumentKind.Path, "the file or block device (never grown: its size is the capacity)")],
+        Options =
+        [
+            new("buffered", null, "go through the page cache instead of O_DIRECT (for filesystems that refuse O_DIRECT)"),
+            new("ro", null, "open read-only"),
+            new("qd", ArgumentKind.Number, $"requests in flight at most (1..4096, default {FileDeviceOptions.DefaultQueueDepth})", "N"),
+            new("engine", ArgumentKind.Text, "auto (default), io_uring or threads", "ENGINE"),
+        ],
+        Open = (spec, ctx) => Open(spec.Arguments[0], new FileDeviceOptions
+        {
+            Buffered = spec.Has("buffered"),
+            ReadOnly = spec.Has("ro") || ctx.ReadOnly,
+            QueueDepth = int.TryParse(spec.Option("qd"), out int qd) ? qd : FileDeviceOptions.DefaultQueueDepth,
+            Engine = spec.Option("engine", "auto") switch
+            {
+                "auto" => FileEngineKind.Auto,
+                "io_uring" => FileEngineKind.IoUring,
+                "threads" => FileEngineKind.ThreadPool,
+                var other => throw new FormatException($"file:{spec.Arguments[0]}: unknown engine '{other}' (auto, io_uring or threads)"),
+            },
+        }, ctx.AddressSpace),
+        Samples =
+        [
+            new("O_DIRECT on a disk filesystem", s => $"file:{DeviceSpec.Quote(SampleFile(s.DiskDirectory, "direct.img"))}"),
+            new("buffered on tmpfs", s => $"file:{DeviceSpec.Quote(SampleFile(s.Directory, "buffered.img"))},buffered"),
+        ],
+    };
+
+    private static string SampleFile(string directory, string name)
+    {
+        string path = System.IO.Path.Combine(directory, name);
+        using (FileStream f = File.Create(path)) f.SetLength(16 << 20);
+        return path;
+    }
+
+    /// <inheritdoc/>
+    public override string Description => $"file {Path} ({Common.SizeParser.Format(CapacityBytes)}); {EngineDescription}";
 
     /// <summary>The path opened.</summary>
     public string Path => Name;

@@ -19,7 +19,7 @@ public sealed class NbdExport
         Name = name;
         Device = device;
         ReadOnly = readOnly || (device.Features & DeviceFeatures.ReadOnly) != 0;
-        Description = description ?? $"{device.Name} ({Devices.SizeParser.Format(device.CapacityBytes)})";
+        Description = description ?? $"{device.Name} ({Common.SizeParser.Format(device.CapacityBytes)})";
         Dax = (device.Features & DeviceFeatures.Dax) != 0 ? device as IDaxDevice : null;
         Synchronous = (device.Features & DeviceFeatures.Synchronous) != 0;
         MinBlockSize = Math.Max(1, device.Limits.LogicalBlockSize);
