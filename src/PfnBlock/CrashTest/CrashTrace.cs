@@ -72,7 +72,8 @@ public sealed class CrashTrace
             long offset = start - lo;
             if (e.Kind == PmemTraceKind.Flush) { _events.Add(new CrashEvent(CrashEventKind.Flush, offset, length, -1)); continue; }
             ReadOnlySpan<byte> bytes = recorder.Data(e).Slice((int)(start - e.Address), length);
-            if (_dataLength + length > _data.Length) Array.Resize(ref _data, Math.Max(_data.Length * 2, _dataLength + length));
+            if ((long)_dataLength + length > Array.MaxLength) throw new InvalidOperationException($"the trace is full at {_dataLength} bytes of stores; use fewer operations");
+            if (_dataLength + length > _data.Length) Array.Resize(ref _data, (int)Math.Min(Array.MaxLength, Math.Max(2L * _data.Length, _dataLength + length)));
             bytes.CopyTo(_data.AsSpan(_dataLength));
             CrashEventKind kind = e.Kind == PmemTraceKind.NonTemporalStore ? CrashEventKind.NonTemporalStore : CrashEventKind.Store;
             _events.Add(new CrashEvent(kind, offset, length, _dataLength));

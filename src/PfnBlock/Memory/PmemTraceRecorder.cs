@@ -50,9 +50,9 @@ public sealed unsafe class PmemTraceRecorder
     internal void Store(byte* address, nuint length, bool nonTemporal)
     {
         if (!Clip(ref address, ref length)) return;
-        if (length > int.MaxValue / 2) throw new InvalidOperationException($"a traced store of {length} bytes is too large to record");
+        if ((ulong)_dataLength + length > (ulong)Array.MaxLength) throw new InvalidOperationException($"the trace is full: {_dataLength} bytes recorded, a store of {length} more does not fit");
         int n = (int)length;
-        if (_dataLength + n > _data.Length) Array.Resize(ref _data, Math.Max(_data.Length * 2, _dataLength + n));
+        if (_dataLength + n > _data.Length) Array.Resize(ref _data, (int)Math.Min(Array.MaxLength, Math.Max(2L * _data.Length, _dataLength + n)));
         new ReadOnlySpan<byte>(address, n).CopyTo(_data.AsSpan(_dataLength));
         _events.Add(new PmemTraceEvent(nonTemporal ? PmemTraceKind.NonTemporalStore : PmemTraceKind.Store, (nint)address, n, _dataLength));
         _dataLength += n;

@@ -88,20 +88,20 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
                     Force = true,
                     Mutation = _options.Mutation,
                 };
-                using PmemNamespace ns = Claim(() => PmemNamespace.Create(_path, create, _space));
+                using PmemNamespace ns = PmemNamespace.Create(_path, create, _space);
                 recording.Capture(ns.BaseAddress);
                 op.After = ns.Info;
             }
             else
             {
-                using (PmemNamespace ns = Claim(() => PmemNamespace.Open(_path, _space)))
+                using (PmemNamespace ns = PmemNamespace.Open(_path, _space))
                 {
                     // Damage the primary (its data offset word): the checksum no longer matches.
                     PmemStore.Write64((ulong*)(ns.BaseAddress + 64), 0xBAD0_BAD0_BAD0_BAD0);
                     PmemNamespace.PersistMapped(ns.BaseAddress, NamespaceInfoBlock.Size, ns.Persistence);
                     recording.Capture(ns.BaseAddress);
                 }
-                using (PmemNamespace ns = Claim(() => PmemNamespace.Open(_path, _space)))
+                using (PmemNamespace ns = PmemNamespace.Open(_path, _space))
                 {
                     if (!ns.RecoveredFromBackup) throw new InvalidOperationException("workload: the damaged primary was not restored from the backup");
                     recording.Capture(ns.BaseAddress);
@@ -133,7 +133,7 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
         }
 
         PmemNamespace ns;
-        try { ns = Claim(() => PmemNamespace.Open(_path, _space)); }
+        try { ns = PmemNamespace.Open(_path, _space); }
         catch (InvalidNamespaceException e)
         {
             return refusalAllowed ? null : $"open refused ({e.Message}); expected {string.Join(" or ", allowed.Select(Describe))}";
@@ -151,19 +151,6 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
             BttCheckReport report = BttCheck.CheckMedia(media, btt);
             return report.Consistent ? null
                 : $"sector namespace {Describe(ns.Info)}: check: " + string.Join("; ", report.Findings.Where(f => f.Severity == CheckSeverity.Error).Select(f => f.Message));
-        }
-    }
-
-    /// <summary>
-    /// Opens or creates the namespace, retrying briefly while it is "in use": a child process another
-    /// thread is starting (fork, then exec) holds a copy of our descriptors, and so of the claim, until exec.
-    /// </summary>
-    private static PmemNamespace Claim(Func<PmemNamespace> open)
-    {
-        for (int attempt = 0; ; attempt++)
-        {
-            try { return open(); }
-            catch (NamespaceInUseException) when (attempt < 200) { Thread.Sleep(1); }
         }
     }
 
