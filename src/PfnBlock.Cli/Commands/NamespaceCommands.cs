@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using PfnBlock.Common;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 
@@ -36,7 +37,7 @@ internal static class NamespaceCommands
         cmd.SetAction(r => Cli.Run(() =>
         {
             long alignBytes = r.GetValue(align);
-            if (alignBytes > uint.MaxValue) throw new ArgumentException($"alignment {Common.SizeParser.Format(alignBytes)} is too large");
+            if (alignBytes > uint.MaxValue) throw new ArgumentException($"alignment {SizeParser.Format(alignBytes)} is too large");
             var options = new NamespaceCreateOptions
             {
                 Size = r.GetValue(size),
@@ -65,7 +66,8 @@ internal static class NamespaceCommands
         cmd.SetAction(r => Cli.Run(() =>
         {
             string p = r.GetValue(path)!;
-            NamespaceInfoBlock info = PmemNamespace.ReadInfo(p, out bool fromBackup);
+            // The probe says what else the path is when it is not a namespace (a PMDK pool, a directory…).
+            NamespaceInfoBlock info = NamespaceProbe.Probe(p).RequireNamespace(out bool fromBackup);
             if (r.GetValue(json))
             {
                 var doc = new
@@ -113,6 +115,6 @@ internal static class NamespaceCommands
     }
 
     private static string Describe(NamespaceInfoBlock info) =>
-        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {Common.SizeParser.Format(info.NamespaceSize)} " +
+        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {SizeParser.Format(info.NamespaceSize)} " +
         $"({info.DataSize >> Pfn.PageShift} frames of data), sector size {info.SectorSize}";
 }

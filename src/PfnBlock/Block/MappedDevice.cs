@@ -98,6 +98,9 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
     /// <summary>The table, in sector order.</summary>
     public IReadOnlyList<TableEntry> Table => _entries;
 
+    /// <summary>Splits and flush clones this device made that have not completed yet (0 when idle: a leak check).</summary>
+    public long ClonesOutstanding => _pool.Outstanding;
+
     /// <summary>The table as text, one <c>dmsetup table</c> line per target.</summary>
     public string TableText => string.Join('\n', _entries.Select(e => e.ToString()));
 

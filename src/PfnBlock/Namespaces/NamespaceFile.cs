@@ -15,9 +15,11 @@ public sealed class InvalidNamespaceException(string message) : IOException(mess
 /// </summary>
 internal sealed class NamespaceFile : IDisposable
 {
-    private int _fd;
+    // Closing the descriptor is what releases the claim, so the handle lives exactly as long as
+    // this object; callers use the raw Fd only while they hold the NamespaceFile.
+    private readonly SafeFdHandle _fd;
 
-    private NamespaceFile(string path, int fd, long size)
+    private NamespaceFile(string path, SafeFdHandle fd, long size)
     {
         Path = path;
         _fd = fd;
@@ -25,7 +27,7 @@ internal sealed class NamespaceFile : IDisposable
     }
 
     public string Path { get; }
-    public int Fd => _fd;
+    public int Fd => _fd.Fd;
     public long Size { get; }
     public bool IsDeviceDax => Path.StartsWith("/dev/dax", StringComparison.Ordinal);
 
@@ -38,23 +40,29 @@ internal sealed class NamespaceFile : IDisposable
     private static NamespaceFile Open(string path, bool create, bool writable, bool claim)
     {
         int flags = (writable ? Libc.O_RDWR : Libc.O_RDONLY) | Libc.O_CLOEXEC | (create ? Libc.O_CREAT : 0);
-        int fd = Libc.open(path, flags, 0x1B0 /* 0660 */);
-        if (fd < 0)
+        SafeFdHandle fd = SafeFdHandle.Open(path, flags, 0x1B0 /* 0660 */);
+        if (fd.IsInvalid)
         {
             int errno = Libc.Errno;
             if (errno == Libc.ENOENT) throw new FileNotFoundException($"no such file: '{path}'", path);
             throw Libc.ErrnoException(errno, "open", path);
         }
-        if (claim && !Claim(fd, writable))
+        try
         {
-            int errno = Libc.Errno;
-            _ = Libc.close(fd);
-            if (errno == Libc.EWOULDBLOCK)
-                throw new NamespaceInUseException($"'{path}' is in use by another process (exclusive claim held)");
-            throw Libc.ErrnoException(errno, "flock", path);
+            if (claim && !Claim(fd.Fd, writable))
+            {
+                int errno = Libc.Errno;
+                if (errno == Libc.EWOULDBLOCK)
+                    throw new NamespaceInUseException($"'{path}' is in use by another process (exclusive claim held)");
+                throw Libc.ErrnoException(errno, "flock", path);
+            }
+            return new NamespaceFile(path, fd, DeviceSize(path, fd.Fd));
         }
-        long size = DeviceSize(path, fd);
-        return new NamespaceFile(path, fd, size);
+        catch
+        {
+            fd.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -93,7 +101,7 @@ internal sealed class NamespaceFile : IDisposable
         get
         {
             statx_t st;
-            if (Libc.statx(_fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE, &st) < 0) Libc.ThrowErrno("statx", Path);
+            if (Libc.statx(Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE, &st) < 0) Libc.ThrowErrno("statx", Path);
             return (st.stx_mode & Libc.S_IFMT) == Libc.S_IFREG;
         }
     }
@@ -101,24 +109,20 @@ internal sealed class NamespaceFile : IDisposable
     /// <summary>Sets the file's size and reserves its blocks (regular files only).</summary>
     public void Resize(long size)
     {
-        if (Libc.ftruncate(_fd, size) != 0) Libc.ThrowErrno("ftruncate", Path);
+        if (Libc.ftruncate(Fd, size) != 0) Libc.ThrowErrno("ftruncate", Path);
         // Reserve the space now so a full filesystem fails here and not on a store through the mapping (SIGBUS).
-        if (Libc.fallocate(_fd, 0, 0, size) != 0 && Libc.Errno != Libc.EOPNOTSUPP) Libc.ThrowErrno("fallocate", Path);
+        if (Libc.fallocate(Fd, 0, 0, size) != 0 && Libc.Errno != Libc.EOPNOTSUPP) Libc.ThrowErrno("fallocate", Path);
     }
 
     public unsafe int ReadAt(Span<byte> buffer, long offset)
     {
         fixed (byte* p = buffer)
         {
-            nint n = Libc.pread(_fd, p, (nuint)buffer.Length, offset);
+            nint n = Libc.pread(Fd, p, (nuint)buffer.Length, offset);
             if (n < 0) Libc.ThrowErrno("pread", Path);
             return (int)n;
         }
     }
 
-    public void Dispose()
-    {
-        int fd = Interlocked.Exchange(ref _fd, -1);
-        if (fd >= 0) _ = Libc.close(fd);
-    }
+    public void Dispose() => _fd.Dispose();
 }

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using PfnBlock.Block;
 using PfnBlock.CrashTest;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
@@ -74,7 +73,7 @@ public sealed unsafe class PersistenceTraceTests : IDisposable
             SectorPattern.Fill(sector, 3, 1);
             var recorder = new PmemTraceRecorder(p, size);
             using (PmemTrace.Record(recorder))
-            fixed (byte* s = sector) Assert.Equal(BlockStatus.Ok, btt.Write(3, s));
+            fixed (byte* s = sector) Assert.Equal(BttStatus.Ok, btt.Write(3, s));
 
             long data = info.DataOff + (long)info.ExternalNlba * info.InternalLbaSize; // lane 0's first free block
             long flog = info.FlogOff + FlogEntry.Size;                                // its older slot

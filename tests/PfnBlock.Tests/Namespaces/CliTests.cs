@@ -106,6 +106,22 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void APmdkPoolOrADirectoryIsNamedAsSuch()
+    {
+        byte[] content = new byte[64 << 10];
+        "PMEMOBJ\0"u8.CopyTo(content);
+        string pool = _scratch.NewFile(content);
+        AssertOneLineError(Cli("namespace", "info", "--path", pool), "is a PMDK pmemobj pool", 1);
+        AssertOneLineError(Cli("check", "--path", pool), "is a PMDK pmemobj pool", 1);
+        AssertOneLineError(Cli("namespace", "create", "--path", pool, "--size", "2M"), "already holds a PMDK pmemobj pool", 1);
+        Assert.Equal(content, File.ReadAllBytes(pool));
+        string dir = _scratch.NewPath("dir");
+        Directory.CreateDirectory(dir);
+        try { AssertOneLineError(Cli("check", "--path", dir), "is a directory", 1); }
+        finally { Directory.Delete(dir); }
+    }
+
+    [Fact]
     public void ANamespaceInUseIsRefusedButCanBeDescribed()
     {
         string path = NewNamespace();

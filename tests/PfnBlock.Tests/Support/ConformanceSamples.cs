@@ -1,7 +1,6 @@
 using PfnBlock.Block;
 using PfnBlock.Devices;
 using PfnBlock.Namespaces;
-using PfnBlock.Targets;
 
 namespace PfnBlock.Tests.Support;
 

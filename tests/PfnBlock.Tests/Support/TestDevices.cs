@@ -2,7 +2,6 @@ using PfnBlock.Block;
 using PfnBlock.Common;
 using PfnBlock.Devices;
 using PfnBlock.Memory;
-using PfnBlock.Targets;
 
 namespace PfnBlock.Tests.Support;
 
@@ -219,4 +218,43 @@ internal sealed class RequeueTarget : Target, IRegisteredTarget, IBioEndIo
     }
 
     public EndIoResult EndIo(Bio bio, ref BlockStatus status) => EndIoResult.Done;
+}
+
+/// <summary>
+/// A RAM disk that records the deepest call stack its driver and its completions ran on, so tests
+/// can show that a deep stack or a wide split neither submits nor completes recursively. Spec <c>probe:SIZE</c>.
+/// </summary>
+internal sealed unsafe class StackProbeDevice : MemoryDevice, IRegisteredDevice
+{
+    private readonly DramArena _arena;
+    private int _deepestSubmit;
+
+    public StackProbeDevice(long bytes, PhysicalAddressSpace? space) : this(DramArena.Create(bytes, space, "ram-probe")) { }
+
+    private StackProbeDevice(DramArena arena) : base("ram-probe", arena.BaseAddress, arena.Size, arena.AddressSpace) => _arena = arena;
+
+    public static DeviceType Type { get; } = new()
+    {
+        Name = "probe",
+        Summary = "test double: a RAM disk that records how deep the call stack was when it ran a bio",
+        Arguments = [new("SIZE", ArgumentKind.Size, "capacity")],
+        Open = (spec, ctx) => new StackProbeDevice(SizeParser.Parse(spec.Arguments[0]), ctx.AddressSpace),
+    };
+
+    /// <summary>The most stack frames seen inside <see cref="SubmitCore"/>.</summary>
+    public int DeepestSubmit => Volatile.Read(ref _deepestSubmit);
+
+    public override DeviceLimits Limits { get; } = DeviceLimits.Memory();
+    public override DeviceFeatures Features => DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous;
+
+    protected override void SubmitCore(Bio bio)
+    {
+        int depth = new System.Diagnostics.StackTrace().FrameCount;
+        if (depth > _deepestSubmit) _deepestSubmit = depth;
+        base.SubmitCore(bio);
+    }
+
+    protected override void WriteData(byte* dst, byte* src, nuint length) => Buffer.MemoryCopy(src, dst, length, length);
+    protected override void ZeroData(byte* dst, nuint length) => new Span<byte>(dst, checked((int)length)).Clear();
+    protected override void Dispose(bool disposing) => _arena.Dispose();
 }

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using PfnBlock.Block;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
@@ -173,12 +172,12 @@ internal sealed unsafe class BttCrashTarget : ICrashTarget
 
     private long ReadValue(Btt btt, long lba)
     {
-        BlockStatus status;
+        BttStatus status;
         fixed (byte* p = _sector) status = btt.Read(lba, p);
         return status switch
         {
-            BlockStatus.Ok => SectorPattern.Decode(_sector, lba),
-            BlockStatus.IoError => ErrorState,
+            BttStatus.Ok => SectorPattern.Decode(_sector, lba),
+            BttStatus.MediaError => ErrorState,
             _ => BadStatus,
         };
     }
@@ -192,15 +191,15 @@ internal sealed unsafe class BttCrashTarget : ICrashTarget
         _ => $"v{value}",
     };
 
-    private BlockStatus WriteVersion(Btt btt, long lba, long version)
+    private BttStatus WriteVersion(Btt btt, long lba, long version)
     {
         SectorPattern.Fill(_sector, lba, version);
         fixed (byte* p = _sector) return btt.Write(lba, p);
     }
 
-    private static void Expect(BlockStatus status, Op op)
+    private static void Expect(BttStatus status, Op op)
     {
-        if (status != BlockStatus.Ok) throw new InvalidOperationException($"workload: {op} failed with {status}");
+        if (status != BttStatus.Ok) throw new InvalidOperationException($"workload: {op} failed with {status}");
     }
 
     private Op Begin(CrashRecording recording, Kind kind, long lba, long value)

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using PfnBlock.Block;
-using PfnBlock.Interop;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
@@ -59,7 +58,9 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     /// <exception cref="NotSupportedException">The path holds a raw namespace (no BTT).</exception>
     public static BttDevice OpenPath(string path, PhysicalAddressSpace? space = null)
     {
-        if (IsPmdkPool(path)) return OpenPmemblk(path, space);
+        NamespaceProbeResult probe = NamespaceProbe.Probe(path);
+        if (probe.Kind == NamespaceKind.PmemblkPool) return OpenPmemblk(path, space);
+        if (!probe.IsNamespace) throw probe.ToException("a sector namespace or PMDK pmemblk pool");
         PmemNamespace ns = PmemNamespace.Open(path, space);
         try { return OpenNamespace(ns); }
         catch
@@ -72,7 +73,7 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     /// <inheritdoc/>
     public override string Description => $"sector device {Name} ({Common.SizeParser.Format(CapacityBytes)}, {_lbaSize}-byte atomic blocks through a BTT)";
 
-    /// <summary>The translation table.</summary>
+    /// <summary>The BTT the device reads and writes through. Calls made on it directly bypass the block layer's validation and statistics (tools and tests use it, e.g. to set error flags).</summary>
     public BlockTranslationTable Btt => _btt;
 
     /// <inheritdoc/>
@@ -83,22 +84,6 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     public override DeviceFeatures Features =>
         DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
         | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous;
-
-    /// <summary>True when <paramref name="path"/> starts with a PMDK pool signature (pmemblk or another type).</summary>
-    public static bool IsPmdkPool(string path)
-    {
-        // Plain open + pread: a FileStream would take a flock that conflicts with another opener's claim.
-        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
-        if (fd < 0) return false;
-        try
-        {
-            byte* head = stackalloc byte[16];
-            nint n = Libc.pread(fd, head, 16, 0);
-            var span = new ReadOnlySpan<byte>(head, (int)Math.Max(n, 0));
-            return PmemblkPoolHeader.HasSignature(span) || PmemblkPoolHeader.ForeignPmdkType(span) is not null;
-        }
-        finally { _ = Libc.close(fd); }
-    }
 
     /// <summary>Opens the BTT of a sector namespace; the device owns the namespace.</summary>
     public static BttDevice OpenNamespace(PmemNamespace ns, int lanes = 0)
@@ -141,7 +126,7 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
                 case BioOp.WriteZeroes:
                     long first = (bio.Sector << Bio.SectorShift) / _lbaSize;
                     long count = bio.Size / _lbaSize;
-                    for (long i = 0; i < count && status == BlockStatus.Ok; i++) status = _btt.SetZero(first + i, fua);
+                    for (long i = 0; i < count && status == BlockStatus.Ok; i++) status = ToBlockStatus(_btt.SetZero(first + i, fua));
                     break;
             }
         }
@@ -179,8 +164,8 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
                     uint left = seg.Length - off;
                     if (filled == 0 && left >= lbs)
                     {
-                        BlockStatus s = write ? _btt.Write(lba, mem + off, fua) : _btt.Read(lba, mem + off);
-                        if (s != BlockStatus.Ok) return s;
+                        BttStatus s = write ? _btt.Write(lba, mem + off, fua) : _btt.Read(lba, mem + off);
+                        if (s != BttStatus.Ok) return ToBlockStatus(s);
                         lba++;
                         off += (uint)lbs;
                         continue;
@@ -194,8 +179,8 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
                     {
                         if (filled == 0)
                         {
-                            BlockStatus s = _btt.Read(lba, bounce);
-                            if (s != BlockStatus.Ok) return s;
+                            BttStatus s = _btt.Read(lba, bounce);
+                            if (s != BttStatus.Ok) return ToBlockStatus(s);
                         }
                         Buffer.MemoryCopy(bounce + filled, mem + off, n, n);
                     }
@@ -205,8 +190,8 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
                     {
                         if (write)
                         {
-                            BlockStatus s = _btt.Write(lba, bounce, fua);
-                            if (s != BlockStatus.Ok) return s;
+                            BttStatus s = _btt.Write(lba, bounce, fua);
+                            if (s != BttStatus.Ok) return ToBlockStatus(s);
                         }
                         lba++;
                         filled = 0;
@@ -220,6 +205,19 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
             return BlockStatus.IoError;
         }
     }
+
+    /// <summary>
+    /// What a BTT outcome means to a bio. The edge has already checked bounds, so
+    /// <see cref="BttStatus.OutOfRange"/> only passes through; everything the media refuses
+    /// (an E-flagged sector, a damaged map entry, an arena in the error state) is EIO, as in the
+    /// kernel's btt.c.
+    /// </summary>
+    internal static BlockStatus ToBlockStatus(BttStatus status) => status switch
+    {
+        BttStatus.Ok => BlockStatus.Ok,
+        BttStatus.OutOfRange => BlockStatus.OutOfRange,
+        _ => BlockStatus.IoError,
+    };
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing) => _owner.Dispose();

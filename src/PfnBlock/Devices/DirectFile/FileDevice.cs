@@ -30,7 +30,7 @@ public sealed record FileDeviceOptions
     public bool Buffered { get; init; }
     /// <summary>Requests in flight at most (1..4096); a submitter beyond it waits for a slot.</summary>
     public int QueueDepth { get; init; } = DefaultQueueDepth;
-    /// <summary>The I/O engine.</summary>
+    /// <summary>Which engine to use: <see cref="FileEngineKind.Auto"/> picks io_uring, or the thread-pool engine on tmpfs or where io_uring is unavailable.</summary>
     public FileEngineKind Engine { get; init; } = FileEngineKind.Auto;
     /// <summary>Open read-only; writes, discards and write-zeroes are refused.</summary>
     public bool ReadOnly { get; init; }
@@ -163,8 +163,8 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
         if (type != Libc.S_IFREG && type != Libc.S_IFBLK)
             throw new IOException($"file:{path}: not a regular file or block device");
         int flags = (options.ReadOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC | (direct ? Libc.O_DIRECT : 0);
-        int fd = Libc.open(path, flags, 0);
-        if (fd < 0)
+        SafeFdHandle fd = SafeFdHandle.Open(path, flags, 0);
+        if (fd.IsInvalid)
         {
             int errno = Libc.Errno;
             if (errno == Libc.EINVAL && direct) throw DirectUnsupported(path, "open(O_DIRECT)");
@@ -172,13 +172,13 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
         }
         try
         {
-            if (Libc.statx(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_SIZE | Libc.STATX_DIOALIGN, &st) < 0)
+            if (Libc.statx(fd.Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_SIZE | Libc.STATX_DIOALIGN, &st) < 0)
                 Libc.ThrowErrno("statx", path);
             type = st.stx_mode & Libc.S_IFMT;
             if (type != Libc.S_IFREG && type != Libc.S_IFBLK)
                 throw new IOException($"file:{path}: not a regular file or block device");
             // lseek(END) is the size of a block device as well as of a file.
-            long size = Libc.lseek(fd, 0, Libc.SEEK_END);
+            long size = Libc.lseek(fd.Fd, 0, Libc.SEEK_END);
             if (size < 0) Libc.ThrowErrno("lseek", path);
 
             int lbs = Bio.SectorSize;
@@ -192,7 +192,7 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
                         throw new IOException($"file:{path}: O_DIRECT needs {need}-byte alignment; only 512 and 4096 are supported");
                     if (need > (uint)lbs) lbs = Pfn.PageSize;
                 }
-                lbs = ProbeDirect(fd, path, size, lbs);
+                lbs = ProbeDirect(fd.Fd, path, size, lbs);
             }
             long capacity = size & ~(long)(lbs - 1);
             if (capacity == 0) throw new IOException($"file:{path}: {size} bytes is smaller than one {lbs}-byte block");
@@ -203,7 +203,7 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
         }
         catch
         {
-            _ = Libc.close(fd);
+            fd.Dispose();
             throw;
         }
     }
@@ -214,7 +214,7 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
     /// <summary>Completes every bio in flight (waiting for the kernel), then closes the file.</summary>
     protected override void Dispose(bool disposing) => _engine.Dispose();
 
-    private static FileIoEngine CreateEngine(int fd, string path, FileDeviceOptions options, PhysicalAddressSpace space, out FileEngineKind kind)
+    private static FileIoEngine CreateEngine(SafeFdHandle fd, string path, FileDeviceOptions options, PhysicalAddressSpace space, out FileEngineKind kind)
     {
         int slots = options.QueueDepth;
         string name = System.IO.Path.GetFileName(path);
@@ -223,7 +223,7 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name, "selected explicitly");
         }
-        if (options.Engine == FileEngineKind.Auto && IsTmpfs(fd))
+        if (options.Engine == FileEngineKind.Auto && IsTmpfs(fd.Fd))
         {
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name,

@@ -24,7 +24,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     private readonly RangePinTable _pins = new();
 
     /// <summary>Creates the device over an open namespace.</summary>
-    /// <param name="ns">The namespace.</param>
+    /// <param name="ns">An open raw namespace; its data area becomes the device's sectors.</param>
     /// <param name="ownsNamespace">Dispose the namespace with the device.</param>
     public PmemDevice(PmemNamespace ns, bool ownsNamespace = true)
         : base(System.IO.Path.GetFileName(ns.Path), ns.DataAddress, ns.DataSize, ns.Region.AddressSpace)
@@ -56,7 +56,9 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     /// <summary>Opens whatever namespace or pool is at <paramref name="path"/>: raw namespaces here, sector namespaces and pmemblk pools through <see cref="BttDevice"/>.</summary>
     public static IBlockDevice OpenPath(string path, PhysicalAddressSpace? space = null)
     {
-        if (BttDevice.IsPmdkPool(path)) return BttDevice.OpenPmemblk(path, space);
+        NamespaceProbeResult probe = NamespaceProbe.Probe(path);
+        if (probe.Kind == NamespaceKind.PmemblkPool) return BttDevice.OpenPmemblk(path, space);
+        if (!probe.IsNamespace) throw probe.ToException("a PfnBlock namespace or PMDK pmemblk pool");
         PmemNamespace ns = PmemNamespace.Open(path, space);
         try
         {

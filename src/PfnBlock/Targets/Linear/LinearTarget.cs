@@ -1,4 +1,5 @@
 using PfnBlock.Block;
+using PfnBlock.Devices;
 
 namespace PfnBlock.Targets.Linear;
 

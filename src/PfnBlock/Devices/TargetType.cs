@@ -1,8 +1,7 @@
 using System.Globalization;
 using PfnBlock.Block;
-using PfnBlock.Devices;
 
-namespace PfnBlock.Targets;
+namespace PfnBlock.Devices;
 
 /// <summary>
 /// A kind of table target (the kernel's <c>struct target_type</c>): its name and version as
