@@ -41,7 +41,8 @@ public sealed class CrashExplorerTests(ITestOutputHelper output)
     [InlineData("namespace", 2, OrderingMutation.NamespaceInfoBeforeLayout)]
     internal void ABrokenOrderingIsReportedWithReproducersThatReplay(string structure, int ops, OrderingMutation mutation)
     {
-        // Seed 2's namespace workload starts with a sector namespace, whose BTT the mutation lays out late.
+        // The same workload without the mutation is consistent, so what is found is the mutation's doing.
+        // (Seed 2's namespace workload creates a sector namespace, whose BTT the mutation lays out late.)
         var options = new CrashTestOptions { Ops = ops, States = 1500, Seed = 2 };
         Assert.Equal(0, Explore(structure, options).InconsistentStates);
 
@@ -54,10 +55,6 @@ public sealed class CrashExplorerTests(ITestOutputHelper output)
             (int point, List<LandedStore> landed) = CrashExplorer.ParseReplay(p.ReplaySpec);
             Assert.NotNull(CrashExplorer.Replay(target, point, landed));
         }
-        // The same state without the mutation's trace is not a crash state of the correct code's trace in general,
-        // but the durable-only state at the end of the correct workload is consistent.
-        using ICrashTarget correct = CrashTargets.Create(structure, options);
-        Assert.Null(CrashExplorer.Replay(correct, EndOfTrace(structure, options), []));
     }
 
     [Fact]
@@ -65,7 +62,8 @@ public sealed class CrashExplorerTests(ITestOutputHelper output)
     {
         var options = new CrashTestOptions { Ops = 4, States = 500, Seed = 2, Mutation = OrderingMutation.BttSkipFlogFence };
         CrashTestResult r = Explore("btt", options);
-        CrashReproducer p = Assert.Single(r.Reproducers.Take(1));
+        Assert.NotEmpty(r.Reproducers);
+        CrashReproducer p = r.Reproducers[0];
         Assert.Contains("check:", p.Failure);
         Assert.NotEmpty(p.Landed);
         using ICrashTarget target = CrashTargets.Create("btt", options);
@@ -94,12 +92,5 @@ public sealed class CrashExplorerTests(ITestOutputHelper output)
             Assert.Contains("not in the tree", Assert.Throws<NotSupportedException>(() => CrashTargets.Create(planned, new CrashTestOptions())).Message);
         Assert.Throws<ArgumentException>(() => CrashTargets.Create("nonsense", new CrashTestOptions()));
         Assert.Equal(["btt", "namespace"], CrashTargets.Available.Order());
-    }
-
-    /// <summary>The last crash point (the trace's length) of a workload.</summary>
-    private static int EndOfTrace(string structure, CrashTestOptions options)
-    {
-        using ICrashTarget target = CrashTargets.Create(structure, options);
-        return CrashExplorer.Run(target, options with { States = 0 }).TraceEvents;
     }
 }
