@@ -1,4 +1,4 @@
-using PfnBlock.CrashTest.Targets;
+using PfnBlock.CrashTest.Structures;
 
 namespace PfnBlock.CrashTest;
 

@@ -3,7 +3,7 @@ using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
 
-namespace PfnBlock.CrashTest.Targets;
+namespace PfnBlock.CrashTest.Structures;
 
 /// <summary>
 /// Crash target for the Block Translation Table: one 16 MiB arena on MAP_SYNC-like media (every

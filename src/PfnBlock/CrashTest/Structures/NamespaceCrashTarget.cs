@@ -3,7 +3,7 @@ using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
 
-namespace PfnBlock.CrashTest.Targets;
+namespace PfnBlock.CrashTest.Structures;
 
 /// <summary>
 /// Crash target for the namespace info block (and, for sector namespaces, the BTT layout written
