@@ -56,26 +56,33 @@ internal sealed unsafe class CrashImage
     /// <summary>True when landing the optional word would change the image (some byte is neither overwritten by a newer durable store nor already equal).</summary>
     public bool Changes(int piece)
     {
-        StorePiece p = _model.Pieces[piece];
-        ReadOnlySpan<byte> data = _model.Data(p);
-        long word = p.Offset & ~(long)(PersistenceModel.WordSize - 1);
-        int first = (int)(p.Offset - word);
-        _latest.TryGetValue(word, out ByteEvents latest);
+        int newer = NewerDurable(piece, out StorePiece p, out ReadOnlySpan<byte> data);
         for (int i = 0; i < p.Length; i++)
-            if (latest[first + i] <= p.Event && _durable[p.Offset + i] != data[i]) return true;
+            if ((newer & (1 << i)) == 0 && _durable[p.Offset + i] != data[i]) return true;
         return false;
     }
 
     /// <summary>Lands an optional word in the working image (call in program order).</summary>
     public void Land(int piece)
     {
-        StorePiece p = _model.Pieces[piece];
-        ReadOnlySpan<byte> data = _model.Data(p);
-        long word = p.Offset & ~(long)(PersistenceModel.WordSize - 1);
-        int first = (int)(p.Offset - word);
-        _latest.TryGetValue(word, out ByteEvents latest);
+        int newer = NewerDurable(piece, out StorePiece p, out ReadOnlySpan<byte> data);
         for (int i = 0; i < p.Length; i++)
-            if (latest[first + i] <= p.Event) _work[p.Offset + i] = data[i];
+            if ((newer & (1 << i)) == 0) _work[p.Offset + i] = data[i];
+    }
+
+    /// <summary>A mask of the piece's bytes that a newer durable store has already overwritten.</summary>
+    private int NewerDurable(int piece, out StorePiece p, out ReadOnlySpan<byte> data)
+    {
+        StorePiece stored = _model.Pieces[piece];
+        p = stored;
+        data = _model.Data(stored);
+        long word = stored.Offset & ~(long)(PersistenceModel.WordSize - 1);
+        int first = (int)(stored.Offset - word);
+        _latest.TryGetValue(word, out ByteEvents latest);
+        int mask = 0;
+        for (int i = 0; i < stored.Length; i++)
+            if (latest[first + i] > stored.Event) mask |= 1 << i;
+        return mask;
     }
 
     /// <summary>Puts the durable bytes back into the working image.</summary>

@@ -98,7 +98,8 @@ internal sealed class PersistenceModel
     /// <summary>Crash points (a crash after that many events): each fence's index, and the trace's end.</summary>
     public int[] CrashPoints { get; }
 
-    public ReadOnlySpan<byte> Data(in StorePiece p) => Trace.Bytes(p.Data, p.Length);
+    /// <summary>The bytes a piece stores.</summary>
+    public ReadOnlySpan<byte> Data(StorePiece p) => Trace.Bytes(p.Data, p.Length);
 
     private static void FlushLines(Dictionary<long, List<int>> awaitingFlush, List<int> awaitingFence, long first, long last)
     {
