@@ -9,6 +9,8 @@ public static class Program
     /// <summary>Parses the command line and runs the chosen command.</summary>
     public static int Main(string[] args)
     {
+        // Persistence tracing is fixed at start-up (so that it folds away elsewhere): on only for crashtest.
+        if (args.Length > 0 && args[0] == CrashTestCommand.Name) AppContext.SetSwitch(Memory.PmemTrace.SwitchName, true);
         var root = new RootCommand("PfnBlock: a user-space storage stack for persistent memory whose block layer carries page frame numbers.")
         {
             NamespaceCommands.Create(),
@@ -16,6 +18,7 @@ public static class Program
             ServeCommand.Create(),
             CheckCommand.Create(),
             DevicesCommand.Create(),
+            CrashTestCommand.Create(),
         };
         ParseResult result = root.Parse(args);
         if (result.Errors.Count > 0)

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using PfnBlock.Block;
+using PfnBlock.CrashTest;
 using PfnBlock.Devices;
 using PfnBlock.Memory;
 

@@ -25,6 +25,8 @@ public sealed class LayeringTests
         // Targets stack on devices: they open their lower devices through the registry in Devices.
         ["Targets"] = ["Common", "Interop", "Memory", "Block", "Devices"],
         ["Exports"] = ["Common", "Interop", "Memory", "Block"],
+        // The crash-state explorer: a tool layer over the persistent structures (only the CLI and tests use it).
+        ["CrashTest"] = ["Common", "Interop", "Memory", "Namespaces"],
     };
 
     [Fact]

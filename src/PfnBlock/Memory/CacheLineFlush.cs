@@ -55,6 +55,7 @@ internal static unsafe class CacheLineFlush
     /// <summary>Writes back every cache line overlapping [start, start+length).</summary>
     public static void Flush(byte* start, nuint length)
     {
+        if (PmemTrace.Enabled) PmemTrace.Flushed(start, length);
         if (s_flush == null || length == 0) return;
         byte* first = (byte*)((nint)start & ~(nint)63);
         s_flush(first, start + length);

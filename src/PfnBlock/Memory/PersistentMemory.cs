@@ -54,16 +54,22 @@ public static unsafe class PersistentMemory
         {
             nuint n = head < length ? head : length;
             Buffer.MemoryCopy(src, dst, n, n);
+            if (PmemTrace.Enabled) PmemTrace.Stored(dst, n, nonTemporal: false);
             Flush(dst, n);
             dst += n; src += n; length -= n;
             if (length == 0) return;
         }
         nuint body = length & ~(nuint)(CacheLine - 1);
-        if (body != 0) StreamAligned(dst, src, body);
+        if (body != 0)
+        {
+            StreamAligned(dst, src, body);
+            if (PmemTrace.Enabled) PmemTrace.Stored(dst, body, nonTemporal: StreamsNonTemporally);
+        }
         nuint tail = length - body;
         if (tail != 0)
         {
             Buffer.MemoryCopy(src + body, dst + body, tail, tail);
+            if (PmemTrace.Enabled) PmemTrace.Stored(dst + body, tail, nonTemporal: false);
             Flush(dst + body, tail);
         }
     }
@@ -73,25 +79,39 @@ public static unsafe class PersistentMemory
     {
         nuint head = (nuint)((CacheLine - ((nint)dst & (CacheLine - 1))) & (CacheLine - 1));
         if (head > length) head = length;
-        if (head != 0) { new Span<byte>(dst, (int)head).Clear(); Flush(dst, head); dst += head; length -= head; }
+        if (head != 0)
+        {
+            new Span<byte>(dst, (int)head).Clear();
+            if (PmemTrace.Enabled) PmemTrace.Stored(dst, head, nonTemporal: false);
+            Flush(dst, head);
+            dst += head; length -= head;
+        }
         nuint body = length & ~(nuint)(CacheLine - 1);
         if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
         {
             Vector512<byte> z = Vector512<byte>.Zero;
             for (nuint i = 0; i < body; i += 64) Avx512F.StoreAlignedNonTemporal(dst + i, z);
+            if (PmemTrace.Enabled && body != 0) PmemTrace.Stored(dst, body, nonTemporal: true);
         }
         else if (Avx.IsSupported)
         {
             Vector256<byte> z = Vector256<byte>.Zero;
             for (nuint i = 0; i < body; i += 32) Avx.StoreAlignedNonTemporal(dst + i, z);
+            if (PmemTrace.Enabled && body != 0) PmemTrace.Stored(dst, body, nonTemporal: true);
         }
         else
         {
             NativeClear(dst, body);
+            if (PmemTrace.Enabled && body != 0) PmemTrace.Stored(dst, body, nonTemporal: false);
             Flush(dst, body);
         }
         nuint tail = length - body;
-        if (tail != 0) { NativeClear(dst + body, tail); Flush(dst + body, tail); }
+        if (tail != 0)
+        {
+            NativeClear(dst + body, tail);
+            if (PmemTrace.Enabled) PmemTrace.Stored(dst + body, tail, nonTemporal: false);
+            Flush(dst + body, tail);
+        }
     }
 
     /// <summary>Writes back the cache lines covering the range (CLWB, else CLFLUSHOPT, else CLFLUSH); see <see cref="FlushInstruction"/>.</summary>
@@ -106,6 +126,7 @@ public static unsafe class PersistentMemory
     {
         if (Sse.IsSupported) Sse.StoreFence();
         else Interlocked.MemoryBarrier();
+        if (PmemTrace.Enabled) PmemTrace.Fenced();
     }
 
     /// <summary>Flush then drain: the range is in the persistence domain on return (in <see cref="PersistenceMode.CpuCache"/> mode).</summary>
@@ -114,6 +135,9 @@ public static unsafe class PersistentMemory
         Flush(address, length);
         Drain();
     }
+
+    /// <summary>True when <see cref="StreamAligned"/> uses streaming stores (else plain copies, for the trace).</summary>
+    private static bool StreamsNonTemporally => Avx.IsSupported || Sse2.IsSupported || (Vector512.IsHardwareAccelerated && Avx512F.IsSupported);
 
     private static void NativeClear(byte* p, nuint length) => System.Runtime.InteropServices.NativeMemory.Clear(p, length);
 

@@ -119,6 +119,14 @@ public sealed record NamespaceInfoBlock
         BinaryPrimitives.WriteUInt64LittleEndian(block[ChecksumOffset..], Fletcher64.ComputeSkipping(block, ChecksumOffset));
     }
 
+    /// <summary>Serialises the block into a mapping with traceable stores (<see cref="PmemStore"/>); the caller persists it.</summary>
+    internal unsafe void Store(byte* destination)
+    {
+        byte[] block = new byte[Size];
+        Write(block);
+        PmemStore.Copy(destination, block);
+    }
+
     /// <summary>True when the block starts with the PfnBlock signature (checksum not checked).</summary>
     public static bool HasSignature(ReadOnlySpan<byte> block) => block.Length >= 16 && block[..16].SequenceEqual(Signature);
 

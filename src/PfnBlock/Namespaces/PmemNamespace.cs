@@ -20,6 +20,8 @@ public sealed record NamespaceCreateOptions
     public string Name { get; init; } = "";
     /// <summary>Overwrite an existing namespace or foreign data.</summary>
     public bool Force { get; init; }
+    /// <summary>A deliberate ordering bug, for the crash explorer's mutation tests.</summary>
+    internal OrderingMutation Mutation { get; init; }
 
     /// <summary>The smallest namespace: info block, one data page, backup info block.</summary>
     public const long MinSize = 1 << 20;
@@ -129,19 +131,23 @@ public sealed unsafe class PmemNamespace : IDisposable
             };
             (map, PersistenceMode mode) = Map(file, options.Size);
             byte* p = map.Address;
-            if (sector)
+            RetireInfoBlocks(p, options.Size, mode);
+            void LayOutBtt()
             {
-                // Lay out the BTT before the info blocks: a valid info block then implies a complete layout.
                 byte* data = p + dataOffset;
                 var media = new Btt.BttMedia(data, dataSize, mode, (o, l) => PersistMapped(data + o, l, mode),
                     () => PersistMapped(p, options.Size, mode));
                 Btt.Btt.Format(media, new Btt.BttOptions { LbaSize = options.SectorSize, ParentUuid = info.Uuid, Flavor = Btt.BttFlavor.Kernel });
             }
+            bool infoFirst = PmemTrace.Enabled && options.Mutation == OrderingMutation.NamespaceInfoBeforeLayout;
+            // Lay out the BTT before the info blocks: a valid info block then implies a complete layout.
+            if (sector && !infoFirst) LayOutBtt();
             // Backup first, then primary: a crash in between leaves a valid backup to recover from.
-            info.Write(new Span<byte>(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size));
+            info.Store(p + NamespaceInfoBlock.BackupOffset(options.Size));
             PersistMapped(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size, mode);
-            info.Write(new Span<byte>(p, NamespaceInfoBlock.Size));
+            info.Store(p);
             PersistMapped(p, NamespaceInfoBlock.Size, mode);
+            if (sector && infoFirst) LayOutBtt();
             return new PmemNamespace(file, map, info, mode, false, space ?? PhysicalAddressSpace.Shared);
         }
         catch
@@ -168,7 +174,7 @@ public sealed unsafe class PmemNamespace : IDisposable
             if (fromBackup)
             {
                 // Repair the primary from the backup so the next open need not fall back.
-                info.Write(new Span<byte>(map.Address, NamespaceInfoBlock.Size));
+                info.Store(map.Address);
                 PersistMapped(map.Address, NamespaceInfoBlock.Size, mode);
             }
             return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared);
@@ -203,6 +209,24 @@ public sealed unsafe class PmemNamespace : IDisposable
             if (!force) _ = ReadValidInfo(file, out _);
             // Delete while the claim is held so no one opens it between the check and the unlink.
             File.Delete(path);
+        }
+    }
+
+    /// <summary>
+    /// Erases the info blocks of a namespace being overwritten before anything else is written: a
+    /// crash part-way through the create then leaves no namespace (open refuses), never the old info
+    /// block describing a data area that is half rewritten (a sector namespace's BTT broken). The
+    /// whole block is zeroed, not just the signature: a new block torn over the old one would
+    /// otherwise restore the old signature over the old, valid, body. Both found by the crash-state
+    /// explorer.
+    /// </summary>
+    private static void RetireInfoBlocks(byte* map, long size, PersistenceMode mode)
+    {
+        foreach (long offset in (long[])[0, NamespaceInfoBlock.BackupOffset(size)])
+        {
+            if (!NamespaceInfoBlock.HasSignature(new ReadOnlySpan<byte>(map + offset, NamespaceInfoBlock.Size))) continue;
+            PmemStore.Clear(map + offset, NamespaceInfoBlock.Size);
+            PersistMapped(map + offset, NamespaceInfoBlock.Size, mode);
         }
     }
 
@@ -247,6 +271,7 @@ public sealed unsafe class PmemNamespace : IDisposable
         nint start = (nint)address & ~(nint)(Pfn.PageSize - 1);
         nint end = ((nint)address + (nint)length + Pfn.PageSize - 1) & ~(nint)(Pfn.PageSize - 1);
         if (Libc.msync(start, (nuint)(end - start), Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync");
+        if (PmemTrace.Enabled) PmemTrace.Msynced(address, (nuint)length);
     }
 
     /// <summary>Makes <paramref name="length"/> bytes of the data area at <paramref name="offset"/> durable.</summary>
@@ -257,6 +282,7 @@ public sealed unsafe class PmemNamespace : IDisposable
     {
         if (Persistence == PersistenceMode.CpuCache) { PersistentMemory.Drain(); return; }
         if (Libc.msync((nint)_mapping.Address, _mapping.Length, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
+        if (PmemTrace.Enabled) PmemTrace.Msynced(_mapping.Address, _mapping.Length);
     }
 
     /// <summary>A one-line description of the persistence path in force (like libpmem's <c>pmem_is_pmem</c>).</summary>

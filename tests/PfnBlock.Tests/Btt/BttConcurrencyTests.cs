@@ -1,5 +1,5 @@
 using PfnBlock.Block;
-using PfnBlock.TestHelper;
+using PfnBlock.CrashTest;
 using PfnBlock.Devices.Btt;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;

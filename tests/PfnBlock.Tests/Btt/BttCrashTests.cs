@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using PfnBlock.Block;
-using PfnBlock.TestHelper;
+using PfnBlock.CrashTest;
 using PfnBlock.Devices;
 using PfnBlock.Devices.Btt;
 using PfnBlock.Memory;

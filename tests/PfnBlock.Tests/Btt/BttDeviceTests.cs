@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using PfnBlock.Block;
-using PfnBlock.TestHelper;
+using PfnBlock.CrashTest;
 using PfnBlock.Devices;
 using PfnBlock.Devices.Btt;
 using PfnBlock.Devices.Pmem;

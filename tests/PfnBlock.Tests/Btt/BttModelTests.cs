@@ -1,5 +1,5 @@
 using CsCheck;
-using PfnBlock.TestHelper;
+using PfnBlock.CrashTest;
 using PfnBlock.Namespaces.Btt;
 using BlockTranslationTable = PfnBlock.Namespaces.Btt.Btt;
 

@@ -21,6 +21,8 @@ public sealed record BttOptions
     public bool LayOutOnFirstWrite { get; init; }
     /// <summary>The media is known to be zero (pmemblk <c>is_zeroed</c>): the map need not be cleared at layout.</summary>
     public bool MediaIsZeroed { get; init; }
+    /// <summary>A deliberate ordering bug in the write path, for the crash explorer's mutation tests.</summary>
+    internal OrderingMutation Mutation { get; init; }
 }
 
 /// <summary>A point in the write path, for fault injection in tests.</summary>
@@ -68,6 +70,7 @@ public sealed unsafe class Btt
     private Arena[]? _arenas;
     private readonly long[] _arenaStarts;
     private readonly List<string> _warnings = [];
+    private readonly OrderingMutation _mutation;
 
     internal Action<BttWriteStep>? StepHook;
 
@@ -77,6 +80,7 @@ public sealed unsafe class Btt
         _options = options;
         _cpuCache = media.Persistence == PersistenceMode.CpuCache;
         _lbaSize = (int)options.LbaSize;
+        _mutation = options.Mutation;
         _arenas = arenas;
         _arenaStarts = arenaStarts;
         ExternalNlba = nlba;
@@ -118,21 +122,23 @@ public sealed unsafe class Btt
         {
             BttInfoBlock info = BttInfoBlock.ForArena(sizes[i], i == sizes.Count - 1, options.LbaSize, options.Flavor, uuid, options.ParentUuid);
             byte* arena = media.Address + offset;
-            if (!options.MediaIsZeroed) NativeMemoryClear(arena + info.MapOff, info.FlogOff - info.MapOff);
-            NativeMemoryClear(arena + info.FlogOff, info.Info2Off - info.FlogOff);
+            if (!options.MediaIsZeroed) PmemStore.Clear(arena + info.MapOff, (nuint)(info.FlogOff - info.MapOff));
+            PmemStore.Clear(arena + info.FlogOff, (nuint)(info.Info2Off - info.FlogOff));
             uint initialFlags = options.Flavor == BttFlavor.Pmemblk ? MapEntry.ZeroFlag : 0;
             for (uint lane = 0; lane < info.Nfree; lane++)
             {
-                uint* e = (uint*)(arena + info.FlogOff + lane * BttInfoBlock.FlogGroupSize);
+                // Entry 0 = {lba = lane, old = new = the lane's free block, seq 1}, in the two halves a write uses.
+                ulong* e = (ulong*)(arena + info.FlogOff + lane * BttInfoBlock.FlogGroupSize);
                 uint free = (info.ExternalNlba + lane) | initialFlags;
-                e[0] = lane; e[1] = free; e[2] = free; e[3] = 1;
+                PmemStore.Write64(e, lane | (ulong)free << 32);
+                PmemStore.Write64(e + 1, free | 1UL << 32);
             }
             media.PersistRange(offset + info.MapOff, info.Info2Off - info.MapOff);
             // Backup first: a valid primary then implies a complete layout.
             info.Write(block);
-            block.CopyTo(new Span<byte>(arena + info.Info2Off, BttInfoBlock.Size));
+            PmemStore.Copy(arena + info.Info2Off, block);
             media.PersistRange(offset + info.Info2Off, BttInfoBlock.Size);
-            block.CopyTo(new Span<byte>(arena, BttInfoBlock.Size));
+            PmemStore.Copy(arena, block);
             media.PersistRange(offset, BttInfoBlock.Size);
             offset += sizes[i];
         }
@@ -252,8 +258,8 @@ public sealed unsafe class Btt
             pending++;
             if (!repair) continue;
             uint entry = _options.Flavor == BttFlavor.Pmemblk ? c.NewMap : MapEntry.Normal(c.NewBlock).Raw;
-            Volatile.Write(ref a.Map[c.Lba], entry);
-            _media.PersistRange((byte*)&a.Map[c.Lba] - _media.Address, MapEntry.Size);
+            PmemStore.Write32(a.Map + c.Lba, entry);
+            _media.PersistRange((byte*)(a.Map + c.Lba) - _media.Address, MapEntry.Size);
         }
         return pending;
     }
@@ -321,9 +327,7 @@ public sealed unsafe class Btt
             uint newBlock = free.Block;
             a.Rtt.WaitWhileRead(newBlock);
             byte* dst = a.Block(newBlock);
-            PersistentMemory.CopyNonTemporal(dst, src, (nuint)_lbaSize);
-            PersistentMemory.Drain(); // the data is globally visible (and, with MAP_SYNC, durable) before any metadata names it
-            if (durable && !_cpuCache) _media.PersistRange(dst - _media.Address, _lbaSize);
+            if (!Mutated(OrderingMutation.BttMapBeforeData)) WriteData(dst, src, durable);
             StepHook?.Invoke(BttWriteStep.DataWritten);
 
             Lock mapLock = a.MapLock(premap);
@@ -347,14 +351,26 @@ public sealed unsafe class Btt
                 }
                 uint seq = FlogEntry.NextSeq(free.Seq);
                 ulong* slot = a.FlogSlot(lane, free.NextSlot);
-                Volatile.Write(ref slot[0], premap | (ulong)oldField << 32);
-                PersistMeta(slot, 8, durable: false);
-                StepHook?.Invoke(BttWriteStep.FlogFirstHalf);
-                Volatile.Write(ref slot[1], newField | (ulong)seq << 32);
-                PersistMeta(slot, FlogEntry.Size, durable);
+                if (Mutated(OrderingMutation.BttFlogSeqBeforeEntry))
+                {
+                    PmemStore.Write64(slot + 1, newField | (ulong)seq << 32);
+                    PersistMeta(slot, FlogEntry.Size, durable);
+                    PmemStore.Write64(slot, premap | (ulong)oldField << 32);
+                    PersistMeta(slot, FlogEntry.Size, durable);
+                }
+                else
+                {
+                    PmemStore.Write64(slot, premap | (ulong)oldField << 32);
+                    PersistMeta(slot, 8, durable: false);
+                    StepHook?.Invoke(BttWriteStep.FlogFirstHalf);
+                    PmemStore.Write64(slot + 1, newField | (ulong)seq << 32);
+                    if (Mutated(OrderingMutation.BttSkipFlogFence)) PersistentMemory.Flush((byte*)slot, FlogEntry.Size);
+                    else PersistMeta(slot, FlogEntry.Size, durable);
+                }
                 StepHook?.Invoke(BttWriteStep.FlogWritten);
-                Volatile.Write(ref a.Map[premap], MapEntry.Normal(newBlock).Raw);
-                PersistMeta(&a.Map[premap], MapEntry.Size, durable);
+                PmemStore.Write32(a.Map + premap, MapEntry.Normal(newBlock).Raw);
+                PersistMeta(a.Map + premap, MapEntry.Size, durable);
+                if (Mutated(OrderingMutation.BttMapBeforeData)) WriteData(dst, src, durable);
                 free.Block = oldBlock;
                 free.NextSlot ^= 1;
                 free.Seq = seq;
@@ -390,8 +406,8 @@ public sealed unsafe class Btt
             if (flag == MapEntry.ZeroFlag && (old.IsZero || old.IsInitial)) return BttStatus.Ok;
             uint block = old.PostMap(premap);
             if (block >= a.InternalNlba) return BttStatus.BadMapEntry;
-            Volatile.Write(ref a.Map[premap], block | flag);
-            PersistMeta(&a.Map[premap], MapEntry.Size, durable);
+            PmemStore.Write32(a.Map + premap, block | flag);
+            PersistMeta(a.Map + premap, MapEntry.Size, durable);
             return BttStatus.Ok;
         }
         finally { mapLock.Exit(); }
@@ -403,6 +419,19 @@ public sealed unsafe class Btt
         if (_cpuCache) PersistentMemory.Drain();
         else _media.Flush();
     }
+
+    /// <summary>Copies a sector's data into its new block and fences: globally visible (and, with MAP_SYNC, durable) before any metadata names it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void WriteData(byte* dst, byte* src, bool durable)
+    {
+        PersistentMemory.CopyNonTemporal(dst, src, (nuint)_lbaSize);
+        PersistentMemory.Drain();
+        if (durable && !_cpuCache) _media.PersistRange(dst - _media.Address, _lbaSize);
+    }
+
+    /// <summary>True when <paramref name="mutation"/> is switched on; constant false unless tracing is enabled in the process.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool Mutated(OrderingMutation mutation) => PmemTrace.Enabled && _mutation == mutation;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void PersistMeta(void* p, int length, bool durable)
@@ -428,6 +457,4 @@ public sealed unsafe class Btt
             return arenas;
         }
     }
-
-    private static void NativeMemoryClear(byte* p, long length) => System.Runtime.InteropServices.NativeMemory.Clear(p, (nuint)length);
 }

@@ -96,7 +96,7 @@ public static unsafe class BttCheck
                     {
                         if (repair)
                         {
-                            info.Write(new Span<byte>(baseAddress, NamespaceInfoBlock.Size));
+                            info.Store(baseAddress);
                             PmemNamespace.PersistMapped(baseAddress, NamespaceInfoBlock.Size, mode);
                         }
                         report.Error("primary namespace info block is invalid; the backup copy is valid",
@@ -125,11 +125,11 @@ public static unsafe class BttCheck
     private static NamespaceProbeResult RequireCheckable(NamespaceProbeResult probe) =>
         probe.IsNamespace || probe.Kind == NamespaceKind.PmemblkPool ? probe : throw probe.ToException("a sector namespace or pmemblk pool");
 
-    /// <summary>Checks a BTT on media already mapped (used by tests on in-memory media); never repairs.</summary>
-    internal static BttCheckReport CheckMedia(BttMedia media, BttOptions options)
+    /// <summary>Checks a BTT on media already mapped (tests, the crash explorer); with <paramref name="repair"/>, as <c>--repair</c> does.</summary>
+    internal static BttCheckReport CheckMedia(BttMedia media, BttOptions options, bool repair = false)
     {
         var report = new BttCheckReport { Path = "(memory)", Container = "memory", SectorSize = options.LbaSize };
-        CheckBtt(media, options, repair: false, report);
+        CheckBtt(media, options, repair, report);
         return report;
     }
 
@@ -166,7 +166,7 @@ public static unsafe class BttCheck
                 {
                     byte* arena = media.Address + r.Offset;
                     long from = primaryBad ? r.Info.Info2Off : 0, to = primaryBad ? 0 : r.Info.Info2Off;
-                    Buffer.MemoryCopy(arena + from, arena + to, BttInfoBlock.Size, BttInfoBlock.Size);
+                    PmemStore.Copy(arena + to, new ReadOnlySpan<byte>(arena + from, BttInfoBlock.Size));
                     media.PersistRange(r.Offset + to, BttInfoBlock.Size);
                 }
                 report.Error(primaryBad

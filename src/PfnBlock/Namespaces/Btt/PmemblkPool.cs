@@ -193,6 +193,7 @@ public sealed unsafe class PmemblkPool : IDisposable
     {
         if (Persistence == PersistenceMode.CpuCache) { PersistentMemory.Drain(); return; }
         if (Libc.msync((nint)_mapping.Address, _mapping.Length, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
+        if (PmemTrace.Enabled) PmemTrace.Msynced(_mapping.Address, _mapping.Length);
     }
 
     /// <summary>Unmaps and releases the claim.</summary>

@@ -1,11 +1,12 @@
 using System.Buffers.Binary;
 
-namespace PfnBlock.TestHelper;
+namespace PfnBlock.CrashTest;
 
 /// <summary>
-/// The self-checking sector contents of the crash and concurrency tests: word 0 is the LBA, word 1
-/// the version, every further 8-byte word a hash of (lba, version, index). A sector mixing two
-/// writes, or holding a write meant for another LBA, fails <see cref="Decode"/>.
+/// Self-checking sector contents, for the crash-state explorer's workloads and the crash and
+/// concurrency tests: word 0 is the LBA, word 1 the version, every further 8-byte word a hash of
+/// (lba, version, index). A sector mixing two writes, or holding a write meant for another LBA,
+/// fails <see cref="Decode"/>.
 /// </summary>
 public static class SectorPattern
 {

@@ -1,0 +1,166 @@
+using PfnBlock.Interop;
+using PfnBlock.Memory;
+using PfnBlock.Namespaces;
+using PfnBlock.Namespaces.Btt;
+
+namespace PfnBlock.CrashTest.Structures;
+
+/// <summary>
+/// Crash target for the namespace info block (and, for sector namespaces, the BTT layout written
+/// with it): a namespace file on tmpfs, mapped shared so that crash states written into the image
+/// are what <see cref="PmemNamespace.Open"/> reads.
+/// </summary>
+/// <remarks>
+/// <para>Workload: a sequence of <c>namespace create --force</c> over the same file (raw or sector,
+/// random sector size, alignment, descriptor map and name), and of damaged-primary repairs: a word of
+/// the primary info block is overwritten, and the next open restores it from the backup.</para>
+/// <para>Recovery: <see cref="PmemNamespace.Open"/> (primary, else backup, which it copies over the
+/// primary). Invariants: while nothing is in flight, open yields exactly the last acknowledged info
+/// block; during a create, the previous one, the new one, or a clean refusal; during a repair, the
+/// previous one; a sector namespace that opens has a BTT that opens and passes check.</para>
+/// </remarks>
+internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
+{
+    private const long FileSize = (16L << 20) + (64 << 10);
+
+    private readonly CrashTestOptions _options;
+    private readonly string _path;
+    private readonly PhysicalAddressSpace _space = new();
+    private readonly List<Op> _ops = [];
+    private byte* _image;
+
+    private sealed class Op(int index, bool create)
+    {
+        public int Index { get; } = index;
+        public bool Create { get; } = create;
+        public NamespaceInfoBlock? Before, After;
+        public int Start = -1, Ack = -1;
+        public override string ToString() => Create ? $"create {Describe(After)}" : $"damage the primary and reopen {Describe(Before)}";
+    }
+
+    public NamespaceCrashTarget(CrashTestOptions options)
+    {
+        _options = options;
+        _path = Path.Combine(options.Directory, $"pfnblock-crashtest-ns-{Guid.NewGuid():N}");
+        int fd = Libc.open(_path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC, 0x180 /* 0600 */);
+        if (fd < 0) Libc.ThrowErrno("open", _path);
+        try
+        {
+            if (Libc.ftruncate(fd, FileSize) != 0) Libc.ThrowErrno("ftruncate", _path);
+            nint map = Libc.mmap(0, (nuint)FileSize, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
+            if (map == Libc.MAP_FAILED) Libc.ThrowErrno("mmap", _path);
+            _image = (byte*)map;
+        }
+        catch
+        {
+            File.Delete(_path);
+            throw;
+        }
+        finally { _ = Libc.close(fd); }
+    }
+
+    public string Name => "namespace";
+    public byte* Image => _image;
+    public long ImageLength => FileSize;
+
+    public void Run(CrashRecording recording)
+    {
+        _ops.Clear();
+        var random = new Random(_options.Seed);
+        using PmemTraceScope scope = recording.Start();
+        NamespaceInfoBlock? current = null;
+        for (int i = 0; i < _options.Ops; i++)
+        {
+            var op = new Op(i, current is null || random.Next(100) < 70) { Before = current };
+            _ops.Add(op);
+            op.Start = recording.Mark($"start op {i}");
+            if (op.Create)
+            {
+                bool sector = random.Next(2) == 0;
+                var create = new NamespaceCreateOptions
+                {
+                    Size = FileSize,
+                    Mode = sector ? NamespaceMode.Sector : NamespaceMode.Raw,
+                    SectorSize = random.Next(2) == 0 ? 512u : 4096u,
+                    Align = sector ? 0 : random.Next(2) == 0 ? 4096u : 65536u,
+                    MapKind = random.Next(5) == 0 ? DescriptorMapKind.Dense : DescriptorMapKind.None,
+                    Name = $"crash{i}",
+                    Force = true,
+                    Mutation = _options.Mutation,
+                };
+                using PmemNamespace ns = PmemNamespace.Create(_path, create, _space);
+                recording.Capture(ns.BaseAddress);
+                op.After = ns.Info;
+            }
+            else
+            {
+                using (PmemNamespace ns = PmemNamespace.Open(_path, _space))
+                {
+                    // Damage the primary (its data offset word): the checksum no longer matches.
+                    PmemStore.Write64((ulong*)(ns.BaseAddress + 64), 0xBAD0_BAD0_BAD0_BAD0);
+                    PmemNamespace.PersistMapped(ns.BaseAddress, NamespaceInfoBlock.Size, ns.Persistence);
+                    recording.Capture(ns.BaseAddress);
+                }
+                using (PmemNamespace ns = PmemNamespace.Open(_path, _space))
+                {
+                    if (!ns.RecoveredFromBackup) throw new InvalidOperationException("workload: the damaged primary was not restored from the backup");
+                    recording.Capture(ns.BaseAddress);
+                    op.After = ns.Info;
+                }
+            }
+            current = op.After;
+            op.Ack = recording.Mark($"ack op {i}: {op}");
+        }
+    }
+
+    public string? Verify(CrashRecoveryContext context)
+    {
+        // The operation in flight (started, not acknowledged) or, failing that, the last acknowledged one.
+        Op? inFlight = _ops.FirstOrDefault(o => context.Happened(o.Start) && !context.Happened(o.Ack));
+        Op? done = _ops.LastOrDefault(o => context.Happened(o.Ack));
+        var allowed = new List<NamespaceInfoBlock>();
+        bool refusalAllowed;
+        if (inFlight is not null)
+        {
+            if (inFlight.Before is not null) allowed.Add(inFlight.Before);
+            if (inFlight.Create) allowed.Add(inFlight.After!);
+            refusalAllowed = inFlight.Create || inFlight.Before is null;
+        }
+        else
+        {
+            if (done?.After is not null) allowed.Add(done.After);
+            refusalAllowed = done is null;
+        }
+
+        PmemNamespace ns;
+        try { ns = PmemNamespace.Open(_path, _space); }
+        catch (InvalidNamespaceException e)
+        {
+            return refusalAllowed ? null : $"open refused ({e.Message}); expected {string.Join(" or ", allowed.Select(Describe))}";
+        }
+        using (ns)
+        {
+            context.RecoveryMappedAt(ns.BaseAddress);
+            if (!allowed.Contains(ns.Info))
+                return $"opened as {Describe(ns.Info)}; expected {(allowed.Count == 0 ? "a refusal" : string.Join(" or ", allowed.Select(Describe)))}";
+            if (ns.Info.Mode != NamespaceMode.Sector) return null;
+            BttMedia media = BttMedia.ForNamespace(ns);
+            var btt = new BttOptions { LbaSize = ns.Info.SectorSize, ParentUuid = ns.Info.Uuid, Flavor = BttFlavor.Kernel };
+            try { _ = Btt.Open(media, btt); }
+            catch (InvalidNamespaceException e) { return $"sector namespace {Describe(ns.Info)} opens but its BTT does not: {e.Message}"; }
+            BttCheckReport report = BttCheck.CheckMedia(media, btt);
+            return report.Consistent ? null
+                : $"sector namespace {Describe(ns.Info)}: check: " + string.Join("; ", report.Findings.Where(f => f.Severity == CheckSeverity.Error).Select(f => f.Message));
+        }
+    }
+
+    private static string Describe(NamespaceInfoBlock? info) =>
+        info is null ? "no namespace" : $"{info.Mode.ToString().ToLowerInvariant()} namespace '{info.Name}' {info.Uuid.ToString()[..8]}";
+
+    public void Dispose()
+    {
+        if (_image != null) _ = Libc.munmap((nint)_image, (nuint)FileSize);
+        _image = null;
+        File.Delete(_path);
+    }
+}
