@@ -84,9 +84,7 @@ internal static class ServeCommand
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
             });
-            IReadOnlyList<EndPoint> bound;
-            try { bound = server.Start(addresses); }
-            catch (SocketException e) { throw new IOException($"cannot listen: {e.Message}", e); }
+            IReadOnlyList<EndPoint> bound = server.Start(addresses);
 
             foreach (NbdExport e in registry.All)
                 Console.WriteLine($"export {e.Name}: {e.Description}, {e.Size} bytes{(e.ReadOnly ? ", read-only" : "")}");

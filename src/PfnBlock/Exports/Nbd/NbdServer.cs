@@ -40,7 +40,7 @@ public sealed class NbdServer : IDisposable
     private readonly List<Thread> _acceptThreads = [];
     private readonly Dictionary<NbdConnection, Thread> _connections = [];
     private readonly List<NbdConnectionBuffers> _spareBuffers = [];
-    private readonly List<string> _socketFiles = [];
+    private readonly List<UnixSocketFile> _socketFiles = [];
     private readonly Lock _lock = new();
     private volatile bool _stopping;
     private bool _stopped;
@@ -75,56 +75,24 @@ public sealed class NbdServer : IDisposable
 
     /// <summary>Binds every address and starts accepting.</summary>
     /// <returns>The bound endpoints (with the real port where port 0 was asked for).</returns>
-    /// <exception cref="SocketException">An address cannot be bound.</exception>
+    /// <exception cref="IOException">An address is in use by another server or cannot be bound; the message names it and why.</exception>
     public IReadOnlyList<EndPoint> Start(IEnumerable<NbdListenAddress> addresses)
     {
         var bound = new List<EndPoint>();
         foreach (NbdListenAddress address in addresses)
         {
-            EndPoint ep = address.EndPoint;
-            Socket listener = ep is UnixDomainSocketEndPoint
-                ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
-                : new Socket(ep.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            try
-            {
-                if (ep is UnixDomainSocketEndPoint)
-                {
-                    string path = ep.ToString()!;
-                    RemoveStaleSocket(path);
-                    listener.Bind(ep);
-                    lock (_lock) _socketFiles.Add(path);
-                }
-                else
-                {
-                    listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-                    listener.Bind(ep);
-                }
-                listener.Listen(128);
-            }
-            catch
-            {
-                listener.Dispose();
-                throw;
-            }
+            Socket listener = NbdListener.Listen(address, out UnixSocketFile? socketFile);
             bound.Add(listener.LocalEndPoint!);
             var thread = new Thread(() => AcceptLoop(listener)) { IsBackground = true, Name = "nbd-accept" };
             lock (_lock)
             {
+                if (socketFile is not null) _socketFiles.Add(socketFile);
                 _listeners.Add(listener);
                 _acceptThreads.Add(thread);
             }
             thread.Start();
         }
         return bound;
-    }
-
-    private static void RemoveStaleSocket(string path)
-    {
-        // A socket left by a server that died reads as an empty file; anything with data is not ours.
-        var info = new FileInfo(path);
-        if (!info.Exists) return;
-        if (info.Length > 0) throw new IOException($"'{path}' exists and is not a socket");
-        File.Delete(path);
     }
 
     private void AcceptLoop(Socket listener)
@@ -218,7 +186,7 @@ public sealed class NbdServer : IDisposable
         lock (_lock)
         {
             _stopped = true;
-            foreach (string path in _socketFiles) File.Delete(path);
+            foreach (UnixSocketFile f in _socketFiles) f.RemoveIfOurs();
             if (drained) foreach (NbdConnectionBuffers b in _spareBuffers) b.Dispose();
             _spareBuffers.Clear();
         }
