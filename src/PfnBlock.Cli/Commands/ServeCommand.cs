@@ -70,7 +70,7 @@ internal static class ServeCommand
             var registry = new NbdExportRegistry();
             foreach ((string name, DeviceSpec spec) in specs)
             {
-                IBlockDevice device = spec.Open();
+                IBlockDevice device = spec.Open(readOnly: readOnly);
                 devices.Add(device);
                 registry.Add(new NbdExport(name, device, readOnly, $"{spec} served by pfnblock"));
             }

@@ -65,12 +65,14 @@ public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
     }
 
     /// <summary>Opens the device named.</summary>
-    public IBlockDevice Open(PhysicalAddressSpace? space = null) => Kind switch
+    /// <param name="space">The address space bio vectors are numbered in.</param>
+    /// <param name="readOnly">Open files and namespaces read-only (O_RDONLY, shared claim, no stores to the file); RAM and null devices are unaffected.</param>
+    public IBlockDevice Open(PhysicalAddressSpace? space = null, bool readOnly = false) => Kind switch
     {
-        DeviceKind.Pmem => OpenPmem(Path!, space),
+        DeviceKind.Pmem => OpenPmem(Path!, space, readOnly),
         DeviceKind.Ram => RamDevice.Create(Size, space),
         DeviceKind.Null => new NullDevice(Size, space),
-        DeviceKind.File => FileDevice.Open(Path!, new FileDeviceOptions { Buffered = Buffered }, space),
+        DeviceKind.File => FileDevice.Open(Path!, new FileDeviceOptions { Buffered = Buffered, ReadOnly = readOnly }, space),
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
     };
 
@@ -78,10 +80,10 @@ public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
     /// A pmem path is a PfnBlock namespace — raw (<see cref="PmemDevice"/>) or sector
     /// (<see cref="BttDevice"/>) — or a PMDK pmemblk pool file (<see cref="BttDevice"/>).
     /// </summary>
-    private static IBlockDevice OpenPmem(string path, PhysicalAddressSpace? space)
+    private static IBlockDevice OpenPmem(string path, PhysicalAddressSpace? space, bool readOnly)
     {
-        if (BttDevice.IsPmdkPool(path)) return BttDevice.OpenPmemblk(path, space);
-        PmemNamespace ns = PmemNamespace.Open(path, space);
+        if (BttDevice.IsPmdkPool(path)) return BttDevice.OpenPmemblk(path, space, readOnly: readOnly);
+        PmemNamespace ns = PmemNamespace.Open(path, space, readOnly);
         try
         {
             return ns.Info.Mode == NamespaceMode.Sector ? BttDevice.OpenNamespace(ns) : new PmemDevice(ns);

@@ -61,6 +61,8 @@ public sealed unsafe class PmemNamespace : IDisposable
     public string Path => _file.Path;
     /// <summary>The validated info block.</summary>
     public NamespaceInfoBlock Info { get; }
+    /// <summary>Opened read-only: nothing this process does reaches the file.</summary>
+    public bool ReadOnly { get; private init; }
     /// <summary>How writes become durable on this mapping.</summary>
     public PersistenceMode Persistence { get; }
     /// <summary>True when the primary info block was bad and the backup was used (and rewritten to the primary).</summary>
@@ -146,22 +148,30 @@ public sealed unsafe class PmemNamespace : IDisposable
     }
 
     /// <summary>Opens and claims an existing namespace, validating its info block (falling back to the backup copy).</summary>
+    /// <param name="path">The namespace file or device.</param>
+    /// <param name="space">The address space to number its frames in (default: the shared one).</param>
+    /// <param name="readOnly">
+    /// Open with O_RDONLY and a shared claim (other read-only openers may share it, writers may not),
+    /// so a file the caller may only read can be served; nothing is written to the file. A raw
+    /// namespace is mapped PROT_READ; a sector namespace copy-on-write, so that the BTT's recovery
+    /// of an interrupted write stays in memory.
+    /// </param>
     /// <exception cref="InvalidNamespaceException">Neither info block is valid.</exception>
     /// <exception cref="NamespaceInUseException">Another process holds the namespace.</exception>
-    public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null)
+    public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null, bool readOnly = false)
     {
-        NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false);
+        NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable: !readOnly);
         try
         {
             NamespaceInfoBlock info = ReadValidInfo(file, out bool fromBackup);
-            (nint map, PersistenceMode mode) = Map(file, info.NamespaceSize);
-            if (fromBackup)
+            (nint map, PersistenceMode mode) = Map(file, info.NamespaceSize, writable: !readOnly, privateCopy: readOnly && info.Mode == NamespaceMode.Sector);
+            if (fromBackup && !readOnly)
             {
                 // Repair the primary from the backup so the next open need not fall back.
                 info.Write(new Span<byte>((byte*)map, NamespaceInfoBlock.Size));
                 PersistMapped((byte*)map, NamespaceInfoBlock.Size, mode);
             }
-            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared);
+            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared) { ReadOnly = readOnly };
         }
         catch
         {
@@ -225,12 +235,18 @@ public sealed unsafe class PmemNamespace : IDisposable
         throw new IOException($"'{file.Path}' already exists and holds {file.Size} bytes of other data; use --force to overwrite it");
     }
 
-    /// <summary>Maps <paramref name="size"/> bytes of <paramref name="file"/> shared, with MAP_SYNC where the filesystem offers it; read-only mappings never need it.</summary>
-    internal static (nint Map, PersistenceMode Mode) Map(NamespaceFile file, long size, bool writable = true)
+    /// <summary>
+    /// Maps <paramref name="size"/> bytes of <paramref name="file"/> shared, with MAP_SYNC where the
+    /// filesystem offers it; read-only mappings never need it. <paramref name="privateCopy"/> (with a
+    /// read-only file): a private copy-on-write mapping, whose stores never reach the file.
+    /// </summary>
+    internal static (nint Map, PersistenceMode Mode) Map(NamespaceFile file, long size, bool writable = true, bool privateCopy = false)
     {
         if (!writable)
         {
-            nint ro = Libc.mmap(0, (nuint)size, Libc.PROT_READ, Libc.MAP_SHARED, file.Fd, 0);
+            nint ro = privateCopy
+                ? Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE, file.Fd, 0)
+                : Libc.mmap(0, (nuint)size, Libc.PROT_READ, Libc.MAP_SHARED, file.Fd, 0);
             if (ro == Libc.MAP_FAILED) Libc.ThrowErrno("mmap", file.Path);
             return (ro, PersistenceMode.Msync);
         }

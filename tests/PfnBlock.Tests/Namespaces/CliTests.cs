@@ -78,6 +78,30 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void ADirectoryIsNamedAsADirectory()
+    {
+        string dir = Directory.CreateTempSubdirectory("pfnblock-cli-dir-").FullName;
+        try
+        {
+            AssertOneLineError(Cli("namespace", "info", "--path", dir), $"'{dir}' is a directory", 1);
+            AssertOneLineError(Cli("namespace", "create", "--path", dir, "--size", "2M"), $"'{dir}' is a directory", 1);
+            AssertOneLineError(Cli("serve", "--export", $"d=pmem:{dir}", "--listen", $"unix:{dir}/nbd.sock"), $"'{dir}' is a directory", 1);
+            Assert.Empty(Directory.GetFileSystemEntries(dir));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
+    public void CreateInAMissingDirectoryNamesTheDirectory()
+    {
+        string dir = _scratch.NewPath("missing-dir");
+        string path = Path.Combine(dir, "pmem0");
+        AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "2M"), $"cannot create '{path}': directory '{dir}' does not exist", 1);
+        AssertOneLineError(Cli("namespace", "info", "--path", path), $"directory '{dir}' does not exist", 1);
+        Assert.False(Directory.Exists(dir));
+    }
+
+    [Fact]
     public void ACorruptNamespaceIsReportedAndLeftAlone()
     {
         string path = NewNamespace();

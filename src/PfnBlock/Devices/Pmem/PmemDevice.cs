@@ -15,6 +15,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
     private readonly PmemNamespace _ns;
     private readonly bool _ownsNamespace;
     private readonly DeviceLimits _limits;
+    private readonly DeviceFeatures _features;
 
     /// <summary>Creates the device over an open namespace.</summary>
     /// <param name="ns">The namespace.</param>
@@ -27,6 +28,10 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
         _ns = ns;
         _ownsNamespace = ownsNamespace;
         _limits = DeviceLimits.Memory((int)ns.Info.SectorSize);
+        // A read-only namespace is mapped PROT_READ: writes must be refused at the device edge, not fault.
+        _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
+            | DeviceFeatures.WriteZeroes | DeviceFeatures.Dax | DeviceFeatures.Synchronous
+            | (ns.ReadOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
     }
 
     /// <summary>Opens the namespace at <paramref name="path"/> and creates its device.</summary>
@@ -39,9 +44,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
     public override DeviceLimits Limits => _limits;
 
     /// <inheritdoc/>
-    public override DeviceFeatures Features =>
-        DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
-        | DeviceFeatures.WriteZeroes | DeviceFeatures.Dax | DeviceFeatures.Synchronous;
+    public override DeviceFeatures Features => _features;
 
     /// <inheritdoc/>
     protected override void WriteData(byte* dst, byte* src, nuint length) => PersistentMemory.CopyNonTemporal(dst, src, length);

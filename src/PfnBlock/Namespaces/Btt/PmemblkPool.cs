@@ -162,8 +162,11 @@ public sealed unsafe class PmemblkPool : IDisposable
     };
 
     /// <summary>Opens, claims and validates a pool file.</summary>
+    /// <param name="path">The pool file.</param>
+    /// <param name="writable">Open for writing with an exclusive claim; else O_RDONLY with a shared claim.</param>
+    /// <param name="privateCopy">With a read-only file: map it copy-on-write, so BTT recovery can run in memory.</param>
     /// <exception cref="InvalidNamespaceException">Not a pmemblk pool, or its header is corrupt or unsupported.</exception>
-    public static PmemblkPool Open(string path, bool writable = true)
+    public static PmemblkPool Open(string path, bool writable = true, bool privateCopy = false)
     {
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable);
         try
@@ -177,7 +180,7 @@ public sealed unsafe class PmemblkPool : IDisposable
                 throw new InvalidNamespaceException($"'{path}': {error}");
             if (file.Size - PmemblkPoolHeader.DataOffset < Btt.MinSize)
                 throw new InvalidNamespaceException($"'{path}': pool of {file.Size} bytes is below the pmemblk minimum of {Btt.MinSize + PmemblkPoolHeader.DataOffset}");
-            (nint map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable);
+            (nint map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable, privateCopy);
             return new PmemblkPool(file, map, mode, header!);
         }
         catch
