@@ -22,6 +22,15 @@ internal sealed class NbdRawClient : IDisposable
         return new NbdRawClient(s);
     }
 
+    public static NbdRawClient ConnectTcp(System.Net.EndPoint endPoint, int timeoutMs = 10000)
+    {
+        var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        s.Connect(endPoint);
+        s.ReceiveTimeout = timeoutMs;
+        s.SendTimeout = timeoutMs;
+        return new NbdRawClient(s);
+    }
+
     public Socket Socket => _socket;
     public ulong ExportSize { get; private set; }
     public NbdTransmissionFlags Flags { get; private set; }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Security.Authentication;
@@ -38,12 +39,36 @@ internal sealed unsafe class NbdConnection
     private NbdRequest[] _free = [];
     private int _freeCount;
     private volatile bool _stopping;
+    private int _phase; // PhaseHandshake, PhaseTransmission or PhaseEvicted
+
+    private const int PhaseHandshake = 0, PhaseTransmission = 1, PhaseEvicted = 2;
 
     public NbdConnection(NbdServer server, Socket socket)
     {
         _server = server;
         _socket = socket;
         _recycle = Recycle;
+        AcceptedTicks = Stopwatch.GetTimestamp();
+        Source = (socket.RemoteEndPoint as IPEndPoint)?.Address;
+    }
+
+    /// <summary>When the connection was accepted (a <see cref="Stopwatch"/> timestamp).</summary>
+    public long AcceptedTicks { get; }
+    /// <summary>The client's IP address, or null for a Unix socket.</summary>
+    public IPAddress? Source { get; }
+    /// <summary>Still negotiating: it may be evicted to make room.</summary>
+    public bool InHandshake => Volatile.Read(ref _phase) == PhaseHandshake;
+    /// <summary>Evicted during its handshake; it no longer counts against the limits.</summary>
+    public bool Evicted => Volatile.Read(ref _phase) == PhaseEvicted;
+
+    /// <summary>Drops the connection if it is still in its handshake (never one in transmission).</summary>
+    public bool TryEvict()
+    {
+        if (Interlocked.CompareExchange(ref _phase, PhaseEvicted, PhaseHandshake) != PhaseHandshake) return false;
+        // Shutdown, not Dispose: the handshake thread is blocked reading this socket and closes it.
+        try { _socket.Shutdown(SocketShutdown.Both); }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        return true;
     }
 
     /// <summary>Stops reading new requests; the loop then drains and closes.</summary>
@@ -64,10 +89,20 @@ internal sealed unsafe class NbdConnection
             _socket.ReceiveTimeout = (int)options.HandshakeTimeout.TotalMilliseconds;
             _socket.SendTimeout = (int)options.SendTimeout.TotalMilliseconds;
             using var stream = new NetworkStream(_socket, ownsSocket: false);
-            _negotiation = new NbdHandshake(stream, _server.Exports, () => _stopping || _server.Stopping,
-                options.TlsCertificate, options.TlsRequired).Run();
+            using (new Timer(static c => ((NbdConnection)c!)._server.HandshakeExpired((NbdConnection)c), this, options.HandshakeTimeout, Timeout.InfiniteTimeSpan))
+            {
+                try
+                {
+                    _negotiation = new NbdHandshake(stream, _server.Exports, () => _stopping || _server.Stopping,
+                        options.TlsCertificate, options.TlsRequired).Run();
+                }
+                catch when (Evicted)
+                {
+                    return; // the server shut the socket: already logged
+                }
+            }
             using Stream? tls = _negotiation?.Tls;
-            if (_negotiation is null || _stopping) return;
+            if (_negotiation is null || _stopping || Interlocked.CompareExchange(ref _phase, PhaseTransmission, PhaseHandshake) != PhaseHandshake) return;
             _socket.ReceiveTimeout = 0;
             // Large socket buffers let a big read reply (and a big write payload over TCP) move in
             // one go instead of many wake-ups; the kernel caps them at net.core.[rw]mem_max.

@@ -9,16 +9,22 @@ namespace PfnBlock.Exports.Nbd;
 /// <summary>Limits and timeouts of an NBD server.</summary>
 public sealed record NbdServerOptions
 {
-    /// <summary>Connections served at once; more are closed at accept.</summary>
+    /// <summary>
+    /// Connections served at once. When all are taken, a new connection evicts the oldest one still
+    /// in its handshake (so idle or slow handshakes cannot lock real clients out); when every
+    /// connection is past its handshake, the new one is closed.
+    /// </summary>
     public int MaxConnections { get; init; } = 64;
+    /// <summary>Connections from one IP address at once, counted like <see cref="MaxConnections"/>; 0: no limit. Unix-socket clients are not counted.</summary>
+    public int MaxConnectionsPerSource { get; init; }
     /// <summary>Requests a connection may have in flight before the server stops reading from it.</summary>
     public int MaxRequestsInFlight { get; init; } = 128;
     /// <summary>Bytes of data buffers per connection for reads of devices without direct access and writes to asynchronous devices (at least 32 MiB); the receive buffer adds 33 MiB.</summary>
     public long BufferBytesPerConnection { get; init; } = 64L << 20;
     /// <summary>Socket send and receive buffer size asked for in transmission (capped by the kernel).</summary>
     public int SocketBufferBytes { get; init; } = 4 << 20;
-    /// <summary>How long a client may take over each handshake step.</summary>
-    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long a client may take from connecting to the end of option haggling (TLS included); then it is dropped.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
     public TimeSpan SendTimeout { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>The certificate (with its private key) STARTTLS offers; null: TLS is not configured and STARTTLS gets ERR_POLICY.</summary>
@@ -34,7 +40,7 @@ public sealed record NbdServerOptions
 /// its own thread. <see cref="Stop"/> stops accepting, lets every connection finish the requests
 /// it has read, closes them, and flushes every export.
 /// </summary>
-public sealed class NbdServer : IDisposable
+public sealed partial class NbdServer : IDisposable
 {
     private readonly List<Socket> _listeners = [];
     private readonly List<Thread> _acceptThreads = [];
@@ -54,8 +60,9 @@ public sealed class NbdServer : IDisposable
         Options = options ?? new NbdServerOptions();
         if (Options.BufferBytesPerConnection < NbdProtocol.MaxPayload)
             throw new ArgumentOutOfRangeException(nameof(options), "BufferBytesPerConnection must be at least 32 MiB");
-        if (Options.MaxRequestsInFlight < 1 || Options.MaxConnections < 1)
+        if (Options.MaxRequestsInFlight < 1 || Options.MaxConnections < 1 || Options.MaxConnectionsPerSource < 0)
             throw new ArgumentOutOfRangeException(nameof(options), "limits must be positive");
+        if (Options.HandshakeTimeout <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(options), "the handshake timeout must be positive");
         if (Options.TlsRequired && Options.TlsCertificate is null)
             throw new ArgumentException("requiring TLS needs a certificate", nameof(options));
     }
@@ -110,9 +117,8 @@ public sealed class NbdServer : IDisposable
             }
             lock (_lock)
             {
-                if (_stopping || _connections.Count >= Options.MaxConnections)
+                if (_stopping || !TryAdmit(client))
                 {
-                    Options.Log?.Invoke("nbd: connection refused: too many connections");
                     client.Dispose();
                     continue;
                 }
