@@ -136,7 +136,7 @@ internal static class ServeCommand
         if (!File.Exists(path))
         {
             using PmemNamespace ns = PmemNamespace.Create(path, new NamespaceCreateOptions { Size = DefaultNamespaceSize, Name = DefaultExport });
-            Console.WriteLine($"created {path}: 1 GiB pmem namespace ({ns.PersistenceDescription})");
+            Console.WriteLine($"created {path}: 1 GiB pmem namespace, {ns.DataSize} bytes of data after its info blocks and 2 MiB alignment ({ns.PersistenceDescription})");
         }
         return (DefaultExport, new DeviceSpec(DeviceKind.Pmem, path, 0));
     }
