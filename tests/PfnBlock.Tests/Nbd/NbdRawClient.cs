@@ -114,8 +114,8 @@ internal sealed class NbdRawClient : IDisposable
         return ms.ToArray();
     }
 
-    /// <summary>Greets, optionally negotiates structured replies and base:allocation, then GO.</summary>
-    public void Negotiate(string export, bool structured = false, bool baseAllocation = false)
+    /// <summary>Greets, optionally negotiates structured replies and base:allocation, then GO (asking for block sizes unless told not to).</summary>
+    public void Negotiate(string export, bool structured = false, bool baseAllocation = false, bool blockSizes = true)
     {
         Greet();
         if (structured)
@@ -130,7 +130,7 @@ internal sealed class NbdRawClient : IDisposable
             Assert.Equal(NbdReply.MetaContext, ReadOptionReply().Type);
             Assert.Equal(NbdReply.Ack, ReadOptionReply().Type);
         }
-        SendOption((uint)NbdOption.Go, InfoRequest(export, NbdInfo.BlockSize));
+        SendOption((uint)NbdOption.Go, blockSizes ? InfoRequest(export, NbdInfo.BlockSize) : InfoRequest(export));
         while (true)
         {
             (_, NbdReply type, byte[] data) = ReadOptionReply();

@@ -24,7 +24,7 @@ namespace PfnBlock.Exports.Nbd;
 /// On disconnect the loop stops reading and waits for every request in flight before it gives
 /// its buffers back, so an acknowledged write is never lost and nothing leaks.</para>
 /// </remarks>
-internal sealed unsafe class NbdConnection
+internal sealed unsafe partial class NbdConnection
 {
     private static readonly Action<Bio> s_bioDone = OnBioDone;
 
@@ -143,6 +143,7 @@ internal sealed unsafe class NbdConnection
         _freeCount = slots;
         int fd = (int)_socket.SafeHandle.DangerousGetHandle();
         _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle);
+        export.WriteGate.Register(_writes);
         try
         {
             ReceiveLoop(fd);
@@ -150,6 +151,7 @@ internal sealed unsafe class NbdConnection
         finally
         {
             Drain();
+            export.WriteGate.Unregister(_writes);
             _writer.Dispose();
             _server.ReturnBuffers(_buffers);
         }
@@ -228,6 +230,11 @@ internal sealed unsafe class NbdConnection
         NbdExport export = _export!;
         NbdError error = NbdRequestValidator.Validate(export, _negotiation!, command, flags, offset, length);
         if (error != NbdError.None) { Complete(r, error); return; }
+        if (command is NbdCommand.Read or NbdCommand.Write or NbdCommand.Trim or NbdCommand.WriteZeroes && !export.IsAligned(offset, length))
+        {
+            StartUnaligned(r, payload); // NbdReadModifyWrite.cs: only clients that did not ask for block sizes get here
+            return;
+        }
 
         IBlockDevice device = export.Device;
         long sector = (long)(offset >> Bio.SectorShift);
@@ -272,6 +279,11 @@ internal sealed unsafe class NbdConnection
         }
         bio.EndIo = s_bioDone;
         bio.Private = r;
+        if (command != NbdCommand.Flush && bio.Op != BioOp.Read)
+        {
+            export.WriteGate.Enter(_writes); // waits while a read-modify-write runs on the export
+            r.WriteGateHeld = true;
+        }
         device.Submit(bio);
     }
 
@@ -318,6 +330,11 @@ internal sealed unsafe class NbdConnection
     /// <summary>Encodes, counts and queues the reply of <paramref name="r"/>.</summary>
     private void Complete(NbdRequest r, NbdError error)
     {
+        if (r.WriteGateHeld)
+        {
+            r.WriteGateHeld = false;
+            NbdWriteGate.Exit(_writes);
+        }
         r.Error = error;
         r.EncodeReply(_negotiation!.StructuredReplies);
         _export!.Stats.Record(r.Command, error, r.Length, Stopwatch.GetTimestamp() - r.StartTicks);
