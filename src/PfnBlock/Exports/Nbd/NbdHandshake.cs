@@ -32,6 +32,7 @@ public sealed class NbdHandshake
     private readonly bool _tlsRequired;
     private readonly NbdExportRegistry _exports;
     private readonly Func<bool> _shuttingDown;
+    private readonly Func<bool> _enterTransmission;
     private readonly byte[] _header = new byte[20];
     private bool _structured;
     private bool _noZeroes;
@@ -44,9 +45,15 @@ public sealed class NbdHandshake
     /// <param name="shuttingDown">True once the server is stopping; options then get ERR_SHUTDOWN.</param>
     /// <param name="certificate">The certificate STARTTLS offers; null refuses STARTTLS with ERR_POLICY.</param>
     /// <param name="tlsRequired">Refuse every option but STARTTLS and ABORT until TLS is up.</param>
+    /// <param name="enterTransmission">
+    /// Called once an export is chosen (GO or EXPORT_NAME), before the reply that ends the
+    /// handshake; false drops the connection (the server evicted it meanwhile). From this call on
+    /// the connection counts as served, so it is never evicted after the client saw it accepted.
+    /// </param>
     public NbdHandshake(Stream stream, NbdExportRegistry exports, Func<bool>? shuttingDown = null,
-        X509Certificate2? certificate = null, bool tlsRequired = false)
+        X509Certificate2? certificate = null, bool tlsRequired = false, Func<bool>? enterTransmission = null)
     {
+        _enterTransmission = enterTransmission ?? (() => true);
         if (tlsRequired && certificate is null) throw new ArgumentException("requiring TLS needs a certificate", nameof(tlsRequired));
         _stream = stream;
         _exports = exports;
@@ -103,6 +110,7 @@ public sealed class NbdHandshake
                 // No error reply exists for EXPORT_NAME: an unknown export ends the session.
                 NbdExport export = _exports.Find(DecodeString(data)) ?? throw new NbdProtocolException("EXPORT_NAME names no export");
                 if (_shuttingDown()) throw new NbdProtocolException("server is shutting down");
+                if (!_enterTransmission()) throw new NbdProtocolException("evicted during the handshake");
                 Span<byte> reply = stackalloc byte[10];
                 BinaryPrimitives.WriteUInt64BigEndian(reply, (ulong)export.Size);
                 BinaryPrimitives.WriteUInt16BigEndian(reply[8..], (ushort)export.TransmissionFlags(_structured));
@@ -193,6 +201,7 @@ public sealed class NbdHandshake
         NbdExport? export = _exports.Find(name);
         if (export is null) return ReplyNull(option, NbdReply.ErrUnknown, $"no export named '{name}'");
 
+        if ((NbdOption)option == NbdOption.Go && !_enterTransmission()) throw new NbdProtocolException("evicted during the handshake");
         bool wantName = false, wantDescription = false, wantBlockSize = false;
         for (int i = 0; i < count; i++)
         {
