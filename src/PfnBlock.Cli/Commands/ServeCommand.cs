@@ -45,13 +45,15 @@ internal static class ServeCommand
             Description = "Seconds a client may take from connecting to the end of option haggling (TLS included).",
             DefaultValueFactory = _ => 5,
         };
+        Option<long> memoryBudget = Cli.SizeOption("--memory-budget",
+            "Memory of all connection buffers together (at least 1M per --max-connections plus 64M); given back when connections idle or end.", 256L << 20);
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate (chain) offered by STARTTLS." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
         var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };
         tls.AcceptOnlyFromAmong("allow", "require");
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, tlsCert, tlsKey, tls,
+            exports, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, tlsCert, tlsKey, tls,
         };
         cmd.SetAction(r => Cli.Run(() =>
         {
@@ -63,6 +65,7 @@ internal static class ServeCommand
                     : throw new ArgumentException("--max-connections-per-source must not be negative"),
                 HandshakeTimeout = r.GetValue(handshakeTimeout) is > 0 and <= 3600 and double t ? TimeSpan.FromSeconds(t)
                     : throw new ArgumentException("--handshake-timeout must be between 0 and 3600 seconds"),
+                MemoryBudget = r.GetValue(memoryBudget),
                 TlsCertificate = LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), tlsRequired),
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),

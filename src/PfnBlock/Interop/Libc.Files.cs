@@ -18,6 +18,10 @@ internal static unsafe partial class Libc
     public const int SOCK_STREAM = 1;
     public const int SOCK_CLOEXEC = 0x80000;
 
+    // <sys/mman.h>, <sys/socket.h>
+    public const int MADV_DONTNEED = 4;
+    public const int MSG_DONTWAIT = 0x40;
+
     // <errno.h>
     public const int EISDIR = 21;
     public const int EADDRINUSE = 98;

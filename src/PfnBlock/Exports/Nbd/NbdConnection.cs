@@ -5,7 +5,6 @@ using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using PfnBlock.Block;
-using PfnBlock.Interop;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Exports.Nbd;
@@ -94,7 +93,8 @@ internal sealed unsafe partial class NbdConnection
                 try
                 {
                     _negotiation = new NbdHandshake(stream, _server.Exports, () => _stopping || _server.Stopping,
-                        options.TlsCertificate, options.TlsRequired).Run();
+                        options.TlsCertificate, options.TlsRequired,
+                        () => Interlocked.CompareExchange(ref _phase, PhaseTransmission, PhaseHandshake) == PhaseHandshake).Run();
                 }
                 catch when (Evicted)
                 {
@@ -102,7 +102,7 @@ internal sealed unsafe partial class NbdConnection
                 }
             }
             using Stream? tls = _negotiation?.Tls;
-            if (_negotiation is null || _stopping || Interlocked.CompareExchange(ref _phase, PhaseTransmission, PhaseHandshake) != PhaseHandshake) return;
+            if (_negotiation is null || _stopping) return;
             _socket.ReceiveTimeout = 0;
             // Large socket buffers let a big read reply (and a big write payload over TCP) move in
             // one go instead of many wake-ups; the kernel caps them at net.core.[rw]mem_max.
@@ -160,7 +160,6 @@ internal sealed unsafe partial class NbdConnection
     private void ReceiveLoop(int fd)
     {
         byte* buf = _buffers!.Receive;
-        int capacity = _buffers.ReceiveCapacity;
         int head = 0, tail = 0;
         while (true)
         {
@@ -194,31 +193,18 @@ internal sealed unsafe partial class NbdConnection
 
             lock (_sync) _writer!.EndBatch();
             if (_stopping || _writer.Broken) return;
-            if (head == tail) head = tail = 0;
-            else if (head + need > capacity)
+            nint n;
+            do
             {
-                Buffer.MemoryCopy(buf + head, buf, capacity, tail - head);
-                tail -= head;
-                head = 0;
+                // NbdConnectionMemory.cs: how much of the receive buffer the memory budget lets this connection fill.
+                int end = PrepareReceive(buf, ref head, ref tail, need);
+                if (end < 0) return;
+                n = _negotiation!.Tls is { } tls ? tls.Read(new Span<byte>(buf + tail, end - tail)) : ReceiveOrIdle(fd, buf, ref head, ref tail, end);
             }
-            nint n = _negotiation!.Tls is { } tls ? tls.Read(new Span<byte>(buf + tail, capacity - tail)) : Receive(fd, buf + tail, capacity - tail);
+            while (n == IdleTrimmed);
             if (n <= 0) return;
             tail += (int)n;
             lock (_sync) _writer.BeginBatch();
-        }
-    }
-
-    private static nint Receive(int fd, byte* at, int count)
-    {
-        while (true)
-        {
-            nint n = Libc.recv(fd, at, (nuint)count, 0);
-            if (n >= 0) return n;
-            int errno = Libc.Errno;
-            if (errno == Libc.EINTR) continue;
-            if (errno != Libc.EAGAIN) return -1;
-            Libc.PollFd p = new() { Fd = fd, Events = Libc.POLLIN };
-            _ = Libc.poll(&p, 1, -1);
         }
     }
 
@@ -355,7 +341,7 @@ internal sealed unsafe partial class NbdConnection
         int count = (int)((r.Length + NbdConnectionBuffers.ChunkBytes - 1) / NbdConnectionBuffers.ChunkBytes);
         lock (_sync)
         {
-            while (!_buffers!.TryRent(count, r.Chunks)) WaitForProgress();
+            while (!_buffers!.TryRent(count, r.Chunks)) WaitForChunks();
             r.ChunkCount = count;
         }
     }

@@ -213,7 +213,7 @@ internal sealed unsafe partial class NbdConnection
         Span<int> one = stackalloc int[1];
         lock (_sync)
         {
-            while (!_buffers!.TryRent(1, one)) WaitForProgress();
+            while (!_buffers!.TryRent(1, one)) WaitForChunks();
         }
         return one[0];
     }

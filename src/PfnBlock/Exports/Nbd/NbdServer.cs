@@ -19,8 +19,16 @@ public sealed record NbdServerOptions
     public int MaxConnectionsPerSource { get; init; }
     /// <summary>Requests a connection may have in flight before the server stops reading from it.</summary>
     public int MaxRequestsInFlight { get; init; } = 128;
-    /// <summary>Bytes of data buffers per connection for reads of devices without direct access and writes to asynchronous devices (at least 32 MiB); the receive buffer adds 33 MiB.</summary>
+    /// <summary>Bytes of data buffers per connection for reads of devices without direct access and writes to asynchronous devices (at least 32 MiB); the receive buffer adds 33 MiB. Address space only: what is used is bounded by <see cref="MemoryBudget"/>.</summary>
     public long BufferBytesPerConnection { get; init; } = 64L << 20;
+    /// <summary>
+    /// Memory of all connections' buffers together (receive buffers and data chunks). Each
+    /// connection in transmission has 1 MiB of it reserved; the rest is taken as requests need it.
+    /// Must hold <see cref="MaxConnections"/> MiB plus 64 MiB (the most one request needs).
+    /// </summary>
+    public long MemoryBudget { get; init; } = 256L << 20;
+    /// <summary>How long a connection may receive nothing before it gives its buffers' memory back.</summary>
+    public TimeSpan IdleTrimDelay { get; init; } = TimeSpan.FromSeconds(1);
     /// <summary>Socket send and receive buffer size asked for in transmission (capped by the kernel).</summary>
     public int SocketBufferBytes { get; init; } = 4 << 20;
     /// <summary>How long a client may take from connecting to the end of option haggling (TLS included); then it is dropped.</summary>
@@ -63,6 +71,13 @@ public sealed partial class NbdServer : IDisposable
         if (Options.MaxRequestsInFlight < 1 || Options.MaxConnections < 1 || Options.MaxConnectionsPerSource < 0)
             throw new ArgumentOutOfRangeException(nameof(options), "limits must be positive");
         if (Options.HandshakeTimeout <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(options), "the handshake timeout must be positive");
+        if (Options.IdleTrimDelay <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(options), "the idle trim delay must be positive");
+        long reserved = (long)Options.MaxConnections * NbdConnectionBuffers.ReceiveFloor;
+        if (Options.MemoryBudget < reserved + NbdConnectionBuffers.MaxRequestMemory)
+            throw new ArgumentException(
+                $"a memory budget of {Devices.SizeParser.Format(Options.MemoryBudget)} is too small for {Options.MaxConnections} connections: " +
+                $"it must be at least {(reserved + NbdConnectionBuffers.MaxRequestMemory) >> 20}M (1M per connection plus 64M for the largest request)");
+        Budget = new NbdMemoryBudget(Options.MemoryBudget - reserved);
         if (Options.TlsRequired && Options.TlsCertificate is null)
             throw new ArgumentException("requiring TLS needs a certificate", nameof(options));
     }
@@ -71,6 +86,8 @@ public sealed partial class NbdServer : IDisposable
     public NbdExportRegistry Exports { get; }
     /// <summary>Limits and timeouts.</summary>
     public NbdServerOptions Options { get; }
+    /// <summary>The memory connections take beyond their reserved floors.</summary>
+    internal NbdMemoryBudget Budget { get; }
     /// <summary>True once <see cref="Stop"/> began.</summary>
     public bool Stopping => _stopping;
 
@@ -153,11 +170,13 @@ public sealed partial class NbdServer : IDisposable
             }
         }
         int chunks = (int)(Options.BufferBytesPerConnection / NbdConnectionBuffers.ChunkBytes);
-        return new NbdConnectionBuffers(space, chunks, Options.MaxRequestsInFlight);
+        return new NbdConnectionBuffers(space, chunks, Options.MaxRequestsInFlight, Budget);
     }
 
     internal void ReturnBuffers(NbdConnectionBuffers buffers)
     {
+        // Kept for the next connection as address space only: no resident pages, nothing of the budget.
+        buffers.TrimAll();
         lock (_lock)
         {
             if (!_stopped && _spareBuffers.Count < Options.MaxConnections) { _spareBuffers.Add(buffers); return; }
