@@ -19,6 +19,7 @@ public static class Program
             BenchCommand.Create(),
             ServeCommand.Create(),
             CheckCommand.Create(),
+            DevicesCommand.Create(),
         };
         ParseResult result = root.Parse(args);
         if (result.Errors.Count > 0)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using PfnBlock.Block;
+using PfnBlock.Common;
 using PfnBlock.Devices;
 using PfnBlock.Memory;
 
@@ -16,7 +17,8 @@ internal static class Bench
 {
     public static int Run(string[] args)
     {
-        using IBlockDevice device = DeviceSpec.Parse(args[1]).Open();
+        using var devices = new DeviceSet();
+        IBlockDevice device = devices.Open(args[1]);
         string rw = args[2];
         int bs = (int)SizeParser.Parse(args[3]);
         int jobs = int.Parse(args[4]);

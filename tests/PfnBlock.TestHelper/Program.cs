@@ -27,7 +27,8 @@ internal static class Crash
 {
     public static int Run(string[] args)
     {
-        IBlockDevice device = DeviceSpec.Parse(args[0]).Open();
+        // Never disposed: the process is killed while it writes.
+        IBlockDevice device = new DeviceSet().Open(args[0]);
         int threads = int.Parse(args[1]);
         long version = long.Parse(args[2]) - 1;
         int flushMs = int.Parse(args[3]);

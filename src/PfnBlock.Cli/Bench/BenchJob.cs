@@ -227,8 +227,8 @@ internal sealed unsafe class BenchJob
         BlockStatus status = slot.Bio.Status;
         if (status != BlockStatus.Ok)
         {
-            if (status != BlockStatus.Busy)
-                Error ??= $"{(slot.IsWrite ? "write" : "read")} at offset {slot.Offset} failed: {status}";
+            // Busy never gets here: the block layer requeues it (counted in the result's requeues).
+            Error ??= $"{(slot.IsWrite ? "write" : "read")} at offset {slot.Offset} failed: {status}";
             return;
         }
         if (_verify && !slot.IsWrite)

@@ -54,6 +54,9 @@ internal sealed record BenchResult(
     double CpuSecondsSystem,
     string? Error)
 {
+    /// <summary>Requests some device of the stack answered Busy during the measured pass and the block layer requeued.</summary>
+    public long Requeues { get; init; }
+
     public long TotalIos => Read.Ios + Write.Ios;
 
     public JsonObject ToJson() => new()
@@ -79,6 +82,7 @@ internal sealed record BenchResult(
         ["usr_cpu"] = CpuSecondsUser,
         ["sys_cpu"] = CpuSecondsSystem,
         ["alloc_bytes_per_io"] = AllocatedBytesPerIo,
+        ["requeues"] = Requeues,
         ["error"] = Error,
     };
 }

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using HdrHistogram;
 using PfnBlock.Block;
-using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Cli.Bench;
@@ -51,8 +50,10 @@ internal sealed class BenchRunner
 
         BenchJob[] jobs = [];
         PassTimes times = default;
+        long requeuesBefore = Requeues(_device);
         if (error is null)
             error = RunPass(arena, o.Rw, partition, blocksPerJob, timeBased: o.RuntimeSeconds > 0, counted: true, out jobs, out times);
+        long requeues = Requeues(_device) - requeuesBefore;
 
         if (error is null && o.Verify && o.HasWrites)
             error = RunPass(arena, RwMode.Read, partition, blocksPerJob, timeBased: false, counted: false, out _);
@@ -68,10 +69,27 @@ internal sealed class BenchRunner
             allocated += j.AllocatedBytes;
         }
         long ios = rIos + wIos;
-        return new BenchResult(o, Describe(_device),
+        return new BenchResult(o, _device.Description,
             new DirectionResult(rIos, rBytes, times.Seconds, readLat),
             new DirectionResult(wIos, wBytes, times.Seconds, writeLat),
-            ios > 0 ? (double)allocated / ios : 0, times.UserCpu, times.SystemCpu, error);
+            ios > 0 ? (double)allocated / ios : 0, times.UserCpu, times.SystemCpu, error) { Requeues = requeues };
+    }
+
+    /// <summary>Requeues counted by every device of the stack under <paramref name="top"/>.</summary>
+    private static long Requeues(IBlockDevice top)
+    {
+        var seen = new HashSet<IBlockDevice>(ReferenceEqualityComparer.Instance);
+        var todo = new Stack<IBlockDevice>([top]);
+        long n = 0;
+        while (todo.TryPop(out IBlockDevice? d))
+        {
+            if (!seen.Add(d)) continue;
+            n += d.Stats.Snapshot().Requeues;
+            if (d is MappedDevice m)
+                foreach (TableEntry e in m.Table)
+                    foreach (IBlockDevice lower in e.Target.Devices) todo.Push(lower);
+        }
+        return n;
     }
 
     private string? RunPass(DramArena arena, RwMode rw, bool partition, long blocksPerJob, bool timeBased, bool counted, out BenchJob[] jobs) =>
@@ -148,10 +166,4 @@ internal sealed class BenchRunner
         }
     }
 
-    /// <summary>A one-line description of the device and its persistence path.</summary>
-    public static string Describe(IBlockDevice device) => device switch
-    {
-        PmemDevice p => $"pmem namespace {p.Namespace.Path} ({Devices.SizeParser.Format(p.CapacityBytes)}); {p.Namespace.PersistenceDescription}",
-        _ => $"{device.GetType().Name} {device.Name} ({Devices.SizeParser.Format(device.CapacityBytes)})",
-    };
 }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using PfnBlock.Block;
 using PfnBlock.Cli.Bench;
+using PfnBlock.Common;
 using PfnBlock.Devices;
 using PfnBlock.Namespaces;
 using Spectre.Console;
@@ -18,7 +19,7 @@ internal static class BenchCommand
 
     public static Command Create()
     {
-        Option<DeviceSpec?> device = Cli.DeviceOption("Device: pmem:PATH, ram:SIZE, null:SIZE or file:PATH[,buffered]. Default: a 1G pmem namespace in the data directory.");
+        Option<DeviceSpec?> device = Cli.DeviceOption($"Device spec ({DeviceTypes.SpecSummary}; 'pfnblock devices' lists every kind and option). Default: a 1G pmem namespace in the data directory.");
         var rw = new Option<RwMode?>("--rw") { Description = "read, write, randread, randwrite or randrw. Default: a suite of 4k randread/randwrite and 1M read/write." };
         rw.AcceptOnlyFromAmong("read", "write", "randread", "randwrite", "randrw");
         Option<long> bs = Cli.SizeOption("--bs", "Block size (default 4k).", 4096);
@@ -77,18 +78,19 @@ internal static class BenchCommand
         string path = Path.Combine(Cli.DataDirectory(), "bench-pmem0");
         if (!File.Exists(path))
         {
-            Console.Error.WriteLine($"creating a {Devices.SizeParser.Format(DefaultNamespaceSize)} pmem namespace at {path}");
+            Console.Error.WriteLine($"creating a {SizeParser.Format(DefaultNamespaceSize)} pmem namespace at {path}");
             PmemNamespace.Create(path, new NamespaceCreateOptions { Size = DefaultNamespaceSize, Name = "bench" }).Dispose();
         }
-        return new DeviceSpec(DeviceKind.Pmem, path, 0);
+        return DeviceSpec.Parse("pmem:" + DeviceSpec.Quote(path));
     }
 
     private static int Execute(DeviceSpec spec, List<BenchOptions> workloads, bool json)
     {
-        using IBlockDevice dev = spec.Open();
+        using var devices = new DeviceSet();
+        IBlockDevice dev = devices.Acquire(spec).Device;
         var results = new List<BenchResult>();
         bool live = !json && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
-        if (!json) Console.WriteLine($"device: {BenchRunner.Describe(dev)}");
+        if (!json) Console.WriteLine($"device: {dev.Description}");
         foreach (BenchOptions w in workloads)
         {
             BenchResult result = live ? RunWithProgress(dev, w) : new BenchRunner(dev, w).Run();
@@ -139,7 +141,7 @@ internal static class BenchCommand
         return result!;
     }
 
-    private static string Label(BenchOptions w) => $"{w.RwName} bs={Devices.SizeParser.Format(w.BlockSize)} iodepth={w.IoDepth} jobs={w.Jobs}";
+    private static string Label(BenchOptions w) => $"{w.RwName} bs={SizeParser.Format(w.BlockSize)} iodepth={w.IoDepth} jobs={w.Jobs}";
 
     private static void PrintText(BenchResult r)
     {
@@ -153,7 +155,7 @@ internal static class BenchCommand
             Console.WriteLine($"    lat percentiles (ns): 50th={d.Percentile(50)}, 90th={d.Percentile(90)}, 99th={d.Percentile(99)}, 99.9th={d.Percentile(99.9)}, 99.99th={d.Percentile(99.99)}");
         }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"  allocated: {r.AllocatedBytesPerIo:F3} bytes/IO   cpu: usr={r.CpuSecondsUser:F2}s sys={r.CpuSecondsSystem:F2}s"));
+            $"  allocated: {r.AllocatedBytesPerIo:F3} bytes/IO   cpu: usr={r.CpuSecondsUser:F2}s sys={r.CpuSecondsSystem:F2}s   requeued (Busy): {r.Requeues}"));
     }
 
     private static void PrintSummary(List<BenchResult> results)
@@ -162,7 +164,7 @@ internal static class BenchCommand
         foreach (BenchResult r in results)
         {
             DirectionResult d = r.Read.Ios >= r.Write.Ios ? r.Read : r.Write;
-            table.AddRow($"{r.Options.RwName} {Devices.SizeParser.Format(r.Options.BlockSize)} qd{r.Options.IoDepth} j{r.Options.Jobs}", Iops(r.Read.Iops + r.Write.Iops), Bandwidth(r.Read.BytesPerSecond + r.Write.BytesPerSecond),
+            table.AddRow($"{r.Options.RwName} {SizeParser.Format(r.Options.BlockSize)} qd{r.Options.IoDepth} j{r.Options.Jobs}", Iops(r.Read.Iops + r.Write.Iops), Bandwidth(r.Read.BytesPerSecond + r.Write.BytesPerSecond),
                 $"{d.Percentile(50)} ns", $"{d.Percentile(99)} ns", r.AllocatedBytesPerIo.ToString("F3", CultureInfo.InvariantCulture));
         }
         AnsiConsole.Write(table);

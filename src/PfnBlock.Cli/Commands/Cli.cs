@@ -1,4 +1,5 @@
 using System.CommandLine;
+using PfnBlock.Common;
 using PfnBlock.Devices;
 
 namespace PfnBlock.Cli.Commands;

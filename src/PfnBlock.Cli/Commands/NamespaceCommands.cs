@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using PfnBlock.Common;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 
@@ -36,7 +37,7 @@ internal static class NamespaceCommands
         cmd.SetAction(r => Cli.Run(() =>
         {
             long alignBytes = r.GetValue(align);
-            if (alignBytes > uint.MaxValue) throw new ArgumentException($"alignment {Devices.SizeParser.Format(alignBytes)} is too large");
+            if (alignBytes > uint.MaxValue) throw new ArgumentException($"alignment {SizeParser.Format(alignBytes)} is too large");
             var options = new NamespaceCreateOptions
             {
                 Size = r.GetValue(size),
@@ -65,7 +66,8 @@ internal static class NamespaceCommands
         cmd.SetAction(r => Cli.Run(() =>
         {
             string p = r.GetValue(path)!;
-            NamespaceInfoBlock info = PmemNamespace.ReadInfo(p, out bool fromBackup);
+            // The probe says what else the path is when it is not a namespace (a PMDK pool, a directory…).
+            NamespaceInfoBlock info = NamespaceProbe.Probe(p).RequireNamespace(out bool fromBackup);
             if (r.GetValue(json))
             {
                 var doc = new
@@ -114,7 +116,7 @@ internal static class NamespaceCommands
 
     /// <summary>Says how much of the namespace is data: the info block (padded to the alignment) comes before it, the backup info block after it.</summary>
     private static string Describe(NamespaceInfoBlock info) =>
-        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {Devices.SizeParser.Format(info.NamespaceSize)}: {info.DataSize} bytes of data " +
-        $"({Devices.SizeParser.Format(info.DataOffset)} before it for the info block and alignment, " +
-        $"{Devices.SizeParser.Format(info.NamespaceSize - info.DataOffset - info.DataSize)} after it for the backup info block), sector size {info.SectorSize}";
+        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {SizeParser.Format(info.NamespaceSize)}: {info.DataSize} bytes of data " +
+        $"({SizeParser.Format(info.DataOffset)} before it for the info block and alignment, " +
+        $"{SizeParser.Format(info.NamespaceSize - info.DataOffset - info.DataSize)} after it for the backup info block), sector size {info.SectorSize}";
 }

@@ -20,8 +20,13 @@ internal static class ServeCommand
     {
         var exports = new Option<string[]>("--export")
         {
-            Description = "An export as NAME=SPEC (SPEC: pmem:PATH, ram:SIZE, null:SIZE); repeatable. " +
+            Description = $"An export as NAME=SPEC ({DeviceTypes.SpecSummary}, or @NAME of a --device; 'pfnblock devices' lists every kind); repeatable. " +
                           "Default: pmem0 = a 1 GiB namespace in the data directory, created if missing.",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var defines = new Option<string[]>("--device")
+        {
+            Description = "Define a device as NAME=SPEC, for exports and table lines to name as @NAME; repeatable.",
             AllowMultipleArgumentsPerToken = false,
         };
         var listen = new Option<string[]>("--listen")
@@ -53,7 +58,7 @@ internal static class ServeCommand
         tls.AcceptOnlyFromAmong("allow", "require");
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, tlsCert, tlsKey, tls,
+            exports, defines, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, tlsCert, tlsKey, tls,
         };
         cmd.SetAction(r => Cli.Run(() =>
         {
@@ -70,7 +75,7 @@ internal static class ServeCommand
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
             };
-            return Serve(r.GetValue(exports) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), limits);
+            return Serve(r.GetValue(exports) ?? [], r.GetValue(defines) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), limits);
         }));
         return cmd;
     }
@@ -89,48 +94,45 @@ internal static class ServeCommand
 
     private static int Positive(int value, string option) => value > 0 ? value : throw new ArgumentException($"{option} must be positive");
 
-    private static int Serve(string[] exportArgs, string[] listenArgs, bool readOnly, int statsInterval, NbdServerOptions limits)
+    private static int Serve(string[] exportArgs, string[] defineArgs, string[] listenArgs, bool readOnly, int statsInterval, NbdServerOptions limits)
     {
         if (statsInterval < 0) throw new ArgumentException("--stats-interval must not be negative");
         List<NbdListenAddress> addresses = listenArgs.Length == 0 ? [NbdListenAddress.Default] : [.. listenArgs.Select(NbdListenAddress.Parse)];
+        // --read-only reaches the devices too: namespaces and files are opened O_RDONLY with a shared claim.
+        using var devices = new DeviceSet(readOnly: readOnly);
+        foreach (string define in defineArgs)
+        {
+            (string name, string text) = SplitNameSpec(define, "--device", "fast=pmem:/dev/shm/pmem0");
+            devices.Define(name, text);
+        }
         List<(string Name, DeviceSpec Spec)> specs = exportArgs.Length == 0 ? [DefaultNamespace()] : [.. exportArgs.Select(ParseExport)];
-
-        var devices = new List<IBlockDevice>();
-        try
+        var registry = new NbdExportRegistry();
+        foreach ((string name, DeviceSpec spec) in specs)
         {
-            var registry = new NbdExportRegistry();
-            foreach ((string name, DeviceSpec spec) in specs)
-            {
-                IBlockDevice device = spec.Open(readOnly: readOnly);
-                devices.Add(device);
-                registry.Add(new NbdExport(name, device, readOnly, $"{spec} served by pfnblock"));
-            }
-            using var stop = new ManualResetEventSlim();
-            using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
-            using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
-            using var server = new NbdServer(registry, limits);
-            IReadOnlyList<EndPoint> bound = server.Start(addresses);
+            IBlockDevice device = devices.Acquire(spec).Device;
+            registry.Add(new NbdExport(name, device, readOnly, $"{spec.Text} served by pfnblock"));
+        }
+        using var stop = new ManualResetEventSlim();
+        using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
+        using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
+        using var server = new NbdServer(registry, limits);
+        IReadOnlyList<EndPoint> bound = server.Start(addresses);
 
-            foreach (NbdExport e in registry.All)
-                Console.WriteLine($"export {e.Name}: {e.Description}, {e.Size} bytes{(e.ReadOnly ? ", read-only" : "")}");
-            foreach (EndPoint ep in bound) PrintClientCommands(ep, registry.All[0].Name);
-            if (limits.TlsCertificate is { } certificate)
-                Console.WriteLine($"TLS {(limits.TlsRequired ? "required" : "offered")} with certificate {certificate.Subject} (clients use nbds:// or nbds+unix:// URIs)");
-            Console.WriteLine("serving; Ctrl-C or SIGTERM stops (in-flight requests finish, exports are flushed)");
+        foreach (NbdExport e in registry.All)
+            Console.WriteLine($"export {e.Name}: {e.Description}, {e.Size} bytes{(e.ReadOnly ? ", read-only" : "")}");
+        foreach (EndPoint ep in bound) PrintClientCommands(ep, registry.All[0].Name);
+        if (limits.TlsCertificate is { } certificate)
+            Console.WriteLine($"TLS {(limits.TlsRequired ? "required" : "offered")} with certificate {certificate.Subject} (clients use nbds:// or nbds+unix:// URIs)");
+        Console.WriteLine("serving; Ctrl-C or SIGTERM stops (in-flight requests finish, exports are flushed)");
 
-            while (!stop.Wait(statsInterval > 0 ? TimeSpan.FromSeconds(statsInterval) : Timeout.InfiniteTimeSpan))
-                PrintStats(registry);
-
-            Console.WriteLine("stopping: draining connections and flushing exports");
-            bool drained = server.Stop();
-            if (!drained) Console.Error.WriteLine("pfnblock: warning: some connections did not finish within 30 s");
+        while (!stop.Wait(statsInterval > 0 ? TimeSpan.FromSeconds(statsInterval) : Timeout.InfiniteTimeSpan))
             PrintStats(registry);
-            return 0;
-        }
-        finally
-        {
-            foreach (IBlockDevice d in devices) d.Dispose();
-        }
+
+        Console.WriteLine("stopping: draining connections and flushing exports");
+        bool drained = server.Stop();
+        if (!drained) Console.Error.WriteLine("pfnblock: warning: some connections did not finish within 30 s");
+        PrintStats(registry);
+        return 0;
     }
 
     private static (string, DeviceSpec) DefaultNamespace()
@@ -141,14 +143,20 @@ internal static class ServeCommand
             using PmemNamespace ns = PmemNamespace.Create(path, new NamespaceCreateOptions { Size = DefaultNamespaceSize, Name = DefaultExport });
             Console.WriteLine($"created {path}: 1 GiB pmem namespace, {ns.DataSize} bytes of data after its info blocks and 2 MiB alignment ({ns.PersistenceDescription})");
         }
-        return (DefaultExport, new DeviceSpec(DeviceKind.Pmem, path, 0));
+        return (DefaultExport, DeviceSpec.Parse("pmem:" + DeviceSpec.Quote(path)));
     }
 
     private static (string, DeviceSpec) ParseExport(string text)
     {
+        (string name, string spec) = SplitNameSpec(text, "export", "pmem0=pmem:/dev/shm/pmem0");
+        return (name, DeviceSpec.Parse(spec));
+    }
+
+    private static (string Name, string Spec) SplitNameSpec(string text, string what, string example)
+    {
         int eq = text.IndexOf('=');
-        if (eq <= 0 || eq == text.Length - 1) throw new FormatException($"invalid export '{text}': expected NAME=SPEC, e.g. pmem0=pmem:/dev/shm/pmem0");
-        return (text[..eq], DeviceSpec.Parse(text[(eq + 1)..]));
+        if (eq <= 0 || eq == text.Length - 1) throw new FormatException($"invalid {what} '{text}': expected NAME=SPEC, e.g. {example}");
+        return (text[..eq], text[(eq + 1)..]);
     }
 
     private static void PrintClientCommands(EndPoint ep, string export)

@@ -13,9 +13,15 @@ namespace PfnBlock.Block;
 /// <remarks>
 /// <para>Vectors are immutable once submitted; <see cref="Iter"/> is the cursor. Clones and splits
 /// share the vector array of their source, so the source must outlive them (chaining ensures it).</para>
-/// <para>Completion happens exactly once through <see cref="Complete"/>, also on failure; the
-/// callback <see cref="EndIo"/> or an awaiting <see cref="ValueTask{TResult}"/> observes it. A
-/// callback should be a cached delegate so that completing costs no allocation.</para>
+/// <para>Completion happens exactly once per submission through <see cref="Complete"/>, also on
+/// failure; the callback <see cref="EndIo"/> or an awaiting <see cref="ValueTask{TResult}"/> observes
+/// it. A callback should be a cached delegate so that completing costs no allocation.</para>
+/// <para>Stacking: every device a bio passes through pushes a completion frame that saves the
+/// bio's cursor and flags as that device saw them. <see cref="Complete"/> unwinds the frames in a
+/// loop (the kernel's <c>bio_endio</c>): each device accounts the I/O in its own statistics and
+/// sees its own view of the bio again, end_io hooks of stacked targets run, and a
+/// <see cref="BlockStatus.Busy"/> completion is requeued by the device that returned it instead of
+/// reaching the submitter. Chained parents are completed in the same loop, never recursively.</para>
 /// </remarks>
 public sealed class Bio : IValueTaskSource<BlockStatus>
 {
@@ -25,6 +31,8 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     public const int SectorSize = 1 << SectorShift;
     /// <summary>Most vectors one bio holds (BIO_MAX_VECS).</summary>
     public const int MaxVecs = 256;
+    /// <summary>Completion frames a bio has room for before its frame array grows (once; pooled bios keep it).</summary>
+    private const int InitialFrames = 4;
 
     private readonly BioVec[] _ownVecs;
     private BioVec[] _vecs;
@@ -35,8 +43,20 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     private BioPool? _pool;
     private ManualResetValueTaskSourceCore<BlockStatus> _waiter;
     private bool _awaited;
-    internal BlockDevice? AccountingDevice;
-    internal long StartTimestamp;
+    private BioFrame[] _frames = new BioFrame[InitialFrames];
+    private int _depth;
+    private object? _context;
+
+    /// <summary>
+    /// A driver's note on a bio it answered Busy, kept until the bio comes back to the same driver
+    /// from the requeue list (a discard keeping its pin fence up); 0 when none. Cleared by <see cref="Init"/>.
+    /// </summary>
+    internal long DriverCookie;
+
+    /// <summary>Link in a per-thread dispatch queue or a device's requeue list (never both).</summary>
+    internal Bio? NextQueued;
+    /// <summary>The device a queued bio is to be dispatched to.</summary>
+    internal BlockDevice? QueuedFor;
 
     /// <summary>Creates an unpooled bio with room for <paramref name="maxVecs"/> vectors.</summary>
     public Bio(int maxVecs = MaxVecs)
@@ -47,37 +67,59 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         _remaining = 1;
     }
 
-    /// <summary>The operation.</summary>
+    /// <summary>What the bio asks the device to do; set by <see cref="Init"/>.</summary>
     public BioOp Op { get; set; }
-    /// <summary>Modifiers.</summary>
+    /// <summary>Modifiers (FUA, PREFLUSH, NO_UNMAP). A device may strip the ones it has no use for; each stacked device sees its own value again at completion.</summary>
     public BioFlags Flags { get; set; }
-    /// <summary>The cursor: start sector, bytes left, position in the vectors.</summary>
+    /// <summary>The cursor: start sector, bytes left, position in the vectors. Stacked targets remap it in place.</summary>
     public BvecIter Iter;
-    /// <summary>Called once when the bio completes (unless it is being awaited).</summary>
+    /// <summary>Called once when the bio completes (unless it is being awaited or is chained to a parent).</summary>
     public Action<Bio>? EndIo { get; set; }
-    /// <summary>Submitter-private state for <see cref="EndIo"/>.</summary>
+    /// <summary>Submitter-private state for <see cref="EndIo"/>; cleared by <see cref="Init"/>.</summary>
     public object? Private { get; set; }
-    /// <summary>Submitter-private number for <see cref="EndIo"/> (e.g. a slot index).</summary>
+    /// <summary>Submitter-private number for <see cref="EndIo"/> (e.g. a slot index); cleared by <see cref="Init"/>.</summary>
     public long Tag { get; set; }
+    /// <summary>
+    /// Which of a target's flush bios this is (the kernel's <c>dm_bio_get_target_bio_nr</c>): a flush
+    /// sent to a table goes to every target once per lower device the target declares; 0 otherwise.
+    /// </summary>
+    public int TargetBioNumber { get; internal set; }
+
+    /// <summary>
+    /// The owner's per-I/O state (the kernel's bioset front_pad, SPDK's driver_ctx): made once by
+    /// the <see cref="BioPool"/> the bio came from and kept for the bio's whole life, so per-I/O
+    /// state costs no allocation and no side array. Null for bios not made by such a pool.
+    /// </summary>
+    public object? Context => _context;
+
+    /// <summary>The pool-made context as <typeparamref name="T"/> (no type check in release builds: the pool decides the type).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public T ContextAs<T>() where T : class
+    {
+        Debug.Assert(_context is T, $"bio context is {_context?.GetType().Name ?? "null"}, not {typeof(T).Name}");
+        return Unsafe.As<T>(_context!);
+    }
 
     /// <summary>The completion status; the first error reported wins.</summary>
     public BlockStatus Status => (BlockStatus)Volatile.Read(ref _status);
 
-    /// <summary>First sector (512-byte units).</summary>
+    /// <summary>First sector (512-byte units) as the current device sees it.</summary>
     public long Sector => Iter.Sector;
-    /// <summary>Bytes the bio still covers.</summary>
+    /// <summary>Bytes the bio still covers (the data length for reads and writes, the range length for discard and write-zeroes).</summary>
     public uint Size => Iter.Size;
-    /// <summary>Number of vectors.</summary>
+    /// <summary>Number of vectors, including ones the cursor has passed.</summary>
     public int VecCount => _vecCount;
     /// <summary>The vectors (all of them, including ones the cursor has passed).</summary>
     public ReadOnlySpan<BioVec> Vecs => new(_vecs, 0, _vecCount);
-    /// <summary>Room for vectors.</summary>
+    /// <summary>How many vectors <see cref="AddVec"/> can still reach (0 extra for clones and splits, which share vectors).</summary>
     public int MaxVecCount => _vecs == _ownVecs ? _ownVecs.Length : _vecCount;
+    /// <summary>How many devices and end_io hooks the bio is passing through now (completion frames pushed).</summary>
+    public int Depth => _depth;
 
     /// <summary>Prepares the bio for a new request.</summary>
     public Bio Init(BioOp op, long sector, BioFlags flags = BioFlags.None)
     {
-        Debug.Assert(_parent is null && AccountingDevice is null, "re-initialising a bio in flight");
+        Debug.Assert(_parent is null && _depth == 0, "re-initialising a bio in flight");
         Op = op;
         Flags = flags;
         Iter = new BvecIter { Sector = sector };
@@ -88,6 +130,8 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         EndIo = null;
         Private = null;
         Tag = 0;
+        TargetBioNumber = 0;
+        DriverCookie = 0;
         return this;
     }
 
@@ -112,7 +156,8 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
 
     /// <summary>
     /// A bio that shares this bio's vectors and copies its cursor, op and flags (<c>bio_alloc_clone</c>).
-    /// The clone comes from <paramref name="pool"/> and returns there when it completes.
+    /// The clone comes from <paramref name="pool"/> (with that pool's <see cref="Context"/>) and returns
+    /// there when it completes chained, or on <see cref="Release"/>.
     /// </summary>
     public Bio Clone(BioPool? pool = null)
     {
@@ -138,7 +183,9 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         uint bytes = (uint)sectors << SectorShift;
         Bio split = Clone(pool);
         split.Iter.Size = bytes;
-        Advance(bytes);
+        // Discard and write-zeroes carry no vectors: only the range moves.
+        if (_vecCount > 0) Advance(bytes);
+        else { Iter.Size -= bytes; Iter.Sector += sectors; }
         // A preflush must happen before any of the data, so only the first part carries it.
         Flags &= ~BioFlags.Preflush;
         return split;
@@ -147,7 +194,9 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     /// <summary>
     /// Makes <paramref name="parent"/> wait for this bio (<c>bio_chain</c>): the parent completes
     /// only after this bio and its own submission completed; the first error wins. A chained bio
-    /// that came from a pool goes back to it once it has signalled its parent.
+    /// that came from a pool goes back to it once it has signalled its parent. A chained bio has
+    /// no <see cref="EndIo"/>; a stacked target that needs to see its completion pushes an
+    /// end_io hook (<see cref="PushEndIo"/>) instead.
     /// </summary>
     public void Chain(Bio parent)
     {
@@ -158,34 +207,119 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     }
 
     /// <summary>
+    /// Asks for <paramref name="hook"/> to see this bio's completion before whoever submitted it
+    /// to the hook's owner does: the stacked target's end_io (mirror read retry, RAID
+    /// reconstruction, cache fill). The hook sees the cursor and flags as they are now.
+    /// </summary>
+    public void PushEndIo(IBioEndIo hook)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        Push(hook, _depth > 0 ? _frames[_depth - 1].Start : 0);
+    }
+
+    /// <summary>Pushes the completion frame of <paramref name="device"/>, which starts accounting the bio now.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void PushDevice(BlockDevice device)
+    {
+        // One clock read per bio, not per level: the levels of a stack start within nanoseconds of each other.
+        long start = _depth > 0 ? _frames[_depth - 1].Start : 0;
+        if (start == 0) start = Stopwatch.GetTimestamp();
+        Push(device, start);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Push(object owner, long start)
+    {
+        if (_depth == _frames.Length) Array.Resize(ref _frames, _depth * 2);
+        ref BioFrame f = ref _frames[_depth++];
+        f.Owner = owner;
+        f.Iter = Iter;
+        f.Flags = Flags;
+        f.Start = start;
+    }
+
+    /// <summary>Removes the top frame without completing anything (the device requeues the bio from its submit path).</summary>
+    internal void PopFrame(out long start)
+    {
+        ref BioFrame f = ref _frames[--_depth];
+        Iter = f.Iter;
+        Flags = f.Flags;
+        start = f.Start;
+        f.Owner = null;
+    }
+
+    /// <summary>Readies a bio that completed (or was requeued) for another submission: a fresh reference and status.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void PrepareSubmit()
+    {
+        if (_remaining == 0)
+        {
+            _remaining = 1;
+            _status = 0;
+        }
+    }
+
+    /// <summary>
     /// Ends the bio with <paramref name="status"/> (<c>bio_endio</c>). Called by the device exactly once
-    /// per submission; a parent completes when its last chained child and its own submission have.
+    /// per submission. Unwinds the completion frames of every stacked device and hook, then completes
+    /// a chained parent in the same loop, and finally tells the submitter.
     /// </summary>
     public void Complete(BlockStatus status)
     {
-        if (status != BlockStatus.Ok) Interlocked.CompareExchange(ref _status, (int)status, 0);
-        // Unchained bios (the common case) see 1 here and need no locked instruction: whoever
-        // else held a count has already dropped it.
-        if (Volatile.Read(ref _remaining) == 1) _remaining = 0;
-        else
+        Bio bio = this;
+        long now = 0;
+        while (true)
         {
-            int left = Interlocked.Decrement(ref _remaining);
-            if (left > 0) return;
-            if (left < 0) throw new InvalidOperationException("bio completed more than once");
-        }
+            if (status != BlockStatus.Ok) Interlocked.CompareExchange(ref bio._status, (int)status, 0);
+            if (!bio.DropReference()) return;
 
-        AccountingDevice?.EndAccounting(this);
-        Bio? parent = _parent;
-        if (parent is not null)
-        {
-            _parent = null;
-            BlockStatus mine = Status;
-            ReturnToPool();
-            parent.Complete(mine);
+            while (bio._depth > 0)
+            {
+                ref BioFrame f = ref bio._frames[--bio._depth];
+                object owner = f.Owner!;
+                f.Owner = null;
+                bio.Iter = f.Iter;
+                bio.Flags = f.Flags;
+                if (owner is BlockDevice device)
+                {
+                    if (bio._status == (int)BlockStatus.Busy) { device.Requeue(bio); return; }
+                    if (now == 0) now = Stopwatch.GetTimestamp();
+                    device.EndAccounting(bio, now - f.Start);
+                }
+                else
+                {
+                    var st = (BlockStatus)bio._status;
+                    if (Unsafe.As<IBioEndIo>(owner).EndIo(bio, ref st) == EndIoResult.Incomplete) return;
+                    bio._status = (int)st;
+                }
+            }
+
+            Bio? parent = bio._parent;
+            if (parent is not null)
+            {
+                // Walk up the chain here instead of recursing (bio_endio's "goto again").
+                bio._parent = null;
+                status = bio.Status;
+                bio.ReturnToPool();
+                bio = parent;
+                continue;
+            }
+            if (bio._awaited) { bio._awaited = false; bio._waiter.SetResult(bio.Status); return; }
+            bio.EndIo?.Invoke(bio);
             return;
         }
-        if (_awaited) { _awaited = false; _waiter.SetResult(Status); return; }
-        EndIo?.Invoke(this);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool DropReference()
+    {
+        // Unchained bios (the common case) see 1 here and need no locked instruction: whoever
+        // else held a count has already dropped it.
+        if (Volatile.Read(ref _remaining) == 1) { _remaining = 0; return true; }
+        int left = Interlocked.Decrement(ref _remaining);
+        if (left > 0) return false;
+        if (left < 0) throw new InvalidOperationException("bio completed more than once");
+        return true;
     }
 
     /// <summary>Returns a pooled bio to its pool; does nothing for an unpooled one.</summary>
@@ -200,16 +334,22 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         return new ValueTask<BlockStatus>(this, _waiter.Version);
     }
 
-    internal void SetPool(BioPool pool) => _pool = pool;
+    internal void SetPool(BioPool pool, object? context)
+    {
+        _pool = pool;
+        _context = context;
+    }
+
+    internal BioPool? Pool => _pool;
 
     private void ReturnToPool()
     {
         if (_pool is null) return;
+        Debug.Assert(_depth == 0, "returning a bio that is still inside a device");
         _vecs = _ownVecs;
         _vecCount = 0;
         EndIo = null;
         Private = null;
-        AccountingDevice = null;
         _pool.Return(this);
     }
 
@@ -234,7 +374,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
             _started = false;
         }
 
-        /// <summary>The current segment.</summary>
+        /// <summary>The segment the enumerator is on: a byte range within one vector, capped at the bytes the bio has left.</summary>
         public readonly BioVec Current => _current;
 
         /// <summary>Advances to the next segment.</summary>
@@ -251,4 +391,44 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         /// <summary>Returns this enumerator (for foreach).</summary>
         public readonly SegmentEnumerator GetEnumerator() => this;
     }
+}
+
+/// <summary>
+/// One level of a bio's trip down a stack: the device (or end_io hook) it passed through, the
+/// cursor and flags as that level saw them, and when the bio entered the stack.
+/// </summary>
+internal struct BioFrame
+{
+    /// <summary>A <see cref="BlockDevice"/> (accounting and requeue) or an <see cref="IBioEndIo"/> hook.</summary>
+    public object? Owner;
+    /// <summary>The cursor when the level received the bio; restored when the level completes.</summary>
+    public BvecIter Iter;
+    /// <summary>The flags when the level received the bio.</summary>
+    public BioFlags Flags;
+    /// <summary>Stopwatch timestamp at which the bio entered the stack (latency is counted from here).</summary>
+    public long Start;
+}
+
+/// <summary>What an end_io hook did with a completing bio.</summary>
+public enum EndIoResult
+{
+    /// <summary>Completion goes on to the level above with the (possibly changed) status. Setting the status to <see cref="BlockStatus.Busy"/> requeues the bio at the device above.</summary>
+    Done,
+    /// <summary>The hook kept the bio (e.g. resubmitted it to another mirror leg); it will complete it again later.</summary>
+    Incomplete,
+}
+
+/// <summary>
+/// A stacked target's completion hook for bios it sent down (the kernel's <c>target_type.end_io</c>):
+/// pushed with <see cref="Bio.PushEndIo"/> before the bio is submitted to a lower device.
+/// </summary>
+public interface IBioEndIo
+{
+    /// <summary>
+    /// Sees the completion of <paramref name="bio"/> (cursor and flags restored to what they were when
+    /// the hook was pushed). May change <paramref name="status"/>, or keep the bio and return
+    /// <see cref="EndIoResult.Incomplete"/> after resubmitting it (push the hook again first to see
+    /// that completion too). Runs on the completing device's thread; must not block.
+    /// </summary>
+    EndIoResult EndIo(Bio bio, ref BlockStatus status);
 }

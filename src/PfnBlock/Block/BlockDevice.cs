@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using PfnBlock.Memory;
 
@@ -7,12 +6,35 @@ namespace PfnBlock.Block;
 /// <summary>
 /// The common edge of every device: validates a bio once (op, bounds, alignment, read-only),
 /// splits bios larger than the driver takes, strips flush flags a device without a volatile
-/// cache does not need, keeps statistics, then hands the bio to <see cref="SubmitCore"/>.
+/// cache does not need, accounts the I/O, requeues what the driver answers
+/// <see cref="BlockStatus.Busy"/>, then hands the bio to <see cref="SubmitCore"/>.
 /// Drivers may therefore assume every bio they see is well-formed.
 /// </summary>
+/// <remarks>
+/// <para><b>Dispatch.</b> A bio submitted while the same thread is already inside a
+/// <see cref="Submit"/> (a stacked target passing a bio down, a completion callback submitting the
+/// next request) is queued on the thread and dispatched by the outermost <see cref="Submit"/> once
+/// the current bio is done with (the kernel's <c>current-&gt;bio_list</c>): a stack of any depth,
+/// or a completion that submits, never grows the call stack. The outermost <see cref="Submit"/>
+/// returns only after everything queued on its thread was dispatched, so a
+/// <see cref="DeviceFeatures.Synchronous"/> device has still completed the bio when it returns.</para>
+/// <para><b>Requeue.</b> A driver (or a target) that cannot take a bio now completes it with
+/// <see cref="BlockStatus.Busy"/>; the core puts it on this device's requeue list (the kernel's
+/// requeue list, SPDK's io_wait) and resubmits it when another bio of this device completes, or
+/// after <see cref="RequeueDelay"/> if none is in flight. Submitters never see Busy.</para>
+/// </remarks>
 public abstract class BlockDevice : IBlockDevice
 {
+    /// <summary>How long a requeued bio waits when no completion on the device kicks it earlier.</summary>
+    public static readonly TimeSpan RequeueDelay = TimeSpan.FromMilliseconds(1);
+
+    [ThreadStatic] private static DispatchQueue? t_queue;
+
     private int _disposed;
+    private readonly Lock _requeueLock = new();
+    private Bio? _requeueHead;
+    private Bio? _requeueTail;
+    private int _requeued;
 
     /// <summary>Initialises the common state.</summary>
     protected BlockDevice(string name, PhysicalAddressSpace? addressSpace)
@@ -35,35 +57,109 @@ public abstract class BlockDevice : IBlockDevice
     public DiskStats Stats { get; } = new();
     /// <inheritdoc/>
     public PhysicalAddressSpace AddressSpace { get; }
+    /// <inheritdoc/>
+    public virtual string Description => $"{GetType().Name} {Name} ({CapacityBytes} bytes)";
 
     /// <summary>The pool that splits of oversized bios come from.</summary>
     protected BioPool SplitPool { get; } = BioPool.Shared;
 
+    /// <summary>True once <see cref="Dispose()"/> began: new bios fail with <see cref="BlockStatus.IoError"/>.</summary>
+    protected bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
     /// <inheritdoc/>
     public void Submit(Bio bio)
     {
-        BlockStatus status = Validate(bio);
-        if (status != BlockStatus.Ok) { bio.Complete(status); return; }
-
-        DeviceFeatures features = Features;
-        if ((features & DeviceFeatures.WriteCache) == 0)
+        bio.PrepareSubmit();
+        DispatchQueue q = t_queue ??= new DispatchQueue();
+        if (q.Active)
         {
-            // Nothing volatile to flush: an empty flush is already done, and the flags are moot.
-            bio.Flags &= ~(BioFlags.Preflush | BioFlags.Fua);
-            if (bio.Op == BioOp.Flush) { bio.Complete(BlockStatus.Ok); return; }
-        }
-
-        uint max = (uint)Limits.MaxBytesPerBio;
-        if (bio.Size > max && bio.Op is BioOp.Read or BioOp.Write)
-        {
-            SubmitSplit(bio, max);
+            q.Enqueue(bio, this);
             return;
         }
-        StartAccounting(bio);
-        SubmitCore(bio);
+        RunDispatchLoop(q, bio);
     }
 
-    /// <summary>Carries out a validated bio and calls <see cref="Bio.Complete"/> exactly once.</summary>
+    /// <summary>
+    /// Submits <paramref name="bio"/> and dispatches it (and whatever it queues) before returning,
+    /// even when called from inside another dispatch: for callers that block on the result.
+    /// </summary>
+    internal void SubmitNested(Bio bio)
+    {
+        bio.PrepareSubmit();
+        DispatchQueue outer = t_queue ??= new DispatchQueue();
+        if (!outer.Active) { RunDispatchLoop(outer, bio); return; }
+        var nested = new DispatchQueue();
+        t_queue = nested;
+        try { RunDispatchLoop(nested, bio); }
+        finally { t_queue = outer; }
+    }
+
+    private void RunDispatchLoop(DispatchQueue q, Bio bio)
+    {
+        q.Active = true;
+        try
+        {
+            Dispatch(bio);
+            while (q.Head is Bio next)
+            {
+                BlockDevice device = q.Dequeue(next);
+                device.Dispatch(next);
+            }
+        }
+        finally
+        {
+            q.Active = false;
+        }
+    }
+
+    /// <summary>
+    /// Validates, accounts and hands a bio to the driver. A stacked device that remaps the bio in
+    /// place names the lower device, and the loop goes on there: a chain of remaps costs neither a
+    /// queue round trip nor a stack frame per level.
+    /// </summary>
+    private void Dispatch(Bio bio)
+    {
+        BlockDevice device = this;
+        while (true)
+        {
+            BlockStatus status = device.Validate(bio);
+            if (status != BlockStatus.Ok) { bio.Complete(status); return; }
+
+            if ((device.Features & DeviceFeatures.WriteCache) == 0)
+            {
+                // Nothing volatile to flush: an empty flush is already done, and the flags are moot.
+                bio.Flags &= ~(BioFlags.Preflush | BioFlags.Fua);
+                if (bio.Op == BioOp.Flush) { bio.Complete(BlockStatus.Ok); return; }
+            }
+
+            bio.PushDevice(device);
+            device.Stats.Start(bio.Op);
+            uint max = (uint)device.Limits.MaxBytesPerBio;
+            if (bio.Size > max && bio.Op is BioOp.Read or BioOp.Write)
+            {
+                device.SubmitSplit(bio, max);
+                return;
+            }
+            BlockDevice? lower = device.SubmitOrRemap(bio);
+            if (lower is null) return;
+            device = lower;
+        }
+    }
+
+    /// <summary>
+    /// Hands a validated bio to the driver (<see cref="SubmitCore"/>); a stacked device in this
+    /// assembly may instead remap it in place and return the lower device to dispatch it to next.
+    /// </summary>
+    private protected virtual BlockDevice? SubmitOrRemap(Bio bio)
+    {
+        SubmitCore(bio);
+        return null;
+    }
+
+    /// <summary>
+    /// Carries out a validated bio and calls <see cref="Bio.Complete"/> exactly once (also with
+    /// <see cref="BlockStatus.Busy"/>, which the core requeues).
+    /// </summary>
     protected abstract void SubmitCore(Bio bio);
 
     /// <summary>Checks a bio against this device; <see cref="BlockStatus.Ok"/> when it may be carried out.</summary>
@@ -114,44 +210,112 @@ public abstract class BlockDevice : IBlockDevice
 
     private void SubmitSplit(Bio bio, uint max)
     {
-        // Each split waits on the original, which completes after the last part (blk_queue_split).
+        // Each part waits on the original, which completes after the last part (blk_queue_split);
+        // the device accounts the original once, as one request.
         int splitSectors = (int)(max >> Bio.SectorShift);
         while (bio.Size > max)
         {
             Bio part = bio.Split(splitSectors, SplitPool);
             part.Chain(bio);
-            Stats.Merge(bio.Op);
-            StartAccounting(part);
             SubmitCore(part);
         }
-        StartAccounting(bio);
         SubmitCore(bio);
     }
 
+    /// <summary>Counts a completed request of this device (called by <see cref="Bio.Complete"/> as it unwinds this device's frame).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void StartAccounting(Bio bio)
+    internal void EndAccounting(Bio bio, long elapsedTicks)
     {
-        bio.AccountingDevice = this;
-        bio.StartTimestamp = Stopwatch.GetTimestamp();
-        Stats.Start(bio.Op);
+        Stats.Done(bio.Op, bio.Size, elapsedTicks);
+        if (Volatile.Read(ref _requeued) != 0) KickRequeue();
     }
 
-    internal void EndAccounting(Bio bio)
+    /// <summary>
+    /// Takes back a bio that is inside this device's <see cref="SubmitCore"/> path and requeues it
+    /// (a target that cannot map it now). The bio must not be completed by the caller.
+    /// </summary>
+    protected void RequeueFromSubmit(Bio bio)
     {
-        bio.AccountingDevice = null;
-        Stats.Done(bio.Op, bio.Size, Stopwatch.GetTimestamp() - bio.StartTimestamp);
+        bio.PopFrame(out _);
+        Requeue(bio);
     }
 
-    /// <summary>Stops accepting I/O and releases the device.</summary>
+    /// <summary>Puts a bio that answered Busy on the requeue list (its frame here is already unwound).</summary>
+    internal void Requeue(Bio bio)
+    {
+        Stats.Requeued(bio.Op);
+        if (IsDisposed) { bio.PrepareSubmit(); bio.Complete(BlockStatus.IoError); return; }
+        lock (_requeueLock)
+        {
+            if (_requeueTail is null) _requeueHead = bio;
+            else _requeueTail.NextQueued = bio;
+            _requeueTail = bio;
+            _requeued++;
+        }
+        // In case no completion on this device comes to kick it first.
+        RequeueWorker.Schedule(this, RequeueDelay);
+    }
+
+    /// <summary>Resubmits every requeued bio (a completion freed resources, or the delay passed).</summary>
+    internal void KickRequeue()
+    {
+        Bio? list;
+        lock (_requeueLock)
+        {
+            list = _requeueHead;
+            _requeueHead = _requeueTail = null;
+            _requeued = 0;
+        }
+        while (list is not null)
+        {
+            Bio next = list.NextQueued!;
+            list.NextQueued = null;
+            Submit(list);
+            list = next;
+        }
+    }
+
+    /// <summary>Stops accepting I/O, fails requeued bios with <see cref="BlockStatus.IoError"/>, and releases the device.</summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        // Validate now refuses them, so resubmitting fails each exactly once.
+        KickRequeue();
         Dispose(true);
         GC.SuppressFinalize(this);
     }
 
     /// <summary>Releases the device's resources.</summary>
     protected virtual void Dispose(bool disposing) { }
+}
+
+/// <summary>The bios a thread submitted while already dispatching, waiting for the outermost <see cref="BlockDevice.Submit"/> to dispatch them.</summary>
+internal sealed class DispatchQueue
+{
+    /// <summary>True while the thread is inside a dispatch loop.</summary>
+    public bool Active;
+    /// <summary>The next bio to dispatch.</summary>
+    public Bio? Head;
+    private Bio? _tail;
+
+    public void Enqueue(Bio bio, BlockDevice device)
+    {
+        bio.QueuedFor = device;
+        if (_tail is null) Head = bio;
+        else _tail.NextQueued = bio;
+        _tail = bio;
+    }
+
+    /// <summary>Takes <paramref name="head"/> (which is <see cref="Head"/>) off the queue and says where it goes.</summary>
+    public BlockDevice Dequeue(Bio head)
+    {
+        Head = head.NextQueued;
+        if (Head is null) _tail = null;
+        head.NextQueued = null;
+        BlockDevice device = head.QueuedFor!;
+        head.QueuedFor = null;
+        return device;
+    }
 }
 
 /// <summary>Conveniences for submitters.</summary>
@@ -165,10 +329,12 @@ public static class BlockDeviceExtensions
         return task;
     }
 
-    /// <summary>Submits <paramref name="bio"/> and blocks until it completes.</summary>
+    /// <summary>Submits <paramref name="bio"/> and blocks until it completes (safe also inside a completion callback or a target's map).</summary>
     public static BlockStatus SubmitAndWait(this IBlockDevice device, Bio bio)
     {
-        ValueTask<BlockStatus> task = device.SubmitAsync(bio);
+        ValueTask<BlockStatus> task = bio.PrepareAwait();
+        if (device is BlockDevice bd) bd.SubmitNested(bio);
+        else device.Submit(bio);
         return task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
     }
 }

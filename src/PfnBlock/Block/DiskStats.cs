@@ -1,51 +1,52 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 
 namespace PfnBlock.Block;
 
 /// <summary>
-/// Per-device I/O counters in the shape of <c>/sys/block/*/stat</c>. Each thread that submits or
-/// completes I/O counts into its own block of counters with plain stores (like the kernel's
-/// per-cpu part_stat), so the I/O path pays no locked instruction; a snapshot sums the blocks.
+/// Per-device I/O counters in the shape of <c>/sys/block/*/stat</c>, plus requeues. Each thread that
+/// submits or completes I/O counts into its own block of counters with plain stores (like the
+/// kernel's per-cpu part_stat), so the I/O path pays no locked instruction; a snapshot sums the
+/// blocks. A thread finds its block by the device's index in a per-thread table, so a thread
+/// serving every level of a stack finds each level's block in one array load.
 /// </summary>
 public sealed class DiskStats
 {
     private const int Groups = 4;
-    // Per group: ios, merges, sectors, ticks, in-flight; the last slots pad to a cache line.
-    private const int Fields = 5, Stride = Fields * Groups + 4;
+    // Per group: ios, merges, sectors, ticks, in-flight; then requeues; the rest pads to a cache line.
+    private const int Fields = 5, RequeueField = Fields * Groups, Stride = Fields * Groups + 4;
 
-    [ThreadStatic] private static ThreadCounters? t_last;
-    [ThreadStatic] private static List<ThreadCounters>? t_all;
+    private static int s_nextIndex = -1;
+    [ThreadStatic] private static long[]?[]? t_blocks;
 
+    private readonly int _index = Interlocked.Increment(ref s_nextIndex);
     private readonly Lock _lock = new();
-    private ThreadCounters[] _threads = [];
+    private long[][] _threads = [];
 
-    private sealed class ThreadCounters(DiskStats owner)
-    {
-        public readonly DiskStats Owner = owner;
-        public readonly long[] Values = new long[Stride];
-    }
-
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private long[] Mine()
     {
-        ThreadCounters? c = t_last;
-        return c is not null && c.Owner == this ? c.Values : Register();
+        long[]?[]? blocks = t_blocks;
+        if (blocks is not null && (uint)_index < (uint)blocks.Length && blocks[_index] is { } mine) return mine;
+        return Register();
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private long[] Register()
     {
-        List<ThreadCounters> all = t_all ??= [];
-        foreach (ThreadCounters c in all)
-            if (c.Owner == this) { t_last = c; return c.Values; }
-        var mine = new ThreadCounters(this);
-        all.Add(mine);
+        long[]?[] blocks = t_blocks ?? [];
+        if (blocks.Length <= _index) Array.Resize(ref blocks, Math.Max(_index + 1, blocks.Length * 2));
+        t_blocks = blocks;
+        long[] mine = new long[Stride];
+        blocks[_index] = mine;
         lock (_lock) _threads = [.. _threads, mine];
-        t_last = mine;
-        return mine.Values;
+        return mine;
     }
 
+    /// <summary>A request of <paramref name="op"/> entered the device.</summary>
     internal void Start(BioOp op) => Mine()[Group(op) * Fields + 4]++;
 
+    /// <summary>A request of <paramref name="op"/> moving <paramref name="bytes"/> completed after <paramref name="elapsedTicks"/> Stopwatch ticks.</summary>
     internal void Done(BioOp op, uint bytes, long elapsedTicks)
     {
         long[] v = Mine();
@@ -56,7 +57,13 @@ public sealed class DiskStats
         v[g + 4]--;
     }
 
-    internal void Merge(BioOp op) => Mine()[Group(op) * Fields + 1]++;
+    /// <summary>A request left the device to be resubmitted later (it answered Busy): in flight no more, counted once when it finally completes.</summary>
+    internal void Requeued(BioOp op)
+    {
+        long[] v = Mine();
+        v[Group(op) * Fields + 4]--;
+        v[RequeueField]++;
+    }
 
     private static int Group(BioOp op) => op switch
     {
@@ -69,19 +76,19 @@ public sealed class DiskStats
     /// <summary>A copy of the counters now (each thread's block is read without stopping it).</summary>
     public DiskStatsSnapshot Snapshot()
     {
-        long[] sum = new long[Fields * Groups];
-        foreach (ThreadCounters c in Volatile.Read(ref _threads))
-            for (int i = 0; i < sum.Length; i++) sum[i] += Volatile.Read(ref c.Values[i]);
+        long[] sum = new long[Stride];
+        foreach (long[] c in Volatile.Read(ref _threads))
+            for (int i = 0; i < sum.Length; i++) sum[i] += Volatile.Read(ref c[i]);
         OpStats Group(int g) => new(sum[g * Fields], sum[g * Fields + 1], sum[g * Fields + 2], sum[g * Fields + 3] * 1000 / Stopwatch.Frequency);
         long inFlight = sum[4] + sum[Fields + 4] + sum[2 * Fields + 4] + sum[3 * Fields + 4];
-        return new DiskStatsSnapshot(Group(0), Group(1), Group(2), Group(3), inFlight);
+        return new DiskStatsSnapshot(Group(0), Group(1), Group(2), Group(3), inFlight) { Requeues = sum[RequeueField] };
     }
 }
 
 /// <summary>Counters of one operation group.</summary>
 /// <param name="Ios">Completed requests.</param>
-/// <param name="Merges">Requests merged into others.</param>
-/// <param name="Sectors">512-byte sectors transferred.</param>
+/// <param name="Merges">Requests merged into others (always 0 so far: nothing merges requests).</param>
+/// <param name="Sectors">512-byte sectors transferred (or discarded/zeroed).</param>
 /// <param name="TicksMs">Milliseconds spent on the requests, summed.</param>
 public readonly record struct OpStats(long Ios, long Merges, long Sectors, long TicksMs);
 
@@ -90,9 +97,12 @@ public readonly record struct OpStats(long Ios, long Merges, long Sectors, long 
 /// <param name="Write">Writes and write-zeroes.</param>
 /// <param name="Discard">Discards.</param>
 /// <param name="Flush">Flushes.</param>
-/// <param name="InFlight">Requests submitted and not yet completed.</param>
+/// <param name="InFlight">Requests submitted and not yet completed (requeued ones excluded until resubmitted).</param>
 public readonly record struct DiskStatsSnapshot(OpStats Read, OpStats Write, OpStats Discard, OpStats Flush, long InFlight)
 {
+    /// <summary>Times a request answered Busy and was requeued by the block layer (not in /sys/block/*/stat).</summary>
+    public long Requeues { get; init; }
+
     /// <summary>The counters in /sys/block/*/stat field order (io_ticks and time_in_queue are not kept and print as 0).</summary>
     public override string ToString() =>
         $"{Read.Ios} {Read.Merges} {Read.Sectors} {Read.TicksMs} {Write.Ios} {Write.Merges} {Write.Sectors} {Write.TicksMs} {InFlight} 0 0 " +

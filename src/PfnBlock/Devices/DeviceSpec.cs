@@ -1,137 +1,171 @@
+using System.Text;
 using PfnBlock.Block;
-using PfnBlock.Devices.Btt;
-using PfnBlock.Devices.DirectFile;
-using PfnBlock.Devices.Null;
-using PfnBlock.Devices.Pmem;
-using PfnBlock.Devices.Ram;
 using PfnBlock.Memory;
-using PfnBlock.Namespaces;
 
 namespace PfnBlock.Devices;
 
-/// <summary>The kinds of device a spec can name.</summary>
-public enum DeviceKind
-{
-    /// <summary><c>pmem:PATH</c>: a namespace.</summary>
-    Pmem,
-    /// <summary><c>ram:SIZE</c>: a RAM disk.</summary>
-    Ram,
-    /// <summary><c>null:SIZE</c>: a null device.</summary>
-    Null,
-    /// <summary><c>file:PATH</c>: a file or block device through O_DIRECT (<c>file:PATH,buffered</c>: through the page cache).</summary>
-    File,
-}
-
 /// <summary>
-/// A device named on the command line: <c>pmem:PATH</c>, <c>ram:SIZE</c>, <c>null:SIZE</c>,
-/// <c>file:PATH</c> or <c>file:PATH,buffered</c>. Parsing checks the syntax only; <see cref="Open"/>
-/// checks the thing named.
+/// A device named in text: <c>KIND:ARG[,ARG…][,OPTION…]</c>, or <c>@NAME</c> for a device defined
+/// under a name (<see cref="DeviceSet.Define"/>). Parsing checks the syntax and the arguments
+/// against the kind's registration (<see cref="DeviceTypes"/>); opening checks the thing named.
 /// </summary>
-/// <param name="Kind">The kind of device.</param>
-/// <param name="Path">The path (pmem, file), else null.</param>
-/// <param name="Size">The size in bytes (ram, null), else 0.</param>
-public sealed record DeviceSpec(DeviceKind Kind, string? Path, long Size)
+/// <remarks>
+/// <para><b>Grammar.</b> After the colon come comma-separated items. The first items are the
+/// kind's positional arguments (a path, a size), taken as they stand, so a path may contain
+/// <c>=</c>; the items after them are options, either <c>KEY=VALUE</c> or a bare flag
+/// (<c>file:/var/tmp/disk.img,buffered</c>). An item that contains a comma or a bracket, and a
+/// nested spec, is written inside square brackets, which nest:
+/// <c>file:[/data/a,b.img]</c>. Nothing else is special.</para>
+/// <para><b>Identity.</b> <see cref="Key"/> is the spec in canonical form (full paths, sizes in
+/// their largest exact unit, options sorted): within one <see cref="DeviceSet"/> equal keys name
+/// one open device.</para>
+/// </remarks>
+public sealed class DeviceSpec
 {
-    private const string BufferedSuffix = ",buffered";
+    private readonly string[] _arguments;
+    private readonly SortedDictionary<string, string?> _options;
 
-    /// <summary>For <c>file:</c>: open without O_DIRECT, through the page cache (the <c>,buffered</c> suffix).</summary>
-    public bool Buffered { get; init; }
+    private DeviceSpec(DeviceType? type, string? reference, string[] arguments, SortedDictionary<string, string?> options, string text)
+    {
+        Type = type;
+        Reference = reference;
+        _arguments = arguments;
+        _options = options;
+        Text = text;
+    }
 
-    /// <summary>Parses a spec.</summary>
-    /// <exception cref="FormatException">The text is not a valid spec; the message says why.</exception>
+    /// <summary>The kind of device, or null for an <c>@NAME</c> reference.</summary>
+    public DeviceType? Type { get; }
+    /// <summary>For <c>@NAME</c>: the name referred to; else null.</summary>
+    public string? Reference { get; }
+    /// <summary>The text as given.</summary>
+    public string Text { get; }
+    /// <summary>The positional arguments, as many as the kind declares.</summary>
+    public IReadOnlyList<string> Arguments => _arguments;
+    /// <summary>The options given: value, or null for a flag.</summary>
+    public IReadOnlyDictionary<string, string?> Options => _options;
+
+    /// <summary>True when flag (or option) <paramref name="name"/> was given.</summary>
+    public bool Has(string name) => _options.ContainsKey(name);
+
+    /// <summary>The value of option <paramref name="name"/>, or <paramref name="fallback"/> when it was not given.</summary>
+    public string? Option(string name, string? fallback = null) => _options.TryGetValue(name, out string? v) ? v : fallback;
+
+    /// <summary>The canonical form: equal keys name the same device.</summary>
+    public string Key => Reference is not null ? "@" + Reference : Type!.Name + ":" + string.Join(',', CanonicalItems());
+
+    /// <summary>Parses a spec against the registered kinds.</summary>
+    /// <exception cref="FormatException">The text is not a valid spec; the message says why and shows the kind's usage.</exception>
     public static DeviceSpec Parse(string text)
     {
+        ArgumentNullException.ThrowIfNull(text);
+        if (text.StartsWith('@'))
+        {
+            string name = text[1..];
+            if (!DeviceSet.IsValidName(name)) throw new FormatException($"invalid device reference '{text}': expected @NAME (letters, digits, '-', '_', '.')");
+            return new DeviceSpec(null, name, [], [], text);
+        }
         int colon = text.IndexOf(':');
         if (colon <= 0 || colon == text.Length - 1)
-            throw new FormatException($"invalid device spec '{text}': expected pmem:PATH, ram:SIZE, null:SIZE or file:PATH");
+            throw new FormatException($"invalid device spec '{text}': expected KIND:ARGS or @NAME (kinds: {string.Join(", ", DeviceTypes.All.Select(t => t.Name))})");
         string kind = text[..colon];
-        string arg = text[(colon + 1)..];
-        return kind switch
+        DeviceType type = DeviceTypes.Find(kind)
+            ?? throw new FormatException($"unknown device kind '{kind}' in '{text}': expected one of {string.Join(", ", DeviceTypes.All.Select(t => t.Name))}");
+        List<string> items = SplitItems(text, colon + 1);
+        int positional = type.Arguments.Count;
+        if (items.Count < positional)
+            throw new FormatException($"invalid device spec '{text}': {kind} takes {positional} argument{(positional == 1 ? "" : "s")} ({type.Usage})");
+        var arguments = new string[positional];
+        for (int i = 0; i < positional; i++)
         {
-            "pmem" => new DeviceSpec(DeviceKind.Pmem, arg, 0),
-            "file" => ParseFile(text, arg),
-            "ram" => new DeviceSpec(DeviceKind.Ram, null, SizeParser.Parse(arg)),
-            "null" => new DeviceSpec(DeviceKind.Null, null, SizeParser.Parse(arg)),
-            _ => throw new FormatException($"unknown device kind '{kind}' in '{text}': expected pmem, ram, null or file"),
-        };
+            SpecArgument a = type.Arguments[i];
+            if (items[i].Length == 0) throw new FormatException($"invalid device spec '{text}': empty {a.Name} ({type.Usage})");
+            arguments[i] = a.Kind.Check(items[i], a.Name, text);
+        }
+        var options = new SortedDictionary<string, string?>(StringComparer.Ordinal);
+        for (int i = positional; i < items.Count; i++)
+        {
+            string item = items[i];
+            int eq = item.IndexOf('=');
+            string name = eq < 0 ? item : item[..eq];
+            string? value = eq < 0 ? null : item[(eq + 1)..];
+            SpecOption option = type.Options.FirstOrDefault(o => o.Name == name)
+                ?? throw new FormatException($"unknown option '{name}' in '{text}' ({type.Usage})");
+            if (option.Value is null && value is not null) throw new FormatException($"option '{name}' of {kind} is a flag and takes no value, in '{text}'");
+            if (option.Value is ArgumentKind k)
+            {
+                if (value is null || value.Length == 0) throw new FormatException($"option '{name}' of {kind} needs a value ({name}={option.ValueName}), in '{text}'");
+                value = k.Check(value, name, text);
+            }
+            if (!options.TryAdd(name, value)) throw new FormatException($"option '{name}' is given twice in '{text}'");
+        }
+        return new DeviceSpec(type, null, arguments, options, text);
     }
 
-    private static DeviceSpec ParseFile(string text, string arg)
+    /// <summary>Splits the items after the colon at top-level commas; brackets group, and the outer pair is dropped.</summary>
+    private static List<string> SplitItems(string text, int start)
     {
-        bool buffered = arg.EndsWith(BufferedSuffix, StringComparison.Ordinal);
-        string path = buffered ? arg[..^BufferedSuffix.Length] : arg;
-        if (path.Length == 0) throw new FormatException($"invalid device spec '{text}': expected file:PATH or file:PATH,buffered");
-        return new DeviceSpec(DeviceKind.File, path, 0) { Buffered = buffered };
+        var items = new List<string>();
+        var item = new StringBuilder();
+        int depth = 0;
+        bool bracketed = false;
+        for (int i = start; i < text.Length; i++)
+        {
+            char c = text[i];
+            if (c == '[')
+            {
+                if (depth == 0)
+                {
+                    if (item.Length > 0) throw new FormatException($"invalid device spec '{text}': '[' must open an item (at offset {i})");
+                    bracketed = true;
+                    depth++;
+                    continue;
+                }
+                depth++;
+            }
+            else if (c == ']')
+            {
+                if (depth == 0) throw new FormatException($"invalid device spec '{text}': unbalanced ']' at offset {i}");
+                if (--depth == 0)
+                {
+                    if (i + 1 < text.Length && text[i + 1] != ',') throw new FormatException($"invalid device spec '{text}': ']' must close an item (at offset {i})");
+                    continue;
+                }
+            }
+            else if (c == ',' && depth == 0)
+            {
+                items.Add(item.ToString());
+                item.Clear();
+                bracketed = false;
+                continue;
+            }
+            item.Append(c);
+        }
+        if (depth != 0) throw new FormatException($"invalid device spec '{text}': unbalanced '['");
+        if (item.Length > 0 || bracketed || items.Count > 0) items.Add(item.ToString());
+        return items;
     }
 
-    /// <summary>Opens the device named.</summary>
-    /// <param name="space">The address space bio vectors are numbered in.</param>
-    /// <param name="readOnly">Open files and namespaces read-only (O_RDONLY, shared claim, no stores to the file); RAM and null devices are unaffected.</param>
-    public IBlockDevice Open(PhysicalAddressSpace? space = null, bool readOnly = false) => Kind switch
+    private IEnumerable<string> CanonicalItems()
     {
-        DeviceKind.Pmem => OpenPmem(Path!, space, readOnly),
-        DeviceKind.Ram => RamDevice.Create(Size, space),
-        DeviceKind.Null => new NullDevice(Size, space),
-        DeviceKind.File => FileDevice.Open(Path!, new FileDeviceOptions { Buffered = Buffered, ReadOnly = readOnly }, space),
-        _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
-    };
+        for (int i = 0; i < _arguments.Length; i++) yield return Quote(Type!.Arguments[i].Kind.Canonical(_arguments[i]));
+        foreach ((string name, string? value) in _options)
+        {
+            SpecOption o = Type!.Options.First(x => x.Name == name);
+            yield return value is null ? name : name + "=" + Quote(o.Value!.Value.Canonical(value));
+        }
+    }
 
     /// <summary>
-    /// A pmem path is a PfnBlock namespace — raw (<see cref="PmemDevice"/>) or sector
-    /// (<see cref="BttDevice"/>) — or a PMDK pmemblk pool file (<see cref="BttDevice"/>).
+    /// Opens the device on its own, shared with nobody (a command or test that needs one device);
+    /// disposing it releases everything it stacks on. Use a <see cref="DeviceSet"/> to share devices.
     /// </summary>
-    private static IBlockDevice OpenPmem(string path, PhysicalAddressSpace? space, bool readOnly)
-    {
-        if (BttDevice.IsPmdkPool(path)) return BttDevice.OpenPmemblk(path, space, readOnly: readOnly);
-        PmemNamespace ns = PmemNamespace.Open(path, space, readOnly);
-        try
-        {
-            return ns.Info.Mode == NamespaceMode.Sector ? BttDevice.OpenNamespace(ns) : new PmemDevice(ns);
-        }
-        catch
-        {
-            ns.Dispose();
-            throw;
-        }
-    }
+    public IBlockDevice Open(PhysicalAddressSpace? addressSpace = null, bool readOnly = false) =>
+        new DeviceSet(addressSpace, readOnly).Acquire(this).Device;
 
-    /// <inheritdoc/>
-    public override string ToString() => Kind switch
-    {
-        DeviceKind.Pmem => $"pmem:{Path}",
-        DeviceKind.File => Buffered ? $"file:{Path}{BufferedSuffix}" : $"file:{Path}",
-        DeviceKind.Ram => $"ram:{SizeParser.Format(Size)}",
-        _ => $"null:{SizeParser.Format(Size)}",
-    };
-}
+    /// <summary>Brackets an item that the grammar would otherwise split or strip.</summary>
+    public static string Quote(string item) => item.AsSpan().IndexOfAny(",[]") >= 0 || item.Length == 0 ? "[" + item + "]" : item;
 
-/// <summary>Sizes as people write them: 4096, 4k, 64M, 1G, 1T (binary units; an optional trailing B or iB).</summary>
-public static class SizeParser
-{
-    /// <summary>Parses a size.</summary>
-    /// <exception cref="FormatException">Not a size, or not positive.</exception>
-    public static long Parse(string text)
-    {
-        string t = text.Trim();
-        if (t.EndsWith("iB", StringComparison.OrdinalIgnoreCase)) t = t[..^2];
-        else if (t.EndsWith('B') || t.EndsWith('b')) t = t[..^1];
-        int shift = 0;
-        if (t.Length > 0)
-        {
-            shift = char.ToLowerInvariant(t[^1]) switch { 'k' => 10, 'm' => 20, 'g' => 30, 't' => 40, _ => 0 };
-            if (shift != 0) t = t[..^1];
-        }
-        if (!long.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long n) || n <= 0)
-            throw new FormatException($"invalid size '{text}': expected a positive number with an optional k, M, G or T suffix");
-        if (n > long.MaxValue >> shift) throw new FormatException($"size '{text}' is too large");
-        return n << shift;
-    }
-
-    /// <summary>Formats a size with the largest exact binary unit.</summary>
-    public static string Format(long bytes)
-    {
-        foreach ((int shift, string unit) in new[] { (40, "T"), (30, "G"), (20, "M"), (10, "k") })
-            if (bytes >= 1L << shift && (bytes & ((1L << shift) - 1)) == 0) return $"{bytes >> shift}{unit}";
-        return bytes.ToString(System.Globalization.CultureInfo.InvariantCulture);
-    }
+    /// <summary>The spec in canonical form (<see cref="Key"/>).</summary>
+    public override string ToString() => Key;
 }

@@ -19,13 +19,16 @@ internal sealed class IoUringUnavailableException(string message, int errno) : I
 /// </remarks>
 internal sealed unsafe class IoUringRing : IDisposable
 {
+    // The ring fd and its three mappings (the CQ ring shares the SQ ring's with SINGLE_MMAP) are
+    // owned handles; every pointer below is derived from them once, here, and Enter uses the raw
+    // _fd. Nothing per I/O touches a handle. Safe because the engine disposes the ring only after
+    // its completion thread stopped and no request is in the kernel.
+    private readonly SafeFdHandle _ringFd;
     private readonly int _fd;
-    private nint _sqRing;
-    private readonly nuint _sqRingSize;
-    private nint _cqRing;
-    private readonly nuint _cqRingSize;
-    private nint _sqesMap;
-    private readonly nuint _sqesSize;
+    private readonly SafeMmapHandle? _sqRing;
+    private readonly SafeMmapHandle? _cqRing;
+    private readonly SafeMmapHandle? _sqesMap;
+    private int _disposed;
 
     private readonly uint* _sqHead;
     private readonly uint* _sqTail;
@@ -38,40 +41,39 @@ internal sealed unsafe class IoUringRing : IDisposable
     private readonly io_uring_cqe* _cqes;
     private readonly byte[] _supportedOps;
 
-    private IoUringRing(int fd, in io_uring_params p)
+    private IoUringRing(SafeFdHandle ringFd, in io_uring_params p)
     {
-        _fd = fd;
+        _ringFd = ringFd;
+        _fd = ringFd.Fd;
         SqEntries = p.sq_entries;
         CqEntries = p.cq_entries;
         Features = p.features;
         try
         {
-            _sqRingSize = p.sq_off.array + p.sq_entries * sizeof(uint);
-            _cqRingSize = p.cq_off.cqes + p.cq_entries * (uint)sizeof(io_uring_cqe);
+            nuint sqRingSize = p.sq_off.array + p.sq_entries * sizeof(uint);
+            nuint cqRingSize = p.cq_off.cqes + p.cq_entries * (uint)sizeof(io_uring_cqe);
             bool single = (p.features & IoUring.IORING_FEAT_SINGLE_MMAP) != 0;
-            if (single) _sqRingSize = _cqRingSize = Math.Max(_sqRingSize, _cqRingSize);
-            _sqRing = MapRing(_sqRingSize, IoUring.IORING_OFF_SQ_RING);
-            _cqRing = single ? _sqRing : MapRing(_cqRingSize, IoUring.IORING_OFF_CQ_RING);
-            _sqesSize = p.sq_entries * (nuint)sizeof(io_uring_sqe);
-            _sqesMap = MapRing(_sqesSize, IoUring.IORING_OFF_SQES);
+            if (single) sqRingSize = cqRingSize = Math.Max(sqRingSize, cqRingSize);
+            _sqRing = MapRing(sqRingSize, IoUring.IORING_OFF_SQ_RING);
+            _cqRing = single ? _sqRing : MapRing(cqRingSize, IoUring.IORING_OFF_CQ_RING);
+            _sqesMap = MapRing(p.sq_entries * (nuint)sizeof(io_uring_sqe), IoUring.IORING_OFF_SQES);
 
-            byte* sq = (byte*)_sqRing;
+            byte* sq = _sqRing.Address;
             _sqHead = (uint*)(sq + p.sq_off.head);
             _sqTail = (uint*)(sq + p.sq_off.tail);
             _sqMask = *(uint*)(sq + p.sq_off.ring_mask);
             _sqArray = (uint*)(sq + p.sq_off.array);
-            _sqes = (io_uring_sqe*)_sqesMap;
-            byte* cq = (byte*)_cqRing;
+            _sqes = (io_uring_sqe*)_sqesMap.Address;
+            byte* cq = _cqRing.Address;
             _cqHead = (uint*)(cq + p.cq_off.head);
             _cqTail = (uint*)(cq + p.cq_off.tail);
             _cqMask = *(uint*)(cq + p.cq_off.ring_mask);
             _cqes = (io_uring_cqe*)(cq + p.cq_off.cqes);
-            _supportedOps = Probe(fd);
+            _supportedOps = Probe(_fd);
         }
         catch
         {
-            Unmap();
-            _ = Libc.close(fd);
+            Release();
             throw;
         }
     }
@@ -82,8 +84,6 @@ internal sealed unsafe class IoUringRing : IDisposable
     public uint CqEntries { get; }
     /// <summary>IORING_FEAT_* bits the kernel reported.</summary>
     public uint Features { get; }
-    /// <summary>The ring's file descriptor.</summary>
-    public int Fd => _fd;
 
     /// <summary>
     /// Sets up a ring of at least <paramref name="entries"/> SQEs and twice as many CQEs, maps it,
@@ -95,8 +95,9 @@ internal sealed unsafe class IoUringRing : IDisposable
         io_uring_params p = default;
         p.flags = IoUring.IORING_SETUP_CQSIZE | IoUring.IORING_SETUP_CLAMP;
         p.cq_entries = entries * 2;
-        int fd = IoUring.io_uring_setup(entries, &p);
-        if (fd < 0)
+        var fd = new SafeFdHandle();
+        fd.Own(IoUring.io_uring_setup(entries, &p));
+        if (fd.IsInvalid)
         {
             int errno = Libc.Errno;
             throw new IoUringUnavailableException($"io_uring_setup failed: {Libc.StrError(errno)} (errno {errno}){DisabledNote()}", errno);
@@ -105,7 +106,7 @@ internal sealed unsafe class IoUringRing : IDisposable
         // so it cannot fill, but a kernel without NODROP predates the ops we need anyway.
         if ((p.features & IoUring.IORING_FEAT_NODROP) == 0)
         {
-            _ = Libc.close(fd);
+            fd.Dispose();
             throw new IoUringUnavailableException($"io_uring lacks IORING_FEAT_NODROP (kernel older than 5.5; features 0x{p.features:x})", Libc.EOPNOTSUPP);
         }
         var ring = new IoUringRing(fd, p);
@@ -185,23 +186,23 @@ internal sealed unsafe class IoUringRing : IDisposable
     /// <summary>Unmaps the rings and closes the ring fd. No request may be in flight.</summary>
     public void Dispose()
     {
-        if (_sqRing == 0) return;
-        Unmap();
-        _ = Libc.close(_fd);
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Release();
     }
 
-    private void Unmap()
+    /// <summary>Unmaps whatever was mapped, then closes the ring fd (the kernel frees the ring with its last reference).</summary>
+    private void Release()
     {
-        if (_sqesMap != 0) { _ = Libc.munmap(_sqesMap, _sqesSize); _sqesMap = 0; }
-        if (_cqRing != 0 && _cqRing != _sqRing) _ = Libc.munmap(_cqRing, _cqRingSize);
-        _cqRing = 0;
-        if (_sqRing != 0) { _ = Libc.munmap(_sqRing, _sqRingSize); _sqRing = 0; }
+        _sqesMap?.Dispose();
+        _cqRing?.Dispose(); // the same handle as _sqRing with SINGLE_MMAP: disposing twice is a no-op
+        _sqRing?.Dispose();
+        _ringFd.Dispose();
     }
 
-    private nint MapRing(nuint size, long offset)
+    private SafeMmapHandle MapRing(nuint size, long offset)
     {
-        nint p = Libc.mmap(0, size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_POPULATE, _fd, offset);
-        if (p == Libc.MAP_FAILED)
+        SafeMmapHandle? p = SafeMmapHandle.TryMap(size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_POPULATE, _fd, offset);
+        if (p is null)
         {
             int errno = Libc.Errno;
             throw new IoUringUnavailableException($"mmap of io_uring ring (offset 0x{offset:x}) failed: {Libc.StrError(errno)} (errno {errno})", errno);

@@ -43,8 +43,12 @@ internal static unsafe partial class Libc
     public const uint STATX_SIZE = 0x200;
     public const uint STATX_DIOALIGN = 0x2000;
     public const int S_IFMT = 0xF000;
+    public const int S_IFSOCK = 0xC000;
     public const int S_IFREG = 0x8000;
     public const int S_IFBLK = 0x6000;
+    public const int S_IFDIR = 0x4000;
+    public const int S_IFCHR = 0x2000;
+    public const int S_IFIFO = 0x1000;
 
     // <errno.h> additions
     public const int EPERM = 1;

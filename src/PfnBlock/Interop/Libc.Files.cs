@@ -10,8 +10,6 @@ internal static unsafe partial class Libc
     // <linux/stat.h>, <fcntl.h>
     public const uint STATX_INO = 0x100;
     public const int AT_SYMLINK_NOFOLLOW = 0x100;
-    public const int S_IFDIR = 0x4000;
-    public const int S_IFSOCK = 0xC000;
 
     // <sys/socket.h>
     public const int AF_UNIX = 1;

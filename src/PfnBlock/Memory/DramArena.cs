@@ -8,14 +8,14 @@ namespace PfnBlock.Memory;
 /// </summary>
 public sealed unsafe class DramArena : MemoryRegion
 {
-    private nint _mapping;
-    private readonly nuint _length;
+    // The arena is registered in its address space until disposed, so the mapping stays alive as
+    // long as any pfn of it can be kmapped; the hot path uses BaseAddress, never the handle.
+    private readonly SafeMmapHandle _mapping;
 
-    private DramArena(string name, long frames, byte* address, IPageDescriptorMap? descriptors)
-        : base(name, RegionKind.Dram, frames, address, PfnFlags.None, descriptors)
+    private DramArena(string name, long frames, SafeMmapHandle mapping, IPageDescriptorMap? descriptors)
+        : base(name, RegionKind.Dram, frames, mapping.Address, PfnFlags.None, descriptors)
     {
-        _mapping = (nint)address;
-        _length = (nuint)(frames << Pfn.PageShift);
+        _mapping = mapping;
         Allocator = new FrameAllocator(this);
     }
 
@@ -32,20 +32,28 @@ public sealed unsafe class DramArena : MemoryRegion
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bytes);
         long frames = (bytes + Pfn.PageSize - 1) >> Pfn.PageShift;
         nuint length = (nuint)(frames << Pfn.PageShift);
-        nint p = Libc.mmap(0, length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
-        if (p == Libc.MAP_FAILED) Libc.ThrowErrno("mmap(anonymous)", name);
-        // Huge pages cut TLB misses on large I/O buffers; a refusal only costs speed.
-        _ = Libc.madvise(p, length, Libc.MADV_HUGEPAGE);
-        var arena = new DramArena(name, frames, (byte*)p, DescriptorMaps.Create(descriptors, frames));
-        (space ?? PhysicalAddressSpace.Shared).Add(arena);
-        return arena;
+        SafeMmapHandle mapping = SafeMmapHandle.TryMap(length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0)
+            ?? throw Libc.ErrnoException(Libc.Errno, "mmap(anonymous)", name);
+        try
+        {
+            // Huge pages cut TLB misses on large I/O buffers; a refusal only costs speed.
+            _ = Libc.madvise((nint)mapping.Address, length, Libc.MADV_HUGEPAGE);
+            var arena = new DramArena(name, frames, mapping, DescriptorMaps.Create(descriptors, frames));
+            (space ?? PhysicalAddressSpace.Shared).Add(arena);
+            return arena;
+        }
+        catch
+        {
+            mapping.Dispose();
+            throw;
+        }
     }
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
         base.Dispose(disposing);
-        if (_mapping != 0) { _ = Libc.munmap(_mapping, _length); _mapping = 0; }
+        _mapping.Dispose();
     }
 }
 

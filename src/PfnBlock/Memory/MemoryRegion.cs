@@ -36,7 +36,7 @@ public abstract unsafe class MemoryRegion : IDisposable
 
     /// <summary>A human-readable name ("dram0", a namespace path).</summary>
     public string Name { get; }
-    /// <summary>The kind of memory.</summary>
+    /// <summary>DRAM, pmem or device-only memory; with the descriptor map it fixes the flags of the region's pfns.</summary>
     public RegionKind Kind { get; }
     /// <summary>Number of 4 KiB frames.</summary>
     public long FrameCount { get; }
@@ -48,7 +48,7 @@ public abstract unsafe class MemoryRegion : IDisposable
     public bool IsCpuAddressable => BaseAddress != null;
     /// <summary>Flags every pfn of this region carries; fixed for the region's life.</summary>
     public PfnFlags Flags { get; }
-    /// <summary>The page-descriptor map of this region.</summary>
+    /// <summary>Where the region's page descriptors live, if anywhere (a no-op map when it has none); the I/O path never consults it.</summary>
     public IPageDescriptorMap Descriptors => _descriptors;
     /// <summary>The first frame number, once registered; 0 before.</summary>
     public ulong BaseFrame { get; internal set; }

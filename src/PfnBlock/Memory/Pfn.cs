@@ -69,7 +69,7 @@ public readonly struct Pfn : IEquatable<Pfn>
         get => _value & ~FlagsMask;
     }
 
-    /// <summary>The type flags.</summary>
+    /// <summary>The PFN_* type flags in the top 12 bits, fixed by the region at registration: hints for consumers, never trusted for safety (every access goes through the section table).</summary>
     public PfnFlags Flags => (PfnFlags)(_value & FlagsMask);
 
     /// <summary>The physical address of the frame's first byte (<c>pfn_t_to_phys</c>).</summary>

@@ -15,9 +15,11 @@ public sealed class InvalidNamespaceException(string message) : IOException(mess
 /// </summary>
 internal sealed class NamespaceFile : IDisposable
 {
-    private int _fd;
+    // Closing the descriptor is what releases the claim, so the handle lives exactly as long as
+    // this object; callers use the raw Fd only while they hold the NamespaceFile.
+    private readonly SafeFdHandle _fd;
 
-    private NamespaceFile(string path, int fd, long size)
+    private NamespaceFile(string path, SafeFdHandle fd, long size)
     {
         Path = path;
         _fd = fd;
@@ -25,7 +27,7 @@ internal sealed class NamespaceFile : IDisposable
     }
 
     public string Path { get; }
-    public int Fd => _fd;
+    public int Fd => _fd.Fd;
     public long Size { get; }
     public bool IsDeviceDax => Path.StartsWith("/dev/dax", StringComparison.Ordinal);
 
@@ -38,37 +40,49 @@ internal sealed class NamespaceFile : IDisposable
     private static NamespaceFile Open(string path, bool create, bool writable, bool claim)
     {
         int flags = (writable ? Libc.O_RDWR : Libc.O_RDONLY) | Libc.O_CLOEXEC | (create ? Libc.O_CREAT : 0);
-        int fd = Libc.open(path, flags, 0x1B0 /* 0660 */);
-        if (fd < 0)
+        SafeFdHandle fd = SafeFdHandle.Open(path, flags, 0x1B0 /* 0660 */);
+        if (fd.IsInvalid)
         {
             int errno = Libc.Errno;
             if (errno == Libc.ENOENT) throw Missing(path, create);
             if (errno == Libc.EISDIR) throw IsDirectory(path);
             throw Libc.ErrnoException(errno, "open", path);
         }
-        if (FileType(fd, path) == Libc.S_IFDIR)
+        try
         {
-            _ = Libc.close(fd);
-            throw IsDirectory(path);
+            if (FileType(fd.Fd, path) == Libc.S_IFDIR) throw IsDirectory(path);
+            if (claim && !Claim(fd.Fd, writable))
+            {
+                int errno = Libc.Errno;
+                if (errno == Libc.EWOULDBLOCK)
+                    throw new NamespaceInUseException(writable
+                        ? $"'{path}' is in use by another process (exclusive claim held)"
+                        : $"'{path}' is in use for writing by another process (exclusive claim held)");
+                throw Libc.ErrnoException(errno, "flock", path);
+            }
+            return new NamespaceFile(path, fd, DeviceSize(path, fd.Fd));
         }
-        if (claim && Libc.flock(fd, (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) != 0)
-        {
-            int errno = Libc.Errno;
-            _ = Libc.close(fd);
-            if (errno == Libc.EWOULDBLOCK)
-                throw new NamespaceInUseException(writable
-                    ? $"'{path}' is in use by another process (exclusive claim held)"
-                    : $"'{path}' is in use for writing by another process (exclusive claim held)");
-            throw Libc.ErrnoException(errno, "flock", path);
-        }
-        long size;
-        try { size = DeviceSize(path, fd); }
         catch
         {
-            _ = Libc.close(fd);
+            fd.Dispose();
             throw;
         }
-        return new NamespaceFile(path, fd, size);
+    }
+
+    /// <summary>
+    /// Takes the claim, retrying for a short while: a process that forks while it has a namespace
+    /// open (any .NET process starting a child) shares the claim with the child until the child
+    /// execs, so a claim released a moment ago can still look held for a few milliseconds.
+    /// </summary>
+    private static bool Claim(int fd, bool writable)
+    {
+        int op = (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB;
+        for (int attempt = 0; ; attempt++)
+        {
+            if (Libc.flock(fd, op) == 0) return true;
+            if (Libc.Errno != Libc.EWOULDBLOCK || attempt == 20) return false;
+            Thread.Sleep(5);
+        }
     }
 
     /// <summary>ENOENT names what is missing: the file, or (when creating) its directory.</summary>
@@ -107,29 +121,25 @@ internal sealed class NamespaceFile : IDisposable
     }
 
     /// <summary>True when the descriptor names a regular file (not a block or character device).</summary>
-    public bool IsRegularFile => FileType(_fd, Path) == Libc.S_IFREG;
+    public bool IsRegularFile => FileType(Fd, Path) == Libc.S_IFREG;
 
     /// <summary>Sets the file's size and reserves its blocks (regular files only).</summary>
     public void Resize(long size)
     {
-        if (Libc.ftruncate(_fd, size) != 0) Libc.ThrowErrno("ftruncate", Path);
+        if (Libc.ftruncate(Fd, size) != 0) Libc.ThrowErrno("ftruncate", Path);
         // Reserve the space now so a full filesystem fails here and not on a store through the mapping (SIGBUS).
-        if (Libc.fallocate(_fd, 0, 0, size) != 0 && Libc.Errno != Libc.EOPNOTSUPP) Libc.ThrowErrno("fallocate", Path);
+        if (Libc.fallocate(Fd, 0, 0, size) != 0 && Libc.Errno != Libc.EOPNOTSUPP) Libc.ThrowErrno("fallocate", Path);
     }
 
     public unsafe int ReadAt(Span<byte> buffer, long offset)
     {
         fixed (byte* p = buffer)
         {
-            nint n = Libc.pread(_fd, p, (nuint)buffer.Length, offset);
+            nint n = Libc.pread(Fd, p, (nuint)buffer.Length, offset);
             if (n < 0) Libc.ThrowErrno("pread", Path);
             return (int)n;
         }
     }
 
-    public void Dispose()
-    {
-        int fd = Interlocked.Exchange(ref _fd, -1);
-        if (fd >= 0) _ = Libc.close(fd);
-    }
+    public void Dispose() => _fd.Dispose();
 }

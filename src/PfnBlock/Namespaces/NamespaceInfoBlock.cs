@@ -55,38 +55,38 @@ public sealed record NamespaceInfoBlock
     public const ushort CurrentMajor = 1;
     /// <summary>The minor version this code writes.</summary>
     public const ushort CurrentMinor = 0;
-    /// <summary>The signature.</summary>
+    /// <summary>The first 16 bytes of a namespace ("PFNBLOCK_NSINFO" and a NUL); checked before the checksum, so a foreign file is told from a damaged namespace.</summary>
     public static ReadOnlySpan<byte> Signature => "PFNBLOCK_NSINFO\0"u8;
 
-    /// <summary>Namespace identity.</summary>
+    /// <summary>Namespace identity, random at creation; a sector namespace's BTT records it as its parent uuid.</summary>
     public Guid Uuid { get; init; }
-    /// <summary>Parent identity, or empty.</summary>
+    /// <summary>The device the namespace was carved from, or <see cref="Guid.Empty"/> (always empty so far).</summary>
     public Guid ParentUuid { get; init; }
-    /// <summary>Flags (bit 0: error).</summary>
+    /// <summary>Flag bits; bit 0 marks the namespace failed. Written as 0, and not acted on at open yet.</summary>
     public uint Flags { get; init; }
-    /// <summary>Format major version.</summary>
+    /// <summary>Format major version; readers refuse any but <see cref="CurrentMajor"/>.</summary>
     public ushort Major { get; init; } = CurrentMajor;
-    /// <summary>Format minor version.</summary>
+    /// <summary>Format minor version; readers accept any.</summary>
     public ushort Minor { get; init; } = CurrentMinor;
-    /// <summary>Namespace size in bytes.</summary>
+    /// <summary>Bytes the namespace spans, info blocks included, as created: the file may be larger, never smaller, and the backup info block sits at this size − 4096.</summary>
     public long NamespaceSize { get; init; }
-    /// <summary>Offset of the data area.</summary>
+    /// <summary>Byte offset of the data area from the namespace's start; a multiple of <see cref="Align"/>.</summary>
     public long DataOffset { get; init; }
-    /// <summary>Size of the data area.</summary>
+    /// <summary>Bytes of the data area, a multiple of 4096 that ends before the backup info block.</summary>
     public long DataSize { get; init; }
-    /// <summary>Alignment of the data area.</summary>
+    /// <summary>Alignment of the data area in bytes: a power of two of at least 4096 (4096 for sector namespaces, whose BTT starts at offset 4096).</summary>
     public uint Align { get; init; }
-    /// <summary>Mode.</summary>
+    /// <summary>Raw: the data area is read and written directly; sector: it holds a BTT that makes each sector write atomic.</summary>
     public NamespaceMode Mode { get; init; }
-    /// <summary>Logical block size exposed.</summary>
+    /// <summary>Logical block size of the namespace's device, 512 or 4096; in sector mode also the BTT's sector size.</summary>
     public uint SectorSize { get; init; }
-    /// <summary>Descriptor map kind.</summary>
+    /// <summary>The page-descriptor map built for the data area's frames each time the namespace is opened.</summary>
     public DescriptorMapKind MapKind { get; init; }
-    /// <summary>Offset of in-device descriptors.</summary>
+    /// <summary>Byte offset of descriptors stored in the device itself (<see cref="DescriptorMapKind.Device"/>), else 0.</summary>
     public long MapOffset { get; init; }
-    /// <summary>Bytes reserved for in-device descriptors.</summary>
+    /// <summary>Bytes reserved for descriptors stored in the device itself, else 0.</summary>
     public long MapSize { get; init; }
-    /// <summary>Human-readable name.</summary>
+    /// <summary>A label of at most 64 UTF-8 bytes, shown by <c>namespace info</c>; namespaces are found by path, never by name.</summary>
     public string Name { get; init; } = "";
 
     /// <summary>Offset of the backup copy for a namespace of <paramref name="namespaceSize"/> bytes.</summary>

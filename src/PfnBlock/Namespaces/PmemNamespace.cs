@@ -28,8 +28,14 @@ public sealed record NamespaceCreateOptions
 /// <summary>The region of a namespace's data area in the physical address space.</summary>
 public sealed unsafe class PmemRegion : MemoryRegion
 {
-    internal PmemRegion(string name, long frames, byte* address, IPageDescriptorMap descriptors)
-        : base(name, RegionKind.Pmem, frames, address, PfnFlags.None, descriptors) { }
+    // While the region is registered its pfns can be kmapped, so it keeps the namespace's mapping
+    // alive (unfinalized) even if the namespace object itself is dropped without Dispose.
+#pragma warning disable IDE0052 // held for its lifetime, never read
+    private readonly SafeMmapHandle _mapping;
+#pragma warning restore IDE0052
+
+    internal PmemRegion(string name, long frames, byte* address, IPageDescriptorMap descriptors, SafeMmapHandle mapping)
+        : base(name, RegionKind.Pmem, frames, address, PfnFlags.None, descriptors) => _mapping = mapping;
 }
 
 /// <summary>
@@ -40,20 +46,21 @@ public sealed unsafe class PmemRegion : MemoryRegion
 public sealed unsafe class PmemNamespace : IDisposable
 {
     private readonly NamespaceFile _file;
-    private nint _mapping;
-    private readonly nuint _mapLength;
+    // The whole namespace, info blocks included. DataAddress and the region's base are derived
+    // from it once; I/O never touches the handle, and Dispose unmaps only after the region is gone.
+    private readonly SafeMmapHandle _mapping;
+    private int _disposed;
 
-    private PmemNamespace(NamespaceFile file, nint mapping, NamespaceInfoBlock info, PersistenceMode mode, bool recoveredFromBackup, PhysicalAddressSpace space)
+    private PmemNamespace(NamespaceFile file, SafeMmapHandle mapping, NamespaceInfoBlock info, PersistenceMode mode, bool recoveredFromBackup, PhysicalAddressSpace space)
     {
         _file = file;
         _mapping = mapping;
-        _mapLength = (nuint)info.NamespaceSize;
         Info = info;
         Persistence = mode;
         RecoveredFromBackup = recoveredFromBackup;
-        DataAddress = (byte*)mapping + info.DataOffset;
+        DataAddress = mapping.Address + info.DataOffset;
         Region = new PmemRegion(file.Path, info.DataSize >> Pfn.PageShift, DataAddress,
-            DescriptorMaps.Create(info.MapKind, info.DataSize >> Pfn.PageShift));
+            DescriptorMaps.Create(info.MapKind, info.DataSize >> Pfn.PageShift), mapping);
         space.Add(Region);
     }
 
@@ -74,7 +81,7 @@ public sealed unsafe class PmemNamespace : IDisposable
     /// <summary>The data area's frames.</summary>
     public PmemRegion Region { get; }
     /// <summary>CPU address of the namespace's first byte (the info block).</summary>
-    public byte* BaseAddress => (byte*)_mapping;
+    public byte* BaseAddress => _mapping.Address;
 
     /// <summary>
     /// Formats <paramref name="path"/> as a namespace and opens it. Refuses to overwrite an existing
@@ -100,6 +107,7 @@ public sealed unsafe class PmemNamespace : IDisposable
 
         bool existed = File.Exists(path);
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: true);
+        SafeMmapHandle? map = null;
         try
         {
             if (!options.Force) RefuseToOverwrite(file);
@@ -121,8 +129,8 @@ public sealed unsafe class PmemNamespace : IDisposable
                 MapKind = options.MapKind,
                 Name = options.Name,
             };
-            (nint map, PersistenceMode mode) = Map(file, options.Size);
-            byte* p = (byte*)map;
+            (map, PersistenceMode mode) = Map(file, options.Size);
+            byte* p = map.Address;
             if (sector)
             {
                 // Lay out the BTT before the info blocks: a valid info block then implies a complete layout.
@@ -141,6 +149,7 @@ public sealed unsafe class PmemNamespace : IDisposable
         catch
         {
             // A failed create leaves no file of its own making behind (e.g. a huge sparse file after ENOSPC).
+            map?.Dispose();
             if (!existed) File.Delete(path);
             file.Dispose();
             throw;
@@ -161,53 +170,35 @@ public sealed unsafe class PmemNamespace : IDisposable
     public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null, bool readOnly = false)
     {
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable: !readOnly);
+        SafeMmapHandle? map = null;
         try
         {
             NamespaceInfoBlock info = ReadValidInfo(file, out bool fromBackup);
-            (nint map, PersistenceMode mode) = Map(file, info.NamespaceSize, writable: !readOnly, privateCopy: readOnly && info.Mode == NamespaceMode.Sector);
+            (map, PersistenceMode mode) = Map(file, info.NamespaceSize, writable: !readOnly, privateCopy: readOnly && info.Mode == NamespaceMode.Sector);
             if (fromBackup && !readOnly)
             {
                 // Repair the primary from the backup so the next open need not fall back.
-                info.Write(new Span<byte>((byte*)map, NamespaceInfoBlock.Size));
-                PersistMapped((byte*)map, NamespaceInfoBlock.Size, mode);
+                info.Write(new Span<byte>(map.Address, NamespaceInfoBlock.Size));
+                PersistMapped(map.Address, NamespaceInfoBlock.Size, mode);
             }
             return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared) { ReadOnly = readOnly };
         }
         catch
         {
+            map?.Dispose();
             file.Dispose();
             throw;
         }
     }
 
     /// <summary>Reads and validates the info block without claiming or mapping (works while another process has the namespace open).</summary>
-    public static NamespaceInfoBlock ReadInfo(string path, out bool fromBackup)
-    {
-        // Not FileStream: on Unix it takes a shared flock, which the holder's exclusive claim refuses.
-        using NamespaceFile file = NamespaceFile.OpenUnclaimed(path);
-        return ReadValidInfo(file, out fromBackup);
-    }
+    /// <exception cref="InvalidNamespaceException">The path is not a valid namespace; the message says what it is instead.</exception>
+    public static NamespaceInfoBlock ReadInfo(string path, out bool fromBackup) =>
+        NamespaceProbe.Probe(path).RequireNamespace(out fromBackup);
 
-    internal static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup)
-    {
-        if (file.IsDeviceDax) throw new NotSupportedException("opening device-DAX namespaces is not supported yet");
-        return ParseWithBackup(file.Path, file.Size, (block, offset) => file.ReadAt(block, offset), out fromBackup);
-    }
-
-    /// <summary>The primary info block if valid, else the backup (whose recorded size must match the device), else a clear error.</summary>
-    private static NamespaceInfoBlock ParseWithBackup(string path, long size, Action<byte[], long> readAt, out bool fromBackup)
-    {
-        if (size < 3 * NamespaceInfoBlock.Size) throw new InvalidNamespaceException($"'{path}' is too small to be a namespace ({size} bytes)");
-        byte[] block = new byte[NamespaceInfoBlock.Size];
-        readAt(block, 0);
-        if (NamespaceInfoBlock.TryParse(block, size, out NamespaceInfoBlock? info, out string? primaryError)) { fromBackup = false; return info!; }
-        bool primarySigned = NamespaceInfoBlock.HasSignature(block);
-        readAt(block, NamespaceInfoBlock.BackupOffset(size));
-        if (NamespaceInfoBlock.TryParse(block, size, out info, out string? backupError) && info!.NamespaceSize == size) { fromBackup = true; return info; }
-        if (!primarySigned && !NamespaceInfoBlock.HasSignature(block))
-            throw new InvalidNamespaceException($"'{path}' is not a PfnBlock namespace (no info block signature)");
-        throw new InvalidNamespaceException($"'{path}': corrupt namespace info block (primary: {primaryError}; backup: {backupError})");
-    }
+    /// <summary>The valid info block of an open file, as <see cref="NamespaceProbe"/> finds it; throws its message for anything else.</summary>
+    internal static NamespaceInfoBlock ReadValidInfo(NamespaceFile file, out bool fromBackup) =>
+        NamespaceProbe.Probe(file).RequireNamespace(out fromBackup);
 
     /// <summary>
     /// Deletes a namespace file, holding its exclusive claim while doing so. Refuses a file that
@@ -228,11 +219,15 @@ public sealed unsafe class PmemNamespace : IDisposable
     private static void RefuseToOverwrite(NamespaceFile file)
     {
         if (file.Size == 0) return;
-        byte[] head = new byte[NamespaceInfoBlock.Size];
-        _ = file.ReadAt(head, 0);
-        if (NamespaceInfoBlock.HasSignature(head))
-            throw new IOException($"'{file.Path}' is already a PfnBlock namespace; use --force to overwrite it");
-        throw new IOException($"'{file.Path}' already exists and holds {file.Size} bytes of other data; use --force to overwrite it");
+        NamespaceProbeResult probe = NamespaceProbe.Probe(file);
+        throw new IOException(probe.Kind switch
+        {
+            NamespaceKind.RawNamespace or NamespaceKind.SectorNamespace or NamespaceKind.CorruptNamespace =>
+                $"'{file.Path}' is already a PfnBlock namespace; use --force to overwrite it",
+            NamespaceKind.PmemblkPool or NamespaceKind.OtherPmdkPool =>
+                $"'{file.Path}' already holds a PMDK {probe.PmdkPoolType} pool; use --force to overwrite it",
+            _ => $"'{file.Path}' already exists and holds {file.Size} bytes of other data; use --force to overwrite it",
+        });
     }
 
     /// <summary>
@@ -240,24 +235,24 @@ public sealed unsafe class PmemNamespace : IDisposable
     /// filesystem offers it; read-only mappings never need it. <paramref name="privateCopy"/> (with a
     /// read-only file): a private copy-on-write mapping, whose stores never reach the file.
     /// </summary>
-    internal static (nint Map, PersistenceMode Mode) Map(NamespaceFile file, long size, bool writable = true, bool privateCopy = false)
+    internal static (SafeMmapHandle Map, PersistenceMode Mode) Map(NamespaceFile file, long size, bool writable = true, bool privateCopy = false)
     {
         if (!writable)
         {
-            nint ro = privateCopy
-                ? Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE, file.Fd, 0)
-                : Libc.mmap(0, (nuint)size, Libc.PROT_READ, Libc.MAP_SHARED, file.Fd, 0);
-            if (ro == Libc.MAP_FAILED) Libc.ThrowErrno("mmap", file.Path);
+            SafeMmapHandle ro = (privateCopy
+                ? SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE, file.Fd, 0)
+                : SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ, Libc.MAP_SHARED, file.Fd, 0))
+                ?? throw Libc.ErrnoException(Libc.Errno, "mmap", file.Path);
             return (ro, PersistenceMode.Msync);
         }
         // MAP_SYNC only exists for DAX mappings; elsewhere fall back to page-cache semantics and say so.
         // MAP_POPULATE builds the page tables now, so the first I/O to each page pays no fault.
-        nint p = Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED_VALIDATE | Libc.MAP_SYNC | Libc.MAP_POPULATE, file.Fd, 0);
-        if (p != Libc.MAP_FAILED) return (p, PersistenceMode.CpuCache);
+        SafeMmapHandle? p = SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED_VALIDATE | Libc.MAP_SYNC | Libc.MAP_POPULATE, file.Fd, 0);
+        if (p is not null) return (p, PersistenceMode.CpuCache);
         int errno = Libc.Errno;
         if (errno is not (Libc.EOPNOTSUPP or Libc.EINVAL)) throw Libc.ErrnoException(errno, "mmap(MAP_SYNC)", file.Path);
-        p = Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_POPULATE, file.Fd, 0);
-        if (p == Libc.MAP_FAILED) Libc.ThrowErrno("mmap", file.Path);
+        p = SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_POPULATE, file.Fd, 0)
+            ?? throw Libc.ErrnoException(Libc.Errno, "mmap", file.Path);
         return (p, PersistenceMode.Msync);
     }
 
@@ -277,7 +272,7 @@ public sealed unsafe class PmemNamespace : IDisposable
     public void Flush()
     {
         if (Persistence == PersistenceMode.CpuCache) { PersistentMemory.Drain(); return; }
-        if (Libc.msync(_mapping, _mapLength, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
+        if (Libc.msync((nint)_mapping.Address, _mapping.Length, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
     }
 
     /// <summary>A one-line description of the persistence path in force (like libpmem's <c>pmem_is_pmem</c>).</summary>
@@ -289,13 +284,12 @@ public sealed unsafe class PmemNamespace : IDisposable
 
     private static long AlignUp(long value, long align) => (value + align - 1) & ~(align - 1);
 
-    /// <summary>Unmaps, removes the region and releases the claim.</summary>
+    /// <summary>Removes the region, unmaps and releases the claim.</summary>
     public void Dispose()
     {
-        nint map = Interlocked.Exchange(ref _mapping, 0);
-        if (map == 0) return;
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         Region.Dispose();
-        _ = Libc.munmap(map, _mapLength);
+        _mapping.Dispose();
         _file.Dispose();
     }
 }

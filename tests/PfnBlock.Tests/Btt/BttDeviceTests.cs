@@ -7,6 +7,7 @@ using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
+using BlockTranslationTable = PfnBlock.Namespaces.Btt.Btt;
 
 namespace PfnBlock.Tests.Btt;
 
@@ -109,7 +110,8 @@ public sealed class BttDeviceTests : IDisposable
         FrameRun buf = _s.Frames(1);
         using (BttDevice dev = Open(path))
         {
-            Assert.Equal(BlockStatus.Ok, dev.Btt.SetError(9));
+            Assert.Equal(BttStatus.Ok, dev.Btt.SetError(9));
+            Assert.Equal(BttStatus.MediaError, ReadSector(dev.Btt, 9));
             Assert.Equal(BlockStatus.IoError, BttScratch.Io(dev, BioOp.Read, 9 * 4096, buf, 4096));
         }
         using (BttDevice dev = Open(path))
@@ -197,6 +199,9 @@ public sealed class BttDeviceTests : IDisposable
             Assert.Equal(BlockStatus.IoError, BttScratch.Io(dev, BioOp.Read, 5 * 4096, buf, 4096));
             Assert.Equal(BlockStatus.IoError, BttScratch.Io(dev, BioOp.Write, 5 * 4096, buf, 4096));
             Assert.Equal(BlockStatus.Ok, BttScratch.Io(dev, BioOp.Read, 6 * 4096, buf, 4096));
+            // The BTT says what it found; only the device turns it into EIO.
+            Assert.Equal(BttStatus.BadMapEntry, ReadSector(dev.Btt, 5));
+            Assert.Equal(BttStatus.OutOfRange, ReadSector(dev.Btt, dev.Btt.ExternalNlba));
         }
         BttCheckReport check = BttCheck.Run(path, repair: true);
         Assert.False(check.Consistent);
@@ -213,7 +218,7 @@ public sealed class BttDeviceTests : IDisposable
         using (BttDevice dev = Open(path))
         {
             SectorPattern.Fill(sector, 4, 1);
-            fixed (byte* p = sector) Assert.Equal(BlockStatus.Ok, dev.Btt.Write(4, p));
+            fixed (byte* p = sector) Assert.Equal(BttStatus.Ok, dev.Btt.Write(4, p));
             dev.Btt.StepHook = step => { if (step == BttWriteStep.FlogWritten) throw new CrashException(); };
             SectorPattern.Fill(sector, 4, 2);
             Assert.Throws<CrashException>(() => { fixed (byte* p = sector) dev.Btt.Write(4, p); });
@@ -224,7 +229,7 @@ public sealed class BttDeviceTests : IDisposable
         using (BttDevice dev = Open(path))
         {
             Assert.Equal(1, dev.Btt.RecoveredWrites);
-            fixed (byte* p = sector) Assert.Equal(BlockStatus.Ok, dev.Btt.Read(4, p));
+            fixed (byte* p = sector) Assert.Equal(BttStatus.Ok, dev.Btt.Read(4, p));
             Assert.Equal(2, SectorPattern.Decode(sector, 4));
         }
         Assert.DoesNotContain(BttCheck.Run(path, repair: false).Findings, f => f.Message.Contains("interrupted"));
@@ -244,5 +249,11 @@ public sealed class BttDeviceTests : IDisposable
         string path = _s.File("small");
         var e = Assert.Throws<ArgumentException>(() => PmemNamespace.Create(path, new NamespaceCreateOptions { Size = 8 << 20, Mode = NamespaceMode.Sector }));
         Assert.Contains("at least", e.Message);
+    }
+
+    private static unsafe BttStatus ReadSector(BlockTranslationTable btt, long lba)
+    {
+        byte[] sector = new byte[btt.LbaSize];
+        fixed (byte* p = sector) return btt.Read(lba, p);
     }
 }

@@ -1,5 +1,4 @@
 using CsCheck;
-using PfnBlock.Block;
 using PfnBlock.TestHelper;
 using PfnBlock.Namespaces.Btt;
 using BlockTranslationTable = PfnBlock.Namespaces.Btt.Btt;
@@ -51,15 +50,15 @@ public sealed unsafe class BttModelTests
             {
                 case 0:
                     SectorPattern.Fill(buf, lba, ++version);
-                    fixed (byte* p = buf) Assert.Equal(BlockStatus.Ok, btt.Write(lba, p));
+                    fixed (byte* p = buf) Assert.Equal(BttStatus.Ok, btt.Write(lba, p));
                     model[lba] = version;
                     break;
                 case 1:
-                    Assert.Equal(BlockStatus.Ok, btt.SetZero(lba));
+                    Assert.Equal(BttStatus.Ok, btt.SetZero(lba));
                     model[lba] = 0;
                     break;
                 case 2:
-                    Assert.Equal(BlockStatus.Ok, btt.SetError(lba));
+                    Assert.Equal(BttStatus.Ok, btt.SetError(lba));
                     model[lba] = -1;
                     break;
                 case 3:
@@ -93,10 +92,10 @@ public sealed unsafe class BttModelTests
         byte[] buf = new byte[lbaSize];
         foreach ((long lba, long expected) in model)
         {
-            BlockStatus status;
+            BttStatus status;
             fixed (byte* p = buf) status = btt.Read(lba, p);
-            if (expected < 0) { Assert.Equal(BlockStatus.IoError, status); continue; }
-            Assert.Equal(BlockStatus.Ok, status);
+            if (expected < 0) { Assert.Equal(BttStatus.MediaError, status); continue; }
+            Assert.Equal(BttStatus.Ok, status);
             Assert.Equal(expected, SectorPattern.Decode(buf, lba));
         }
     }

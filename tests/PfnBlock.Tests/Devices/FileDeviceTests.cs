@@ -463,11 +463,11 @@ public sealed unsafe class FileDeviceTests(ITestOutputHelper output)
     {
         using var file = TestFile.Create(TestFile.TmpfsDir, 1 << 20);
         DeviceSpec spec = DeviceSpec.Parse($"file:{file.Path},buffered");
-        Assert.Equal(DeviceKind.File, spec.Kind);
-        Assert.Equal(file.Path, spec.Path);
-        Assert.True(spec.Buffered);
+        Assert.Equal("file", spec.Type!.Name);
+        Assert.Equal(file.Path, spec.Arguments[0]);
+        Assert.True(spec.Has("buffered"));
         Assert.Equal($"file:{file.Path},buffered", spec.ToString());
-        Assert.False(DeviceSpec.Parse($"file:{file.Path}").Buffered);
+        Assert.False(DeviceSpec.Parse($"file:{file.Path}").Has("buffered"));
 
         using var arena = DramArena.Create(1 << 20);
         using IBlockDevice opened = spec.Open();
@@ -598,7 +598,7 @@ public sealed unsafe class FileDeviceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void FileDevice_CompletionCallback_SubmittingIntoFullQueue_GetsBusy_NotDeadlock()
+    public void FileDevice_CompletionCallback_SubmittingIntoFullQueue_IsRequeued_NotDeadlock()
     {
         using var file = TestFile.Create(TestFile.Ext4Dir, 1 << 20);
         using var arena = DramArena.Create(1 << 20);
@@ -618,7 +618,10 @@ public sealed unsafe class FileDeviceTests(ITestOutputHelper output)
         };
         dev.Submit(outer);
         Assert.True(done.Wait(TimeSpan.FromSeconds(10)));
-        Assert.Equal(BlockStatus.Busy, innerStatus);
+        // The engine answered Busy rather than block its own completion thread; the block layer
+        // requeued the bio and resubmitted it once a slot was free, so the submitter saw success.
+        Assert.Equal(BlockStatus.Ok, innerStatus);
+        Assert.True(dev.Stats.Snapshot().Requeues >= 1);
     }
 }
 

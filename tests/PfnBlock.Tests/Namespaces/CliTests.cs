@@ -95,7 +95,6 @@ public sealed class CliTests : IDisposable
         string dir = _scratch.NewPath("missing-dir");
         string path = Path.Combine(dir, "pmem0");
         AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "2M"), $"cannot create '{path}': directory '{dir}' does not exist", 1);
-        AssertOneLineError(Cli("namespace", "info", "--path", path), $"directory '{dir}' does not exist", 1);
         Assert.False(Directory.Exists(dir));
     }
 
@@ -125,6 +124,22 @@ public sealed class CliTests : IDisposable
         AssertOneLineError(Cli("namespace", "destroy", "--path", path), "not a PfnBlock namespace", 1);
         AssertOneLineError(Cli("namespace", "create", "--path", path, "--size", "2M"), "other data", 1);
         Assert.Equal(content, File.ReadAllBytes(path));
+    }
+
+    [Fact]
+    public void APmdkPoolOrADirectoryIsNamedAsSuch()
+    {
+        byte[] content = new byte[64 << 10];
+        "PMEMOBJ\0"u8.CopyTo(content);
+        string pool = _scratch.NewFile(content);
+        AssertOneLineError(Cli("namespace", "info", "--path", pool), "is a PMDK pmemobj pool", 1);
+        AssertOneLineError(Cli("check", "--path", pool), "is a PMDK pmemobj pool", 1);
+        AssertOneLineError(Cli("namespace", "create", "--path", pool, "--size", "2M"), "already holds a PMDK pmemobj pool", 1);
+        Assert.Equal(content, File.ReadAllBytes(pool));
+        string dir = _scratch.NewPath("dir");
+        Directory.CreateDirectory(dir);
+        try { AssertOneLineError(Cli("check", "--path", dir), "is a directory", 1); }
+        finally { Directory.Delete(dir); }
     }
 
     [Fact]

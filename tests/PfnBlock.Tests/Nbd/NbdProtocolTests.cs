@@ -222,6 +222,7 @@ public sealed class NbdProtocolTests
         public DeviceFeatures Features => inner.Features & ~DeviceFeatures.Synchronous;
         public DiskStats Stats => inner.Stats;
         public PhysicalAddressSpace AddressSpace => inner.AddressSpace;
+        public string Description => "delays every bio on the thread pool";
         public void Submit(Bio bio) => ThreadPool.UnsafeQueueUserWorkItem(_ =>
         {
             Thread.Sleep(Random.Shared.Next(3));

@@ -19,7 +19,7 @@ public sealed class NbdReadOnlyTests
         using (PmemNamespace ns = PmemNamespace.Create(raw, new NamespaceCreateOptions { Size = 8 << 20 }))
             pattern.CopyTo(new Span<byte>(ns.DataAddress, pattern.Length));
         PmemNamespace.Create(sector, new NamespaceCreateOptions { Size = 20 << 20, Mode = NamespaceMode.Sector, SectorSize = 4096 }).Dispose();
-        using (IBlockDevice _ = new DeviceSpec(DeviceKind.Pmem, sector, 0).Open()) { } // a BTT that has been opened once
+        using (IBlockDevice _ = DeviceSpec.Parse("pmem:" + DeviceSpec.Quote(sector)).Open()) { } // a BTT that has been opened once
         mount.MakeReadOnly();
         string roRaw = Path.Combine(mount.ReadOnly, "raw");
         string roSector = Path.Combine(mount.ReadOnly, "sector");
@@ -65,7 +65,7 @@ public sealed class NbdReadOnlyTests
         Assert.True(a.ReadOnly);
         Assert.Equal("r--s", MappingPermissions((nint)a.BaseAddress));
         Assert.Throws<NamespaceInUseException>(() => PmemNamespace.Open(path));
-        using IBlockDevice dev = new DeviceSpec(DeviceKind.Pmem, path, 0).Open(readOnly: true);
+        using IBlockDevice dev = DeviceSpec.Parse("pmem:" + DeviceSpec.Quote(path)).Open(readOnly: true);
         Assert.True((dev.Features & DeviceFeatures.ReadOnly) != 0);
         Bio bio = BioPool.Shared.Rent(BioOp.WriteZeroes, 0);
         bio.Iter.Size = 4096;

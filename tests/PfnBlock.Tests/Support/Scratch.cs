@@ -46,13 +46,29 @@ public sealed class Scratch : IDisposable
         return path;
     }
 
-    /// <summary>Deletes every path handed out.</summary>
+    /// <summary>A fresh empty directory under <paramref name="directory"/> (default <see cref="Directory"/>); deleted with its contents on dispose.</summary>
+    public string NewDirectory(string hint = "dir", string? directory = null)
+    {
+        string path = NewPath(hint, directory);
+        System.IO.Directory.CreateDirectory(path);
+        return path;
+    }
+
+    /// <summary>Deletes every path handed out (directories with their contents).</summary>
     public void Dispose()
     {
         lock (_paths)
         {
             foreach (string p in _paths)
-                try { File.Delete(p); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            {
+                try
+                {
+                    if (System.IO.Directory.Exists(p)) System.IO.Directory.Delete(p, recursive: true);
+                    else File.Delete(p);
+                }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
+            }
             _paths.Clear();
         }
     }

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using PfnBlock.Block;
-using PfnBlock.Interop;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
@@ -20,7 +19,7 @@ namespace PfnBlock.Devices.Btt;
 /// page-cache mapping: msync of data block, then flog line, then map entry); FLUSH msyncs the
 /// mapping. Under MAP_SYNC every write is durable when it completes and FLUSH is a fence.
 /// </remarks>
-public sealed unsafe class BttDevice : BlockDevice
+public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
 {
     private readonly BlockTranslationTable _btt;
     private readonly IDisposable _owner;
@@ -46,7 +45,46 @@ public sealed unsafe class BttDevice : BlockDevice
         _limits = DeviceLimits.Memory(_lbaSize) with { PhysicalBlockSize = _lbaSize };
     }
 
-    /// <summary>The translation table.</summary>
+    /// <inheritdoc/>
+    public static DeviceType Type { get; } = new()
+    {
+        Name = "sector",
+        Summary = "a sector-mode namespace (namespace create --mode sector) or a PMDK pmemblk pool, through its BTT: every block is written atomically",
+        Arguments = [new("PATH", ArgumentKind.Path, "the namespace or pool file")],
+        Open = (spec, ctx) => OpenPath(spec.Arguments[0], ctx.AddressSpace, ctx.ReadOnly),
+        Samples = [new("512-byte blocks", s => Sample(s, 512)), new("4096-byte blocks", s => Sample(s, 4096))],
+    };
+
+    private static string Sample(SampleContext s, uint lbaSize)
+    {
+        string path = s.NewPath($"sector{lbaSize}");
+        PmemNamespace.Create(path, new NamespaceCreateOptions { Size = 20 << 20, Mode = NamespaceMode.Sector, SectorSize = lbaSize }).Dispose();
+        return "sector:" + DeviceSpec.Quote(path);
+    }
+
+    /// <summary>Opens the BTT of the sector namespace or pmemblk pool at <paramref name="path"/>.</summary>
+    /// <param name="path">The sector namespace or pool file.</param>
+    /// <param name="space">The address space bio vectors are numbered in.</param>
+    /// <param name="readOnly">Open O_RDONLY with a shared claim and a private copy-on-write mapping; writes are refused.</param>
+    /// <exception cref="NotSupportedException">The path holds a raw namespace (no BTT).</exception>
+    public static BttDevice OpenPath(string path, PhysicalAddressSpace? space = null, bool readOnly = false)
+    {
+        NamespaceProbeResult probe = NamespaceProbe.Probe(path);
+        if (probe.Kind == NamespaceKind.PmemblkPool) return OpenPmemblk(path, space, readOnly: readOnly);
+        if (!probe.IsNamespace) throw probe.ToException("a sector namespace or PMDK pmemblk pool");
+        PmemNamespace ns = PmemNamespace.Open(path, space, readOnly);
+        try { return OpenNamespace(ns); }
+        catch
+        {
+            ns.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string Description => $"sector device {Name} ({Common.SizeParser.Format(CapacityBytes)}, {_lbaSize}-byte atomic blocks through a BTT)";
+
+    /// <summary>The BTT the device reads and writes through. Calls made on it directly bypass the block layer's validation and statistics (tools and tests use it, e.g. to set error flags).</summary>
     public BlockTranslationTable Btt => _btt;
 
     /// <inheritdoc/>
@@ -55,22 +93,6 @@ public sealed unsafe class BttDevice : BlockDevice
     public override DeviceLimits Limits => _limits;
     /// <inheritdoc/>
     public override DeviceFeatures Features => _features;
-
-    /// <summary>True when <paramref name="path"/> starts with a PMDK pool signature (pmemblk or another type).</summary>
-    public static bool IsPmdkPool(string path)
-    {
-        // Plain open + pread: a FileStream would take a flock that conflicts with another opener's claim.
-        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
-        if (fd < 0) return false;
-        try
-        {
-            byte* head = stackalloc byte[16];
-            nint n = Libc.pread(fd, head, 16, 0);
-            var span = new ReadOnlySpan<byte>(head, (int)Math.Max(n, 0));
-            return PmemblkPoolHeader.HasSignature(span) || PmemblkPoolHeader.ForeignPmdkType(span) is not null;
-        }
-        finally { _ = Libc.close(fd); }
-    }
 
     /// <summary>Opens the BTT of a sector namespace; the device owns the namespace.</summary>
     public static BttDevice OpenNamespace(PmemNamespace ns, int lanes = 0)
@@ -117,7 +139,7 @@ public sealed unsafe class BttDevice : BlockDevice
                 case BioOp.WriteZeroes:
                     long first = (bio.Sector << Bio.SectorShift) / _lbaSize;
                     long count = bio.Size / _lbaSize;
-                    for (long i = 0; i < count && status == BlockStatus.Ok; i++) status = _btt.SetZero(first + i, fua);
+                    for (long i = 0; i < count && status == BlockStatus.Ok; i++) status = ToBlockStatus(_btt.SetZero(first + i, fua));
                     break;
             }
         }
@@ -155,8 +177,8 @@ public sealed unsafe class BttDevice : BlockDevice
                     uint left = seg.Length - off;
                     if (filled == 0 && left >= lbs)
                     {
-                        BlockStatus s = write ? _btt.Write(lba, mem + off, fua) : _btt.Read(lba, mem + off);
-                        if (s != BlockStatus.Ok) return s;
+                        BttStatus s = write ? _btt.Write(lba, mem + off, fua) : _btt.Read(lba, mem + off);
+                        if (s != BttStatus.Ok) return ToBlockStatus(s);
                         lba++;
                         off += (uint)lbs;
                         continue;
@@ -170,8 +192,8 @@ public sealed unsafe class BttDevice : BlockDevice
                     {
                         if (filled == 0)
                         {
-                            BlockStatus s = _btt.Read(lba, bounce);
-                            if (s != BlockStatus.Ok) return s;
+                            BttStatus s = _btt.Read(lba, bounce);
+                            if (s != BttStatus.Ok) return ToBlockStatus(s);
                         }
                         Buffer.MemoryCopy(bounce + filled, mem + off, n, n);
                     }
@@ -181,8 +203,8 @@ public sealed unsafe class BttDevice : BlockDevice
                     {
                         if (write)
                         {
-                            BlockStatus s = _btt.Write(lba, bounce, fua);
-                            if (s != BlockStatus.Ok) return s;
+                            BttStatus s = _btt.Write(lba, bounce, fua);
+                            if (s != BttStatus.Ok) return ToBlockStatus(s);
                         }
                         lba++;
                         filled = 0;
@@ -196,6 +218,19 @@ public sealed unsafe class BttDevice : BlockDevice
             return BlockStatus.IoError;
         }
     }
+
+    /// <summary>
+    /// What a BTT outcome means to a bio. The edge has already checked bounds, so
+    /// <see cref="BttStatus.OutOfRange"/> only passes through; everything the media refuses
+    /// (an E-flagged sector, a damaged map entry, an arena in the error state) is EIO, as in the
+    /// kernel's btt.c.
+    /// </summary>
+    internal static BlockStatus ToBlockStatus(BttStatus status) => status switch
+    {
+        BttStatus.Ok => BlockStatus.Ok,
+        BttStatus.OutOfRange => BlockStatus.OutOfRange,
+        _ => BlockStatus.IoError,
+    };
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing) => _owner.Dispose();

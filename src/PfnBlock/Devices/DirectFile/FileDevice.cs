@@ -30,7 +30,7 @@ public sealed record FileDeviceOptions
     public bool Buffered { get; init; }
     /// <summary>Requests in flight at most (1..4096); a submitter beyond it waits for a slot.</summary>
     public int QueueDepth { get; init; } = DefaultQueueDepth;
-    /// <summary>The I/O engine.</summary>
+    /// <summary>Which engine to use: <see cref="FileEngineKind.Auto"/> picks io_uring, or the thread-pool engine on tmpfs or where io_uring is unavailable.</summary>
     public FileEngineKind Engine { get; init; } = FileEngineKind.Auto;
     /// <summary>Open read-only; writes, discards and write-zeroes are refused.</summary>
     public bool ReadOnly { get; init; }
@@ -55,7 +55,7 @@ public sealed record FileDeviceOptions
 /// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
 /// instead of deadlocking the thread that frees slots.</para>
 /// </remarks>
-public sealed class FileDevice : BlockDevice
+public sealed class FileDevice : BlockDevice, IRegisteredDevice
 {
     private const int MaxBytesPerBio = 1 << 20;
 
@@ -75,6 +75,49 @@ public sealed class FileDevice : BlockDevice
         _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
             | DeviceFeatures.WriteZeroes | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
     }
+
+    /// <inheritdoc/>
+    public static DeviceType Type { get; } = new()
+    {
+        Name = "file",
+        Summary = "a regular file or block device through O_DIRECT (io_uring, or worker threads where io_uring is unavailable or on tmpfs)",
+        Arguments = [new("PATH", ArgumentKind.Path, "the file or block device (never grown: its size is the capacity)")],
+        Options =
+        [
+            new("buffered", null, "go through the page cache instead of O_DIRECT (for filesystems that refuse O_DIRECT)"),
+            new("ro", null, "open read-only"),
+            new("qd", ArgumentKind.Number, $"requests in flight at most (1..4096, default {FileDeviceOptions.DefaultQueueDepth})", "N"),
+            new("engine", ArgumentKind.Text, "auto (default), io_uring or threads", "ENGINE"),
+        ],
+        Open = (spec, ctx) => Open(spec.Arguments[0], new FileDeviceOptions
+        {
+            Buffered = spec.Has("buffered"),
+            ReadOnly = spec.Has("ro") || ctx.ReadOnly,
+            QueueDepth = int.TryParse(spec.Option("qd"), out int qd) ? qd : FileDeviceOptions.DefaultQueueDepth,
+            Engine = spec.Option("engine", "auto") switch
+            {
+                "auto" => FileEngineKind.Auto,
+                "io_uring" => FileEngineKind.IoUring,
+                "threads" => FileEngineKind.ThreadPool,
+                var other => throw new FormatException($"file:{spec.Arguments[0]}: unknown engine '{other}' (auto, io_uring or threads)"),
+            },
+        }, ctx.AddressSpace),
+        Samples =
+        [
+            new("O_DIRECT on a disk filesystem", s => $"file:{DeviceSpec.Quote(SampleFile(s.DiskDirectory, "direct.img"))}"),
+            new("buffered on tmpfs", s => $"file:{DeviceSpec.Quote(SampleFile(s.Directory, "buffered.img"))},buffered"),
+        ],
+    };
+
+    private static string SampleFile(string directory, string name)
+    {
+        string path = System.IO.Path.Combine(directory, name);
+        using (FileStream f = File.Create(path)) f.SetLength(16 << 20);
+        return path;
+    }
+
+    /// <inheritdoc/>
+    public override string Description => $"file {Path} ({Common.SizeParser.Format(CapacityBytes)}); {EngineDescription}";
 
     /// <summary>The path opened.</summary>
     public string Path => Name;
@@ -120,8 +163,8 @@ public sealed class FileDevice : BlockDevice
         if (type != Libc.S_IFREG && type != Libc.S_IFBLK)
             throw new IOException($"file:{path}: not a regular file or block device");
         int flags = (options.ReadOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC | (direct ? Libc.O_DIRECT : 0);
-        int fd = Libc.open(path, flags, 0);
-        if (fd < 0)
+        SafeFdHandle fd = SafeFdHandle.Open(path, flags, 0);
+        if (fd.IsInvalid)
         {
             int errno = Libc.Errno;
             if (errno == Libc.EINVAL && direct) throw DirectUnsupported(path, "open(O_DIRECT)");
@@ -129,13 +172,13 @@ public sealed class FileDevice : BlockDevice
         }
         try
         {
-            if (Libc.statx(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_SIZE | Libc.STATX_DIOALIGN, &st) < 0)
+            if (Libc.statx(fd.Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_SIZE | Libc.STATX_DIOALIGN, &st) < 0)
                 Libc.ThrowErrno("statx", path);
             type = st.stx_mode & Libc.S_IFMT;
             if (type != Libc.S_IFREG && type != Libc.S_IFBLK)
                 throw new IOException($"file:{path}: not a regular file or block device");
             // lseek(END) is the size of a block device as well as of a file.
-            long size = Libc.lseek(fd, 0, Libc.SEEK_END);
+            long size = Libc.lseek(fd.Fd, 0, Libc.SEEK_END);
             if (size < 0) Libc.ThrowErrno("lseek", path);
 
             int lbs = Bio.SectorSize;
@@ -149,7 +192,7 @@ public sealed class FileDevice : BlockDevice
                         throw new IOException($"file:{path}: O_DIRECT needs {need}-byte alignment; only 512 and 4096 are supported");
                     if (need > (uint)lbs) lbs = Pfn.PageSize;
                 }
-                lbs = ProbeDirect(fd, path, size, lbs);
+                lbs = ProbeDirect(fd.Fd, path, size, lbs);
             }
             long capacity = size & ~(long)(lbs - 1);
             if (capacity == 0) throw new IOException($"file:{path}: {size} bytes is smaller than one {lbs}-byte block");
@@ -160,7 +203,7 @@ public sealed class FileDevice : BlockDevice
         }
         catch
         {
-            _ = Libc.close(fd);
+            fd.Dispose();
             throw;
         }
     }
@@ -171,7 +214,7 @@ public sealed class FileDevice : BlockDevice
     /// <summary>Completes every bio in flight (waiting for the kernel), then closes the file.</summary>
     protected override void Dispose(bool disposing) => _engine.Dispose();
 
-    private static FileIoEngine CreateEngine(int fd, string path, FileDeviceOptions options, PhysicalAddressSpace space, out FileEngineKind kind)
+    private static FileIoEngine CreateEngine(SafeFdHandle fd, string path, FileDeviceOptions options, PhysicalAddressSpace space, out FileEngineKind kind)
     {
         int slots = options.QueueDepth;
         string name = System.IO.Path.GetFileName(path);
@@ -180,7 +223,7 @@ public sealed class FileDevice : BlockDevice
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name, "selected explicitly");
         }
-        if (options.Engine == FileEngineKind.Auto && IsTmpfs(fd))
+        if (options.Engine == FileEngineKind.Auto && IsTmpfs(fd.Fd))
         {
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name,

@@ -22,7 +22,7 @@ internal enum FileStep : byte
     WriteZeros,
     /// <summary>fdatasync after the data (FUA on ops that cannot carry RWF_DSYNC).</summary>
     Postflush,
-    /// <summary>Finished.</summary>
+    /// <summary>No step left: <see cref="FileRequest.Status"/> is final and the bio completes.</summary>
     Done,
 }
 
@@ -80,11 +80,15 @@ internal abstract unsafe class FileIoEngine : IDisposable
     private byte* _zeros;
     private int _noZeroRange;
     private int _noPunch;
-    private int _fd;
+    // Owned; closed in ReleaseResources once no request is in flight. The I/O path uses the raw
+    // _fd taken here, so it pays no SafeHandle reference counting per call.
+    private readonly SafeFdHandle _fdHandle;
+    private readonly int _fd;
 
-    protected FileIoEngine(int fd, int slots, PhysicalAddressSpace space)
+    protected FileIoEngine(SafeFdHandle fd, int slots, PhysicalAddressSpace space)
     {
-        _fd = fd;
+        _fdHandle = fd;
+        _fd = fd.Fd;
         _space = space;
         Requests = new FileRequest[slots];
         _free = new int[slots];
@@ -295,7 +299,7 @@ internal abstract unsafe class FileIoEngine : IDisposable
             if (_released) return;
             _released = true;
             FreeNative();
-            if (_fd >= 0) { _ = Libc.close(_fd); _fd = -1; }
+            _fdHandle.Dispose();
         }
     }
 

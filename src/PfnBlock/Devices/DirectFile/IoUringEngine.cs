@@ -41,16 +41,20 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     private readonly IoUringRing _ring;
     private readonly Lock _sqLock = new();
     private readonly Thread _thread;
+    // Owned; closed in ReleaseResources after the completion thread has stopped. Wake and the
+    // completion loop use the raw _eventFd taken at setup.
+    private readonly SafeFdHandle _eventFdHandle;
     private readonly int _eventFd;
     private readonly ulong* _eventBuf;
     private int _sleeping;
     private bool _selfTeardown;
     private int _resourcesReleased;
 
-    private IoUringEngine(int fd, int slots, PhysicalAddressSpace space, IoUringRing ring, int eventFd, string name) : base(fd, slots, space)
+    private IoUringEngine(SafeFdHandle fd, int slots, PhysicalAddressSpace space, IoUringRing ring, SafeFdHandle eventFd, string name) : base(fd, slots, space)
     {
         _ring = ring;
-        _eventFd = eventFd;
+        _eventFdHandle = eventFd;
+        _eventFd = eventFd.Fd;
         _eventBuf = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
         _thread = new Thread(CompletionLoop) { IsBackground = true, Name = $"iou-cq {name}" };
         _thread.UnsafeStart();
@@ -58,23 +62,23 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
 
     /// <summary>Sets up a ring for <paramref name="slots"/> requests on <paramref name="fd"/>.</summary>
     /// <exception cref="IoUringUnavailableException">io_uring cannot be used; the message says why.</exception>
-    public static IoUringEngine Create(int fd, int slots, PhysicalAddressSpace space, string name)
+    public static IoUringEngine Create(SafeFdHandle fd, int slots, PhysicalAddressSpace space, string name)
     {
         IoUringRing ring = IoUringRing.Create((uint)slots, RequiredOps);
-        int efd = -1;
+        var efd = new SafeFdHandle();
         try
         {
             // Each slot has at most one SQE in the SQ and one CQE in the CQ, so neither can overflow.
             if (ring.SqEntries < (uint)slots || ring.CqEntries < (uint)slots)
                 throw new IoUringUnavailableException($"io_uring granted only {ring.SqEntries} SQ / {ring.CqEntries} CQ entries for {slots} slots", Libc.EINVAL);
-            efd = Libc.eventfd(0, Libc.EFD_CLOEXEC);
-            if (efd < 0) Libc.ThrowErrno("eventfd");
-            ring.RegisterEventFd(efd);
+            efd.Own(Libc.eventfd(0, Libc.EFD_CLOEXEC));
+            if (efd.IsInvalid) Libc.ThrowErrno("eventfd");
+            ring.RegisterEventFd(efd.Fd);
             return new IoUringEngine(fd, slots, space, ring, efd, name);
         }
         catch
         {
-            if (efd >= 0) _ = Libc.close(efd);
+            efd.Dispose();
             ring.Dispose();
             throw;
         }
@@ -220,7 +224,7 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
         if (Interlocked.Exchange(ref _resourcesReleased, 1) != 0) return;
         // No request is left in the kernel: every slot drained.
         _ring.Dispose();
-        _ = Libc.close(_eventFd);
+        _eventFdHandle.Dispose();
         NativeMemory.Free(_eventBuf);
         base.ReleaseResources();
     }

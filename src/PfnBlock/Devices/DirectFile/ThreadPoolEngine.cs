@@ -29,7 +29,7 @@ internal sealed unsafe class ThreadPoolEngine : FileIoEngine
     private int _idle;
     private bool _stop;
 
-    public ThreadPoolEngine(int fd, int slots, PhysicalAddressSpace space, string name, string reason) : base(fd, slots, space)
+    public ThreadPoolEngine(SafeFdHandle fd, int slots, PhysicalAddressSpace space, string name, string reason) : base(fd, slots, space)
     {
         _reason = reason;
         _queue = new int[slots];

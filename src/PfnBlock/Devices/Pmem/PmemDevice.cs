@@ -1,4 +1,6 @@
 using PfnBlock.Block;
+using PfnBlock.Common;
+using PfnBlock.Devices.Btt;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 
@@ -8,17 +10,22 @@ namespace PfnBlock.Devices.Pmem;
 /// The block device of a raw-mode namespace (the kernel's <c>drivers/nvdimm/pmem.c</c>): reads
 /// copy out of the mapping, writes copy in with non-temporal stores and a store fence
 /// (<c>memcpy_flushcache</c>), PREFLUSH runs before the data and FUA after it. Also offers direct
-/// access by pfn.
+/// access by pfn; ranges handed out are pinned, and a discard or write-zeroes of a pinned range
+/// answers Busy (requeued by the core) until the pins are gone, refusing new pins meanwhile.
 /// </summary>
-public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
+public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDevice
 {
+    /// <summary>How long disposing waits for direct-access pins to be released before unmapping anyway.</summary>
+    private static readonly TimeSpan s_pinDrainTimeout = TimeSpan.FromSeconds(30);
+
     private readonly PmemNamespace _ns;
     private readonly bool _ownsNamespace;
     private readonly DeviceLimits _limits;
     private readonly DeviceFeatures _features;
+    private readonly RangePinTable _pins = new();
 
     /// <summary>Creates the device over an open namespace.</summary>
-    /// <param name="ns">The namespace.</param>
+    /// <param name="ns">An open raw namespace; its data area becomes the device's sectors.</param>
     /// <param name="ownsNamespace">Dispose the namespace with the device.</param>
     public PmemDevice(PmemNamespace ns, bool ownsNamespace = true)
         : base(System.IO.Path.GetFileName(ns.Path), ns.DataAddress, ns.DataSize, ns.Region.AddressSpace)
@@ -34,17 +41,86 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
             | (ns.ReadOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
     }
 
-    /// <summary>Opens the namespace at <paramref name="path"/> and creates its device.</summary>
+    /// <inheritdoc/>
+    public static DeviceType Type { get; } = new()
+    {
+        Name = "pmem",
+        Summary = "a pmem namespace (pfnblock namespace create); a sector-mode namespace or a PMDK pmemblk pool opens through its BTT, as sector:PATH",
+        Arguments = [new("PATH", ArgumentKind.Path, "the namespace file or device")],
+        Open = (spec, ctx) => OpenPath(spec.Arguments[0], ctx.AddressSpace, ctx.ReadOnly),
+        Samples = [new("512-byte sectors", s => Sample(s, 512)), new("4096-byte sectors", s => Sample(s, 4096))],
+    };
+
+    private static string Sample(SampleContext s, uint sectorSize)
+    {
+        string path = s.NewPath($"pmem{sectorSize}");
+        PmemNamespace.Create(path, new NamespaceCreateOptions { Size = 16 << 20, SectorSize = sectorSize }).Dispose();
+        return "pmem:" + DeviceSpec.Quote(path);
+    }
+
+    /// <summary>Opens whatever namespace or pool is at <paramref name="path"/>: raw namespaces here, sector namespaces and pmemblk pools through <see cref="BttDevice"/>.</summary>
+    /// <param name="path">The namespace or pool file.</param>
+    /// <param name="space">The address space its frames are numbered in.</param>
+    /// <param name="readOnly">Open O_RDONLY with a shared claim; nothing is written to the file and the device refuses writes.</param>
+    public static IBlockDevice OpenPath(string path, PhysicalAddressSpace? space = null, bool readOnly = false)
+    {
+        NamespaceProbeResult probe = NamespaceProbe.Probe(path);
+        if (probe.Kind == NamespaceKind.PmemblkPool) return BttDevice.OpenPmemblk(path, space, readOnly: readOnly);
+        if (!probe.IsNamespace) throw probe.ToException("a PfnBlock namespace or PMDK pmemblk pool");
+        PmemNamespace ns = PmemNamespace.Open(path, space, readOnly);
+        try
+        {
+            return ns.Info.Mode == NamespaceMode.Sector ? BttDevice.OpenNamespace(ns) : new PmemDevice(ns);
+        }
+        catch
+        {
+            ns.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens the raw namespace at <paramref name="path"/> and creates its device.</summary>
     public static PmemDevice Open(string path, PhysicalAddressSpace? space = null) => new(PmemNamespace.Open(path, space));
 
     /// <summary>The namespace under the device.</summary>
     public PmemNamespace Namespace => _ns;
+
+    /// <summary>The pins of ranges handed out by <see cref="DirectAccess"/>.</summary>
+    public RangePinTable Pins => _pins;
 
     /// <inheritdoc/>
     public override DeviceLimits Limits => _limits;
 
     /// <inheritdoc/>
     public override DeviceFeatures Features => _features;
+
+    /// <inheritdoc/>
+    public override string Description => $"pmem namespace {_ns.Path} ({SizeParser.Format(CapacityBytes)}); {_ns.PersistenceDescription}";
+
+    /// <inheritdoc/>
+    protected override void SubmitCore(Bio bio)
+    {
+        if (bio.Op is BioOp.Discard or BioOp.WriteZeroes) SubmitZeroing(bio);
+        else base.SubmitCore(bio);
+    }
+
+    /// <summary>Zeroes a range nobody has pinned: fence it against new pins, wait (as Busy) for the old ones, then zero.</summary>
+    private void SubmitZeroing(Bio bio)
+    {
+        long first = bio.Sector >> (Pfn.PageShift - Bio.SectorShift);
+        long pages = ((bio.Sector << Bio.SectorShift) + bio.Size + Pfn.PageSize - 1 >> Pfn.PageShift) - first;
+        // A requeued bio comes back with the fence it put up, so a stream of new pins cannot starve it.
+        int fence = bio.DriverCookie != 0 ? (int)bio.DriverCookie - 1 : _pins.Fence(first, pages);
+        if (fence < 0 || _pins.IsPinned(first, pages))
+        {
+            bio.DriverCookie = fence + 1;
+            bio.Complete(BlockStatus.Busy);
+            return;
+        }
+        bio.DriverCookie = 0;
+        base.SubmitCore(bio);
+        _pins.Unfence(fence);
+    }
 
     /// <inheritdoc/>
     protected override void WriteData(byte* dst, byte* src, nuint length) => PersistentMemory.CopyNonTemporal(dst, src, length);
@@ -69,13 +145,15 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
     }
 
     /// <inheritdoc/>
-    public long DirectAccess(long pageOffset, long pages, out Pfn pfn, out byte* address)
+    public long DirectAccess(long pageOffset, long pages, out DaxRange range)
     {
+        range = default;
         long total = _ns.Region.FrameCount;
-        if (pageOffset < 0 || pageOffset >= total || pages <= 0) { pfn = default; address = null; return 0; }
-        pfn = _ns.Region.PfnAt(pageOffset);
-        address = _ns.DataAddress + (pageOffset << Pfn.PageShift);
-        return Math.Min(pages, total - pageOffset);
+        if (IsDisposed || pageOffset < 0 || pageOffset >= total || pages <= 0) return 0;
+        long n = Math.Min(Math.Min(pages, total - pageOffset), RangePinTable.MaxPages);
+        if (!_pins.TryPin(pageOffset, n, out int slot)) return 0;
+        range = new DaxRange(_ns.Region.PfnAt(pageOffset), _ns.DataAddress + (pageOffset << Pfn.PageShift), n, _pins, slot);
+        return n;
     }
 
     /// <inheritdoc/>
@@ -84,6 +162,8 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
+        // Unmapping under a pin would pull the memory from under a reply still being sent.
+        SpinWait.SpinUntil(() => !_pins.AnyPinned, s_pinDrainTimeout);
         if (_ownsNamespace) _ns.Dispose();
     }
 }

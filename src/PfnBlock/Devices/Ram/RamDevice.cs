@@ -1,4 +1,5 @@
 using PfnBlock.Block;
+using PfnBlock.Common;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Devices.Ram;
@@ -7,11 +8,22 @@ namespace PfnBlock.Devices.Ram;
 /// A RAM disk (the kernel's <c>brd</c>): its sectors are a DRAM arena registered in the address
 /// space. Volatile, so it advertises no write cache: flushes complete at once.
 /// </summary>
-public sealed unsafe class RamDevice : MemoryDevice
+public sealed unsafe class RamDevice : MemoryDevice, IRegisteredDevice
 {
     private readonly DramArena _arena;
 
     private RamDevice(string name, DramArena arena) : base(name, arena.BaseAddress, arena.Size, arena.AddressSpace) => _arena = arena;
+
+    /// <inheritdoc/>
+    public static DeviceType Type { get; } = new()
+    {
+        Name = "ram",
+        Summary = "a RAM disk (volatile: its data is gone when the process exits)",
+        Arguments = [new("SIZE", ArgumentKind.Size, "capacity, a multiple of 4k (e.g. 512M)")],
+        Options = [new("name", ArgumentKind.Text, "the disk's name; equal specs share one disk, so two disks of one size need two names", "NAME")],
+        Open = (spec, ctx) => Create(SizeParser.Parse(spec.Arguments[0]), ctx.AddressSpace, spec.Option("name") ?? "ram0"),
+        Samples = [new("16 MiB", _ => "ram:16M")],
+    };
 
     /// <summary>Creates a RAM disk of <paramref name="bytes"/> bytes (a multiple of 4096).</summary>
     public static RamDevice Create(long bytes, PhysicalAddressSpace? space = null, string name = "ram0")
@@ -29,6 +41,9 @@ public sealed unsafe class RamDevice : MemoryDevice
     /// <inheritdoc/>
     public override DeviceFeatures Features =>
         DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous;
+
+    /// <inheritdoc/>
+    public override string Description => $"RAM disk {Name} ({SizeParser.Format(CapacityBytes)}, volatile)";
 
     /// <inheritdoc/>
     protected override void WriteData(byte* dst, byte* src, nuint length) => Buffer.MemoryCopy(src, dst, length, length);

@@ -35,8 +35,8 @@ internal sealed unsafe partial class NbdConnection
     private NbdNegotiation? _negotiation;
     private NbdConnectionBuffers? _buffers;
     private NbdReplyWriter? _writer;
-    private NbdRequest[] _free = [];
-    private int _freeCount;
+    // The request slots: a bounded pool of bios whose per-I/O context is the request (front_pad).
+    private BioPool? _requests;
     private volatile bool _stopping;
     private int _phase; // PhaseHandshake, PhaseTransmission or PhaseEvicted
 
@@ -138,9 +138,13 @@ internal sealed unsafe partial class NbdConnection
         NbdExport export = _export!;
         _buffers = _server.RentBuffers(export.Device.AddressSpace);
         int slots = _buffers.Slots;
-        _free = new NbdRequest[slots];
-        for (int i = 0; i < slots; i++) _free[i] = new NbdRequest(this, i, _buffers.Header(i));
-        _freeCount = slots;
+        int made = 0;
+        _requests = new BioPool(new BioPoolOptions
+        {
+            Name = "nbd-requests",
+            Capacity = slots,
+            Context = bio => new NbdRequest(this, bio, made, _buffers.Header(made++)),
+        });
         int fd = (int)_socket.SafeHandle.DangerousGetHandle();
         _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle);
         export.WriteGate.Register(_writes);
@@ -225,17 +229,17 @@ internal sealed unsafe partial class NbdConnection
         IBlockDevice device = export.Device;
         long sector = (long)(offset >> Bio.SectorShift);
         BioFlags bioFlags = (flags & NbdCommandFlags.Fua) != 0 ? BioFlags.Fua : BioFlags.None;
-        Bio bio;
+        Bio bio = r.Bio;
         switch (command)
         {
             case NbdCommand.Read:
                 if (export.Dax is IDaxDevice dax && TryDirectRead(dax, r)) { Complete(r, NbdError.None); return; }
                 AcquireChunks(r);
-                bio = BioPool.Shared.Rent(BioOp.Read, sector);
+                bio.Init(BioOp.Read, sector);
                 AddChunkVecs(bio, r);
                 break;
             case NbdCommand.Write:
-                bio = BioPool.Shared.Rent(BioOp.Write, sector, bioFlags);
+                bio.Init(BioOp.Write, sector, bioFlags);
                 if (export.Synchronous)
                 {
                     // The device is done with the vectors before Submit returns: use the receive buffer in place.
@@ -249,13 +253,13 @@ internal sealed unsafe partial class NbdConnection
                 }
                 break;
             case NbdCommand.Flush:
-                bio = BioPool.Shared.Rent(BioOp.Flush, 0);
+                bio.Init(BioOp.Flush, 0);
                 break;
             case NbdCommand.Trim:
             case NbdCommand.WriteZeroes:
                 // Memory devices zero at memory bandwidth, so FAST_ZERO never needs to fail here.
                 if (command == NbdCommand.WriteZeroes && (flags & NbdCommandFlags.NoHole) != 0) bioFlags |= BioFlags.NoUnmap;
-                bio = BioPool.Shared.Rent(command == NbdCommand.Trim ? BioOp.Discard : BioOp.WriteZeroes, sector, bioFlags);
+                bio.Init(command == NbdCommand.Trim ? BioOp.Discard : BioOp.WriteZeroes, sector, bioFlags);
                 bio.Iter.Size = length;
                 break;
             default:
@@ -264,7 +268,6 @@ internal sealed unsafe partial class NbdConnection
                 return;
         }
         bio.EndIo = s_bioDone;
-        bio.Private = r;
         if (command != NbdCommand.Flush && bio.Op != BioOp.Read)
         {
             export.WriteGate.Enter(_writes); // waits while a read-modify-write runs on the export
@@ -273,12 +276,20 @@ internal sealed unsafe partial class NbdConnection
         device.Submit(bio);
     }
 
+    /// <summary>Points the reply at the device's own frames, pinned until the reply has left (<see cref="Recycle"/> unpins).</summary>
     private static bool TryDirectRead(IDaxDevice dax, NbdRequest r)
     {
         long firstPage = (long)(r.Offset >> Pfn.PageShift);
         long pages = (long)((r.Offset + r.Length - 1) >> Pfn.PageShift) - firstPage + 1;
-        if (dax.DirectAccess(firstPage, pages, out _, out byte* address) < pages) return false;
-        r.DirectData = address + (long)(r.Offset & (Pfn.PageSize - 1));
+        long got = dax.DirectAccess(firstPage, pages, out DaxRange range);
+        if (got < pages)
+        {
+            // Past a target boundary, or a discard of the range is pending: read through a bio instead.
+            if (got > 0) range.Unpin();
+            return false;
+        }
+        r.Pin = range;
+        r.DirectData = range.Address + (long)(r.Offset & (Pfn.PageSize - 1));
         return true;
     }
 
@@ -307,10 +318,8 @@ internal sealed unsafe partial class NbdConnection
 
     private static void OnBioDone(Bio bio)
     {
-        var r = (NbdRequest)bio.Private!;
-        NbdError error = NbdRequestValidator.FromBlockStatus(bio.Status, r.Command);
-        bio.Release();
-        r.Connection.Complete(r, error);
+        NbdRequest r = bio.ContextAs<NbdRequest>();
+        r.Connection.Complete(r, NbdRequestValidator.FromBlockStatus(bio.Status, r.Command));
     }
 
     /// <summary>Encodes, counts and queues the reply of <paramref name="r"/>.</summary>
@@ -331,8 +340,9 @@ internal sealed unsafe partial class NbdConnection
     {
         lock (_sync)
         {
-            while (_freeCount == 0) WaitForProgress();
-            return _free[--_freeCount];
+            Bio? bio;
+            while (!_requests!.TryRent(out bio)) WaitForProgress();
+            return bio.ContextAs<NbdRequest>();
         }
     }
 
@@ -358,8 +368,13 @@ internal sealed unsafe partial class NbdConnection
     {
         if (r.ChunkCount > 0) _buffers!.Return(r.Chunks.AsSpan(0, r.ChunkCount));
         r.ChunkCount = 0;
-        r.DirectData = null;
-        _free[_freeCount++] = r;
+        if (r.DirectData != null)
+        {
+            r.Pin.Unpin();
+            r.Pin = default;
+            r.DirectData = null;
+        }
+        r.Bio.Release();
     }
 
     /// <summary>Waits until every request in flight has completed and its reply was sent (or dropped).</summary>
@@ -368,7 +383,7 @@ internal sealed unsafe partial class NbdConnection
         lock (_sync)
         {
             _writer!.EndBatch();
-            while (_freeCount < _free.Length) WaitForProgress();
+            while (_requests is not null && _requests.Outstanding > 0) WaitForProgress();
         }
     }
 }

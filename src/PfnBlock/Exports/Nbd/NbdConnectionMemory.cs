@@ -80,7 +80,7 @@ internal sealed unsafe partial class NbdConnection
     private void WaitForChunks()
     {
         if (_writer!.HasQueued) _writer.Flush();
-        else if (_freeCount < _free.Length - 1) Monitor.Wait(_sync); // the caller's request holds one slot
+        else if (_requests!.Outstanding > 1) Monitor.Wait(_sync); // the caller's request holds one slot
         else
         {
             // Only the bytes of this batch stay; a window kept from an earlier large write goes back.

@@ -1,4 +1,5 @@
 using PfnBlock.Block;
+using PfnBlock.Common;
 
 namespace PfnBlock.Exports.Nbd;
 
@@ -19,7 +20,7 @@ public sealed class NbdExport
         Name = name;
         Device = device;
         ReadOnly = readOnly || (device.Features & DeviceFeatures.ReadOnly) != 0;
-        Description = description ?? $"{device.Name} ({Devices.SizeParser.Format(device.CapacityBytes)})";
+        Description = description ?? $"{device.Name} ({SizeParser.Format(device.CapacityBytes)})";
         Dax = (device.Features & DeviceFeatures.Dax) != 0 ? device as IDaxDevice : null;
         Synchronous = (device.Features & DeviceFeatures.Synchronous) != 0;
         MinBlockSize = Math.Max(1, device.Limits.LogicalBlockSize);
@@ -29,7 +30,7 @@ public sealed class NbdExport
     public string Name { get; }
     /// <summary>A description for people (INFO_DESCRIPTION, LIST).</summary>
     public string Description { get; }
-    /// <summary>The device.</summary>
+    /// <summary>The device behind the export; its features decide the transmission flags. Not owned: whoever created it disposes it.</summary>
     public IBlockDevice Device { get; }
     /// <summary>Writes are refused with EPERM.</summary>
     public bool ReadOnly { get; }

@@ -85,7 +85,7 @@ public enum NbdOption : uint
 /// <summary>Option reply types; errors have bit 31 set.</summary>
 public enum NbdReply : uint
 {
-    /// <summary>Done.</summary>
+    /// <summary>The option succeeded; after LIST or INFO/GO items, the last reply of the option.</summary>
     Ack = 1,
     /// <summary>An export description (LIST).</summary>
     Server = 2,
@@ -151,7 +151,7 @@ public enum NbdTransmissionFlags : ushort
 /// <summary>Transmission commands.</summary>
 public enum NbdCommand : ushort
 {
-    /// <summary>Read.</summary>
+    /// <summary>Read <c>length</c> bytes at <c>offset</c>; the reply carries them.</summary>
     Read = 0,
     /// <summary>Write (payload follows the header).</summary>
     Write = 1,
@@ -159,7 +159,7 @@ public enum NbdCommand : ushort
     Disc = 2,
     /// <summary>Make completed writes durable.</summary>
     Flush = 3,
-    /// <summary>Discard.</summary>
+    /// <summary>The client no longer needs the range (served as a discard bio).</summary>
     Trim = 4,
     /// <summary>Prefetch hint.</summary>
     Cache = 5,

@@ -10,14 +10,17 @@ namespace PfnBlock.Exports.Nbd;
 /// </summary>
 internal sealed unsafe class NbdRequest
 {
-    public NbdRequest(NbdConnection connection, int index, byte* header)
+    public NbdRequest(NbdConnection connection, PfnBlock.Block.Bio bio, int index, byte* header)
     {
         Connection = connection;
+        Bio = bio;
         Index = index;
         Header = header;
     }
 
     public NbdConnection Connection { get; }
+    /// <summary>The bio this request is the context of: it is the request's slot, and carries its I/O when there is one.</summary>
+    public PfnBlock.Block.Bio Bio { get; }
     public int Index { get; }
     /// <summary>Reply header room (<see cref="NbdConnectionBuffers.HeaderBytes"/> bytes).</summary>
     public byte* Header { get; }
@@ -32,6 +35,8 @@ internal sealed unsafe class NbdRequest
     public int HeaderLength;
     /// <summary>Reply data straight from the device's memory (direct access), or null.</summary>
     public byte* DirectData;
+    /// <summary>The pin that keeps <see cref="DirectData"/> valid until the reply has left.</summary>
+    public PfnBlock.Block.DaxRange Pin;
     /// <summary>Chunks of the connection's pool holding data for this request.</summary>
     public readonly int[] Chunks = new int[NbdProtocol.MaxPayload / NbdConnectionBuffers.ChunkBytes];
     public int ChunkCount;

@@ -75,7 +75,7 @@ public sealed partial class NbdServer : IDisposable
         long reserved = (long)Options.MaxConnections * NbdConnectionBuffers.ReceiveFloor;
         if (Options.MemoryBudget < reserved + NbdConnectionBuffers.MaxRequestMemory)
             throw new ArgumentException(
-                $"a memory budget of {Devices.SizeParser.Format(Options.MemoryBudget)} is too small for {Options.MaxConnections} connections: " +
+                $"a memory budget of {Common.SizeParser.Format(Options.MemoryBudget)} is too small for {Options.MaxConnections} connections: " +
                 $"it must be at least {(reserved + NbdConnectionBuffers.MaxRequestMemory) >> 20}M (1M per connection plus 64M for the largest request)");
         Budget = new NbdMemoryBudget(Options.MemoryBudget - reserved);
         if (Options.TlsRequired && Options.TlsCertificate is null)

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using PfnBlock.Block;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Namespaces.Btt;
@@ -85,11 +84,11 @@ public sealed unsafe class Btt
         _lanes = new Lanes(Math.Min(lanes, (int)BttInfoBlock.DefaultNfree));
     }
 
-    /// <summary>Exported sectors.</summary>
+    /// <summary>Sectors the BTT exports over all its arenas (for a fresh pool, what its layout will export); valid sector numbers are below it.</summary>
     public long ExternalNlba { get; }
-    /// <summary>Exported sector size.</summary>
+    /// <summary>Bytes per sector (<see cref="BttOptions.LbaSize"/>): every <see cref="Read"/> and <see cref="Write"/> moves exactly this many.</summary>
     public int LbaSize => _lbaSize;
-    /// <summary>Lanes (concurrent writers).</summary>
+    /// <summary>Writers that can be inside <see cref="Write"/> at once: min(nfree, <see cref="BttOptions.Lanes"/> or the processor count); more wait.</summary>
     public int LaneCount => _lanes.Count;
     /// <summary>Arenas (0 until laid out).</summary>
     public int ArenaCount => _arenas?.Length ?? 0;
@@ -99,9 +98,9 @@ public sealed unsafe class Btt
     public int RecoveredWrites { get; private set; }
     /// <summary>Things found at open that did not stop it (e.g. a primary info block restored from its backup).</summary>
     public IReadOnlyList<string> Warnings => _warnings;
-    /// <summary>The conventions in use.</summary>
+    /// <summary>Kernel or pmemblk conventions, fixed by <see cref="BttOptions.Flavor"/> at open.</summary>
     public BttFlavor Flavor => _options.Flavor;
-    /// <summary>The info block of each arena.</summary>
+    /// <summary>The info block in use for each arena (the backup where the primary is invalid); empty until laid out.</summary>
     public IReadOnlyList<BttInfoBlock> ArenaInfos => _arenas?.Select(a => a.Info).ToArray() ?? [];
 
     /// <summary>The smallest media a BTT fits in (one 16 MiB arena).</summary>
@@ -269,19 +268,19 @@ public sealed unsafe class Btt
     }
 
     /// <summary>Reads sector <paramref name="lba"/> into <paramref name="dst"/> (<see cref="LbaSize"/> bytes).</summary>
-    /// <returns><see cref="BlockStatus.IoError"/> for a sector in the error state or whose map entry points outside the arena.</returns>
-    public BlockStatus Read(long lba, byte* dst)
+    /// <returns><see cref="BttStatus.MediaError"/> for a sector in the error state, <see cref="BttStatus.BadMapEntry"/> for one whose map entry points outside the arena.</returns>
+    public BttStatus Read(long lba, byte* dst)
     {
-        if ((ulong)lba >= (ulong)ExternalNlba) return BlockStatus.OutOfRange;
+        if ((ulong)lba >= (ulong)ExternalNlba) return BttStatus.OutOfRange;
         Arena[]? arenas = Volatile.Read(ref _arenas);
-        if (arenas is null) { new Span<byte>(dst, _lbaSize).Clear(); return BlockStatus.Ok; }
+        if (arenas is null) { new Span<byte>(dst, _lbaSize).Clear(); return BttStatus.Ok; }
         Arena a = Locate(arenas, lba, out uint premap);
         uint raw = Volatile.Read(ref a.Map[premap]);
         var e = new MapEntry(raw);
-        if (e.IsError) return BlockStatus.IoError;
-        if (e.IsZero || e.IsInitial) { new Span<byte>(dst, _lbaSize).Clear(); return BlockStatus.Ok; }
+        if (e.IsError) return BttStatus.MediaError;
+        if (e.IsZero || e.IsInitial) { new Span<byte>(dst, _lbaSize).Clear(); return BttStatus.Ok; }
         uint block = raw & MapEntry.LbaMask;
-        if (block >= a.InternalNlba) return BlockStatus.IoError;
+        if (block >= a.InternalNlba) return BttStatus.BadMapEntry;
         // Publish, then re-read: if the map moved meanwhile, the block may already be a writer's free block.
         int slot = a.Rtt.Enter(block);
         try
@@ -292,28 +291,29 @@ public sealed unsafe class Btt
                 if (again == raw) break;
                 raw = again;
                 e = new MapEntry(raw);
-                if (e.IsError) return BlockStatus.IoError;
-                if (e.IsZero || e.IsInitial) { new Span<byte>(dst, _lbaSize).Clear(); return BlockStatus.Ok; }
+                if (e.IsError) return BttStatus.MediaError;
+                if (e.IsZero || e.IsInitial) { new Span<byte>(dst, _lbaSize).Clear(); return BttStatus.Ok; }
                 block = raw & MapEntry.LbaMask;
-                if (block >= a.InternalNlba) return BlockStatus.IoError;
+                if (block >= a.InternalNlba) return BttStatus.BadMapEntry;
                 a.Rtt.Update(slot, block);
             }
             Buffer.MemoryCopy(a.Block(block), dst, _lbaSize, _lbaSize);
-            return BlockStatus.Ok;
+            return BttStatus.Ok;
         }
         finally { a.Rtt.Exit(slot); }
     }
 
     /// <summary>Writes sector <paramref name="lba"/> atomically from <paramref name="src"/>.</summary>
-    /// <param name="lba">The sector.</param>
+    /// <param name="lba">Sector number, below <see cref="ExternalNlba"/>.</param>
     /// <param name="src"><see cref="LbaSize"/> bytes.</param>
     /// <param name="durable">FUA: on a page-cache mapping, msync each step so the write survives power loss when this returns.</param>
-    public BlockStatus Write(long lba, byte* src, bool durable = false)
+    /// <returns><see cref="BttStatus.ArenaInError"/> when the arena refuses writes, <see cref="BttStatus.BadMapEntry"/> when the sector's old map entry points outside the arena (nothing is changed then).</returns>
+    public BttStatus Write(long lba, byte* src, bool durable = false)
     {
-        if ((ulong)lba >= (ulong)ExternalNlba) return BlockStatus.OutOfRange;
+        if ((ulong)lba >= (ulong)ExternalNlba) return BttStatus.OutOfRange;
         Arena[] arenas = Volatile.Read(ref _arenas) ?? LayOut();
         Arena a = Locate(arenas, lba, out uint premap);
-        if (a.ReadOnly) return BlockStatus.IoError;
+        if (a.ReadOnly) return BttStatus.ArenaInError;
         int lane = _lanes.Acquire();
         try
         {
@@ -333,7 +333,7 @@ public sealed unsafe class Btt
                 uint oldRaw = Volatile.Read(ref a.Map[premap]);
                 var old = new MapEntry(oldRaw);
                 uint oldBlock = old.PostMap(premap);
-                if (oldBlock >= a.InternalNlba) return BlockStatus.IoError;
+                if (oldBlock >= a.InternalNlba) return BttStatus.BadMapEntry;
                 uint oldField, newField;
                 if (_options.Flavor == BttFlavor.Pmemblk)
                 {
@@ -360,39 +360,39 @@ public sealed unsafe class Btt
                 free.Seq = seq;
             }
             finally { mapLock.Exit(); }
-            return BlockStatus.Ok;
+            return BttStatus.Ok;
         }
         finally { _lanes.Release(lane); }
     }
 
     /// <summary>Makes sector <paramref name="lba"/> read as zeros (discard, write-zeroes): sets the map entry's Z flag.</summary>
-    public BlockStatus SetZero(long lba, bool durable = false) => SetFlag(lba, MapEntry.ZeroFlag, durable);
+    public BttStatus SetZero(long lba, bool durable = false) => SetFlag(lba, MapEntry.ZeroFlag, durable);
 
     /// <summary>Makes sector <paramref name="lba"/> fail reads until it is rewritten: sets the map entry's E flag.</summary>
-    public BlockStatus SetError(long lba, bool durable = false) => SetFlag(lba, MapEntry.ErrorFlag, durable);
+    public BttStatus SetError(long lba, bool durable = false) => SetFlag(lba, MapEntry.ErrorFlag, durable);
 
-    private BlockStatus SetFlag(long lba, uint flag, bool durable)
+    private BttStatus SetFlag(long lba, uint flag, bool durable)
     {
-        if ((ulong)lba >= (ulong)ExternalNlba) return BlockStatus.OutOfRange;
+        if ((ulong)lba >= (ulong)ExternalNlba) return BttStatus.OutOfRange;
         Arena[]? arenas = Volatile.Read(ref _arenas);
         if (arenas is null)
         {
-            if (flag == MapEntry.ZeroFlag) return BlockStatus.Ok; // everything reads as zeros already
+            if (flag == MapEntry.ZeroFlag) return BttStatus.Ok; // everything reads as zeros already
             arenas = LayOut();
         }
         Arena a = Locate(arenas, lba, out uint premap);
-        if (a.ReadOnly) return BlockStatus.IoError;
+        if (a.ReadOnly) return BttStatus.ArenaInError;
         Lock mapLock = a.MapLock(premap);
         mapLock.Enter();
         try
         {
             var old = new MapEntry(Volatile.Read(ref a.Map[premap]));
-            if (flag == MapEntry.ZeroFlag && (old.IsZero || old.IsInitial)) return BlockStatus.Ok;
+            if (flag == MapEntry.ZeroFlag && (old.IsZero || old.IsInitial)) return BttStatus.Ok;
             uint block = old.PostMap(premap);
-            if (block >= a.InternalNlba) return BlockStatus.IoError;
+            if (block >= a.InternalNlba) return BttStatus.BadMapEntry;
             Volatile.Write(ref a.Map[premap], block | flag);
             PersistMeta(&a.Map[premap], MapEntry.Size, durable);
-            return BlockStatus.Ok;
+            return BttStatus.Ok;
         }
         finally { mapLock.Exit(); }
     }

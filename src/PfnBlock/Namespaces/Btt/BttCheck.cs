@@ -1,3 +1,4 @@
+using PfnBlock.Interop;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Namespaces.Btt;
@@ -27,11 +28,11 @@ public sealed class BttCheckReport
     public required string Path { get; init; }
     /// <summary>What the file is ("sector namespace", "raw namespace", "pmemblk pool").</summary>
     public string Container { get; set; } = "";
-    /// <summary>Arenas found.</summary>
+    /// <summary>Arenas with a usable info block (primary or backup); 0 for a raw namespace or a pool not laid out yet.</summary>
     public int Arenas { get; set; }
-    /// <summary>Exported sectors.</summary>
+    /// <summary>Sectors those arenas export together.</summary>
     public long Sectors { get; set; }
-    /// <summary>Sector size.</summary>
+    /// <summary>Bytes per exported sector (the namespace's sector size or the pool's block size); 0 for a raw namespace.</summary>
     public uint SectorSize { get; set; }
     /// <summary>False for a raw namespace: it has no BTT, so only its info blocks were checked.</summary>
     public bool HasBtt { get; set; } = true;
@@ -68,22 +69,20 @@ public static unsafe class BttCheck
     /// <exception cref="InvalidNamespaceException">The file is neither a namespace nor a pmemblk pool, or its container header is unusable.</exception>
     public static BttCheckReport Run(string path, bool repair)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"no such file: '{path}'", path);
+        // By path first, so a FIFO or directory is refused before it is opened; then again under the claim.
+        RequireCheckable(NamespaceProbe.Probe(path));
         var report = new BttCheckReport { Path = path };
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable: repair);
         try
         {
-            byte[] head = new byte[Math.Min(PmemblkPoolHeader.DataOffset, file.Size)];
-            _ = file.ReadAt(head, 0);
-            if (PmemblkPoolHeader.ForeignPmdkType(head) is string other)
-                throw new InvalidNamespaceException($"'{path}' is a PMDK {other} pool, not a pmemblk pool; it has no BTT to check");
-            (nint map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable: repair);
+            NamespaceProbeResult probe = RequireCheckable(NamespaceProbe.Probe(file));
+            (SafeMmapHandle map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable: repair);
             try
             {
-                byte* baseAddress = (byte*)map;
+                byte* baseAddress = map.Address;
                 BttMedia media;
                 BttOptions options;
-                if (PmemblkPoolHeader.HasSignature(head))
+                if (probe.Kind == NamespaceKind.PmemblkPool)
                 {
                     if (!PmemblkPoolHeader.TryParse(new ReadOnlySpan<byte>(baseAddress, (int)Math.Min(file.Size, PmemblkPoolHeader.DataOffset)), out PmemblkPoolHeader? hdr, out string? error))
                         throw new InvalidNamespaceException($"'{path}': {error}");
@@ -94,7 +93,7 @@ public static unsafe class BttCheck
                 }
                 else
                 {
-                    NamespaceInfoBlock info = PmemNamespace.ReadValidInfo(file, out bool fromBackup);
+                    NamespaceInfoBlock info = probe.RequireNamespace(out bool fromBackup);
                     if (fromBackup)
                     {
                         if (repair)
@@ -109,7 +108,6 @@ public static unsafe class BttCheck
                     {
                         report.Container = "raw namespace";
                         report.HasBtt = false;
-                        report.SectorSize = info.SectorSize;
                         if (!fromBackup) CheckBackupInfo(baseAddress, file.Size, repair, mode, report);
                         report.Add(CheckSeverity.Info, $"raw namespace: {info.DataSize} bytes of data at offset {info.DataOffset}, no BTT (sector mode) and no other metadata to check");
                         return report;
@@ -122,7 +120,7 @@ public static unsafe class BttCheck
                 CheckBtt(media, options, repair, report);
                 return report;
             }
-            finally { _ = Interop.Libc.munmap(map, (nuint)file.Size); }
+            finally { map.Dispose(); }
         }
         finally { file.Dispose(); }
     }
@@ -144,6 +142,10 @@ public static unsafe class BttCheck
         report.Error($"backup namespace info block is invalid ({error}); the primary is valid",
             repair ? "backup namespace info block restored from the primary" : null);
     }
+
+    /// <summary>A namespace (raw ones are reported as having no BTT) or a pmemblk pool; anything else is refused with the probe's message.</summary>
+    private static NamespaceProbeResult RequireCheckable(NamespaceProbeResult probe) =>
+        probe.IsNamespace || probe.Kind == NamespaceKind.PmemblkPool ? probe : throw probe.ToException("a sector namespace or pmemblk pool");
 
     /// <summary>Checks a BTT on media already mapped (used by tests on in-memory media); never repairs.</summary>
     internal static BttCheckReport CheckMedia(BttMedia media, BttOptions options)

@@ -67,37 +67,37 @@ public sealed record BttInfoBlock
     /// <summary>The signature, NUL-padded to 16 bytes.</summary>
     public static ReadOnlySpan<byte> Signature => "BTT_ARENA_INFO\0\0"u8;
 
-    /// <summary>Identity of this BTT.</summary>
+    /// <summary>Identity of this BTT: random at layout time, the same in every arena.</summary>
     public Guid Uuid { get; init; }
     /// <summary>Identity of the container (namespace uuid or pool-set uuid).</summary>
     public Guid ParentUuid { get; init; }
-    /// <summary>Arena flags (bit 0: error).</summary>
+    /// <summary>Arena flags; bit 0 (IB_FLAG_ERROR) makes the arena refuse writes (<see cref="HasErrorFlag"/>).</summary>
     public uint Flags { get; init; }
-    /// <summary>Format major version.</summary>
+    /// <summary>Format major version: 1 (v1.1, the one written) or 2 (v2.0, accepted on read); pmemblk takes any major of at least 1.</summary>
     public ushort Major { get; init; } = 1;
-    /// <summary>Format minor version.</summary>
+    /// <summary>Format minor version; 1 for v1.1.</summary>
     public ushort Minor { get; init; } = 1;
-    /// <summary>Exported sector size.</summary>
+    /// <summary>Bytes per sector as users see them: the namespace's sector size or the pool's block size.</summary>
     public uint ExternalLbaSize { get; init; }
-    /// <summary>Exported sectors of this arena.</summary>
+    /// <summary>Sectors this arena exports, <see cref="InternalNlba"/> − <see cref="Nfree"/>; arenas serve consecutive sector ranges in media order.</summary>
     public uint ExternalNlba { get; init; }
-    /// <summary>Data block size.</summary>
+    /// <summary>Bytes per data block: <see cref="ExternalLbaSize"/> rounded up to 64 (kernel) or to 256 with a minimum of 512 (pmemblk).</summary>
     public uint InternalLbaSize { get; init; }
-    /// <summary>Data blocks of this arena.</summary>
+    /// <summary>Data blocks in the arena, one per exported sector plus <see cref="Nfree"/> free ones; map and flog entries name blocks below it.</summary>
     public uint InternalNlba { get; init; }
-    /// <summary>Free blocks (flog lanes).</summary>
+    /// <summary>Free blocks, one per flog lane (256): the most writers the arena takes at once.</summary>
     public uint Nfree { get; init; }
     /// <summary>Size of the info block (4096).</summary>
     public uint InfoSize { get; init; } = Size;
-    /// <summary>Offset of the next arena, 0 in the last.</summary>
+    /// <summary>Byte offset of the next arena from this one's start, 0 in the last arena.</summary>
     public long NextOff { get; init; }
-    /// <summary>Offset of the data blocks.</summary>
+    /// <summary>Byte offset of the first data block from the arena's start (4096, right after this block).</summary>
     public long DataOff { get; init; }
-    /// <summary>Offset of the map.</summary>
+    /// <summary>Byte offset of the map from the arena's start: <see cref="ExternalNlba"/> 4-byte entries, rounded up to 4 KiB.</summary>
     public long MapOff { get; init; }
-    /// <summary>Offset of the flog.</summary>
+    /// <summary>Byte offset of the flog from the arena's start: <see cref="Nfree"/> 64-byte lane groups, rounded up to 4 KiB.</summary>
     public long FlogOff { get; init; }
-    /// <summary>Offset of the backup info block.</summary>
+    /// <summary>Byte offset of the backup info block from the arena's start: the arena's last 4 KiB.</summary>
     public long Info2Off { get; init; }
 
     /// <summary>True when bit 0 of <see cref="Flags"/> (arena error) is set.</summary>

@@ -26,9 +26,12 @@ public sealed unsafe class BttMedia
         _flush = flush;
     }
 
-    /// <summary>First byte.</summary>
+    /// <summary>
+    /// CPU address of the range's first byte. Valid while the mapping's owner (namespace or pool) is
+    /// open; the persist and flush delegates reference that owner, so the media keeps it reachable.
+    /// </summary>
     public byte* Address { get; }
-    /// <summary>Bytes available.</summary>
+    /// <summary>Bytes in the range; arenas fill it but for a tail smaller than one arena (16 MiB).</summary>
     public long Length { get; }
     /// <summary>How stores become durable.</summary>
     public PersistenceMode Persistence { get; }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using PfnBlock.Common;
 
 namespace PfnBlock.Namespaces.Btt;
 
@@ -21,53 +22,21 @@ internal struct LaneFreeState
 /// The lanes of a BTT (kernel <c>nd_region_acquire_lane</c>): a writer holds one lane for the
 /// duration of one sector, which gives it that lane's free block and flog group (readers use
 /// <see cref="ReadTrackingTable"/> slots instead). There
-/// are <c>min(nfree, processors)</c> lanes; a thread starts from the lane of the CPU it runs on and
-/// takes any free lane before it waits.
+/// are <c>min(nfree, processors)</c> lanes, the slots of a <see cref="SlotTable"/>: a thread starts
+/// from the lane of the CPU it runs on and takes any free lane before it waits.
 /// </summary>
-internal sealed class Lanes
+internal sealed class Lanes(int count)
 {
-    private const int Stride = 16; // ints per lock word: one 64-byte line each, so CPUs do not share them
-    private readonly int[] _words;
+    private const long Held = 1;
+    private readonly SlotTable _slots = new(count);
 
-    public Lanes(int count)
-    {
-        Count = count;
-        _words = new int[(count + 1) * Stride];
-    }
+    public int Count => _slots.Count;
 
-    public int Count { get; }
-
+    /// <summary>Takes a lane: the current CPU's if free, else any free one, else waits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ref int Word(int lane) => ref _words[(lane + 1) * Stride];
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryEnter(int lane) => Volatile.Read(ref Word(lane)) == 0 && Interlocked.CompareExchange(ref Word(lane), 1, 0) == 0;
-
-    /// <summary>Takes a lane: the current CPU's if free, else any free one, else waits for the CPU's own.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int Acquire()
-    {
-        int n = Count;
-        int first = Thread.GetCurrentProcessorId() % n;
-        if (TryEnter(first)) return first;
-        return AcquireSlow(first, n);
-    }
-
-    private int AcquireSlow(int first, int n)
-    {
-        var spin = new SpinWait();
-        while (true)
-        {
-            for (int i = 0; i < n; i++)
-            {
-                int lane = (first + i) % n;
-                if (TryEnter(lane)) return lane;
-            }
-            spin.SpinOnce(); // yields, then sleeps, when the holders are not running
-        }
-    }
+    public int Acquire() => _slots.Claim(Held);
 
     /// <summary>Releases a lane taken by <see cref="Acquire"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Release(int lane) => Volatile.Write(ref Word(lane), 0);
+    public void Release(int lane) => _slots.Release(lane);
 }

@@ -35,23 +35,23 @@ public sealed record PmemblkPoolHeader
 {
     /// <summary>Where the BTT starts: the pmemblk header rounded up to 4 KiB (BLK_FORMAT_DATA_ALIGN).</summary>
     public const int DataOffset = 8192;
-    /// <summary>The pmemblk signature.</summary>
+    /// <summary>The first 8 bytes of a pmemblk pool file ("PMEMBLK" and a NUL).</summary>
     public static ReadOnlySpan<byte> Signature => "PMEMBLK\0"u8;
     private const uint KnownIncompat = 0x1 | 0x2 | 0x4;
 
-    /// <summary>Format major version.</summary>
+    /// <summary>pool_hdr <c>major</c>, the pmemblk format version; only 1 is accepted.</summary>
     public uint Major { get; init; }
-    /// <summary>Compatible feature bits.</summary>
+    /// <summary>pool_hdr <c>compat_features</c> (0x1 CHECK_BAD_BLOCKS); bits a reader may ignore, and this one does.</summary>
     public uint CompatFeatures { get; init; }
-    /// <summary>Must-support feature bits.</summary>
+    /// <summary>pool_hdr <c>incompat_features</c> (0x1 SINGLEHDR, 0x2 CKSUM_2K, 0x4 SHUTDOWN_STATE); a pool with any other bit is refused, and CKSUM_2K decides how the header checksum is computed.</summary>
     public uint IncompatFeatures { get; init; }
-    /// <summary>Read-only-compatible feature bits.</summary>
+    /// <summary>pool_hdr <c>ro_compat_features</c>; recorded, not acted on.</summary>
     public uint RoCompatFeatures { get; init; }
     /// <summary>The pool-set uuid (raw bytes read as big-endian, as BTT uuids are).</summary>
     public Guid PoolSetUuid { get; init; }
-    /// <summary>This part's uuid.</summary>
+    /// <summary>pool_hdr <c>uuid</c> of this part; for the single-file pools accepted here it equals the previous/next part and replica uuids.</summary>
     public Guid Uuid { get; init; }
-    /// <summary>Creation time.</summary>
+    /// <summary>pool_hdr <c>crtime</c>, seconds since the epoch (a value past year 9999 is clamped).</summary>
     public DateTimeOffset Created { get; init; }
     /// <summary>Block size (pmemblk <c>bsize</c>).</summary>
     public uint BlockSize { get; init; }
@@ -125,23 +125,24 @@ public sealed record PmemblkPoolHeader
 public sealed unsafe class PmemblkPool : IDisposable
 {
     private readonly NamespaceFile _file;
-    private nint _mapping;
-    private readonly nuint _length;
+    // The whole pool file. Media's pointers are derived from it once; its delegates reference this
+    // pool, so whoever holds the media keeps the mapping alive.
+    private readonly SafeMmapHandle _mapping;
+    private int _disposed;
 
-    private PmemblkPool(NamespaceFile file, nint mapping, PersistenceMode mode, PmemblkPoolHeader header)
+    private PmemblkPool(NamespaceFile file, SafeMmapHandle mapping, PersistenceMode mode, PmemblkPoolHeader header)
     {
         _file = file;
         _mapping = mapping;
-        _length = (nuint)file.Size;
         Header = header;
         Persistence = mode;
-        byte* data = (byte*)mapping + PmemblkPoolHeader.DataOffset;
+        byte* data = mapping.Address + PmemblkPoolHeader.DataOffset;
         long dataSize = file.Size - PmemblkPoolHeader.DataOffset;
         Media = new BttMedia(data, dataSize, mode,
             (off, len) => PmemNamespace.PersistMapped(data + off, len, mode), Flush);
     }
 
-    /// <summary>The file.</summary>
+    /// <summary>The pool file's path, as opened.</summary>
     public string Path => _file.Path;
     /// <summary>The validated headers.</summary>
     public PmemblkPoolHeader Header { get; }
@@ -165,22 +166,22 @@ public sealed unsafe class PmemblkPool : IDisposable
     /// <param name="path">The pool file.</param>
     /// <param name="writable">Open for writing with an exclusive claim; else O_RDONLY with a shared claim.</param>
     /// <param name="privateCopy">With a read-only file: map it copy-on-write, so BTT recovery can run in memory.</param>
-    /// <exception cref="InvalidNamespaceException">Not a pmemblk pool, or its header is corrupt or unsupported.</exception>
+    /// <exception cref="InvalidNamespaceException">Not a pmemblk pool (the message says what it is), or its header is corrupt or unsupported.</exception>
     public static PmemblkPool Open(string path, bool writable = true, bool privateCopy = false)
     {
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable);
         try
         {
+            NamespaceProbeResult probe = NamespaceProbe.Probe(file);
+            if (probe.Kind != NamespaceKind.PmemblkPool) throw probe.ToException("a pmemblk pool");
             byte[] head = new byte[PmemblkPoolHeader.DataOffset];
             int n = file.Size >= head.Length ? file.ReadAt(head, 0) : 0;
             if (n < head.Length) throw new InvalidNamespaceException($"'{path}' is too small to be a pmemblk pool ({file.Size} bytes)");
-            if (PmemblkPoolHeader.ForeignPmdkType(head) is string other)
-                throw new InvalidNamespaceException($"'{path}' is a PMDK {other} pool, not a pmemblk pool; only pmemblk pools carry a BTT");
             if (!PmemblkPoolHeader.TryParse(head, out PmemblkPoolHeader? header, out string? error))
                 throw new InvalidNamespaceException($"'{path}': {error}");
             if (file.Size - PmemblkPoolHeader.DataOffset < Btt.MinSize)
                 throw new InvalidNamespaceException($"'{path}': pool of {file.Size} bytes is below the pmemblk minimum of {Btt.MinSize + PmemblkPoolHeader.DataOffset}");
-            (nint map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable, privateCopy);
+            (SafeMmapHandle map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable, privateCopy);
             return new PmemblkPool(file, map, mode, header!);
         }
         catch
@@ -194,15 +195,14 @@ public sealed unsafe class PmemblkPool : IDisposable
     public void Flush()
     {
         if (Persistence == PersistenceMode.CpuCache) { PersistentMemory.Drain(); return; }
-        if (Libc.msync(_mapping, _length, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
+        if (Libc.msync((nint)_mapping.Address, _mapping.Length, Libc.MS_SYNC) != 0) Libc.ThrowErrno("msync", Path);
     }
 
     /// <summary>Unmaps and releases the claim.</summary>
     public void Dispose()
     {
-        nint map = Interlocked.Exchange(ref _mapping, 0);
-        if (map == 0) return;
-        _ = Libc.munmap(map, _length);
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _mapping.Dispose();
         _file.Dispose();
     }
 }

@@ -1,0 +1,56 @@
+using PfnBlock.Block;
+using PfnBlock.Devices;
+
+namespace PfnBlock.Targets.Linear;
+
+/// <summary>
+/// Maps a range onto a contiguous range of one lower device (the kernel's <c>dm-linear</c>).
+/// Table: <c>START LENGTH linear DEVICE OFFSET</c>. No per-I/O state: a bio is remapped in place.
+/// </summary>
+public sealed class LinearTarget : Target, IRegisteredTarget
+{
+    private readonly LowerDevice _dev;
+    private readonly long _start;
+
+    private LinearTarget(LowerDevice dev, long start) : base(dev.Device) => (_dev, _start) = (dev, start);
+
+    /// <inheritdoc/>
+    public static TargetType TargetType { get; } = new()
+    {
+        Name = "linear",
+        Version = new(1, 4, 0),
+        Arguments = "DEVICE OFFSET",
+        Summary = "the line's sectors are sectors OFFSET.. of DEVICE",
+        Create = ctx =>
+        {
+            ctx.RequireArgs(2);
+            long start = ctx.Sector(1, "Invalid device sector");
+            LowerDevice dev = ctx.Device(0);
+            TargetContext.RequireArea(dev.Device, start, ctx.Length);
+            return new LinearTarget(dev, start);
+        },
+        Samples = [new("whole device", s => new($"{s.Lower[0]} 0", s.LowerSectors)), new("at an offset", s => new($"{s.Lower[0]} 4096", s.LowerSectors - 4096))],
+    };
+
+    /// <inheritdoc/>
+    public override DeviceFeatures PassesThrough => base.PassesThrough | ((_start & 7) == 0 ? DeviceFeatures.Dax : 0);
+
+    /// <inheritdoc/>
+    public override MapResult Map(Bio bio, out IBlockDevice? lower)
+    {
+        lower = _dev.Device;
+        if (bio.Op != BioOp.Flush) bio.Iter.Sector += _start;
+        return MapResult.Remapped;
+    }
+
+    /// <inheritdoc/>
+    public override string Arguments => $"{_dev.Spec} {_start}";
+
+    /// <inheritdoc/>
+    public override long DirectAccess(long pageOffset, long pages, out DaxRange range) =>
+        ((IDaxDevice)_dev.Device).DirectAccess(pageOffset + (_start >> 3), pages, out range);
+
+    /// <inheritdoc/>
+    public override void PersistRange(long offset, long length) =>
+        ((IDaxDevice)_dev.Device).PersistRange(offset + (_start << Bio.SectorShift), length);
+}
