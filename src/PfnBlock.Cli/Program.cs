@@ -11,8 +11,12 @@ public static class Program
     {
         // Persistence tracing is fixed at start-up (so that it folds away elsewhere): on only for crashtest.
         if (args.Length > 0 && args[0] == CrashTestCommand.Name) AppContext.SetSwitch(Memory.PmemTrace.SwitchName, true);
-        var root = new RootCommand("PfnBlock: a user-space storage stack for persistent memory whose block layer carries page frame numbers.")
+        // A Command named "pfnblock" rather than a RootCommand, whose name (and usage lines) would be the
+        // assembly's, PfnBlock.Cli; help and version are added as RootCommand would.
+        var root = new Command("pfnblock", "PfnBlock: a user-space storage stack for persistent memory whose block layer carries page frame numbers.")
         {
+            new System.CommandLine.Help.HelpOption(),
+            new VersionOption(),
             NamespaceCommands.Create(),
             BenchCommand.Create(),
             ServeCommand.Create(),
@@ -29,8 +33,7 @@ public static class Program
             System.CommandLine.Parsing.ParseError? unknown = result.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal));
             IEnumerable<string> messages = unknown is not null ? [unknown.Message] : result.Errors.Select(e => e.Message).Distinct();
             string line = string.Join(' ', messages.SelectMany(m => m.Split(['\r', '\n', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)));
-            Console.Error.WriteLine($"pfnblock: error: {line}");
-            Console.Error.WriteLine("Run 'pfnblock --help' (or the command with --help) for usage.");
+            Console.Error.WriteLine($"pfnblock: error: {line.TrimEnd('.')} (see 'pfnblock --help')");
             return Commands.Cli.ExitUsage;
         }
         return result.Invoke();

@@ -9,10 +9,10 @@ internal static class CheckCommand
 {
     public static Command Create()
     {
-        var path = new Option<string>("--path") { Description = "Sector namespace or pmemblk pool file.", Required = true };
+        var path = new Option<string>("--path") { Description = "Namespace or pmemblk pool file.", Required = true };
         var repair = new Option<bool>("--repair") { Description = "Restore an invalid info block from its valid copy (the only repair made; each is reported)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON document." };
-        var cmd = new Command("check", "Verify the BTT info blocks, map and flog of a sector namespace or pmemblk pool; exit 0 when consistent, 1 when not.") { path, repair, json };
+        var cmd = new Command("check", "Verify the BTT info blocks, map and flog of a sector namespace or pmemblk pool (of a raw namespace: its info blocks); exit 0 when consistent, 1 when not.") { path, repair, json };
         cmd.SetAction(r => Cli.Run(() =>
         {
             BttCheckReport report = BttCheck.Run(r.GetValue(path)!, r.GetValue(repair));
@@ -22,6 +22,7 @@ internal static class CheckCommand
                 {
                     path = report.Path,
                     container = report.Container,
+                    btt = report.HasBtt,
                     consistent = report.Consistent,
                     arenas = report.Arenas,
                     sectors = report.Sectors,
@@ -34,10 +35,12 @@ internal static class CheckCommand
             }
             else
             {
-                Console.WriteLine($"{report.Path}: {report.Container}, {report.Arenas} arena(s), {report.Sectors} sectors of {report.SectorSize} bytes");
+                Console.WriteLine(report.HasBtt
+                    ? $"{report.Path}: {report.Container}, {report.Arenas} arena(s), {report.Sectors} sectors of {report.SectorSize} bytes"
+                    : $"{report.Path}: {report.Container}: no BTT to check; checked its info blocks only");
                 foreach (CheckFinding f in report.Findings) Console.WriteLine($"  {f.Severity.ToString().ToLowerInvariant()}: {f.Message}");
                 Console.WriteLine(report.Consistent
-                    ? $"result: consistent{(report.Repairs > 0 ? $" after {report.Repairs} repair(s)" : "")}"
+                    ? $"result: consistent{(report.HasBtt ? "" : " (info blocks)")}{(report.Repairs > 0 ? $" after {report.Repairs} repair(s)" : "")}"
                     : $"result: INCONSISTENT ({report.Unrepaired} error(s){(r.GetValue(repair) ? "" : "; --repair restores invalid info blocks from their copies, nothing else")})");
             }
             return report.Consistent ? 0 : Cli.ExitFailure;

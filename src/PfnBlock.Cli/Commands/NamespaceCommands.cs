@@ -114,7 +114,9 @@ internal static class NamespaceCommands
         return cmd;
     }
 
+    /// <summary>Says how much of the namespace is data: the info block (padded to the alignment) comes before it, the backup info block after it.</summary>
     private static string Describe(NamespaceInfoBlock info) =>
-        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {SizeParser.Format(info.NamespaceSize)} " +
-        $"({info.DataSize >> Pfn.PageShift} frames of data), sector size {info.SectorSize}";
+        $"{info.Mode.ToString().ToLowerInvariant()} namespace, {SizeParser.Format(info.NamespaceSize)}: {info.DataSize} bytes of data " +
+        $"({SizeParser.Format(info.DataOffset)} before it for the info block and alignment, " +
+        $"{SizeParser.Format(info.NamespaceSize - info.DataOffset - info.DataSize)} after it for the backup info block), sector size {info.SectorSize}";
 }

@@ -35,18 +35,48 @@ internal static class ServeCommand
         };
         var readOnly = new Option<bool>("--read-only") { Description = "Refuse writes on every export (EPERM)." };
         var statsInterval = new Option<int>("--stats-interval") { Description = "Print per-export statistics every SECONDS (0: only at shutdown).", DefaultValueFactory = _ => 0 };
-        var maxConnections = new Option<int>("--max-connections") { Description = "Connections served at once.", DefaultValueFactory = _ => 64 };
+        var maxConnections = new Option<int>("--max-connections")
+        {
+            Description = "Connections served at once; when all are taken, the oldest one still in its handshake is dropped to make room.",
+            DefaultValueFactory = _ => 64,
+        };
+        var maxPerSource = new Option<int>("--max-connections-per-source")
+        {
+            Description = "Connections from one IP address at once (0: no limit; Unix-socket clients are not counted).",
+            DefaultValueFactory = _ => 0,
+        };
+        var handshakeTimeout = new Option<double>("--handshake-timeout")
+        {
+            Description = "Seconds a client may take from connecting to the end of option haggling (TLS included).",
+            DefaultValueFactory = _ => 5,
+        };
+        Option<long> memoryBudget = Cli.SizeOption("--memory-budget",
+            "Memory of all connection buffers together (at least 1M per --max-connections plus 64M); given back when connections idle or end.", 256L << 20);
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate (chain) offered by STARTTLS." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
         var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };
         tls.AcceptOnlyFromAmong("allow", "require");
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, defines, listen, readOnly, statsInterval, maxConnections, tlsCert, tlsKey, tls,
+            exports, defines, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, tlsCert, tlsKey, tls,
         };
-        cmd.SetAction(r => Cli.Run(() => Serve(
-            r.GetValue(exports) ?? [], r.GetValue(defines) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), r.GetValue(maxConnections),
-            LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), r.GetValue(tls) == "require"), r.GetValue(tls) == "require")));
+        cmd.SetAction(r => Cli.Run(() =>
+        {
+            bool tlsRequired = r.GetValue(tls) == "require";
+            var limits = new NbdServerOptions
+            {
+                MaxConnections = Positive(r.GetValue(maxConnections), "--max-connections"),
+                MaxConnectionsPerSource = r.GetValue(maxPerSource) >= 0 ? r.GetValue(maxPerSource)
+                    : throw new ArgumentException("--max-connections-per-source must not be negative"),
+                HandshakeTimeout = r.GetValue(handshakeTimeout) is > 0 and <= 3600 and double t ? TimeSpan.FromSeconds(t)
+                    : throw new ArgumentException("--handshake-timeout must be between 0 and 3600 seconds"),
+                MemoryBudget = r.GetValue(memoryBudget),
+                TlsCertificate = LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), tlsRequired),
+                TlsRequired = tlsRequired,
+                Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
+            };
+            return Serve(r.GetValue(exports) ?? [], r.GetValue(defines) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), limits);
+        }));
         return cmd;
     }
 
@@ -62,12 +92,14 @@ internal static class ServeCommand
         }
     }
 
-    private static int Serve(string[] exportArgs, string[] defineArgs, string[] listenArgs, bool readOnly, int statsInterval, int maxConnections,
-        X509Certificate2? certificate, bool tlsRequired)
+    private static int Positive(int value, string option) => value > 0 ? value : throw new ArgumentException($"{option} must be positive");
+
+    private static int Serve(string[] exportArgs, string[] defineArgs, string[] listenArgs, bool readOnly, int statsInterval, NbdServerOptions limits)
     {
         if (statsInterval < 0) throw new ArgumentException("--stats-interval must not be negative");
         List<NbdListenAddress> addresses = listenArgs.Length == 0 ? [NbdListenAddress.Default] : [.. listenArgs.Select(NbdListenAddress.Parse)];
-        using var devices = new DeviceSet();
+        // --read-only reaches the devices too: namespaces and files are opened O_RDONLY with a shared claim.
+        using var devices = new DeviceSet(readOnly: readOnly);
         foreach (string define in defineArgs)
         {
             (string name, string text) = SplitNameSpec(define, "--device", "fast=pmem:/dev/shm/pmem0");
@@ -83,22 +115,14 @@ internal static class ServeCommand
         using var stop = new ManualResetEventSlim();
         using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
         using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
-        using var server = new NbdServer(registry, new NbdServerOptions
-        {
-            MaxConnections = maxConnections,
-            TlsCertificate = certificate,
-            TlsRequired = tlsRequired,
-            Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
-        });
-        IReadOnlyList<EndPoint> bound;
-        try { bound = server.Start(addresses); }
-        catch (SocketException e) { throw new IOException($"cannot listen: {e.Message}", e); }
+        using var server = new NbdServer(registry, limits);
+        IReadOnlyList<EndPoint> bound = server.Start(addresses);
 
         foreach (NbdExport e in registry.All)
             Console.WriteLine($"export {e.Name}: {e.Description}, {e.Size} bytes{(e.ReadOnly ? ", read-only" : "")}");
         foreach (EndPoint ep in bound) PrintClientCommands(ep, registry.All[0].Name);
-        if (certificate is not null)
-            Console.WriteLine($"TLS {(tlsRequired ? "required" : "offered")} with certificate {certificate.Subject} (clients use nbds:// or nbds+unix:// URIs)");
+        if (limits.TlsCertificate is { } certificate)
+            Console.WriteLine($"TLS {(limits.TlsRequired ? "required" : "offered")} with certificate {certificate.Subject} (clients use nbds:// or nbds+unix:// URIs)");
         Console.WriteLine("serving; Ctrl-C or SIGTERM stops (in-flight requests finish, exports are flushed)");
 
         while (!stop.Wait(statsInterval > 0 ? TimeSpan.FromSeconds(statsInterval) : Timeout.InfiniteTimeSpan))
@@ -117,7 +141,7 @@ internal static class ServeCommand
         if (!File.Exists(path))
         {
             using PmemNamespace ns = PmemNamespace.Create(path, new NamespaceCreateOptions { Size = DefaultNamespaceSize, Name = DefaultExport });
-            Console.WriteLine($"created {path}: 1 GiB pmem namespace ({ns.PersistenceDescription})");
+            Console.WriteLine($"created {path}: 1 GiB pmem namespace, {ns.DataSize} bytes of data after its info blocks and 2 MiB alignment ({ns.PersistenceDescription})");
         }
         return (DefaultExport, DeviceSpec.Parse("pmem:" + DeviceSpec.Quote(path)));
     }

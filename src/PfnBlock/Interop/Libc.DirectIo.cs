@@ -22,7 +22,10 @@ internal struct statx_t
     [FieldOffset(0x00)] public uint stx_mask;
     [FieldOffset(0x04)] public uint stx_blksize;
     [FieldOffset(0x1c)] public ushort stx_mode;
+    [FieldOffset(0x20)] public ulong stx_ino;
     [FieldOffset(0x28)] public ulong stx_size;
+    [FieldOffset(0x88)] public uint stx_dev_major;
+    [FieldOffset(0x8c)] public uint stx_dev_minor;
     [FieldOffset(0x98)] public uint stx_dio_mem_align;
     [FieldOffset(0x9c)] public uint stx_dio_offset_align;
 }

@@ -44,16 +44,20 @@ internal sealed class NamespaceFile : IDisposable
         if (fd.IsInvalid)
         {
             int errno = Libc.Errno;
-            if (errno == Libc.ENOENT) throw new FileNotFoundException($"no such file: '{path}'", path);
+            if (errno == Libc.ENOENT) throw Missing(path, create);
+            if (errno == Libc.EISDIR) throw IsDirectory(path);
             throw Libc.ErrnoException(errno, "open", path);
         }
         try
         {
+            if (FileType(fd.Fd, path) == Libc.S_IFDIR) throw IsDirectory(path);
             if (claim && !Claim(fd.Fd, writable))
             {
                 int errno = Libc.Errno;
                 if (errno == Libc.EWOULDBLOCK)
-                    throw new NamespaceInUseException($"'{path}' is in use by another process (exclusive claim held)");
+                    throw new NamespaceInUseException(writable
+                        ? $"'{path}' is in use by another process (exclusive claim held)"
+                        : $"'{path}' is in use for writing by another process (exclusive claim held)");
                 throw Libc.ErrnoException(errno, "flock", path);
             }
             return new NamespaceFile(path, fd, DeviceSize(path, fd.Fd));
@@ -81,6 +85,27 @@ internal sealed class NamespaceFile : IDisposable
         }
     }
 
+    /// <summary>ENOENT names what is missing: the file, or (when creating) its directory.</summary>
+    private static IOException Missing(string path, bool create)
+    {
+        string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
+        if (dir is not null && !Directory.Exists(dir))
+            return new DirectoryNotFoundException(create
+                ? $"cannot create '{path}': directory '{dir}' does not exist"
+                : $"no such file: '{path}' (directory '{dir}' does not exist)");
+        return new FileNotFoundException($"no such file: '{path}'", path);
+    }
+
+    private static IOException IsDirectory(string path) =>
+        new InvalidNamespaceException($"'{path}' is a directory; a namespace is a file or a device");
+
+    private static unsafe int FileType(int fd, string path)
+    {
+        statx_t st;
+        if (Libc.statx(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE, &st) < 0) Libc.ThrowErrno("statx", path);
+        return st.stx_mode & Libc.S_IFMT;
+    }
+
     private static long DeviceSize(string path, int fd)
     {
         if (path.StartsWith("/dev/dax", StringComparison.Ordinal))
@@ -96,15 +121,7 @@ internal sealed class NamespaceFile : IDisposable
     }
 
     /// <summary>True when the descriptor names a regular file (not a block or character device).</summary>
-    public unsafe bool IsRegularFile
-    {
-        get
-        {
-            statx_t st;
-            if (Libc.statx(Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE, &st) < 0) Libc.ThrowErrno("statx", Path);
-            return (st.stx_mode & Libc.S_IFMT) == Libc.S_IFREG;
-        }
-    }
+    public bool IsRegularFile => FileType(Fd, Path) == Libc.S_IFREG;
 
     /// <summary>Sets the file's size and reserves its blocks (regular files only).</summary>
     public void Resize(long size)

@@ -70,6 +70,8 @@ public sealed unsafe class PmemNamespace : IDisposable
     public string Path => _file.Path;
     /// <summary>The validated info block.</summary>
     public NamespaceInfoBlock Info { get; }
+    /// <summary>Opened read-only: nothing this process does reaches the file.</summary>
+    public bool ReadOnly { get; private init; }
     /// <summary>How writes become durable on this mapping.</summary>
     public PersistenceMode Persistence { get; }
     /// <summary>True when the primary info block was bad and the backup was used (and rewritten to the primary).</summary>
@@ -161,23 +163,31 @@ public sealed unsafe class PmemNamespace : IDisposable
     }
 
     /// <summary>Opens and claims an existing namespace, validating its info block (falling back to the backup copy).</summary>
+    /// <param name="path">The namespace file or device.</param>
+    /// <param name="space">The address space to number its frames in (default: the shared one).</param>
+    /// <param name="readOnly">
+    /// Open with O_RDONLY and a shared claim (other read-only openers may share it, writers may not),
+    /// so a file the caller may only read can be served; nothing is written to the file. A raw
+    /// namespace is mapped PROT_READ; a sector namespace copy-on-write, so that the BTT's recovery
+    /// of an interrupted write stays in memory.
+    /// </param>
     /// <exception cref="InvalidNamespaceException">Neither info block is valid.</exception>
     /// <exception cref="NamespaceInUseException">Another process holds the namespace.</exception>
-    public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null)
+    public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null, bool readOnly = false)
     {
-        NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false);
+        NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable: !readOnly);
         SafeMmapHandle? map = null;
         try
         {
             NamespaceInfoBlock info = ReadValidInfo(file, out bool fromBackup);
-            (map, PersistenceMode mode) = Map(file, info.NamespaceSize);
-            if (fromBackup)
+            (map, PersistenceMode mode) = Map(file, info.NamespaceSize, writable: !readOnly, privateCopy: readOnly && info.Mode == NamespaceMode.Sector);
+            if (fromBackup && !readOnly)
             {
                 // Repair the primary from the backup so the next open need not fall back.
                 info.Store(map.Address);
                 PersistMapped(map.Address, NamespaceInfoBlock.Size, mode);
             }
-            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared);
+            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared) { ReadOnly = readOnly };
         }
         catch
         {
@@ -244,12 +254,18 @@ public sealed unsafe class PmemNamespace : IDisposable
         });
     }
 
-    /// <summary>Maps <paramref name="size"/> bytes of <paramref name="file"/> shared, with MAP_SYNC where the filesystem offers it; read-only mappings never need it.</summary>
-    internal static (SafeMmapHandle Map, PersistenceMode Mode) Map(NamespaceFile file, long size, bool writable = true)
+    /// <summary>
+    /// Maps <paramref name="size"/> bytes of <paramref name="file"/> shared, with MAP_SYNC where the
+    /// filesystem offers it; read-only mappings never need it. <paramref name="privateCopy"/> (with a
+    /// read-only file): a private copy-on-write mapping, whose stores never reach the file.
+    /// </summary>
+    internal static (SafeMmapHandle Map, PersistenceMode Mode) Map(NamespaceFile file, long size, bool writable = true, bool privateCopy = false)
     {
         if (!writable)
         {
-            SafeMmapHandle ro = SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ, Libc.MAP_SHARED, file.Fd, 0)
+            SafeMmapHandle ro = (privateCopy
+                ? SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE, file.Fd, 0)
+                : SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ, Libc.MAP_SHARED, file.Fd, 0))
                 ?? throw Libc.ErrnoException(Libc.Errno, "mmap", file.Path);
             return (ro, PersistenceMode.Msync);
         }

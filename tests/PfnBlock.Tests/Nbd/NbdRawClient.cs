@@ -22,6 +22,15 @@ internal sealed class NbdRawClient : IDisposable
         return new NbdRawClient(s);
     }
 
+    public static NbdRawClient ConnectTcp(System.Net.EndPoint endPoint, int timeoutMs = 10000)
+    {
+        var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        s.Connect(endPoint);
+        s.ReceiveTimeout = timeoutMs;
+        s.SendTimeout = timeoutMs;
+        return new NbdRawClient(s);
+    }
+
     public Socket Socket => _socket;
     public ulong ExportSize { get; private set; }
     public NbdTransmissionFlags Flags { get; private set; }
@@ -105,8 +114,8 @@ internal sealed class NbdRawClient : IDisposable
         return ms.ToArray();
     }
 
-    /// <summary>Greets, optionally negotiates structured replies and base:allocation, then GO.</summary>
-    public void Negotiate(string export, bool structured = false, bool baseAllocation = false)
+    /// <summary>Greets, optionally negotiates structured replies and base:allocation, then GO (asking for block sizes unless told not to).</summary>
+    public void Negotiate(string export, bool structured = false, bool baseAllocation = false, bool blockSizes = true)
     {
         Greet();
         if (structured)
@@ -121,7 +130,7 @@ internal sealed class NbdRawClient : IDisposable
             Assert.Equal(NbdReply.MetaContext, ReadOptionReply().Type);
             Assert.Equal(NbdReply.Ack, ReadOptionReply().Type);
         }
-        SendOption((uint)NbdOption.Go, InfoRequest(export, NbdInfo.BlockSize));
+        SendOption((uint)NbdOption.Go, blockSizes ? InfoRequest(export, NbdInfo.BlockSize) : InfoRequest(export));
         while (true)
         {
             (_, NbdReply type, byte[] data) = ReadOptionReply();

@@ -20,7 +20,8 @@ public static class ChildProcess
         return path;
     }
 
-    private static string DotnetHost
+    /// <summary>The dotnet host running the tests (to run the built DLLs with).</summary>
+    public static string DotnetHost
     {
         get
         {

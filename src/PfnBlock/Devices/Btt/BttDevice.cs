@@ -26,10 +26,18 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     private readonly DeviceLimits _limits;
     private readonly long _sectors;
     private readonly int _lbaSize;
+    private readonly DeviceFeatures _features;
 
     /// <summary>Creates the device over an open BTT whose media <paramref name="owner"/> keeps mapped.</summary>
-    public BttDevice(BlockTranslationTable btt, IDisposable owner, string name, PhysicalAddressSpace? space = null) : base(name, space)
+    /// <param name="btt">The translation table.</param>
+    /// <param name="owner">Keeps the media mapped; disposed with the device.</param>
+    /// <param name="name">The device name.</param>
+    /// <param name="space">The address space bio vectors are numbered in.</param>
+    /// <param name="readOnly">Refuse every write (the media is a read-only file's private copy).</param>
+    public BttDevice(BlockTranslationTable btt, IDisposable owner, string name, PhysicalAddressSpace? space = null, bool readOnly = false) : base(name, space)
     {
+        _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
+            | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
         _btt = btt;
         _owner = owner;
         _lbaSize = btt.LbaSize;
@@ -43,7 +51,7 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
         Name = "sector",
         Summary = "a sector-mode namespace (namespace create --mode sector) or a PMDK pmemblk pool, through its BTT: every block is written atomically",
         Arguments = [new("PATH", ArgumentKind.Path, "the namespace or pool file")],
-        Open = (spec, ctx) => OpenPath(spec.Arguments[0], ctx.AddressSpace),
+        Open = (spec, ctx) => OpenPath(spec.Arguments[0], ctx.AddressSpace, ctx.ReadOnly),
         Samples = [new("512-byte blocks", s => Sample(s, 512)), new("4096-byte blocks", s => Sample(s, 4096))],
     };
 
@@ -55,13 +63,16 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     }
 
     /// <summary>Opens the BTT of the sector namespace or pmemblk pool at <paramref name="path"/>.</summary>
+    /// <param name="path">The sector namespace or pool file.</param>
+    /// <param name="space">The address space bio vectors are numbered in.</param>
+    /// <param name="readOnly">Open O_RDONLY with a shared claim and a private copy-on-write mapping; writes are refused.</param>
     /// <exception cref="NotSupportedException">The path holds a raw namespace (no BTT).</exception>
-    public static BttDevice OpenPath(string path, PhysicalAddressSpace? space = null)
+    public static BttDevice OpenPath(string path, PhysicalAddressSpace? space = null, bool readOnly = false)
     {
         NamespaceProbeResult probe = NamespaceProbe.Probe(path);
-        if (probe.Kind == NamespaceKind.PmemblkPool) return OpenPmemblk(path, space);
+        if (probe.Kind == NamespaceKind.PmemblkPool) return OpenPmemblk(path, space, readOnly: readOnly);
         if (!probe.IsNamespace) throw probe.ToException("a sector namespace or PMDK pmemblk pool");
-        PmemNamespace ns = PmemNamespace.Open(path, space);
+        PmemNamespace ns = PmemNamespace.Open(path, space, readOnly);
         try { return OpenNamespace(ns); }
         catch
         {
@@ -81,9 +92,7 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     /// <inheritdoc/>
     public override DeviceLimits Limits => _limits;
     /// <inheritdoc/>
-    public override DeviceFeatures Features =>
-        DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
-        | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous;
+    public override DeviceFeatures Features => _features;
 
     /// <summary>Opens the BTT of a sector namespace; the device owns the namespace.</summary>
     public static BttDevice OpenNamespace(PmemNamespace ns, int lanes = 0)
@@ -91,17 +100,21 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
         if (ns.Info.Mode != NamespaceMode.Sector) throw new NotSupportedException($"'{ns.Path}' is a raw namespace; it has no BTT");
         BlockTranslationTable btt = BlockTranslationTable.Open(BttMedia.ForNamespace(ns),
             new BttOptions { LbaSize = ns.Info.SectorSize, ParentUuid = ns.Info.Uuid, Flavor = BttFlavor.Kernel, Lanes = lanes });
-        return new BttDevice(btt, ns, Path.GetFileName(ns.Path), ns.Region.AddressSpace);
+        return new BttDevice(btt, ns, Path.GetFileName(ns.Path), ns.Region.AddressSpace, ns.ReadOnly);
     }
 
     /// <summary>Opens a PMDK pmemblk pool file (laying out its BTT on the first write if it has none yet).</summary>
-    public static BttDevice OpenPmemblk(string path, PhysicalAddressSpace? space = null, int lanes = 0)
+    /// <param name="path">The pool file.</param>
+    /// <param name="space">The address space bio vectors are numbered in.</param>
+    /// <param name="lanes">BTT lanes (0: one per processor).</param>
+    /// <param name="readOnly">Open the file read-only with a shared claim and a private copy-on-write mapping; writes are refused.</param>
+    public static BttDevice OpenPmemblk(string path, PhysicalAddressSpace? space = null, int lanes = 0, bool readOnly = false)
     {
-        PmemblkPool pool = PmemblkPool.Open(path);
+        PmemblkPool pool = PmemblkPool.Open(path, writable: !readOnly, privateCopy: readOnly);
         try
         {
             BlockTranslationTable btt = BlockTranslationTable.Open(pool.Media, pool.BttOptions(lanes));
-            return new BttDevice(btt, pool, Path.GetFileName(path), space);
+            return new BttDevice(btt, pool, Path.GetFileName(path), space, readOnly);
         }
         catch
         {

@@ -21,6 +21,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     private readonly PmemNamespace _ns;
     private readonly bool _ownsNamespace;
     private readonly DeviceLimits _limits;
+    private readonly DeviceFeatures _features;
     private readonly RangePinTable _pins = new();
 
     /// <summary>Creates the device over an open namespace.</summary>
@@ -34,6 +35,10 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
         _ns = ns;
         _ownsNamespace = ownsNamespace;
         _limits = DeviceLimits.Memory((int)ns.Info.SectorSize);
+        // A read-only namespace is mapped PROT_READ: writes must be refused at the device edge, not fault.
+        _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
+            | DeviceFeatures.WriteZeroes | DeviceFeatures.Dax | DeviceFeatures.Synchronous
+            | (ns.ReadOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
     }
 
     /// <inheritdoc/>
@@ -42,7 +47,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
         Name = "pmem",
         Summary = "a pmem namespace (pfnblock namespace create); a sector-mode namespace or a PMDK pmemblk pool opens through its BTT, as sector:PATH",
         Arguments = [new("PATH", ArgumentKind.Path, "the namespace file or device")],
-        Open = (spec, ctx) => OpenPath(spec.Arguments[0], ctx.AddressSpace),
+        Open = (spec, ctx) => OpenPath(spec.Arguments[0], ctx.AddressSpace, ctx.ReadOnly),
         Samples = [new("512-byte sectors", s => Sample(s, 512)), new("4096-byte sectors", s => Sample(s, 4096))],
     };
 
@@ -54,12 +59,15 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     }
 
     /// <summary>Opens whatever namespace or pool is at <paramref name="path"/>: raw namespaces here, sector namespaces and pmemblk pools through <see cref="BttDevice"/>.</summary>
-    public static IBlockDevice OpenPath(string path, PhysicalAddressSpace? space = null)
+    /// <param name="path">The namespace or pool file.</param>
+    /// <param name="space">The address space its frames are numbered in.</param>
+    /// <param name="readOnly">Open O_RDONLY with a shared claim; nothing is written to the file and the device refuses writes.</param>
+    public static IBlockDevice OpenPath(string path, PhysicalAddressSpace? space = null, bool readOnly = false)
     {
         NamespaceProbeResult probe = NamespaceProbe.Probe(path);
-        if (probe.Kind == NamespaceKind.PmemblkPool) return BttDevice.OpenPmemblk(path, space);
+        if (probe.Kind == NamespaceKind.PmemblkPool) return BttDevice.OpenPmemblk(path, space, readOnly: readOnly);
         if (!probe.IsNamespace) throw probe.ToException("a PfnBlock namespace or PMDK pmemblk pool");
-        PmemNamespace ns = PmemNamespace.Open(path, space);
+        PmemNamespace ns = PmemNamespace.Open(path, space, readOnly);
         try
         {
             return ns.Info.Mode == NamespaceMode.Sector ? BttDevice.OpenNamespace(ns) : new PmemDevice(ns);
@@ -84,9 +92,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     public override DeviceLimits Limits => _limits;
 
     /// <inheritdoc/>
-    public override DeviceFeatures Features =>
-        DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
-        | DeviceFeatures.WriteZeroes | DeviceFeatures.Dax | DeviceFeatures.Synchronous;
+    public override DeviceFeatures Features => _features;
 
     /// <inheritdoc/>
     public override string Description => $"pmem namespace {_ns.Path} ({SizeParser.Format(CapacityBytes)}); {_ns.PersistenceDescription}";

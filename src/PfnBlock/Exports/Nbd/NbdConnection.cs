@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using PfnBlock.Block;
-using PfnBlock.Interop;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Exports.Nbd;
@@ -23,7 +23,7 @@ namespace PfnBlock.Exports.Nbd;
 /// On disconnect the loop stops reading and waits for every request in flight before it gives
 /// its buffers back, so an acknowledged write is never lost and nothing leaks.</para>
 /// </remarks>
-internal sealed unsafe class NbdConnection
+internal sealed unsafe partial class NbdConnection
 {
     private static readonly Action<Bio> s_bioDone = OnBioDone;
 
@@ -38,12 +38,36 @@ internal sealed unsafe class NbdConnection
     // The request slots: a bounded pool of bios whose per-I/O context is the request (front_pad).
     private BioPool? _requests;
     private volatile bool _stopping;
+    private int _phase; // PhaseHandshake, PhaseTransmission or PhaseEvicted
+
+    private const int PhaseHandshake = 0, PhaseTransmission = 1, PhaseEvicted = 2;
 
     public NbdConnection(NbdServer server, Socket socket)
     {
         _server = server;
         _socket = socket;
         _recycle = Recycle;
+        AcceptedTicks = Stopwatch.GetTimestamp();
+        Source = (socket.RemoteEndPoint as IPEndPoint)?.Address;
+    }
+
+    /// <summary>When the connection was accepted (a <see cref="Stopwatch"/> timestamp).</summary>
+    public long AcceptedTicks { get; }
+    /// <summary>The client's IP address, or null for a Unix socket.</summary>
+    public IPAddress? Source { get; }
+    /// <summary>Still negotiating: it may be evicted to make room.</summary>
+    public bool InHandshake => Volatile.Read(ref _phase) == PhaseHandshake;
+    /// <summary>Evicted during its handshake; it no longer counts against the limits.</summary>
+    public bool Evicted => Volatile.Read(ref _phase) == PhaseEvicted;
+
+    /// <summary>Drops the connection if it is still in its handshake (never one in transmission).</summary>
+    public bool TryEvict()
+    {
+        if (Interlocked.CompareExchange(ref _phase, PhaseEvicted, PhaseHandshake) != PhaseHandshake) return false;
+        // Shutdown, not Dispose: the handshake thread is blocked reading this socket and closes it.
+        try { _socket.Shutdown(SocketShutdown.Both); }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        return true;
     }
 
     /// <summary>Stops reading new requests; the loop then drains and closes.</summary>
@@ -64,8 +88,19 @@ internal sealed unsafe class NbdConnection
             _socket.ReceiveTimeout = (int)options.HandshakeTimeout.TotalMilliseconds;
             _socket.SendTimeout = (int)options.SendTimeout.TotalMilliseconds;
             using var stream = new NetworkStream(_socket, ownsSocket: false);
-            _negotiation = new NbdHandshake(stream, _server.Exports, () => _stopping || _server.Stopping,
-                options.TlsCertificate, options.TlsRequired).Run();
+            using (new Timer(static c => ((NbdConnection)c!)._server.HandshakeExpired((NbdConnection)c), this, options.HandshakeTimeout, Timeout.InfiniteTimeSpan))
+            {
+                try
+                {
+                    _negotiation = new NbdHandshake(stream, _server.Exports, () => _stopping || _server.Stopping,
+                        options.TlsCertificate, options.TlsRequired,
+                        () => Interlocked.CompareExchange(ref _phase, PhaseTransmission, PhaseHandshake) == PhaseHandshake).Run();
+                }
+                catch when (Evicted)
+                {
+                    return; // the server shut the socket: already logged
+                }
+            }
             using Stream? tls = _negotiation?.Tls;
             if (_negotiation is null || _stopping) return;
             _socket.ReceiveTimeout = 0;
@@ -112,6 +147,7 @@ internal sealed unsafe class NbdConnection
         });
         int fd = (int)_socket.SafeHandle.DangerousGetHandle();
         _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle);
+        export.WriteGate.Register(_writes);
         try
         {
             ReceiveLoop(fd);
@@ -119,6 +155,7 @@ internal sealed unsafe class NbdConnection
         finally
         {
             Drain();
+            export.WriteGate.Unregister(_writes);
             _writer.Dispose();
             _server.ReturnBuffers(_buffers);
         }
@@ -127,7 +164,6 @@ internal sealed unsafe class NbdConnection
     private void ReceiveLoop(int fd)
     {
         byte* buf = _buffers!.Receive;
-        int capacity = _buffers.ReceiveCapacity;
         int head = 0, tail = 0;
         while (true)
         {
@@ -161,31 +197,18 @@ internal sealed unsafe class NbdConnection
 
             lock (_sync) _writer!.EndBatch();
             if (_stopping || _writer.Broken) return;
-            if (head == tail) head = tail = 0;
-            else if (head + need > capacity)
+            nint n;
+            do
             {
-                Buffer.MemoryCopy(buf + head, buf, capacity, tail - head);
-                tail -= head;
-                head = 0;
+                // NbdConnectionMemory.cs: how much of the receive buffer the memory budget lets this connection fill.
+                int end = PrepareReceive(buf, ref head, ref tail, need);
+                if (end < 0) return;
+                n = _negotiation!.Tls is { } tls ? tls.Read(new Span<byte>(buf + tail, end - tail)) : ReceiveOrIdle(fd, buf, ref head, ref tail, end);
             }
-            nint n = _negotiation!.Tls is { } tls ? tls.Read(new Span<byte>(buf + tail, capacity - tail)) : Receive(fd, buf + tail, capacity - tail);
+            while (n == IdleTrimmed);
             if (n <= 0) return;
             tail += (int)n;
             lock (_sync) _writer.BeginBatch();
-        }
-    }
-
-    private static nint Receive(int fd, byte* at, int count)
-    {
-        while (true)
-        {
-            nint n = Libc.recv(fd, at, (nuint)count, 0);
-            if (n >= 0) return n;
-            int errno = Libc.Errno;
-            if (errno == Libc.EINTR) continue;
-            if (errno != Libc.EAGAIN) return -1;
-            Libc.PollFd p = new() { Fd = fd, Events = Libc.POLLIN };
-            _ = Libc.poll(&p, 1, -1);
         }
     }
 
@@ -197,6 +220,11 @@ internal sealed unsafe class NbdConnection
         NbdExport export = _export!;
         NbdError error = NbdRequestValidator.Validate(export, _negotiation!, command, flags, offset, length);
         if (error != NbdError.None) { Complete(r, error); return; }
+        if (command is NbdCommand.Read or NbdCommand.Write or NbdCommand.Trim or NbdCommand.WriteZeroes && !export.IsAligned(offset, length))
+        {
+            StartUnaligned(r, payload); // NbdReadModifyWrite.cs: only clients that did not ask for block sizes get here
+            return;
+        }
 
         IBlockDevice device = export.Device;
         long sector = (long)(offset >> Bio.SectorShift);
@@ -240,6 +268,11 @@ internal sealed unsafe class NbdConnection
                 return;
         }
         bio.EndIo = s_bioDone;
+        if (command != NbdCommand.Flush && bio.Op != BioOp.Read)
+        {
+            export.WriteGate.Enter(_writes); // waits while a read-modify-write runs on the export
+            r.WriteGateHeld = true;
+        }
         device.Submit(bio);
     }
 
@@ -292,6 +325,11 @@ internal sealed unsafe class NbdConnection
     /// <summary>Encodes, counts and queues the reply of <paramref name="r"/>.</summary>
     private void Complete(NbdRequest r, NbdError error)
     {
+        if (r.WriteGateHeld)
+        {
+            r.WriteGateHeld = false;
+            NbdWriteGate.Exit(_writes);
+        }
         r.Error = error;
         r.EncodeReply(_negotiation!.StructuredReplies);
         _export!.Stats.Record(r.Command, error, r.Length, Stopwatch.GetTimestamp() - r.StartTicks);
@@ -313,7 +351,7 @@ internal sealed unsafe class NbdConnection
         int count = (int)((r.Length + NbdConnectionBuffers.ChunkBytes - 1) / NbdConnectionBuffers.ChunkBytes);
         lock (_sync)
         {
-            while (!_buffers!.TryRent(count, r.Chunks)) WaitForProgress();
+            while (!_buffers!.TryRent(count, r.Chunks)) WaitForChunks();
             r.ChunkCount = count;
         }
     }

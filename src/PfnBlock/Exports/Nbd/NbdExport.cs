@@ -44,6 +44,14 @@ public sealed class NbdExport
     internal bool Synchronous { get; }
     /// <summary>Counters of this export.</summary>
     public NbdExportStats Stats { get; } = new();
+    /// <summary>Serialises read-modify-write against every other write to the export, on all its connections.</summary>
+    internal NbdWriteGate WriteGate { get; } = new();
+
+    /// <summary>Test hook: runs in every read-modify-write between reading the old blocks and writing them back.</summary>
+    internal Action? ReadModifyWriteHook { get; set; }
+
+    /// <summary>True when offset and length are multiples of <see cref="MinBlockSize"/>.</summary>
+    public bool IsAligned(ulong offset, uint length) => ((offset | length) & (ulong)(MinBlockSize - 1)) == 0;
 
     /// <summary>
     /// The transmission flags: flush and FUA only with a volatile cache, trim and zeroing only when

@@ -11,7 +11,12 @@ namespace PfnBlock.Exports.Nbd;
 /// <param name="StructuredReplies">Structured replies were negotiated.</param>
 /// <param name="BaseAllocation">The <c>base:allocation</c> context is selected (BLOCK_STATUS allowed).</param>
 /// <param name="Tls">The TLS stream transmission must use, or null for plaintext.</param>
-public sealed record NbdNegotiation(NbdExport Export, bool StructuredReplies, bool BaseAllocation, SslStream? Tls = null);
+/// <param name="BlockSizesRequested">
+/// The client asked for NBD_INFO_BLOCK_SIZE in its GO, so it honours the minimum block size and
+/// misaligned requests are its error (EINVAL); other clients' misaligned requests are carried out
+/// by read-modify-write.
+/// </param>
+public sealed record NbdNegotiation(NbdExport Export, bool StructuredReplies, bool BaseAllocation, SslStream? Tls = null, bool BlockSizesRequested = true);
 
 /// <summary>
 /// The fixed newstyle handshake and option haggling, server side, over a blocking stream.
@@ -27,6 +32,7 @@ public sealed class NbdHandshake
     private readonly bool _tlsRequired;
     private readonly NbdExportRegistry _exports;
     private readonly Func<bool> _shuttingDown;
+    private readonly Func<bool> _enterTransmission;
     private readonly byte[] _header = new byte[20];
     private bool _structured;
     private bool _noZeroes;
@@ -39,9 +45,15 @@ public sealed class NbdHandshake
     /// <param name="shuttingDown">True once the server is stopping; options then get ERR_SHUTDOWN.</param>
     /// <param name="certificate">The certificate STARTTLS offers; null refuses STARTTLS with ERR_POLICY.</param>
     /// <param name="tlsRequired">Refuse every option but STARTTLS and ABORT until TLS is up.</param>
+    /// <param name="enterTransmission">
+    /// Called once an export is chosen (GO or EXPORT_NAME), before the reply that ends the
+    /// handshake; false drops the connection (the server evicted it meanwhile). From this call on
+    /// the connection counts as served, so it is never evicted after the client saw it accepted.
+    /// </param>
     public NbdHandshake(Stream stream, NbdExportRegistry exports, Func<bool>? shuttingDown = null,
-        X509Certificate2? certificate = null, bool tlsRequired = false)
+        X509Certificate2? certificate = null, bool tlsRequired = false, Func<bool>? enterTransmission = null)
     {
+        _enterTransmission = enterTransmission ?? (() => true);
         if (tlsRequired && certificate is null) throw new ArgumentException("requiring TLS needs a certificate", nameof(tlsRequired));
         _stream = stream;
         _exports = exports;
@@ -98,13 +110,14 @@ public sealed class NbdHandshake
                 // No error reply exists for EXPORT_NAME: an unknown export ends the session.
                 NbdExport export = _exports.Find(DecodeString(data)) ?? throw new NbdProtocolException("EXPORT_NAME names no export");
                 if (_shuttingDown()) throw new NbdProtocolException("server is shutting down");
+                if (!_enterTransmission()) throw new NbdProtocolException("evicted during the handshake");
                 Span<byte> reply = stackalloc byte[10];
                 BinaryPrimitives.WriteUInt64BigEndian(reply, (ulong)export.Size);
                 BinaryPrimitives.WriteUInt16BigEndian(reply[8..], (ushort)export.TransmissionFlags(_structured));
                 _stream.Write(reply);
                 if (!_noZeroes) _stream.Write(s_zeroes);
                 _stream.Flush();
-                return Finish(export);
+                return Finish(export, blockSizesRequested: false); // EXPORT_NAME cannot ask for block sizes
             }
             if (_shuttingDown()) { Reply(option, NbdReply.ErrShutdown); continue; }
 
@@ -121,8 +134,8 @@ public sealed class NbdHandshake
         }
     }
 
-    private NbdNegotiation Finish(NbdExport export) =>
-        new(export, _structured, _baseAllocation && _structured && _metaExport == export.Name, _tls);
+    private NbdNegotiation Finish(NbdExport export, bool blockSizesRequested) =>
+        new(export, _structured, _baseAllocation && _structured && _metaExport == export.Name, _tls, blockSizesRequested);
 
     private NbdNegotiation? StartTls(uint option, byte[] data)
     {
@@ -188,12 +201,14 @@ public sealed class NbdHandshake
         NbdExport? export = _exports.Find(name);
         if (export is null) return ReplyNull(option, NbdReply.ErrUnknown, $"no export named '{name}'");
 
-        bool wantName = false, wantDescription = false;
+        if ((NbdOption)option == NbdOption.Go && !_enterTransmission()) throw new NbdProtocolException("evicted during the handshake");
+        bool wantName = false, wantDescription = false, wantBlockSize = false;
         for (int i = 0; i < count; i++)
         {
             var item = (NbdInfo)BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(at + 2 + 2 * i));
             wantName |= item == NbdInfo.Name;
             wantDescription |= item == NbdInfo.Description;
+            wantBlockSize |= item == NbdInfo.BlockSize;
         }
         byte[] info = new byte[12];
         BinaryPrimitives.WriteUInt16BigEndian(info, (ushort)NbdInfo.Export);
@@ -202,7 +217,7 @@ public sealed class NbdHandshake
         Reply(option, NbdReply.Info, info);
         if (wantName) Reply(option, NbdReply.Info, InfoString(NbdInfo.Name, export.Name));
         if (wantDescription) Reply(option, NbdReply.Info, InfoString(NbdInfo.Description, export.Description));
-        // Block sizes are always sent: clients honour them, and misaligned requests get EINVAL.
+        // Block sizes are always sent (the spec allows it); only clients that asked for them are held to them.
         byte[] sizes = new byte[14];
         BinaryPrimitives.WriteUInt16BigEndian(sizes, (ushort)NbdInfo.BlockSize);
         BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(2), (uint)export.MinBlockSize);
@@ -210,7 +225,7 @@ public sealed class NbdHandshake
         BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(10), NbdProtocol.MaxPayload);
         Reply(option, NbdReply.Info, sizes);
         Reply(option, NbdReply.Ack);
-        return (NbdOption)option == NbdOption.Go ? Finish(export) : null;
+        return (NbdOption)option == NbdOption.Go ? Finish(export, wantBlockSize) : null;
     }
 
     private NbdNegotiation? MetaContext(uint option, byte[] data)

@@ -40,6 +40,8 @@ internal sealed unsafe class NbdRequest
     /// <summary>Chunks of the connection's pool holding data for this request.</summary>
     public readonly int[] Chunks = new int[NbdProtocol.MaxPayload / NbdConnectionBuffers.ChunkBytes];
     public int ChunkCount;
+    /// <summary>The request counts as a running write in its export's <see cref="NbdWriteGate"/> until it completes.</summary>
+    public bool WriteGateHeld;
 
     /// <summary>Clears the per-request state for a new request.</summary>
     public void Reset(ulong cookie, NbdCommand command, NbdCommandFlags flags, ulong offset, uint length, long startTicks)
@@ -54,6 +56,7 @@ internal sealed unsafe class NbdRequest
         HeaderLength = 0;
         DirectData = null;
         ChunkCount = 0;
+        WriteGateHeld = false;
     }
 
     /// <summary>True when the reply carries the read data after its header.</summary>

@@ -45,7 +45,8 @@ public static class NbdRequestValidator
         ulong size = (ulong)export.Size;
         if (offset > size || length > size - offset)
             return command is NbdCommand.Write or NbdCommand.WriteZeroes ? NbdError.NoSpc : NbdError.Inval;
-        if (command != NbdCommand.BlockStatus && ((offset | length) & (ulong)(export.MinBlockSize - 1)) != 0) return NbdError.Inval;
+        // Clients that never asked for block sizes may send any alignment: the connection read-modify-writes.
+        if (command != NbdCommand.BlockStatus && negotiation.BlockSizesRequested && !export.IsAligned(offset, length)) return NbdError.Inval;
         return NbdError.None;
     }
 

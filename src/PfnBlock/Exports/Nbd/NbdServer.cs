@@ -9,16 +9,30 @@ namespace PfnBlock.Exports.Nbd;
 /// <summary>Limits and timeouts of an NBD server.</summary>
 public sealed record NbdServerOptions
 {
-    /// <summary>Connections served at once; more are closed at accept.</summary>
+    /// <summary>
+    /// Connections served at once. When all are taken, a new connection evicts the oldest one still
+    /// in its handshake (so idle or slow handshakes cannot lock real clients out); when every
+    /// connection is past its handshake, the new one is closed.
+    /// </summary>
     public int MaxConnections { get; init; } = 64;
+    /// <summary>Connections from one IP address at once, counted like <see cref="MaxConnections"/>; 0: no limit. Unix-socket clients are not counted.</summary>
+    public int MaxConnectionsPerSource { get; init; }
     /// <summary>Requests a connection may have in flight before the server stops reading from it.</summary>
     public int MaxRequestsInFlight { get; init; } = 128;
-    /// <summary>Bytes of data buffers per connection for reads of devices without direct access and writes to asynchronous devices (at least 32 MiB); the receive buffer adds 33 MiB.</summary>
+    /// <summary>Bytes of data buffers per connection for reads of devices without direct access and writes to asynchronous devices (at least 32 MiB); the receive buffer adds 33 MiB. Address space only: what is used is bounded by <see cref="MemoryBudget"/>.</summary>
     public long BufferBytesPerConnection { get; init; } = 64L << 20;
+    /// <summary>
+    /// Memory of all connections' buffers together (receive buffers and data chunks). Each
+    /// connection in transmission has 1 MiB of it reserved; the rest is taken as requests need it.
+    /// Must hold <see cref="MaxConnections"/> MiB plus 64 MiB (the most one request needs).
+    /// </summary>
+    public long MemoryBudget { get; init; } = 256L << 20;
+    /// <summary>How long a connection may receive nothing before it gives its buffers' memory back.</summary>
+    public TimeSpan IdleTrimDelay { get; init; } = TimeSpan.FromSeconds(1);
     /// <summary>Socket send and receive buffer size asked for in transmission (capped by the kernel).</summary>
     public int SocketBufferBytes { get; init; } = 4 << 20;
-    /// <summary>How long a client may take over each handshake step.</summary>
-    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long a client may take from connecting to the end of option haggling (TLS included); then it is dropped.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
     public TimeSpan SendTimeout { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>The certificate (with its private key) STARTTLS offers; null: TLS is not configured and STARTTLS gets ERR_POLICY.</summary>
@@ -34,13 +48,13 @@ public sealed record NbdServerOptions
 /// its own thread. <see cref="Stop"/> stops accepting, lets every connection finish the requests
 /// it has read, closes them, and flushes every export.
 /// </summary>
-public sealed class NbdServer : IDisposable
+public sealed partial class NbdServer : IDisposable
 {
     private readonly List<Socket> _listeners = [];
     private readonly List<Thread> _acceptThreads = [];
     private readonly Dictionary<NbdConnection, Thread> _connections = [];
     private readonly List<NbdConnectionBuffers> _spareBuffers = [];
-    private readonly List<string> _socketFiles = [];
+    private readonly List<UnixSocketFile> _socketFiles = [];
     private readonly Lock _lock = new();
     private volatile bool _stopping;
     private bool _stopped;
@@ -54,8 +68,16 @@ public sealed class NbdServer : IDisposable
         Options = options ?? new NbdServerOptions();
         if (Options.BufferBytesPerConnection < NbdProtocol.MaxPayload)
             throw new ArgumentOutOfRangeException(nameof(options), "BufferBytesPerConnection must be at least 32 MiB");
-        if (Options.MaxRequestsInFlight < 1 || Options.MaxConnections < 1)
+        if (Options.MaxRequestsInFlight < 1 || Options.MaxConnections < 1 || Options.MaxConnectionsPerSource < 0)
             throw new ArgumentOutOfRangeException(nameof(options), "limits must be positive");
+        if (Options.HandshakeTimeout <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(options), "the handshake timeout must be positive");
+        if (Options.IdleTrimDelay <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(options), "the idle trim delay must be positive");
+        long reserved = (long)Options.MaxConnections * NbdConnectionBuffers.ReceiveFloor;
+        if (Options.MemoryBudget < reserved + NbdConnectionBuffers.MaxRequestMemory)
+            throw new ArgumentException(
+                $"a memory budget of {Common.SizeParser.Format(Options.MemoryBudget)} is too small for {Options.MaxConnections} connections: " +
+                $"it must be at least {(reserved + NbdConnectionBuffers.MaxRequestMemory) >> 20}M (1M per connection plus 64M for the largest request)");
+        Budget = new NbdMemoryBudget(Options.MemoryBudget - reserved);
         if (Options.TlsRequired && Options.TlsCertificate is null)
             throw new ArgumentException("requiring TLS needs a certificate", nameof(options));
     }
@@ -64,6 +86,8 @@ public sealed class NbdServer : IDisposable
     public NbdExportRegistry Exports { get; }
     /// <summary>Limits and timeouts.</summary>
     public NbdServerOptions Options { get; }
+    /// <summary>The memory connections take beyond their reserved floors.</summary>
+    internal NbdMemoryBudget Budget { get; }
     /// <summary>True once <see cref="Stop"/> began.</summary>
     public bool Stopping => _stopping;
 
@@ -75,56 +99,24 @@ public sealed class NbdServer : IDisposable
 
     /// <summary>Binds every address and starts accepting.</summary>
     /// <returns>The bound endpoints (with the real port where port 0 was asked for).</returns>
-    /// <exception cref="SocketException">An address cannot be bound.</exception>
+    /// <exception cref="IOException">An address is in use by another server or cannot be bound; the message names it and why.</exception>
     public IReadOnlyList<EndPoint> Start(IEnumerable<NbdListenAddress> addresses)
     {
         var bound = new List<EndPoint>();
         foreach (NbdListenAddress address in addresses)
         {
-            EndPoint ep = address.EndPoint;
-            Socket listener = ep is UnixDomainSocketEndPoint
-                ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
-                : new Socket(ep.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            try
-            {
-                if (ep is UnixDomainSocketEndPoint)
-                {
-                    string path = ep.ToString()!;
-                    RemoveStaleSocket(path);
-                    listener.Bind(ep);
-                    lock (_lock) _socketFiles.Add(path);
-                }
-                else
-                {
-                    listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-                    listener.Bind(ep);
-                }
-                listener.Listen(128);
-            }
-            catch
-            {
-                listener.Dispose();
-                throw;
-            }
+            Socket listener = NbdListener.Listen(address, out UnixSocketFile? socketFile);
             bound.Add(listener.LocalEndPoint!);
             var thread = new Thread(() => AcceptLoop(listener)) { IsBackground = true, Name = "nbd-accept" };
             lock (_lock)
             {
+                if (socketFile is not null) _socketFiles.Add(socketFile);
                 _listeners.Add(listener);
                 _acceptThreads.Add(thread);
             }
             thread.Start();
         }
         return bound;
-    }
-
-    private static void RemoveStaleSocket(string path)
-    {
-        // A socket left by a server that died reads as an empty file; anything with data is not ours.
-        var info = new FileInfo(path);
-        if (!info.Exists) return;
-        if (info.Length > 0) throw new IOException($"'{path}' exists and is not a socket");
-        File.Delete(path);
     }
 
     private void AcceptLoop(Socket listener)
@@ -142,9 +134,8 @@ public sealed class NbdServer : IDisposable
             }
             lock (_lock)
             {
-                if (_stopping || _connections.Count >= Options.MaxConnections)
+                if (_stopping || !TryAdmit(client))
                 {
-                    Options.Log?.Invoke("nbd: connection refused: too many connections");
                     client.Dispose();
                     continue;
                 }
@@ -179,11 +170,13 @@ public sealed class NbdServer : IDisposable
             }
         }
         int chunks = (int)(Options.BufferBytesPerConnection / NbdConnectionBuffers.ChunkBytes);
-        return new NbdConnectionBuffers(space, chunks, Options.MaxRequestsInFlight);
+        return new NbdConnectionBuffers(space, chunks, Options.MaxRequestsInFlight, Budget);
     }
 
     internal void ReturnBuffers(NbdConnectionBuffers buffers)
     {
+        // Kept for the next connection as address space only: no resident pages, nothing of the budget.
+        buffers.TrimAll();
         lock (_lock)
         {
             if (!_stopped && _spareBuffers.Count < Options.MaxConnections) { _spareBuffers.Add(buffers); return; }
@@ -218,7 +211,7 @@ public sealed class NbdServer : IDisposable
         lock (_lock)
         {
             _stopped = true;
-            foreach (string path in _socketFiles) File.Delete(path);
+            foreach (UnixSocketFile f in _socketFiles) f.RemoveIfOurs();
             if (drained) foreach (NbdConnectionBuffers b in _spareBuffers) b.Dispose();
             _spareBuffers.Clear();
         }

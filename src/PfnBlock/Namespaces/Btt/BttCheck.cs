@@ -34,6 +34,8 @@ public sealed class BttCheckReport
     public long Sectors { get; set; }
     /// <summary>Bytes per exported sector (the namespace's sector size or the pool's block size); 0 for a raw namespace.</summary>
     public uint SectorSize { get; set; }
+    /// <summary>False for a raw namespace: it has no BTT, so only its info blocks were checked.</summary>
+    public bool HasBtt { get; set; } = true;
     /// <summary>Everything found, in order.</summary>
     public List<CheckFinding> Findings { get; } = [];
     /// <summary>No unrepaired error was found.</summary>
@@ -105,7 +107,9 @@ public static unsafe class BttCheck
                     if (info.Mode != NamespaceMode.Sector)
                     {
                         report.Container = "raw namespace";
-                        report.Add(CheckSeverity.Info, "raw namespace: no BTT to check");
+                        report.HasBtt = false;
+                        if (!fromBackup) CheckBackupInfo(baseAddress, file.Size, repair, mode, report);
+                        report.Add(CheckSeverity.Info, $"raw namespace: {info.DataSize} bytes of data at offset {info.DataOffset}, no BTT (sector mode) and no other metadata to check");
                         return report;
                     }
                     report.Container = "sector namespace";
@@ -119,6 +123,24 @@ public static unsafe class BttCheck
             finally { map.Dispose(); }
         }
         finally { file.Dispose(); }
+    }
+
+    /// <summary>The primary namespace info block is valid; the backup at the end must be too (repair copies the primary over it).</summary>
+    private static void CheckBackupInfo(byte* baseAddress, long size, bool repair, PersistenceMode mode, BttCheckReport report)
+    {
+        byte* backup = baseAddress + NamespaceInfoBlock.BackupOffset(size);
+        if (NamespaceInfoBlock.TryParse(new ReadOnlySpan<byte>(backup, NamespaceInfoBlock.Size), size, out _, out string? error))
+        {
+            report.Add(CheckSeverity.Info, "namespace info blocks valid (primary and backup)");
+            return;
+        }
+        if (repair)
+        {
+            Buffer.MemoryCopy(baseAddress, backup, NamespaceInfoBlock.Size, NamespaceInfoBlock.Size);
+            PmemNamespace.PersistMapped(backup, NamespaceInfoBlock.Size, mode);
+        }
+        report.Error($"backup namespace info block is invalid ({error}); the primary is valid",
+            repair ? "backup namespace info block restored from the primary" : null);
     }
 
     /// <summary>A namespace (raw ones are reported as having no BTT) or a pmemblk pool; anything else is refused with the probe's message.</summary>

@@ -163,8 +163,11 @@ public sealed unsafe class PmemblkPool : IDisposable
     };
 
     /// <summary>Opens, claims and validates a pool file.</summary>
+    /// <param name="path">The pool file.</param>
+    /// <param name="writable">Open for writing with an exclusive claim; else O_RDONLY with a shared claim.</param>
+    /// <param name="privateCopy">With a read-only file: map it copy-on-write, so BTT recovery can run in memory.</param>
     /// <exception cref="InvalidNamespaceException">Not a pmemblk pool (the message says what it is), or its header is corrupt or unsupported.</exception>
-    public static PmemblkPool Open(string path, bool writable = true)
+    public static PmemblkPool Open(string path, bool writable = true, bool privateCopy = false)
     {
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable);
         try
@@ -178,7 +181,7 @@ public sealed unsafe class PmemblkPool : IDisposable
                 throw new InvalidNamespaceException($"'{path}': {error}");
             if (file.Size - PmemblkPoolHeader.DataOffset < Btt.MinSize)
                 throw new InvalidNamespaceException($"'{path}': pool of {file.Size} bytes is below the pmemblk minimum of {Btt.MinSize + PmemblkPoolHeader.DataOffset}");
-            (SafeMmapHandle map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable);
+            (SafeMmapHandle map, PersistenceMode mode) = PmemNamespace.Map(file, file.Size, writable, privateCopy);
             return new PmemblkPool(file, map, mode, header!);
         }
         catch
