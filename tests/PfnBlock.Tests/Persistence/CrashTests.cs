@@ -67,11 +67,14 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
         using Process child = ChildProcess.Start(ChildProcess.CrashChildDll, "write", path, seed.ToString(), first.ToString(), Blocks.ToString());
         Task<string> stderr = child.StandardError.ReadToEndAsync();
         var lines = new BlockingCollection<string>();
-        Task reader = Task.Run(() =>
+        // A thread of its own, not the thread pool: other tests may keep every pool thread blocked
+        // for seconds, and the child's first line must be read while it is fresh.
+        var reader = new Thread(() =>
         {
             while (child.StandardOutput.ReadLine() is string line) lines.Add(line);
             lines.CompleteAdding();
-        });
+        }) { IsBackground = true };
+        reader.Start();
         try
         {
             // The first acknowledgement proves the child is writing; then kill at a random moment.
@@ -82,7 +85,7 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
             Assert.False(child.HasExited, $"the child stopped by itself ({ctx})");
             child.Kill(); // SIGKILL
             child.WaitForExit();
-            reader.Wait();
+            reader.Join();
             acks.AddRange(lines);
             Assert.Equal(137, child.ExitCode); // 128 + SIGKILL: it did not exit on its own
             // Lines are written with one write(2) each; a line without its final '.' would mean a torn ack.
