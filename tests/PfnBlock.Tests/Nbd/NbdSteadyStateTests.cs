@@ -46,13 +46,20 @@ public sealed class NbdSteadyStateTests
         }
 
         Run(500); // warm up: JIT, pools, thread caches
-        long before = GC.GetTotalAllocatedBytes(precise: true);
-        long clientBefore = GC.GetAllocatedBytesForCurrentThread();
-        Run(1000);
-        long client = GC.GetAllocatedBytesForCurrentThread() - clientBefore;
-        // The test's own socket calls allocate on this thread; everything else is the server.
-        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before - client;
+        // The count is process-wide, so the test runner's own work (reporting earlier results) can
+        // land in a window; an allocation per request lands in every one. Best of three windows.
+        var windows = new List<long>();
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            long clientBefore = GC.GetAllocatedBytesForCurrentThread();
+            Run(1000);
+            long client = GC.GetAllocatedBytesForCurrentThread() - clientBefore;
+            // The test's own socket calls allocate on this thread; everything else is the server.
+            windows.Add(GC.GetTotalAllocatedBytes(precise: true) - before - client);
+            if (windows[^1] < 8000) break;
+        }
         // 8000 requests; a single allocation per request would be at least 24 bytes each.
-        Assert.True(allocated < 8000, $"{allocated} bytes allocated for 8000 requests");
+        Assert.True(windows.Min() < 8000, $"{string.Join(", ", windows)} bytes allocated in windows of 8000 requests");
     }
 }
