@@ -32,9 +32,11 @@ internal static class BenchCommand
         var verify = new Option<bool>("--verify") { Description = "Write self-checking patterns and check every block read; a mismatch fails the run." };
         var fua = new Option<bool>("--fua") { Description = "Set FUA on every write (durable on completion)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON document with fio-like field names." };
+        Option<DeviceSpec?> vs = Cli.DeviceOption("Compare with this device in the same run: the workload alternates between --device (A) and this one (B) in short slices, and the median of the per-pair ratios B/A is printed.", "--vs");
+        var slices = new Option<int>("--slices") { Description = "With --vs: pairs of slices the runtime is cut into.", DefaultValueFactory = _ => 20 };
         var cmd = new Command("bench", "Run a fio-like benchmark on a device.")
         {
-            device, rw, bs, iodepth, jobs, runtime, ramp, size, mix, verify, fua, json,
+            device, rw, bs, iodepth, jobs, runtime, ramp, size, mix, verify, fua, json, vs, slices,
         };
         cmd.SetAction(r => Cli.Run(() =>
         {
@@ -59,6 +61,13 @@ internal static class BenchCommand
                 : DefaultSuite(template, seconds ?? 3, r.GetResult(bs) is { Implicit: false });
             foreach (BenchOptions w in workloads)
                 if (w.Check() is string bad) throw new ArgumentException(bad);
+            if (r.GetValue(vs) is DeviceSpec other)
+            {
+                int n = r.GetValue(slices);
+                if (n < 1) throw new ArgumentException("--slices must be at least 1");
+                if (workloads.Any(w => w.RuntimeSeconds <= 0)) throw new ArgumentException("--vs needs a time-based run (--runtime)");
+                return Compare(spec, other, workloads, n, r.GetValue(json));
+            }
             return Execute(spec, workloads, r.GetValue(json));
         }));
         return cmd;
@@ -115,6 +124,23 @@ internal static class BenchCommand
             Console.Error.WriteLine($"pfnblock: error: {error}");
             return Cli.ExitFailure;
         }
+        return 0;
+    }
+
+    private static int Compare(DeviceSpec a, DeviceSpec b, List<BenchOptions> workloads, int slices, bool json)
+    {
+        // One set: a table naming A's spec shares A's open device, as in a server.
+        using var devices = new DeviceSet();
+        IBlockDevice da = devices.Acquire(a).Device, db = devices.Acquire(b).Device;
+        if (!json) Console.WriteLine($"A: {da.Description}\nB: {db.Description}");
+        var results = new List<BenchComparison.Result>();
+        foreach (BenchOptions w in workloads)
+        {
+            BenchComparison.Result r = new BenchComparison(da, db, w, slices).Run();
+            results.Add(r);
+            if (!json) Console.WriteLine(r);
+        }
+        if (json) Console.WriteLine(new JsonObject { ["comparisons"] = new JsonArray([.. results.Select(r => (JsonNode)r.ToJson())]) }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return 0;
     }
 

@@ -50,9 +50,9 @@ internal static class Cli
     }
 
     /// <summary>An option taking a device spec.</summary>
-    public static Option<DeviceSpec?> DeviceOption(string description)
+    public static Option<DeviceSpec?> DeviceOption(string description, string name = "--device")
     {
-        return new Option<DeviceSpec?>("--device")
+        return new Option<DeviceSpec?>(name)
         {
             Description = description,
             CustomParser = r =>

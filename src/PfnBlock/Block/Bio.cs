@@ -268,6 +268,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     {
         Bio bio = this;
         long now = 0;
+        BlockThread? thread = null;
         while (true)
         {
             if (status != BlockStatus.Ok) Interlocked.CompareExchange(ref bio._status, (int)status, 0);
@@ -280,14 +281,21 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
                 // would cost a GC write barrier per level, and a stale reference only keeps a device
                 // object (not its memory, released on dispose) reachable a little longer.
                 object owner = f.Owner!;
-                bio.Iter = f.Iter;
-                bio.Flags = f.Flags;
+                // Most levels leave the cursor and flags as they found them: compare (loads) rather
+                // than copy back (stores), which after a pmem write's store fence are the costlier.
+                if (bio.Iter.Sector != f.Iter.Sector || bio.Iter.Size != f.Iter.Size || bio.Iter.Index != f.Iter.Index || bio.Iter.BvecDone != f.Iter.BvecDone)
+                    bio.Iter = f.Iter;
+                if (bio.Flags != f.Flags) bio.Flags = f.Flags;
                 if (f.IsDevice)
                 {
                     BlockDevice device = Unsafe.As<BlockDevice>(owner);
                     if (bio._status == (int)BlockStatus.Busy) { device.Requeue(bio); return; }
-                    if (now == 0) now = Stopwatch.GetTimestamp();
-                    device.EndAccounting(bio, now - f.Start);
+                    if (now == 0)
+                    {
+                        now = Stopwatch.GetTimestamp();
+                        thread = BlockThread.Current;
+                    }
+                    device.EndAccounting(bio, now - f.Start, thread!);
                 }
                 else
                 {

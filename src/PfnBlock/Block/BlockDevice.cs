@@ -28,7 +28,6 @@ public abstract class BlockDevice : IBlockDevice
     /// <summary>How long a requeued bio waits when no completion on the device kicks it earlier.</summary>
     public static readonly TimeSpan RequeueDelay = TimeSpan.FromMilliseconds(1);
 
-    [ThreadStatic] private static DispatchQueue? t_queue;
 
     private int _disposed;
     private readonly Lock _requeueLock = new();
@@ -70,13 +69,13 @@ public abstract class BlockDevice : IBlockDevice
     public void Submit(Bio bio)
     {
         bio.PrepareSubmit();
-        DispatchQueue q = t_queue ??= new DispatchQueue();
-        if (q.Active)
+        BlockThread t = BlockThread.Current;
+        if (t.Dispatching)
         {
-            q.Enqueue(bio, this);
+            t.Enqueue(bio, this);
             return;
         }
-        RunDispatchLoop(q, bio);
+        RunDispatchLoop(t, bio);
     }
 
     /// <summary>
@@ -86,29 +85,28 @@ public abstract class BlockDevice : IBlockDevice
     internal void SubmitNested(Bio bio)
     {
         bio.PrepareSubmit();
-        DispatchQueue outer = t_queue ??= new DispatchQueue();
-        if (!outer.Active) { RunDispatchLoop(outer, bio); return; }
-        var nested = new DispatchQueue();
-        t_queue = nested;
-        try { RunDispatchLoop(nested, bio); }
-        finally { t_queue = outer; }
+        BlockThread t = BlockThread.Current;
+        if (!t.Dispatching) { RunDispatchLoop(t, bio); return; }
+        BlockThread.QueueState outer = t.SaveQueue();
+        try { RunDispatchLoop(t, bio); }
+        finally { t.RestoreQueue(outer); }
     }
 
-    private void RunDispatchLoop(DispatchQueue q, Bio bio)
+    private void RunDispatchLoop(BlockThread t, Bio bio)
     {
-        q.Active = true;
+        t.Dispatching = true;
         try
         {
-            Dispatch(bio);
-            while (q.Head is Bio next)
+            Dispatch(bio, t);
+            while (t.Head is Bio next)
             {
-                BlockDevice device = q.Dequeue(next);
-                device.Dispatch(next);
+                BlockDevice device = t.Dequeue(next);
+                device.Dispatch(next, t);
             }
         }
         finally
         {
-            q.Active = false;
+            t.Dispatching = false;
         }
     }
 
@@ -117,14 +115,18 @@ public abstract class BlockDevice : IBlockDevice
     /// place names the lower device, and the loop goes on there: a chain of remaps costs neither a
     /// queue round trip nor a stack frame per level.
     /// </summary>
-    private void Dispatch(Bio bio)
+    private void Dispatch(Bio bio, BlockThread t)
     {
         BlockDevice device = this;
+        bool checkedAbove = false;
         while (true)
         {
             DeviceFeatures features = device.Features;
             DeviceLimits limits = device.Limits;
-            BlockStatus status = device.Validate(bio, features, limits);
+            // A remap the target vouches for already met this device's limits at the level above
+            // (stacked limits are the strictest of the lower devices'); only its liveness is new.
+            BlockStatus status = !checkedAbove ? device.Validate(bio, features, limits)
+                : Volatile.Read(ref device._disposed) != 0 ? BlockStatus.IoError : BlockStatus.Ok;
             if (status != BlockStatus.Ok) { bio.Complete(status); return; }
 
             if ((features & DeviceFeatures.WriteCache) == 0)
@@ -135,14 +137,14 @@ public abstract class BlockDevice : IBlockDevice
             }
 
             bio.PushDevice(device);
-            device.Stats.Start(bio.Op);
+            device.Stats.Start(bio.Op, t);
             uint max = (uint)limits.MaxBytesPerBio;
             if (bio.Size > max && bio.Op is BioOp.Read or BioOp.Write)
             {
                 device.SubmitSplit(bio, max);
                 return;
             }
-            BlockDevice? lower = device.SubmitOrRemap(bio);
+            BlockDevice? lower = device.SubmitOrRemap(bio, out checkedAbove);
             if (lower is null) return;
             device = lower;
         }
@@ -152,8 +154,11 @@ public abstract class BlockDevice : IBlockDevice
     /// Hands a validated bio to the driver (<see cref="SubmitCore"/>); a stacked device in this
     /// assembly may instead remap it in place and return the lower device to dispatch it to next.
     /// </summary>
-    private protected virtual BlockDevice? SubmitOrRemap(Bio bio)
+    /// <param name="bio">The validated bio.</param>
+    /// <param name="checkedRemap">Set when the remapped bio is known to fit the lower device's bounds and limits.</param>
+    private protected virtual BlockDevice? SubmitOrRemap(Bio bio, out bool checkedRemap)
     {
+        checkedRemap = false;
         SubmitCore(bio);
         return null;
     }
@@ -226,9 +231,9 @@ public abstract class BlockDevice : IBlockDevice
 
     /// <summary>Counts a completed request of this device (called by <see cref="Bio.Complete"/> as it unwinds this device's frame).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void EndAccounting(Bio bio, long elapsedTicks)
+    internal void EndAccounting(Bio bio, long elapsedTicks, BlockThread t)
     {
-        Stats.Done(bio.Op, bio.Size, elapsedTicks);
+        Stats.Done(bio.Op, bio.Size, elapsedTicks, t);
         if (Volatile.Read(ref _requeued) != 0) KickRequeue();
     }
 
@@ -289,35 +294,6 @@ public abstract class BlockDevice : IBlockDevice
 
     /// <summary>Releases the device's resources.</summary>
     protected virtual void Dispose(bool disposing) { }
-}
-
-/// <summary>The bios a thread submitted while already dispatching, waiting for the outermost <see cref="BlockDevice.Submit"/> to dispatch them.</summary>
-internal sealed class DispatchQueue
-{
-    /// <summary>True while the thread is inside a dispatch loop.</summary>
-    public bool Active;
-    /// <summary>The next bio to dispatch.</summary>
-    public Bio? Head;
-    private Bio? _tail;
-
-    public void Enqueue(Bio bio, BlockDevice device)
-    {
-        bio.QueuedFor = device;
-        if (_tail is null) Head = bio;
-        else _tail.NextQueued = bio;
-        _tail = bio;
-    }
-
-    /// <summary>Takes <paramref name="head"/> (which is <see cref="Head"/>) off the queue and says where it goes.</summary>
-    public BlockDevice Dequeue(Bio head)
-    {
-        Head = head.NextQueued;
-        if (Head is null) _tail = null;
-        head.NextQueued = null;
-        BlockDevice device = head.QueuedFor!;
-        head.QueuedFor = null;
-        return device;
-    }
 }
 
 /// <summary>Conveniences for submitters.</summary>

@@ -7,8 +7,8 @@ namespace PfnBlock.Block;
 /// Per-device I/O counters in the shape of <c>/sys/block/*/stat</c>, plus requeues. Each thread that
 /// submits or completes I/O counts into its own block of counters with plain stores (like the
 /// kernel's per-cpu part_stat), so the I/O path pays no locked instruction; a snapshot sums the
-/// blocks. A thread finds its block by the device's index in a per-thread table, so a thread
-/// serving every level of a stack finds each level's block in one array load.
+/// blocks. A thread finds its block by the device's index in its <see cref="BlockThread"/> table,
+/// looked up once per I/O, so every level of a stack finds its block with one array load.
 /// </summary>
 public sealed class DiskStats
 {
@@ -17,26 +17,25 @@ public sealed class DiskStats
     private const int Fields = 5, RequeueField = Fields * Groups, Stride = Fields * Groups + 4;
 
     private static int s_nextIndex = -1;
-    [ThreadStatic] private static long[]?[]? t_blocks;
 
     private readonly int _index = Interlocked.Increment(ref s_nextIndex);
     private readonly Lock _lock = new();
     private long[][] _threads = [];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private long[] Mine()
+    private long[] Mine(BlockThread t)
     {
-        long[]?[]? blocks = t_blocks;
-        if (blocks is not null && (uint)_index < (uint)blocks.Length && blocks[_index] is { } mine) return mine;
-        return Register();
+        long[]?[] blocks = t.StatsBlocks;
+        if ((uint)_index < (uint)blocks.Length && blocks[_index] is { } mine) return mine;
+        return Register(t);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private long[] Register()
+    private long[] Register(BlockThread t)
     {
-        long[]?[] blocks = t_blocks ?? [];
+        long[]?[] blocks = t.StatsBlocks;
         if (blocks.Length <= _index) Array.Resize(ref blocks, Math.Max(_index + 1, blocks.Length * 2));
-        t_blocks = blocks;
+        t.StatsBlocks = blocks;
         long[] mine = new long[Stride];
         blocks[_index] = mine;
         lock (_lock) _threads = [.. _threads, mine];
@@ -44,12 +43,12 @@ public sealed class DiskStats
     }
 
     /// <summary>A request of <paramref name="op"/> entered the device.</summary>
-    internal void Start(BioOp op) => Mine()[Group(op) * Fields + 4]++;
+    internal void Start(BioOp op, BlockThread t) => Mine(t)[Group(op) * Fields + 4]++;
 
     /// <summary>A request of <paramref name="op"/> moving <paramref name="bytes"/> completed after <paramref name="elapsedTicks"/> Stopwatch ticks.</summary>
-    internal void Done(BioOp op, uint bytes, long elapsedTicks)
+    internal void Done(BioOp op, uint bytes, long elapsedTicks, BlockThread t)
     {
-        long[] v = Mine();
+        long[] v = Mine(t);
         int g = Group(op) * Fields;
         v[g]++;
         v[g + 2] += bytes >> Bio.SectorShift;
@@ -60,7 +59,7 @@ public sealed class DiskStats
     /// <summary>A request left the device to be resubmitted later (it answered Busy): in flight no more, counted once when it finally completes.</summary>
     internal void Requeued(BioOp op)
     {
-        long[] v = Mine();
+        long[] v = Mine(BlockThread.Current);
         v[Group(op) * Fields + 4]--;
         v[RequeueField]++;
     }

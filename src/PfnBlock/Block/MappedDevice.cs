@@ -39,6 +39,10 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
     private readonly int _flushFanOut;
     private readonly IBioEndIo?[] _hooks;
     private readonly Action<Bio> _afterPreflush;
+    // A one-line table's target, start and hook, for the remap fast path (null for several lines).
+    private readonly Target? _single;
+    private readonly long _singleBegin;
+    private readonly IBioEndIo? _singleHook;
 
     /// <summary>Creates a device mapping <paramref name="entries"/>, which must cover sectors 0.. without gaps or overlaps.</summary>
     /// <param name="name">The device's name.</param>
@@ -86,6 +90,12 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
         _owned = owned;
         _pool = new BioPool(new BioPoolOptions { Name = $"{name}-clones" });
         _afterPreflush = AfterPreflush;
+        if (_entries.Length == 1)
+        {
+            _single = _entries[0].Target;
+            _singleBegin = _begins[0];
+            _singleHook = _hooks[0];
+        }
     }
 
     private static PhysicalAddressSpace? FirstAddressSpace(IReadOnlyList<TableEntry> entries)
@@ -114,19 +124,25 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
     public override string Description => $"mapped device {Name} ({CapacityBytes} bytes, {_entries.Length} target{(_entries.Length == 1 ? "" : "s")}: {string.Join(", ", _entries.Select(e => e.TypeName).Distinct())})";
 
     /// <summary>The fast path of a one-line table that remaps in place: the core goes on to the lower device without queuing.</summary>
-    private protected override BlockDevice? SubmitOrRemap(Bio bio)
+    private protected override BlockDevice? SubmitOrRemap(Bio bio, out bool checkedRemap)
     {
-        if (_entries.Length != 1 || bio.Op == BioOp.Flush || ((bio.Flags & BioFlags.Preflush) != 0 && _flushFanOut > 1))
+        checkedRemap = false;
+        Target? single = _single;
+        if (single is null || bio.Op == BioOp.Flush || ((bio.Flags & BioFlags.Preflush) != 0 && _flushFanOut > 1))
         {
             SubmitCore(bio);
             return null;
         }
-        bio.Iter.Sector -= _begins[0];
-        switch (_entries[0].Target.Map(bio, out IBlockDevice? lower))
+        bio.Iter.Sector -= _singleBegin;
+        switch (single.Map(bio, out IBlockDevice? lower))
         {
             case MapResult.Remapped:
-                if (_hooks[0] is IBioEndIo hook) bio.PushEndIo(hook);
-                if (lower is BlockDevice next) return next;
+                if (_singleHook is IBioEndIo hook) bio.PushEndIo(hook);
+                if (lower is BlockDevice next)
+                {
+                    checkedRemap = single.RemapsWithinLimits;
+                    return next;
+                }
                 lower!.Submit(bio);
                 return null;
             case MapResult.Requeue:

@@ -56,6 +56,13 @@ public abstract class Target : IDisposable
     /// <summary>Features the target adds whatever its lower devices have (e.g. a zero target that discards and zeroes by itself).</summary>
     public virtual DeviceFeatures Adds => DeviceFeatures.None;
 
+    /// <summary>
+    /// True when every bio this target remaps lands inside its lower device and keeps to its
+    /// limits (checked once, when the table was built), so the core need not validate it again
+    /// there. A target whose mapping cannot promise that leaves it false.
+    /// </summary>
+    public virtual bool RemapsWithinLimits => false;
+
     /// <summary>Lets the target tighten the stacked limits (e.g. a striped target's chunk as the optimal size).</summary>
     public virtual DeviceLimits AdjustLimits(DeviceLimits stacked) => stacked;
 

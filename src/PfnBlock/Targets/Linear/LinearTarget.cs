@@ -36,6 +36,9 @@ public sealed class LinearTarget : Target, IRegisteredTarget
     public override DeviceFeatures PassesThrough => base.PassesThrough | ((_start & 7) == 0 ? DeviceFeatures.Dax : 0);
 
     /// <inheritdoc/>
+    public override bool RemapsWithinLimits => true; // RequireArea checked the range when the table was built
+
+    /// <inheritdoc/>
     public override MapResult Map(Bio bio, out IBlockDevice? lower)
     {
         lower = _dev.Device;

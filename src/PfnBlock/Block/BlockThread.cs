@@ -1,0 +1,73 @@
+using System.Runtime.CompilerServices;
+
+namespace PfnBlock.Block;
+
+/// <summary>
+/// What the block layer keeps per thread, in one object so that an I/O finds all of it with one
+/// thread-local lookup however deep its stack: the dispatch queue (bios submitted while the thread
+/// is already dispatching, the kernel's <c>current-&gt;bio_list</c>) and the thread's blocks of
+/// statistics counters, one per device it has touched.
+/// </summary>
+internal sealed class BlockThread
+{
+    [ThreadStatic] private static BlockThread? t_current;
+
+    /// <summary>This thread's state.</summary>
+    public static BlockThread Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_current ?? Create();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static BlockThread Create() => t_current = new BlockThread();
+
+    /// <summary>True while the thread is inside a dispatch loop.</summary>
+    public bool Dispatching;
+    /// <summary>The next bio to dispatch.</summary>
+    public Bio? Head;
+    private Bio? _tail;
+
+    /// <summary>This thread's counters, indexed by <see cref="DiskStats"/> number.</summary>
+    public long[]?[] StatsBlocks = [];
+
+    /// <summary>Queues <paramref name="bio"/> for <paramref name="device"/>.</summary>
+    public void Enqueue(Bio bio, BlockDevice device)
+    {
+        bio.QueuedFor = device;
+        if (_tail is null) Head = bio;
+        else _tail.NextQueued = bio;
+        _tail = bio;
+    }
+
+    /// <summary>Takes <paramref name="head"/> (which is <see cref="Head"/>) off the queue and says where it goes.</summary>
+    public BlockDevice Dequeue(Bio head)
+    {
+        Head = head.NextQueued;
+        if (Head is null) _tail = null;
+        head.NextQueued = null;
+        BlockDevice device = head.QueuedFor!;
+        head.QueuedFor = null;
+        return device;
+    }
+
+    /// <summary>The queue of an outer dispatch loop, kept aside while a nested one runs.</summary>
+    public readonly record struct QueueState(Bio? Head, Bio? Tail);
+
+    /// <summary>Empties the queue for a nested dispatch loop and returns what was in it.</summary>
+    public QueueState SaveQueue()
+    {
+        var saved = new QueueState(Head, _tail);
+        Head = _tail = null;
+        Dispatching = false;
+        return saved;
+    }
+
+    /// <summary>Puts back the outer loop's queue after a nested loop finished.</summary>
+    public void RestoreQueue(QueueState saved)
+    {
+        Head = saved.Head;
+        _tail = saved.Tail;
+        Dispatching = true;
+    }
+}
