@@ -28,8 +28,8 @@ internal sealed class BlockThread
     public Bio? Head;
     private Bio? _tail;
 
-    /// <summary>This thread's counters, indexed by <see cref="DiskStats"/> number.</summary>
-    public long[]?[] StatsBlocks = [];
+    /// <summary>This thread's blocks of counters (native, cache-line aligned), indexed by <see cref="DiskStats"/> number; 0 where none yet.</summary>
+    public nint[] StatsBlocks = [];
 
     /// <summary>Queues <paramref name="bio"/> for <paramref name="device"/>.</summary>
     public void Enqueue(Bio bio, BlockDevice device)

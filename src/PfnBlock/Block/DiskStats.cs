@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace PfnBlock.Block;
 
@@ -10,57 +11,70 @@ namespace PfnBlock.Block;
 /// blocks. A thread finds its block by the device's index in its <see cref="BlockThread"/> table,
 /// looked up once per I/O, so every level of a stack finds its block with one array load.
 /// </summary>
-public sealed class DiskStats
+public sealed unsafe class DiskStats
 {
     private const int Groups = 4;
-    // Per group: ios, merges, sectors, ticks, in-flight; then requeues; the rest pads to a cache line.
-    private const int Fields = 5, RequeueField = Fields * Groups, Stride = Fields * Groups + 4;
+    // Each thread's block is native memory, one 64-byte cache line per group (ios, merges, sectors,
+    // ticks, in-flight) and a fifth line for requeues: counting a request touches exactly one line,
+    // wherever the allocator put the block.
+    private const int LineLongs = 8, Ios = 0, Merges = 1, Sectors = 2, Ticks = 3, InFlight = 4;
+    private const int RequeueField = Groups * LineLongs, BlockLongs = (Groups + 1) * LineLongs;
 
     private static int s_nextIndex = -1;
 
     private readonly int _index = Interlocked.Increment(ref s_nextIndex);
     private readonly Lock _lock = new();
-    private long[][] _threads = [];
+    private nint[] _threads = [];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private long[] Mine(BlockThread t)
+    private long* Mine(BlockThread t)
     {
-        long[]?[] blocks = t.StatsBlocks;
-        if ((uint)_index < (uint)blocks.Length && blocks[_index] is { } mine) return mine;
+        nint[] blocks = t.StatsBlocks;
+        if ((uint)_index < (uint)blocks.Length && blocks[_index] != 0) return (long*)blocks[_index];
         return Register(t);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private long[] Register(BlockThread t)
+    private long* Register(BlockThread t)
     {
-        long[]?[] blocks = t.StatsBlocks;
+        nint[] blocks = t.StatsBlocks;
         if (blocks.Length <= _index) Array.Resize(ref blocks, Math.Max(_index + 1, blocks.Length * 2));
         t.StatsBlocks = blocks;
-        long[] mine = new long[Stride];
-        blocks[_index] = mine;
-        lock (_lock) _threads = [.. _threads, mine];
+        var mine = (long*)NativeMemory.AlignedAlloc(BlockLongs * sizeof(long), 64);
+        NativeMemory.Clear(mine, BlockLongs * sizeof(long));
+        blocks[_index] = (nint)mine;
+        lock (_lock) _threads = [.. _threads, (nint)mine];
         return mine;
     }
 
+    /// <summary>
+    /// Frees the threads' blocks once nothing can count into them any more: the device that owned
+    /// these statistics is unreachable, so no I/O is in flight on it, and its index is never reused
+    /// (a thread's table may keep the stale pointer, which nothing reads again).
+    /// </summary>
+    ~DiskStats()
+    {
+        foreach (nint block in _threads) NativeMemory.AlignedFree((void*)block);
+    }
+
     /// <summary>A request of <paramref name="op"/> entered the device.</summary>
-    internal void Start(BioOp op, BlockThread t) => Mine(t)[Group(op) * Fields + 4]++;
+    internal void Start(BioOp op, BlockThread t) => Mine(t)[Group(op) * LineLongs + InFlight]++;
 
     /// <summary>A request of <paramref name="op"/> moving <paramref name="bytes"/> completed after <paramref name="elapsedTicks"/> Stopwatch ticks.</summary>
     internal void Done(BioOp op, uint bytes, long elapsedTicks, BlockThread t)
     {
-        long[] v = Mine(t);
-        int g = Group(op) * Fields;
-        v[g]++;
-        v[g + 2] += bytes >> Bio.SectorShift;
-        v[g + 3] += elapsedTicks;
-        v[g + 4]--;
+        long* v = Mine(t) + Group(op) * LineLongs;
+        v[Ios]++;
+        v[Sectors] += bytes >> Bio.SectorShift;
+        v[Ticks] += elapsedTicks;
+        v[InFlight]--;
     }
 
     /// <summary>A request left the device to be resubmitted later (it answered Busy): in flight no more, counted once when it finally completes.</summary>
     internal void Requeued(BioOp op)
     {
-        long[] v = Mine(BlockThread.Current);
-        v[Group(op) * Fields + 4]--;
+        long* v = Mine(BlockThread.Current);
+        v[Group(op) * LineLongs + InFlight]--;
         v[RequeueField]++;
     }
 
@@ -73,11 +87,13 @@ public sealed class DiskStats
     /// <summary>A copy of the counters now (each thread's block is read without stopping it).</summary>
     public DiskStatsSnapshot Snapshot()
     {
-        long[] sum = new long[Stride];
-        foreach (long[] c in Volatile.Read(ref _threads))
-            for (int i = 0; i < sum.Length; i++) sum[i] += Volatile.Read(ref c[i]);
-        OpStats Group(int g) => new(sum[g * Fields], sum[g * Fields + 1], sum[g * Fields + 2], sum[g * Fields + 3] * 1000 / Stopwatch.Frequency);
-        long inFlight = sum[4] + sum[Fields + 4] + sum[2 * Fields + 4] + sum[3 * Fields + 4];
+        long[] sum = new long[BlockLongs];
+        foreach (nint c in Volatile.Read(ref _threads))
+            for (int i = 0; i < sum.Length; i++) sum[i] += Volatile.Read(ref ((long*)c)[i]);
+        GC.KeepAlive(this);
+        OpStats Group(int g) => new(sum[g * LineLongs + Ios], sum[g * LineLongs + Merges], sum[g * LineLongs + Sectors],
+            sum[g * LineLongs + Ticks] * 1000 / Stopwatch.Frequency);
+        long inFlight = sum[InFlight] + sum[LineLongs + InFlight] + sum[2 * LineLongs + InFlight] + sum[3 * LineLongs + InFlight];
         return new DiskStatsSnapshot(Group(0), Group(1), Group(2), Group(3), inFlight) { Requeues = sum[RequeueField] };
     }
 }

@@ -43,6 +43,7 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
     private readonly Target? _single;
     private readonly long _singleBegin;
     private readonly IBioEndIo? _singleHook;
+    private readonly bool _singleChecked;
 
     /// <summary>Creates a device mapping <paramref name="entries"/>, which must cover sectors 0.. without gaps or overlaps.</summary>
     /// <param name="name">The device's name.</param>
@@ -95,6 +96,7 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
             _single = _entries[0].Target;
             _singleBegin = _begins[0];
             _singleHook = _hooks[0];
+            _singleChecked = _single.RemapsWithinLimits;
         }
     }
 
@@ -140,7 +142,7 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
                 if (_singleHook is IBioEndIo hook) bio.PushEndIo(hook);
                 if (lower is BlockDevice next)
                 {
-                    checkedRemap = single.RemapsWithinLimits;
+                    checkedRemap = _singleChecked;
                     return next;
                 }
                 lower!.Submit(bio);

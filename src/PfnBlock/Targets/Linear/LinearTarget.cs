@@ -9,10 +9,11 @@ namespace PfnBlock.Targets.Linear;
 /// </summary>
 public sealed class LinearTarget : Target, IRegisteredTarget
 {
-    private readonly LowerDevice _dev;
+    private readonly IBlockDevice _lower;
     private readonly long _start;
+    private readonly string _spec;
 
-    private LinearTarget(LowerDevice dev, long start) : base(dev.Device) => (_dev, _start) = (dev, start);
+    private LinearTarget(LowerDevice dev, long start) : base(dev.Device) => (_lower, _start, _spec) = (dev.Device, start, dev.Spec);
 
     /// <inheritdoc/>
     public static TargetType TargetType { get; } = new()
@@ -41,19 +42,19 @@ public sealed class LinearTarget : Target, IRegisteredTarget
     /// <inheritdoc/>
     public override MapResult Map(Bio bio, out IBlockDevice? lower)
     {
-        lower = _dev.Device;
+        lower = _lower;
         if (bio.Op != BioOp.Flush) bio.Iter.Sector += _start;
         return MapResult.Remapped;
     }
 
     /// <inheritdoc/>
-    public override string Arguments => $"{_dev.Spec} {_start}";
+    public override string Arguments => $"{_spec} {_start}";
 
     /// <inheritdoc/>
     public override long DirectAccess(long pageOffset, long pages, out DaxRange range) =>
-        ((IDaxDevice)_dev.Device).DirectAccess(pageOffset + (_start >> 3), pages, out range);
+        ((IDaxDevice)_lower).DirectAccess(pageOffset + (_start >> 3), pages, out range);
 
     /// <inheritdoc/>
     public override void PersistRange(long offset, long length) =>
-        ((IDaxDevice)_dev.Device).PersistRange(offset + (_start << Bio.SectorShift), length);
+        ((IDaxDevice)_lower).PersistRange(offset + (_start << Bio.SectorShift), length);
 }
