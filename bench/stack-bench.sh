@@ -3,7 +3,8 @@
 # namespace (B) against the same namespace alone (A), one job, iodepth 1, in the same process:
 # `pfnblock bench --vs` alternates A and B in short slices (A B, B A, A B, ...) and reports the
 # median of the per-pair ratios B/A, which machine drift moves far less than either figure.
-# Workloads: 4k randread, 4k randwrite, 1M read, 1M write. Prints a markdown table.
+# Workloads: 4k randread, 4k randwrite, 1M read, 1M write, after two rows comparing the namespace
+# with itself (the noise floor of the method). Prints a markdown table.
 # Env: RUNTIME (seconds per workload and device, 40), SLICES (pairs, 40), SIZE (1G).
 set -euo pipefail
 export LC_ALL=C
@@ -27,11 +28,13 @@ echo "# $(date -u +%FT%TZ) $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo 
 echo "# RUNTIME=$RUNTIME SLICES=$SLICES SIZE=$SIZE; B = table: $(cat "$work/linear.table")"
 echo "| workload | pmem alone (A) | linear over pmem (B) | B/A, median of pairs [min..max] |"
 echo "|---|---|---|---|"
-for w in "randread 4k" "randwrite 4k" "read 1M" "write 1M"; do
+# The first two rows compare the namespace with itself: the noise floor of the method on this machine.
+for w in "randread 4k self" "randwrite 4k self" "randread 4k" "randwrite 4k" "read 1M" "write 1M"; do
   set -- $w
-  pfnblock bench --device "pmem:$ns" --vs "table:$work/linear.table" --rw "$1" --bs "$2" \
+  b="table:$work/linear.table"; [ "${3:-}" = self ] && b="pmem:$ns"
+  pfnblock bench --device "pmem:$ns" --vs "$b" --rw "$1" --bs "$2" \
     --runtime "$RUNTIME" --slices "$SLICES" --ramp 1 --json > "$work/out.json"
-  jq -r '.comparisons[0] | if .unit == "IOPS"
-      then "| \(.rw) \(.bs) | \(.median_a / 1e6 * 1000 | round / 1000) M IOPS | \(.median_b / 1e6 * 1000 | round / 1000) M IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
-      else "| \(.rw) \(.bs) | \(.median_a / 1e9 * 100 | round / 100) GB/s | \(.median_b / 1e9 * 100 | round / 100) GB/s | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |" end' "$work/out.json"
+  jq -r --arg self "${3:-}" '.comparisons[0] | (if $self == "self" then " (A vs A)" else "" end) as $tag | if .unit == "IOPS"
+      then "| \(.rw) \(.bs)\($tag) | \(.median_a / 1e6 * 1000 | round / 1000) M IOPS | \(.median_b / 1e6 * 1000 | round / 1000) M IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
+      else "| \(.rw) \(.bs)\($tag) | \(.median_a / 1e9 * 100 | round / 100) GB/s | \(.median_b / 1e9 * 100 | round / 100) GB/s | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |" end' "$work/out.json"
 done
