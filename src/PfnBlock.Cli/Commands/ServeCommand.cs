@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography.X509Certificates;
 using PfnBlock.Block;
+using PfnBlock.Cli.Config;
 using PfnBlock.Devices;
 using PfnBlock.Exports.Nbd;
 using PfnBlock.Namespaces;
@@ -29,6 +30,12 @@ internal static class ServeCommand
             Description = "Define a device as NAME=SPEC, for exports and table lines to name as @NAME; repeatable.",
             AllowMultipleArgumentsPerToken = false,
         };
+        var config = new Option<string?>("--config")
+        {
+            Description = "A YAML file describing the whole stack (namespaces to create if missing, named devices and tables, exports, listen " +
+                          "addresses), validated as a whole before anything is opened; replaces --export, --device and --listen.",
+        };
+        var check = new Option<bool>("--check") { Description = "With --config: validate the stack and print what it would serve, then exit without creating or opening anything." };
         var listen = new Option<string[]>("--listen")
         {
             Description = "Where to listen: tcp:HOST:PORT or unix:PATH; repeatable. Default: tcp:127.0.0.1:10809.",
@@ -58,7 +65,7 @@ internal static class ServeCommand
         tls.AcceptOnlyFromAmong("allow", "require");
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, defines, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, tlsCert, tlsKey, tls,
+            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, tlsCert, tlsKey, tls,
         };
         cmd.SetAction(r => Cli.Run(() =>
         {
@@ -75,6 +82,15 @@ internal static class ServeCommand
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
             };
+            if (r.GetValue(config) is string file)
+            {
+                if ((r.GetValue(exports)?.Length ?? 0) + (r.GetValue(defines)?.Length ?? 0) + (r.GetValue(listen)?.Length ?? 0) > 0)
+                    throw new ArgumentException("--config describes the exports, devices and listen addresses; do not also give --export, --device or --listen");
+                StackConfig stack = StackConfig.Load(file);
+                if (r.GetValue(check)) return PrintPlan(stack);
+                return Serve(stack, r.GetValue(readOnly), r.GetValue(statsInterval), limits);
+            }
+            if (r.GetValue(check)) throw new ArgumentException("--check needs --config");
             return Serve(r.GetValue(exports) ?? [], r.GetValue(defines) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), limits);
         }));
         return cmd;
@@ -112,6 +128,46 @@ internal static class ServeCommand
             IBlockDevice device = devices.Acquire(spec).Device;
             registry.Add(new NbdExport(name, device, readOnly, $"{spec.Text} served by pfnblock"));
         }
+        return Run(registry, addresses, statsInterval, limits);
+    }
+
+    private static int Serve(StackConfig stack, bool readOnly, int statsInterval, NbdServerOptions limits)
+    {
+        if (statsInterval < 0) throw new ArgumentException("--stats-interval must not be negative");
+        if (!readOnly) stack.CreateMissingNamespaces(Console.WriteLine);
+        using var devices = new DeviceSet(readOnly: readOnly);
+        stack.Define(devices);
+        var registry = new NbdExportRegistry();
+        foreach (StackConfig.ExportDecl e in stack.Exports)
+        {
+            IBlockDevice device = devices.Acquire(e.Device).Device;
+            registry.Add(new NbdExport(e.Name, device, readOnly || e.ReadOnly, e.Description ?? $"{e.Device} served by pfnblock"));
+        }
+        return Run(registry, stack.Listen.Count == 0 ? [NbdListenAddress.Default] : stack.Listen, statsInterval, limits);
+    }
+
+    /// <summary>What a stack would serve, without creating or opening anything (<c>--check</c>).</summary>
+    private static int PrintPlan(StackConfig stack)
+    {
+        Console.WriteLine($"{stack.Source}: valid");
+        foreach (StackConfig.NamespaceDecl n in stack.Namespaces)
+            Console.WriteLine($"namespace {n.Path}: {n.Size} bytes, {n.Mode.ToString().ToLowerInvariant()}{(File.Exists(n.Path) ? " (exists)" : " (to create)")}");
+        foreach (StackConfig.DeviceDecl d in stack.Devices)
+        {
+            if (d.Spec is not null) Console.WriteLine($"device @{d.Name}: {d.Spec}");
+            else
+            {
+                Console.WriteLine($"device @{d.Name}: table");
+                foreach (string line in d.Table!) Console.WriteLine($"  {line}");
+            }
+        }
+        foreach (StackConfig.ExportDecl e in stack.Exports) Console.WriteLine($"export {e.Name}: {e.Device}{(e.ReadOnly ? ", read-only" : "")}");
+        foreach (NbdListenAddress a in stack.Listen.Count == 0 ? [NbdListenAddress.Default] : stack.Listen) Console.WriteLine($"listen {a}");
+        return 0;
+    }
+
+    private static int Run(NbdExportRegistry registry, IReadOnlyList<NbdListenAddress> addresses, int statsInterval, NbdServerOptions limits)
+    {
         using var stop = new ManualResetEventSlim();
         using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
         using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });

@@ -16,6 +16,7 @@ public sealed class DeviceSet : IDisposable
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Entry> _open = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _names = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Func<DeviceOpenContext, IBlockDevice>> _openers = new(StringComparer.Ordinal);
     private readonly List<DeviceHandle> _handles = [];
     private bool _disposed;
 
@@ -45,7 +46,25 @@ public sealed class DeviceSet : IDisposable
         if (!IsValidName(name)) throw new ArgumentException($"invalid device name '{name}': use letters, digits, '-', '_' and '.'");
         _ = DeviceSpec.Parse(spec);
         lock (_lock)
-            if (!_names.TryAdd(name, spec)) throw new ArgumentException($"device '{name}' is defined twice");
+        {
+            if (_openers.ContainsKey(name) || !_names.TryAdd(name, spec)) throw new ArgumentException($"device '{name}' is defined twice");
+        }
+    }
+
+    /// <summary>
+    /// Defines <paramref name="name"/> as a device that <paramref name="open"/> builds (an inline
+    /// table of a stack configuration): opened on first use of <c>@NAME</c>, shared afterwards, its
+    /// lower devices acquired through the context it is given.
+    /// </summary>
+    /// <exception cref="ArgumentException">The name is invalid or defined already.</exception>
+    public void Define(string name, Func<DeviceOpenContext, IBlockDevice> open)
+    {
+        ArgumentNullException.ThrowIfNull(open);
+        if (!IsValidName(name)) throw new ArgumentException($"invalid device name '{name}': use letters, digits, '-', '_' and '.'");
+        lock (_lock)
+        {
+            if (_names.ContainsKey(name) || !_openers.TryAdd(name, open)) throw new ArgumentException($"device '{name}' is defined twice");
+        }
     }
 
     /// <summary>Opens (or shares) the device <paramref name="spec"/> names; dispose the handle to release it.</summary>
@@ -61,10 +80,16 @@ public sealed class DeviceSet : IDisposable
     internal DeviceHandle Acquire(DeviceSpec spec, IReadOnlyList<string> opening)
     {
         List<string> chain = [];
+        Func<DeviceOpenContext, IBlockDevice>? opener = null;
         while (spec.Reference is string name)
         {
             string? text;
-            lock (_lock) text = _names.GetValueOrDefault(name);
+            lock (_lock)
+            {
+                text = _names.GetValueOrDefault(name);
+                opener = text is null ? _openers.GetValueOrDefault(name) : null;
+            }
+            if (opener is not null) break;
             if (text is null) throw new ArgumentException($"unknown device '@{name}' (define it first)");
             if (chain.Contains(name)) throw new ArgumentException($"device names refer to each other in a circle: @{string.Join(" → @", chain)} → @{name}");
             chain.Add(name);
@@ -85,7 +110,7 @@ public sealed class DeviceSet : IDisposable
         var context = new DeviceOpenContext(this, key, [.. opening, key]);
         try
         {
-            IBlockDevice device = spec.Type!.Open(spec, context);
+            IBlockDevice device = opener is not null ? opener(context) : spec.Type!.Open(spec, context);
             var entry = new Entry(key, device);
             lock (_lock) _open.Add(key, entry);
             return Track(new DeviceHandle(this, entry));

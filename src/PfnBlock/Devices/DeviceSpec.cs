@@ -6,7 +6,7 @@ namespace PfnBlock.Devices;
 
 /// <summary>
 /// A device named in text: <c>KIND:ARG[,ARG…][,OPTION…]</c>, or <c>@NAME</c> for a device defined
-/// under a name (<see cref="DeviceSet.Define"/>). Parsing checks the syntax and the arguments
+/// under a name (<see cref="DeviceSet.Define(string, string)"/>). Parsing checks the syntax and the arguments
 /// against the kind's registration (<see cref="DeviceTypes"/>); opening checks the thing named.
 /// </summary>
 /// <remarks>

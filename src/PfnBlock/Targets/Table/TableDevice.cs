@@ -47,31 +47,49 @@ public sealed class TableDevice : IRegisteredDevice
         {
             throw new IOException($"table:{path}: cannot read the table: {e.Message}", e);
         }
+        return Open($"table:{path}", lines, name, ctx);
+    }
+
+    /// <summary>Parses one table line's syntax without opening anything: start, length, a known target, and its arguments.</summary>
+    /// <returns>Null for a blank or comment line.</returns>
+    /// <exception cref="FormatException">The line does not parse; the message starts with <paramref name="where"/>.</exception>
+    public static (long Begin, long Length, TargetType Type, string[] Args)? ParseLine(string line, string where)
+    {
+        int hash = line.IndexOf('#');
+        if (hash >= 0) line = line[..hash];
+        string[] words = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+        if (words.Length == 0) return null;
+        if (words.Length < 3) throw new FormatException($"{where}: expected START LENGTH TARGET ARGS");
+        if (!long.TryParse(words[0], NumberStyles.None, CultureInfo.InvariantCulture, out long begin))
+            throw new FormatException($"{where}: invalid start sector '{words[0]}'");
+        if (!long.TryParse(words[1], NumberStyles.None, CultureInfo.InvariantCulture, out long length) || length == 0)
+            throw new FormatException($"{where}: invalid length '{words[1]}' (a positive number of sectors)");
+        TargetType type = DeviceTypes.FindTarget(words[2])
+            ?? throw new FormatException($"{where}: unknown target type '{words[2]}' (known: {string.Join(", ", DeviceTypes.Targets.Select(t => t.Name))})");
+        return (begin, length, type, words[3..]);
+    }
+
+    /// <summary>Builds a mapped device from table lines (from a file, or inline in a stack configuration).</summary>
+    /// <param name="source">Where the lines come from, for messages (<c>table:/etc/a.table</c>, <c>device 'both'</c>).</param>
+    /// <param name="lines">The table lines.</param>
+    /// <param name="name">The device's name.</param>
+    /// <param name="ctx">Opens the lower devices.</param>
+    public static MappedDevice Open(string source, IReadOnlyList<string> lines, string name, DeviceOpenContext ctx)
+    {
         var entries = new List<TableEntry>();
         try
         {
-            for (int i = 0; i < lines.Length; i++)
+            for (int i = 0; i < lines.Count; i++)
             {
-                string line = lines[i];
-                int hash = line.IndexOf('#');
-                if (hash >= 0) line = line[..hash];
-                string[] words = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
-                if (words.Length == 0) continue;
-                string where = $"table:{path} line {i + 1}";
-                if (words.Length < 3) throw new FormatException($"{where}: expected START LENGTH TARGET ARGS");
-                if (!long.TryParse(words[0], NumberStyles.None, CultureInfo.InvariantCulture, out long begin))
-                    throw new FormatException($"{where}: invalid start sector '{words[0]}'");
-                if (!long.TryParse(words[1], NumberStyles.None, CultureInfo.InvariantCulture, out long length) || length == 0)
-                    throw new FormatException($"{where}: invalid length '{words[1]}' (a positive number of sectors)");
-                TargetType type = DeviceTypes.FindTarget(words[2])
-                    ?? throw new FormatException($"{where}: unknown target type '{words[2]}' (known: {string.Join(", ", DeviceTypes.Targets.Select(t => t.Name))})");
+                string where = $"{source} line {i + 1}";
+                if (ParseLine(lines[i], where) is not var (begin, length, type, args)) continue;
                 Target target;
-                try { target = type.Create(new TargetContext(ctx, begin, length, words[3..])); }
+                try { target = type.Create(new TargetContext(ctx, begin, length, args)); }
                 catch (TargetException e) { throw new FormatException($"{where}: {type.Name}: {e.Message}", e); }
                 catch (IOException e) { throw new IOException($"{where}: {type.Name}: {e.Message}", e); }
                 entries.Add(new TableEntry(begin, length, type.Name, target));
             }
-            if (entries.Count == 0) throw new FormatException($"table:{path}: the table has no lines");
+            if (entries.Count == 0) throw new FormatException($"{source}: the table has no lines");
             IDisposable lower = ctx.TakeAcquired();
             try { return new MappedDevice(name, entries, lower); }
             catch (ArgumentException e)
@@ -79,7 +97,7 @@ public sealed class TableDevice : IRegisteredDevice
                 foreach (TableEntry entry in entries) entry.Target.Dispose();
                 entries.Clear();
                 lower.Dispose();
-                throw new FormatException($"table:{path}: {e.Message}", e);
+                throw new FormatException($"{source}: {e.Message}", e);
             }
         }
         catch
