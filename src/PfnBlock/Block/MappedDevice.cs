@@ -9,8 +9,8 @@ namespace PfnBlock.Block;
 /// <param name="Target">The target.</param>
 public sealed record TableEntry(long Begin, long Length, string TypeName, Target Target)
 {
-    /// <summary>The line as <c>dmsetup table</c> prints it: <c>begin length type arguments</c>.</summary>
-    public override string ToString() => $"{Begin} {Length} {TypeName} {Target.Arguments}";
+    /// <summary>The line as <c>dmsetup table</c> prints it: <c>begin length type arguments</c> (no trailing space for a target without arguments).</summary>
+    public override string ToString() => Target.Arguments.Length == 0 ? $"{Begin} {Length} {TypeName}" : $"{Begin} {Length} {TypeName} {Target.Arguments}";
 }
 
 /// <summary>
@@ -49,9 +49,10 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
     /// <param name="name">The device's name.</param>
     /// <param name="entries">The table, in sector order.</param>
     /// <param name="owned">Released after the targets on dispose: the lower devices the table holds.</param>
+    /// <param name="addressSpace">The address space of a table whose targets have no lower device (error, zero); else the lower devices' space.</param>
     /// <exception cref="ArgumentException">The table is empty, has gaps or overlaps, is misaligned for its lower devices, or mixes address spaces.</exception>
-    public MappedDevice(string name, IReadOnlyList<TableEntry> entries, IDisposable? owned = null)
-        : base(name, FirstAddressSpace(entries))
+    public MappedDevice(string name, IReadOnlyList<TableEntry> entries, IDisposable? owned = null, PhysicalAddressSpace? addressSpace = null)
+        : base(name, FirstAddressSpace(entries) ?? addressSpace)
     {
         if (entries.Count == 0) throw new ArgumentException("a table needs at least one target");
         _entries = [.. entries];

@@ -1,5 +1,6 @@
 using System.Globalization;
 using PfnBlock.Block;
+using PfnBlock.Memory;
 
 namespace PfnBlock.Devices;
 
@@ -14,7 +15,7 @@ public sealed class TargetType
     public required string Name { get; init; }
     /// <summary>The version of its table syntax and behaviour (dm's <c>version</c> triple).</summary>
     public Version Version { get; init; } = new(1, 0, 0);
-    /// <summary>The arguments after the name, e.g. <c>DEVICE OFFSET</c>.</summary>
+    /// <summary>The arguments after the name, e.g. <c>DEVICE OFFSET</c>; empty for none.</summary>
     public required string Arguments { get; init; }
     /// <summary>One line saying what the target does.</summary>
     public required string Summary { get; init; }
@@ -26,8 +27,8 @@ public sealed class TargetType
     /// </summary>
     public IReadOnlyList<TargetSample> Samples { get; init; } = [];
 
-    /// <summary>The usage line: <c>linear DEVICE OFFSET</c>.</summary>
-    public string Usage => Name + " " + Arguments;
+    /// <summary>The usage line: <c>linear DEVICE OFFSET</c> (<c>zero</c> for a target without arguments).</summary>
+    public string Usage => Arguments.Length == 0 ? Name : Name + " " + Arguments;
 }
 
 /// <summary>A target class that registers its type: the registry finds it by this interface.</summary>
@@ -82,6 +83,8 @@ public sealed class TargetContext
     public long Length { get; }
     /// <summary>The arguments after the target name, split at whitespace.</summary>
     public IReadOnlyList<string> Args { get; }
+    /// <summary>The address space the table's bios number their frames in (for a target that touches data without a lower device, e.g. zero).</summary>
+    public PhysicalAddressSpace AddressSpace => _open.AddressSpace ?? PhysicalAddressSpace.Shared;
 
     /// <summary>Refuses the line with <paramref name="message"/> (dm's <c>ti->error = …; return -EINVAL</c>).</summary>
     public static TargetException Fail(string message) => new(message);
@@ -106,6 +109,17 @@ public sealed class TargetContext
     public long Sector(int index, string error)
     {
         if (!long.TryParse(Args[index], NumberStyles.None, CultureInfo.InvariantCulture, out long v)) throw Fail($"{error}: '{Args[index]}'");
+        return v;
+    }
+
+    /// <summary>
+    /// Argument <paramref name="index"/> as a whole number from 0 to <paramref name="max"/> (dm's
+    /// <c>dm_read_arg</c>); <paramref name="error"/> names it when it is not one.
+    /// </summary>
+    public long Number(int index, string error, long max = long.MaxValue)
+    {
+        if (!long.TryParse(Args[index], NumberStyles.None, CultureInfo.InvariantCulture, out long v) || v > max)
+            throw Fail($"{error}: '{Args[index]}'{(max < long.MaxValue ? $" (a number from 0 to {max})" : "")}");
         return v;
     }
 

@@ -46,6 +46,8 @@ public static class ConformanceSamples
                 foreach (string lower in new[] { "ram", "pmem" }) yield return $"{t.Name} over {lower}: {s.Name}";
         yield return StackPrefix + "linear over linear over pmem";
         yield return StackPrefix + "linear over clone over linear over busyram";
+        yield return StackPrefix + "striped over linear over pmem";
+        yield return StackPrefix + "linear over striped over flakey (up) over pmem";
     }
 
     /// <summary>Makes the sample's files under <paramref name="scratch"/> and opens it in <paramref name="set"/>.</summary>
@@ -93,6 +95,19 @@ public static class ConformanceSamples
                 string bottom = Table(ctx, $"0 {sectors} linear busyram:{LowerBytes >> 20}M,percent=20 0");
                 string middle = Table(ctx, $"0 {sectors} clone {bottom} 16");
                 return Table(ctx, $"0 {sectors} linear {middle} 0");
+            }
+            case "striped over linear over pmem":
+            {
+                string a = Table(ctx, $"0 {sectors} linear {LowerSpec("pmem", ctx, 0)} 0");
+                string b = Table(ctx, $"0 {sectors} linear {LowerSpec("pmem", ctx, 1)} 0");
+                return Table(ctx, $"0 {sectors} striped 2 64 {DeviceSpec.Quote(a)} 0 {DeviceSpec.Quote(b)} 2048");
+            }
+            case "linear over striped over flakey (up) over pmem":
+            {
+                string a = Table(ctx, $"0 {sectors} flakey {LowerSpec("pmem", ctx, 0)} 0 3600 0");
+                string b = Table(ctx, $"0 {sectors} flakey {LowerSpec("pmem", ctx, 1)} 0 86400 1 1 error_writes");
+                string striped = Table(ctx, $"0 {sectors} striped 2 8 {DeviceSpec.Quote(a)} 0 {DeviceSpec.Quote(b)} 0");
+                return Table(ctx, $"0 {sectors - 2048} linear {DeviceSpec.Quote(striped)} 2048");
             }
             default: throw new ArgumentException($"no stack '{name}'");
         }

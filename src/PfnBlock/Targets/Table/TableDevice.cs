@@ -91,7 +91,7 @@ public sealed class TableDevice : IRegisteredDevice
             }
             if (entries.Count == 0) throw new FormatException($"{source}: the table has no lines");
             IDisposable lower = ctx.TakeAcquired();
-            try { return new MappedDevice(name, entries, lower); }
+            try { return new MappedDevice(name, entries, lower, ctx.AddressSpace); }
             catch (ArgumentException e)
             {
                 foreach (TableEntry entry in entries) entry.Target.Dispose();
