@@ -28,6 +28,9 @@ public static class ConformanceSamples
         }
     }
 
+    /// <summary>Names of every sample, as strings.</summary>
+    public static IEnumerable<string> SampleNames => All();
+
     /// <summary>Every sample name crossed with <paramref name="values"/>.</summary>
     public static TheoryData<string, T> Cross<T>(params T[] values)
     {
