@@ -59,6 +59,23 @@ internal sealed record BenchResult(
 
     public long TotalIos => Read.Ios + Write.Ios;
 
+    /// <summary>
+    /// CPU time (user + system, the whole process: submitters, completion threads, the devices'
+    /// own threads) per I/O of the measured pass, in nanoseconds — the cost fio shows as
+    /// usr_cpu/sys_cpu, made comparable across queue depths and job counts.
+    /// </summary>
+    public double CpuNanosPerIo => TotalIos > 0 ? (CpuSecondsUser + CpuSecondsSystem) * 1e9 / TotalIos : 0;
+
+    /// <summary>User and system CPU as a percentage of the pass's wall time (fio's usr_cpu and sys_cpu; 200 % is two busy cores).</summary>
+    public (double User, double System) CpuPercent
+    {
+        get
+        {
+            double wall = Math.Max(Read.Seconds, Write.Seconds);
+            return wall > 0 ? (100 * CpuSecondsUser / wall, 100 * CpuSecondsSystem / wall) : (0, 0);
+        }
+    }
+
     public JsonObject ToJson() => new()
     {
         ["jobname"] = $"{Options.RwName}-bs{Options.BlockSize}-qd{Options.IoDepth}-j{Options.Jobs}",
@@ -79,8 +96,11 @@ internal sealed record BenchResult(
         },
         ["read"] = Read.ToJson(),
         ["write"] = Write.ToJson(),
-        ["usr_cpu"] = CpuSecondsUser,
-        ["sys_cpu"] = CpuSecondsSystem,
+        ["usr_cpu"] = CpuPercent.User,
+        ["sys_cpu"] = CpuPercent.System,
+        ["usr_cpu_seconds"] = CpuSecondsUser,
+        ["sys_cpu_seconds"] = CpuSecondsSystem,
+        ["cpu_ns_per_io"] = CpuNanosPerIo,
         ["alloc_bytes_per_io"] = AllocatedBytesPerIo,
         ["requeues"] = Requeues,
         ["error"] = Error,

@@ -181,17 +181,17 @@ internal static class BenchCommand
             Console.WriteLine($"    lat percentiles (ns): 50th={d.Percentile(50)}, 90th={d.Percentile(90)}, 99th={d.Percentile(99)}, 99.9th={d.Percentile(99.9)}, 99.99th={d.Percentile(99.99)}");
         }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"  allocated: {r.AllocatedBytesPerIo:F3} bytes/IO   cpu: usr={r.CpuSecondsUser:F2}s sys={r.CpuSecondsSystem:F2}s   requeued (Busy): {r.Requeues}"));
+            $"  allocated: {r.AllocatedBytesPerIo:F3} bytes/IO   cpu: usr={r.CpuPercent.User:F1}% sys={r.CpuPercent.System:F1}% ({r.CpuSecondsUser:F2}s + {r.CpuSecondsSystem:F2}s, {r.CpuNanosPerIo:F0} ns/IO)   requeued (Busy): {r.Requeues}"));
     }
 
     private static void PrintSummary(List<BenchResult> results)
     {
-        var table = new Table().AddColumns("workload", "IOPS", "bandwidth", "p50 lat", "p99 lat", "bytes alloc/IO");
+        var table = new Table().AddColumns("workload", "IOPS", "bandwidth", "p50 lat", "p99 lat", "CPU/IO", "bytes alloc/IO");
         foreach (BenchResult r in results)
         {
             DirectionResult d = r.Read.Ios >= r.Write.Ios ? r.Read : r.Write;
             table.AddRow($"{r.Options.RwName} {SizeParser.Format(r.Options.BlockSize)} qd{r.Options.IoDepth} j{r.Options.Jobs}", Iops(r.Read.Iops + r.Write.Iops), Bandwidth(r.Read.BytesPerSecond + r.Write.BytesPerSecond),
-                $"{d.Percentile(50)} ns", $"{d.Percentile(99)} ns", r.AllocatedBytesPerIo.ToString("F3", CultureInfo.InvariantCulture));
+                $"{d.Percentile(50)} ns", $"{d.Percentile(99)} ns", $"{r.CpuNanosPerIo:F0} ns", r.AllocatedBytesPerIo.ToString("F3", CultureInfo.InvariantCulture));
         }
         AnsiConsole.Write(table);
     }
