@@ -43,6 +43,22 @@ internal sealed record DirectionResult(long Ios, long Bytes, double Seconds, Lon
     }
 }
 
+/// <summary>
+/// One interval of the measured phase: its end (seconds from the start of the phase) and the
+/// rates over the interval — what a plot of IOPS over time draws (a cache filling, write-back
+/// taking over, a rebuild competing with I/O).
+/// </summary>
+internal readonly record struct BenchSample(double Seconds, double ReadIops, double WriteIops, double BytesPerSecond)
+{
+    public JsonObject ToJson() => new()
+    {
+        ["t"] = Math.Round(Seconds, 3),
+        ["read_iops"] = Math.Round(ReadIops),
+        ["write_iops"] = Math.Round(WriteIops),
+        ["bw_bytes"] = Math.Round(BytesPerSecond),
+    };
+}
+
 /// <summary>The outcome of a benchmark workload.</summary>
 internal sealed record BenchResult(
     BenchOptions Options,
@@ -56,6 +72,9 @@ internal sealed record BenchResult(
 {
     /// <summary>Requests some device of the stack answered Busy during the measured pass and the block layer requeued.</summary>
     public long Requeues { get; init; }
+
+    /// <summary>The measured phase sampled every <see cref="BenchRunner.SampleInterval"/>.</summary>
+    public IReadOnlyList<BenchSample> Timeline { get; init; } = [];
 
     public long TotalIos => Read.Ios + Write.Ios;
 
@@ -103,6 +122,7 @@ internal sealed record BenchResult(
         ["cpu_ns_per_io"] = CpuNanosPerIo,
         ["alloc_bytes_per_io"] = AllocatedBytesPerIo,
         ["requeues"] = Requeues,
+        ["timeline"] = new JsonArray([.. Timeline.Select(t => (JsonNode)t.ToJson())]),
         ["error"] = Error,
     };
 }

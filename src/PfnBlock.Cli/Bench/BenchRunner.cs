@@ -23,6 +23,9 @@ internal sealed class BenchRunner
     /// <summary>Called about every 250 ms of the measured phase with (elapsed seconds, bytes, ios) so far.</summary>
     public Action<double, long, long>? Progress { get; init; }
 
+    /// <summary>How often the measured phase is sampled for the result's <see cref="BenchResult.Timeline"/>.</summary>
+    public static readonly TimeSpan SampleInterval = TimeSpan.FromMilliseconds(250);
+
     public BenchResult Run()
     {
         BenchOptions o = _options;
@@ -51,8 +54,9 @@ internal sealed class BenchRunner
         BenchJob[] jobs = [];
         PassTimes times = default;
         long requeuesBefore = Requeues(_device);
+        var timeline = new List<BenchSample>();
         if (error is null)
-            error = RunPass(arena, o.Rw, partition, blocksPerJob, timeBased: o.RuntimeSeconds > 0, counted: true, out jobs, out times);
+            error = RunPass(arena, o.Rw, partition, blocksPerJob, timeBased: o.RuntimeSeconds > 0, counted: true, out jobs, out times, timeline);
         long requeues = Requeues(_device) - requeuesBefore;
 
         if (error is null && o.Verify && o.HasWrites)
@@ -72,7 +76,7 @@ internal sealed class BenchRunner
         return new BenchResult(o, _device.Description,
             new DirectionResult(rIos, rBytes, times.Seconds, readLat),
             new DirectionResult(wIos, wBytes, times.Seconds, writeLat),
-            ios > 0 ? (double)allocated / ios : 0, times.UserCpu, times.SystemCpu, error) { Requeues = requeues };
+            ios > 0 ? (double)allocated / ios : 0, times.UserCpu, times.SystemCpu, error) { Requeues = requeues, Timeline = timeline };
     }
 
     /// <summary>Requeues counted by every device of the stack under <paramref name="top"/>.</summary>
@@ -98,7 +102,8 @@ internal sealed class BenchRunner
     /// <summary>Wall time and process CPU time of a pass's measured phase.</summary>
     private readonly record struct PassTimes(double Seconds, double UserCpu, double SystemCpu);
 
-    private string? RunPass(DramArena arena, RwMode rw, bool partition, long blocksPerJob, bool timeBased, bool counted, out BenchJob[] jobs, out PassTimes times)
+    private string? RunPass(DramArena arena, RwMode rw, bool partition, long blocksPerJob, bool timeBased, bool counted, out BenchJob[] jobs, out PassTimes times,
+        List<BenchSample>? timeline = null)
     {
         BenchOptions o = _options;
         var clock = new BenchClock();
@@ -135,14 +140,14 @@ internal sealed class BenchRunner
                 StartMeasuring();
             }
             sw.Restart();
-            WaitOrFinish(threads, TimeSpan.FromSeconds(o.RuntimeSeconds), sw, Progress, jobs);
+            WaitOrFinish(threads, TimeSpan.FromSeconds(o.RuntimeSeconds), sw, Progress, jobs, timeline);
             seconds = sw.Elapsed.TotalSeconds;
             clock.RequestStop();
             foreach (Thread t in threads) t.Join();
         }
         else
         {
-            WaitOrFinish(threads, Timeout.InfiniteTimeSpan, sw, counted ? Progress : null, jobs);
+            WaitOrFinish(threads, Timeout.InfiniteTimeSpan, sw, counted ? Progress : null, jobs, timeline);
             seconds = sw.Elapsed.TotalSeconds;
         }
         process.Refresh();
@@ -151,19 +156,45 @@ internal sealed class BenchRunner
         return jobs.Select(j => j.Error).FirstOrDefault(e => e is not null);
     }
 
-    private static void WaitOrFinish(Thread[] threads, TimeSpan duration, Stopwatch sw, Action<double, long, long>? progress, BenchJob[] jobs)
+    private static void WaitOrFinish(Thread[] threads, TimeSpan duration, Stopwatch sw, Action<double, long, long>? progress, BenchJob[] jobs,
+        List<BenchSample>? timeline = null)
     {
-        TimeSpan tick = TimeSpan.FromMilliseconds(250);
         TimeSpan end = duration == Timeout.InfiniteTimeSpan ? TimeSpan.MaxValue : sw.Elapsed + duration;
+        double lastTime = sw.Elapsed.TotalSeconds;
+        (long r, long w, long rb, long wb) last = Totals(jobs);
         while (true)
         {
             TimeSpan left = end - sw.Elapsed;
-            if (left <= TimeSpan.Zero) return;
-            if (threads.All(t => !t.IsAlive)) return;
-            Thread.Sleep(left < tick ? left : tick);
-            if (jobs.Any(j => j.Error is not null)) return;
-            progress?.Invoke(sw.Elapsed.TotalSeconds, jobs.Sum(j => j.Bytes), jobs.Sum(j => j.Ios));
+            if (left <= TimeSpan.Zero) break;
+            if (threads.All(t => !t.IsAlive)) break;
+            Thread.Sleep(left < SampleInterval ? left : SampleInterval);
+            if (jobs.Any(j => j.Error is not null)) break;
+            double now = sw.Elapsed.TotalSeconds;
+            (long r, long w, long rb, long wb) totals = Totals(jobs);
+            Sample(now, totals);
+            progress?.Invoke(now, totals.rb + totals.wb, totals.r + totals.w);
+        }
+        Sample(sw.Elapsed.TotalSeconds, Totals(jobs)); // the tail of the last interval
+
+        void Sample(double now, (long r, long w, long rb, long wb) totals)
+        {
+            double dt = now - lastTime;
+            if (timeline is null || dt < 0.01) return;
+            timeline.Add(new BenchSample(now, (totals.r - last.r) / dt, (totals.w - last.w) / dt, (totals.rb - last.rb + totals.wb - last.wb) / dt));
+            (lastTime, last) = (now, totals);
         }
     }
 
+    private static (long ReadIos, long WriteIos, long ReadBytes, long WriteBytes) Totals(BenchJob[] jobs)
+    {
+        long r = 0, w = 0, rb = 0, wb = 0;
+        foreach (BenchJob j in jobs)
+        {
+            r += Volatile.Read(ref j.ReadIos);
+            w += Volatile.Read(ref j.WriteIos);
+            rb += Volatile.Read(ref j.ReadBytes);
+            wb += Volatile.Read(ref j.WriteBytes);
+        }
+        return (r, w, rb, wb);
+    }
 }

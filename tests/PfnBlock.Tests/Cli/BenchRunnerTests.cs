@@ -36,6 +36,29 @@ public sealed class BenchRunnerTests
     }
 
     [Fact]
+    public void TheTimelineAccountsForTheMeasuredIos()
+    {
+        using var set = new DeviceSet();
+        IBlockDevice dev = set.Open("ram:4M");
+        var options = new BenchOptions { Device = DeviceSpec.Parse("ram:4M"), Rw = RwMode.RandRw, RuntimeSeconds = 1.2 };
+        BenchResult r = new BenchRunner(dev, options).Run();
+        Assert.Null(r.Error);
+        Assert.InRange(r.Timeline.Count, 4, 6); // 250 ms samples and the tail
+        Assert.True(r.Timeline.Zip(r.Timeline.Skip(1)).All(p => p.First.Seconds < p.Second.Seconds), "samples out of order");
+        double previous = 0, reads = 0, writes = 0;
+        foreach (BenchSample s in r.Timeline)
+        {
+            reads += s.ReadIops * (s.Seconds - previous);
+            writes += s.WriteIops * (s.Seconds - previous);
+            previous = s.Seconds;
+        }
+        // The samples cover the measured phase; only I/Os completing after the last sample, before the jobs stop, are missing.
+        Assert.InRange(reads, 0.9 * r.Read.Ios, r.Read.Ios + 1);
+        Assert.InRange(writes, 0.9 * r.Write.Ios, r.Write.Ios + 1);
+        Assert.Equal(r.Timeline.Count, r.ToJson()["timeline"]!.AsArray().Count);
+    }
+
+    [Fact]
     public void ABenchOfNoIoHasNoCpuPerIo()
     {
         var empty = new DirectionResult(0, 0, 0, new HdrHistogram.LongHistogram(1, 1000, 3));
