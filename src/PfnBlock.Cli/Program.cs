@@ -22,6 +22,8 @@ public static class Program
             ServeCommand.Create(),
             CheckCommand.Create(),
             DevicesCommand.Create(),
+            StatCommand.Create(),
+            CtlCommand.Create(),
             CrashTestCommand.Create(),
         };
         ParseResult result = root.Parse(args);

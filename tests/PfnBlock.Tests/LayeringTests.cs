@@ -25,6 +25,10 @@ public sealed class LayeringTests
         // Targets stack on devices: they open their lower devices through the registry in Devices.
         ["Targets"] = ["Common", "Interop", "Memory", "Block", "Devices"],
         ["Exports"] = ["Common", "Interop", "Memory", "Block"],
+        // Operators' tools over a running server (metrics endpoint, control socket): they read the
+        // devices of exported stacks and the exports; control commands for stacked targets (RAID
+        // members) reach Targets.
+        ["Management"] = ["Common", "Interop", "Memory", "Block", "Devices", "Targets", "Exports"],
         // The crash-state explorer: a tool layer over the persistent structures (only the CLI and tests use it).
         ["CrashTest"] = ["Common", "Interop", "Memory", "Namespaces"],
     };

@@ -7,6 +7,9 @@ using PfnBlock.Block;
 using PfnBlock.Cli.Config;
 using PfnBlock.Devices;
 using PfnBlock.Exports.Nbd;
+using PfnBlock.Management;
+using PfnBlock.Management.Control;
+using PfnBlock.Management.Metrics;
 using PfnBlock.Namespaces;
 
 namespace PfnBlock.Cli.Commands;
@@ -63,9 +66,19 @@ internal static class ServeCommand
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
         var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };
         tls.AcceptOnlyFromAmong("allow", "require");
+        var metrics = new Option<string?>("--metrics")
+        {
+            Description = "Serve Prometheus metrics at http://ADDRESS/metrics: tcp:HOST:PORT (HOST an IP address) or PORT (on 127.0.0.1). Default: none.",
+        };
+        var control = new Option<string?>("--control")
+        {
+            Description = "The control socket that 'pfnblock stat' and 'pfnblock ctl' talk to: a Unix socket PATH (mode 0600), or 'none'. " +
+                          $"Default: {ControlSocketName} in the data directory (skipped with a warning if another server has it).",
+        };
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
             exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, tlsCert, tlsKey, tls,
+            metrics, control,
         };
         cmd.SetAction(r => Cli.Run(() =>
         {
@@ -82,16 +95,17 @@ internal static class ServeCommand
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
             };
+            var operators = new OperatorOptions(r.GetValue(metrics) is { } m ? MetricsEndpoint.ParseAddress(m) : null, r.GetValue(control));
             if (r.GetValue(config) is string file)
             {
                 if ((r.GetValue(exports)?.Length ?? 0) + (r.GetValue(defines)?.Length ?? 0) + (r.GetValue(listen)?.Length ?? 0) > 0)
                     throw new ArgumentException("--config describes the exports, devices and listen addresses; do not also give --export, --device or --listen");
                 StackConfig stack = StackConfig.Load(file);
                 if (r.GetValue(check)) return PrintPlan(stack);
-                return Serve(stack, r.GetValue(readOnly), r.GetValue(statsInterval), limits);
+                return Serve(stack, r.GetValue(readOnly), r.GetValue(statsInterval), limits, operators);
             }
             if (r.GetValue(check)) throw new ArgumentException("--check needs --config");
-            return Serve(r.GetValue(exports) ?? [], r.GetValue(defines) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), limits);
+            return Serve(r.GetValue(exports) ?? [], r.GetValue(defines) ?? [], r.GetValue(listen) ?? [], r.GetValue(readOnly), r.GetValue(statsInterval), limits, operators);
         }));
         return cmd;
     }
@@ -110,7 +124,18 @@ internal static class ServeCommand
 
     private static int Positive(int value, string option) => value > 0 ? value : throw new ArgumentException($"{option} must be positive");
 
-    private static int Serve(string[] exportArgs, string[] defineArgs, string[] listenArgs, bool readOnly, int statsInterval, NbdServerOptions limits)
+    /// <summary>The file name of the default control socket in the data directory.</summary>
+    public const string ControlSocketName = "control.sock";
+
+    /// <summary>The control socket <c>serve</c>, <c>stat</c> and <c>ctl</c> use when not told: <see cref="ControlSocketName"/> in the data directory.</summary>
+    public static string DefaultControlSocket() => Path.Combine(Cli.DataDirectory(), ControlSocketName);
+
+    /// <summary>What <c>serve</c> offers its operators besides NBD.</summary>
+    /// <param name="Metrics">Where to serve Prometheus metrics, or null.</param>
+    /// <param name="Control">The control socket path as given (null: the default; "none": no socket).</param>
+    private sealed record OperatorOptions(NbdListenAddress? Metrics, string? Control);
+
+    private static int Serve(string[] exportArgs, string[] defineArgs, string[] listenArgs, bool readOnly, int statsInterval, NbdServerOptions limits, OperatorOptions operators)
     {
         if (statsInterval < 0) throw new ArgumentException("--stats-interval must not be negative");
         List<NbdListenAddress> addresses = listenArgs.Length == 0 ? [NbdListenAddress.Default] : [.. listenArgs.Select(NbdListenAddress.Parse)];
@@ -128,10 +153,10 @@ internal static class ServeCommand
             IBlockDevice device = devices.Acquire(spec).Device;
             registry.Add(new NbdExport(name, device, readOnly, $"{spec.Text} served by pfnblock"));
         }
-        return Run(registry, addresses, statsInterval, limits);
+        return Run(devices, registry, addresses, statsInterval, limits, operators);
     }
 
-    private static int Serve(StackConfig stack, bool readOnly, int statsInterval, NbdServerOptions limits)
+    private static int Serve(StackConfig stack, bool readOnly, int statsInterval, NbdServerOptions limits, OperatorOptions operators)
     {
         if (statsInterval < 0) throw new ArgumentException("--stats-interval must not be negative");
         if (!readOnly) stack.CreateMissingNamespaces(Console.WriteLine);
@@ -143,7 +168,7 @@ internal static class ServeCommand
             IBlockDevice device = devices.Acquire(e.Device).Device;
             registry.Add(new NbdExport(e.Name, device, readOnly || e.ReadOnly, e.Description ?? $"{e.Device} served by pfnblock"));
         }
-        return Run(registry, stack.Listen.Count == 0 ? [NbdListenAddress.Default] : stack.Listen, statsInterval, limits);
+        return Run(devices, registry, stack.Listen.Count == 0 ? [NbdListenAddress.Default] : stack.Listen, statsInterval, limits, operators);
     }
 
     /// <summary>What a stack would serve, without creating or opening anything (<c>--check</c>).</summary>
@@ -166,17 +191,24 @@ internal static class ServeCommand
         return 0;
     }
 
-    private static int Run(NbdExportRegistry registry, IReadOnlyList<NbdListenAddress> addresses, int statsInterval, NbdServerOptions limits)
+    private static int Run(DeviceSet devices, NbdExportRegistry registry, IReadOnlyList<NbdListenAddress> addresses, int statsInterval, NbdServerOptions limits, OperatorOptions operators)
     {
         using var stop = new ManualResetEventSlim();
         using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
         using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
         using var server = new NbdServer(registry, limits);
         IReadOnlyList<EndPoint> bound = server.Start(addresses);
+        var context = new ServerContext(devices, registry, server) { Listening = [.. bound.Select(ep => new NbdListenAddress(ep).ToString())] };
+        // Declared after the server, so disposed before it: no scrape or command runs while it drains.
+        using MetricsEndpoint? metricsEndpoint = operators.Metrics is null ? null : new MetricsEndpoint(new ServerMetrics(context), limits.Log);
+        IPEndPoint? metricsBound = operators.Metrics is null ? null : metricsEndpoint!.Start(operators.Metrics);
+        using ControlServer? controlServer = StartControl(operators.Control, context, limits.Log);
 
         foreach (NbdExport e in registry.All)
             Console.WriteLine($"export {e.Name}: {e.Description}, {e.Size} bytes{(e.ReadOnly ? ", read-only" : "")}");
         foreach (EndPoint ep in bound) PrintClientCommands(ep, registry.All[0].Name);
+        if (metricsBound is not null) Console.WriteLine($"metrics at http://{new NbdListenAddress(metricsBound).ToString()[4..]}/metrics");
+        if (controlServer is not null) Console.WriteLine($"control socket {controlServer.Path} (pfnblock stat --control {controlServer.Path}; pfnblock ctl help --control {controlServer.Path})");
         if (limits.TlsCertificate is { } certificate)
             Console.WriteLine($"TLS {(limits.TlsRequired ? "required" : "offered")} with certificate {certificate.Subject} (clients use nbds:// or nbds+unix:// URIs)");
         Console.WriteLine("serving; Ctrl-C or SIGTERM stops (in-flight requests finish, exports are flushed)");
@@ -189,6 +221,31 @@ internal static class ServeCommand
         if (!drained) Console.Error.WriteLine("pfnblock: warning: some connections did not finish within 30 s");
         PrintStats(registry);
         return 0;
+    }
+
+    /// <summary>Starts the control socket: an explicit path must work; the default one is skipped with a warning when another server holds it.</summary>
+    private static ControlServer? StartControl(string? path, ServerContext context, Action<string>? log)
+    {
+        if (path == "none") return null;
+        bool explicitPath = path is not null;
+        path ??= DefaultControlSocket();
+        var control = new ControlServer(context, log: log);
+        try
+        {
+            control.Start(path);
+            return control;
+        }
+        catch (IOException e) when (!explicitPath)
+        {
+            control.Dispose();
+            Console.Error.WriteLine($"pfnblock: warning: no control socket: {e.Message} (choose one with --control PATH)");
+            return null;
+        }
+        catch
+        {
+            control.Dispose();
+            throw;
+        }
     }
 
     private static (string, DeviceSpec) DefaultNamespace()

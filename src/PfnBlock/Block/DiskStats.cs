@@ -10,15 +10,19 @@ namespace PfnBlock.Block;
 /// kernel's per-cpu part_stat), so the I/O path pays no locked instruction; a snapshot sums the
 /// blocks. A thread finds its block by the device's index in its <see cref="BlockThread"/> table,
 /// looked up once per I/O, so every level of a stack finds its block with one array load.
+/// Completed requests are also counted by latency (<see cref="LatencyBuckets"/>, per operation
+/// group) for histograms that operators scrape; <see cref="LatencySnapshot"/> sums those.
 /// </summary>
 public sealed unsafe class DiskStats
 {
     private const int Groups = 4;
     // Each thread's block is native memory, one 64-byte cache line per group (ios, merges, sectors,
-    // ticks, in-flight) and a fifth line for requeues: counting a request touches exactly one line,
-    // wherever the allocator put the block.
+    // ticks, in-flight) and a fifth line for requeues, then each group's latency buckets (four lines
+    // a group): completing a request touches its group's line and the line of its bucket, which
+    // stays in the cache while a thread's requests take similar times.
     private const int LineLongs = 8, Ios = 0, Merges = 1, Sectors = 2, Ticks = 3, InFlight = 4;
-    private const int RequeueField = Groups * LineLongs, BlockLongs = (Groups + 1) * LineLongs;
+    private const int RequeueField = Groups * LineLongs, HistogramBase = (Groups + 1) * LineLongs;
+    private const int BlockLongs = HistogramBase + Groups * LatencyBuckets.Count;
 
     private static int s_nextIndex = -1;
 
@@ -63,11 +67,14 @@ public sealed unsafe class DiskStats
     /// <summary>A request of <paramref name="op"/> moving <paramref name="bytes"/> completed after <paramref name="elapsedTicks"/> Stopwatch ticks.</summary>
     internal void Done(BioOp op, uint bytes, long elapsedTicks, BlockThread t)
     {
-        long* v = Mine(t) + Group(op) * LineLongs;
+        long* block = Mine(t);
+        int g = Group(op);
+        long* v = block + g * LineLongs;
         v[Ios]++;
         v[Sectors] += bytes >> Bio.SectorShift;
         v[Ticks] += elapsedTicks;
         v[InFlight]--;
+        block[HistogramBase + g * LatencyBuckets.Count + LatencyBuckets.Of(elapsedTicks)]++;
     }
 
     /// <summary>A request left the device to be resubmitted later (it answered Busy): in flight no more, counted once when it finally completes.</summary>
@@ -92,9 +99,26 @@ public sealed unsafe class DiskStats
             for (int i = 0; i < sum.Length; i++) sum[i] += Volatile.Read(ref ((long*)c)[i]);
         GC.KeepAlive(this);
         OpStats Group(int g) => new(sum[g * LineLongs + Ios], sum[g * LineLongs + Merges], sum[g * LineLongs + Sectors],
-            sum[g * LineLongs + Ticks] * 1000 / Stopwatch.Frequency);
+            sum[g * LineLongs + Ticks] * 1000 / Stopwatch.Frequency) { Ticks = sum[g * LineLongs + Ticks] };
         long inFlight = sum[InFlight] + sum[LineLongs + InFlight] + sum[2 * LineLongs + InFlight] + sum[3 * LineLongs + InFlight];
         return new DiskStatsSnapshot(Group(0), Group(1), Group(2), Group(3), inFlight) { Requeues = sum[RequeueField] };
+    }
+
+    /// <summary>
+    /// The completed requests by latency bucket (<see cref="LatencyBuckets"/>), per operation group,
+    /// summed over the threads without stopping them (read apart from <see cref="Snapshot"/>, so the
+    /// two may differ by requests completing in between).
+    /// </summary>
+    public DiskLatencySnapshot LatencySnapshot()
+    {
+        var groups = new long[Groups][];
+        for (int g = 0; g < Groups; g++) groups[g] = new long[LatencyBuckets.Count];
+        foreach (nint c in Volatile.Read(ref _threads))
+            for (int g = 0; g < Groups; g++)
+                for (int b = 0; b < LatencyBuckets.Count; b++)
+                    groups[g][b] += Volatile.Read(ref ((long*)c)[HistogramBase + g * LatencyBuckets.Count + b]);
+        GC.KeepAlive(this);
+        return new DiskLatencySnapshot(groups[0], groups[1], groups[2], groups[3]);
     }
 }
 
@@ -103,7 +127,21 @@ public sealed unsafe class DiskStats
 /// <param name="Merges">Requests merged into others (always 0 so far: nothing merges requests).</param>
 /// <param name="Sectors">512-byte sectors transferred (or discarded/zeroed).</param>
 /// <param name="TicksMs">Milliseconds spent on the requests, summed.</param>
-public readonly record struct OpStats(long Ios, long Merges, long Sectors, long TicksMs);
+public readonly record struct OpStats(long Ios, long Merges, long Sectors, long TicksMs)
+{
+    /// <summary>The time spent on the requests, summed, in <see cref="Stopwatch"/> ticks (<see cref="TicksMs"/> rounds it to milliseconds, too coarse for memory-speed devices).</summary>
+    public long Ticks { get; init; }
+
+    /// <summary><see cref="Ticks"/> in seconds.</summary>
+    public double Seconds => LatencyBuckets.Seconds(Ticks);
+}
+
+/// <summary>A device's completed requests by latency bucket (<see cref="LatencyBuckets"/>), per operation group.</summary>
+/// <param name="Read">Reads.</param>
+/// <param name="Write">Writes and write-zeroes.</param>
+/// <param name="Discard">Discards.</param>
+/// <param name="Flush">Flushes.</param>
+public sealed record DiskLatencySnapshot(long[] Read, long[] Write, long[] Discard, long[] Flush);
 
 /// <summary>A copy of a device's counters.</summary>
 /// <param name="Read">Reads.</param>

@@ -110,7 +110,8 @@ internal sealed unsafe partial class NbdConnection
             _socket.ReceiveBufferSize = options.SocketBufferBytes;
             _export = _negotiation.Export;
             _export.Stats.ConnectionOpened();
-            Transmit();
+            try { Transmit(); }
+            finally { _export.Stats.ConnectionClosed(); }
         }
         catch (Exception e) when (e is EndOfStreamException or ObjectDisposedException
                                    || e is IOException { InnerException: SocketException } || e is SocketException)

@@ -23,6 +23,8 @@ public sealed class NbdExportStats
     private long _bytesWritten;
     private long _errors;
     private long _connections;
+    private long _connectionsClosed;
+    private long _latencyTicks;
 
     /// <summary>Counts a finished request.</summary>
     /// <param name="command">The command.</param>
@@ -38,10 +40,14 @@ public sealed class NbdExportStats
         else if (command == NbdCommand.Write) Interlocked.Add(ref _bytesWritten, length);
         long ns = elapsedTicks <= 0 ? 0 : (long)(elapsedTicks * (1e9 / Stopwatch.Frequency));
         Interlocked.Increment(ref _latency[BucketOf(ns)]);
+        Interlocked.Add(ref _latencyTicks, Math.Max(elapsedTicks, 0));
     }
 
     /// <summary>Counts an accepted connection.</summary>
     public void ConnectionOpened() => Interlocked.Increment(ref _connections);
+
+    /// <summary>Counts the end of a connection <see cref="ConnectionOpened"/> counted.</summary>
+    public void ConnectionClosed() => Interlocked.Increment(ref _connectionsClosed);
 
     /// <summary>A consistent-enough copy of the counters.</summary>
     public NbdStatsSnapshot Snapshot()
@@ -50,8 +56,14 @@ public sealed class NbdExportStats
         for (int i = 0; i < CommandSlots; i++) requests[i] = Volatile.Read(ref _requests[i]);
         var hist = new long[Buckets];
         for (int i = 0; i < Buckets; i++) hist[i] = Volatile.Read(ref _latency[i]);
+        // Closed before opened: a connection ending between the two reads is never counted open.
+        long closed = Volatile.Read(ref _connectionsClosed);
         return new NbdStatsSnapshot(requests, Volatile.Read(ref _bytesRead), Volatile.Read(ref _bytesWritten),
-            Volatile.Read(ref _errors), Volatile.Read(ref _connections), hist);
+            Volatile.Read(ref _errors), Volatile.Read(ref _connections), hist)
+        {
+            ConnectionsOpen = Volatile.Read(ref _connections) - closed,
+            LatencyTicks = Volatile.Read(ref _latencyTicks),
+        };
     }
 
     internal static int BucketOf(long ns)
@@ -80,6 +92,12 @@ public sealed class NbdExportStats
 /// <param name="LatencyHistogram">Request counts by latency bucket.</param>
 public sealed record NbdStatsSnapshot(long[] Requests, long BytesRead, long BytesWritten, long Errors, long Connections, long[] LatencyHistogram)
 {
+    /// <summary>Connections in transmission now.</summary>
+    public long ConnectionsOpen { get; init; }
+
+    /// <summary>The latency of all requests, summed, in <see cref="Stopwatch"/> ticks.</summary>
+    public long LatencyTicks { get; init; }
+
     /// <summary>Requests of one command.</summary>
     public long Count(NbdCommand command) => (int)command < Requests.Length ? Requests[(int)command] : 0;
 

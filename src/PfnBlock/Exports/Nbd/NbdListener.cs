@@ -18,8 +18,11 @@ internal static unsafe class NbdListener
     private const int Backlog = 128;
 
     /// <summary>Binds and listens on <paramref name="address"/>; <paramref name="socketFile"/> is the Unix socket file made, else null.</summary>
+    /// <param name="address">Where to listen.</param>
+    /// <param name="socketFile">The Unix socket file made, else null.</param>
+    /// <param name="unixMode">Permissions for a Unix socket file, set before it accepts anyone (null: as the umask makes them).</param>
     /// <exception cref="IOException">The address is in use or cannot be bound; the message says which and why.</exception>
-    public static Socket Listen(NbdListenAddress address, out UnixSocketFile? socketFile)
+    public static Socket Listen(NbdListenAddress address, out UnixSocketFile? socketFile, UnixFileMode? unixMode = null)
     {
         socketFile = null;
         EndPoint ep = address.EndPoint;
@@ -27,7 +30,7 @@ internal static unsafe class NbdListener
         {
             string path = ep.ToString()!;
             PrepareUnixPath(address, path);
-            Socket unix = ListenUnix(address, path);
+            Socket unix = ListenUnix(address, path, unixMode);
             socketFile = UnixSocketFile.Identify(path);
             return unix;
         }
@@ -59,7 +62,7 @@ internal static unsafe class NbdListener
     /// socket, bind and listen through libc, then wrapped: a .NET socket bound with
     /// <see cref="Socket.Bind"/> unlinks its path when disposed, whoever owns the file by then.
     /// </summary>
-    private static Socket ListenUnix(NbdListenAddress address, string path)
+    private static Socket ListenUnix(NbdListenAddress address, string path, UnixFileMode? mode)
     {
         int fd = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
         if (fd < 0) throw new IOException($"cannot listen on {address}: socket: {Libc.StrError(Libc.Errno)}");
@@ -68,7 +71,7 @@ internal static unsafe class NbdListener
         new Span<byte>(sun, 110).Clear();
         *(ushort*)sun = Libc.AF_UNIX;
         int n = System.Text.Encoding.UTF8.GetBytes(path, new Span<byte>(sun + 2, 107));
-        if (Libc.bind(fd, sun, (uint)(2 + n + 1)) != 0 || Libc.listen(fd, Backlog) != 0)
+        if (Libc.bind(fd, sun, (uint)(2 + n + 1)) != 0)
         {
             int errno = Libc.Errno;
             _ = Libc.close(fd);
@@ -76,6 +79,19 @@ internal static unsafe class NbdListener
                 ? $"cannot listen on {address}: in use (another socket was bound there just now)"
                 : $"cannot listen on {address}: {Libc.StrError(errno)}");
         }
+        try
+        {
+            // Between bind and listen a connect is refused, so nobody gets in before the mode is set.
+            if (mode is { } m) File.SetUnixFileMode(path, m);
+            if (Libc.listen(fd, Backlog) != 0) throw new IOException($"cannot listen on {address}: {Libc.StrError(Libc.Errno)}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _ = Libc.close(fd);
+            File.Delete(path); // ours: bound a moment ago
+            throw new IOException(e.Message.StartsWith("cannot listen", StringComparison.Ordinal) ? e.Message : $"cannot listen on {address}: {e.Message}", e);
+        }
+        // Wrapped only now: a .NET socket learns whether it listens when it is made.
         return new Socket(new SafeSocketHandle(fd, ownsHandle: true));
     }
 

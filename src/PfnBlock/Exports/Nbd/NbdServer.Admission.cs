@@ -13,6 +13,14 @@ namespace PfnBlock.Exports.Nbd;
 public sealed partial class NbdServer
 {
     private readonly Dictionary<string, (long Ticks, int Suppressed)> _lastLog = [];
+    private long _refused, _evicted, _handshakeTimeouts;
+
+    /// <summary>Connections closed at once because every slot (or every slot of their source) was taken by a connection past its handshake.</summary>
+    public long ConnectionsRefused => Interlocked.Read(ref _refused);
+    /// <summary>Connections dropped during their handshake to make room for a new one.</summary>
+    public long ConnectionsEvicted => Interlocked.Read(ref _evicted);
+    /// <summary>Connections dropped because their handshake ran past <see cref="NbdServerOptions.HandshakeTimeout"/>.</summary>
+    public long HandshakeTimeouts => Interlocked.Read(ref _handshakeTimeouts);
 
     /// <summary>Decides whether <paramref name="client"/> may have a slot, evicting a connection still in handshake if that makes room. Caller holds the lock.</summary>
     private bool TryAdmit(Socket client)
@@ -35,19 +43,23 @@ public sealed partial class NbdServer
         {
             if (oldestFromSource is null || !oldestFromSource.TryEvict())
             {
+                Interlocked.Increment(ref _refused);
                 LogThrottled("per-source", $"nbd: connection from {source} refused: {perSource} connections from it are being served (--max-connections-per-source)");
                 return false;
             }
             LogThrottled("evict", $"nbd: evicted a connection from {source} still in handshake to admit a new one from it (--max-connections-per-source {perSource})");
+            Interlocked.Increment(ref _evicted);
             if (oldestFromSource == oldest) oldest = null;
             active--;
         }
         if (active < Options.MaxConnections) return true;
         if (oldest is null || !oldest.TryEvict())
         {
+            Interlocked.Increment(ref _refused);
             LogThrottled("full", $"nbd: connection from {Describe(client)} refused: all {Options.MaxConnections} connections are past their handshake (--max-connections)");
             return false;
         }
+        Interlocked.Increment(ref _evicted);
         LogThrottled("evict", $"nbd: evicted the oldest connection still in handshake (from {Describe(oldest.Source)}) to admit one from {Describe(client)}: all {Options.MaxConnections} slots were taken");
         return true;
     }
@@ -55,8 +67,9 @@ public sealed partial class NbdServer
     /// <summary>A connection's handshake ran past <see cref="NbdServerOptions.HandshakeTimeout"/>.</summary>
     internal void HandshakeExpired(NbdConnection connection)
     {
-        if (connection.TryEvict())
-            LogThrottled("deadline", $"nbd: dropped a connection from {Describe(connection.Source)}: no handshake within {Options.HandshakeTimeout.TotalSeconds:0.###} s (--handshake-timeout)");
+        if (!connection.TryEvict()) return;
+        Interlocked.Increment(ref _handshakeTimeouts);
+        LogThrottled("deadline", $"nbd: dropped a connection from {Describe(connection.Source)}: no handshake within {Options.HandshakeTimeout.TotalSeconds:0.###} s (--handshake-timeout)");
     }
 
     private static string Describe(Socket socket) => Describe((socket.RemoteEndPoint as IPEndPoint)?.Address);
