@@ -58,6 +58,8 @@ internal static class StatCommand
                 if (stop.Wait(wait > TimeSpan.Zero ? wait : TimeSpan.Zero)) break;
             }
             JsonObject now = Stats(client);
+            // Later reports are due an interval apart from the first reply (the first may be slow: the server's code is cold).
+            if (n == 0) next = DateTime.UtcNow;
             (double seconds, IReadOnlyList<DeviceRates> devices) = DeviceRates.Between(before, now);
             before = now;
             if (json)

@@ -35,9 +35,12 @@ internal sealed class ServeProcess : IDisposable
     }
 
     /// <summary>Starts <c>pfnblock serve ARGS</c> and waits until it serves; fails the test if it exits first.</summary>
-    public static ServeProcess Start(params string[] args)
+    public static ServeProcess Start(params string[] args) => Start(null, args);
+
+    /// <summary>Starts <c>pfnblock serve ARGS</c> with <paramref name="environment"/> added and waits until it serves.</summary>
+    public static ServeProcess Start(IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
-        ServeProcess s = Launch(args);
+        ServeProcess s = Launch(environment, args);
         if (!s.WaitReady(TimeSpan.FromSeconds(60)) || s.Process.HasExited)
         {
             string why = s.Process.HasExited ? $"exited with {s.Process.ExitCode}" : "did not start serving in 60 s";
@@ -48,9 +51,12 @@ internal sealed class ServeProcess : IDisposable
     }
 
     /// <summary>Starts <c>pfnblock serve ARGS</c> without waiting.</summary>
-    public static ServeProcess Launch(params string[] args)
+    public static ServeProcess Launch(params string[] args) => Launch(null, args);
+
+    /// <summary>Starts <c>pfnblock serve ARGS</c> with <paramref name="environment"/> added, without waiting.</summary>
+    public static ServeProcess Launch(IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
-        Process p = ChildProcess.Start(ChildProcess.CliDll, ["serve", .. args]);
+        Process p = ChildProcess.Start(ChildProcess.CliDll, ["serve", .. args], environment);
         var s = new ServeProcess(p);
         p.OutputDataReceived += (_, e) =>
         {

@@ -32,7 +32,10 @@ public static class ChildProcess
     }
 
     /// <summary>Starts <paramref name="dll"/> with redirected stdin, stdout and stderr.</summary>
-    public static Process Start(string dll, params string[] args)
+    public static Process Start(string dll, params string[] args) => Start(dll, args, null);
+
+    /// <summary>Starts <paramref name="dll"/> with redirected stdin, stdout and stderr and <paramref name="environment"/> added to the environment.</summary>
+    public static Process Start(string dll, string[] args, IReadOnlyDictionary<string, string>? environment)
     {
         var psi = new ProcessStartInfo(DotnetHost)
         {
@@ -45,13 +48,14 @@ public static class ChildProcess
         foreach (string a in args) psi.ArgumentList.Add(a);
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         psi.Environment["DOTNET_NOLOGO"] = "1";
+        foreach ((string name, string value) in environment ?? new Dictionary<string, string>()) psi.Environment[name] = value;
         return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {dll}");
     }
 
     /// <summary>Runs <paramref name="dll"/> to completion (killing it after <paramref name="timeoutSeconds"/>).</summary>
-    public static (int Exit, string Out, string Err) Run(string dll, string[] args, int timeoutSeconds = 60)
+    public static (int Exit, string Out, string Err) Run(string dll, string[] args, int timeoutSeconds = 60, IReadOnlyDictionary<string, string>? environment = null)
     {
-        using Process p = Start(dll, args);
+        using Process p = Start(dll, args, environment);
         p.StandardInput.Close();
         Task<string> stdout = p.StandardOutput.ReadToEndAsync();
         Task<string> stderr = p.StandardError.ReadToEndAsync();
