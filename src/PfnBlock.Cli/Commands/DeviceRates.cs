@@ -4,11 +4,10 @@ namespace PfnBlock.Cli.Commands;
 
 /// <summary>
 /// One device's iostat figures over an interval, from two <c>stats</c> replies of the control
-/// socket: rates per second, average time per request (await) and average queue size. No %util:
-/// it needs the time the device had any request in flight (the kernel's io_ticks), which a
-/// device-wide in-flight count kept per I/O would give at the price of a shared atomic on every
-/// I/O at every level (what the per-thread counters avoid); summing request times gives aqu-sz
-/// exactly instead.
+/// socket: rates per second, average time per request (await), average queue size (request time
+/// per second, exact) and %util (busy time per second, kept like the kernel's io_ticks to within
+/// 100 µs per busy stretch; as with iostat, a device serving requests in parallel can be at 100 %
+/// and far from saturated).
 /// </summary>
 /// <param name="Device">The device's label (its spec).</param>
 /// <param name="ReadsPerSecond">Reads completed per second.</param>
@@ -22,8 +21,11 @@ namespace PfnBlock.Cli.Commands;
 /// <param name="AwaitMs">The same for reads and writes together.</param>
 /// <param name="AverageQueueSize">Request time (all operations) per second of the interval: the average number in flight.</param>
 /// <param name="InFlight">Requests in flight at the end of the interval.</param>
+/// <param name="UtilPercent">Share of the interval the device had a request in flight, in percent.</param>
+/// <param name="ErrorsPerSecond">Requests (all operations) completed with an error, per second.</param>
 internal sealed record DeviceRates(string Device, double ReadsPerSecond, double WritesPerSecond, double DiscardsPerSecond, double FlushesPerSecond,
-    double ReadMiBPerSecond, double WriteMiBPerSecond, double ReadAwaitMs, double WriteAwaitMs, double AwaitMs, double AverageQueueSize, long InFlight)
+    double ReadMiBPerSecond, double WriteMiBPerSecond, double ReadAwaitMs, double WriteAwaitMs, double AwaitMs, double AverageQueueSize, long InFlight,
+    double UtilPercent, double ErrorsPerSecond)
 {
     /// <summary>
     /// The figures of every device in <paramref name="now"/> since <paramref name="before"/> (null:
@@ -43,6 +45,8 @@ internal sealed record DeviceRates(string Device, double ReadsPerSecond, double 
             string label = (string)d["device"]!;
             JsonObject? p = previous.GetValueOrDefault(label);
             long Delta(string op, string field) => Long(d[op]?[field]) - (p is null ? 0 : Long(p[op]?[field]));
+            long busyNs = Long(d["busy_ns"]) - (p is null ? 0 : Long(p["busy_ns"]));
+            long errors = Delta("read", "errors") + Delta("write", "errors") + Delta("discard", "errors") + Delta("flush", "errors");
             double Per(string op) => Delta(op, "ios") / seconds;
             double Await(long ios, long ns) => ios > 0 ? ns / 1e6 / ios : 0;
             long reads = Delta("read", "ios"), writes = Delta("write", "ios");
@@ -51,7 +55,9 @@ internal sealed record DeviceRates(string Device, double ReadsPerSecond, double 
             rates.Add(new DeviceRates(label, Per("read"), Per("write"), Per("discard"), Per("flush"),
                 Delta("read", "sectors") / 2048.0 / seconds, Delta("write", "sectors") / 2048.0 / seconds,
                 Await(reads, readNs), Await(writes, writeNs), Await(reads + writes, readNs + writeNs),
-                allNs / 1e9 / seconds, Long(d["in_flight"])));
+                allNs / 1e9 / seconds, Long(d["in_flight"]),
+                // The stamp may run up to one granularity ahead of the interval: never above 100 %.
+                Math.Min(busyNs / 1e9 / seconds * 100, 100), errors / seconds));
         }
         return (seconds, rates);
     }
@@ -73,5 +79,7 @@ internal sealed record DeviceRates(string Device, double ReadsPerSecond, double 
         ["await_ms"] = AwaitMs,
         ["aqu_sz"] = AverageQueueSize,
         ["in_flight"] = InFlight,
+        ["util_pct"] = UtilPercent,
+        ["errors_s"] = ErrorsPerSecond,
     };
 }

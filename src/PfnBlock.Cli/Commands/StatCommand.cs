@@ -9,8 +9,8 @@ namespace PfnBlock.Cli.Commands;
 
 /// <summary>
 /// <c>pfnblock stat</c>: an iostat-like live view of a running server, from its control socket's
-/// <c>stats</c>: per device r/s, w/s, rMB/s, wMB/s, r_await, w_await (ms), aqu-sz and requests in
-/// flight, every <c>--interval</c> seconds. The first report covers the time since the server
+/// <c>stats</c>: per device r/s, w/s, rMB/s, wMB/s, r_await, w_await (ms), aqu-sz, %util and
+/// requests in flight, every <c>--interval</c> seconds. The first report covers the time since the server
 /// started (as iostat's first covers the time since boot), each later one the interval before it.
 /// </summary>
 internal static class StatCommand
@@ -21,7 +21,7 @@ internal static class StatCommand
         var interval = new Option<double>("--interval") { Description = "Seconds between reports.", DefaultValueFactory = _ => 1 };
         var count = new Option<int?>("--count") { Description = "Stop after N reports (default: until Ctrl-C)." };
         var json = new Option<bool>("--json") { Description = "One JSON object per report, on one line." };
-        var cmd = new Command("stat", "Show a running server's devices like iostat (r/s, w/s, MB/s, await, queue size, in flight), over its control socket.")
+        var cmd = new Command("stat", "Show a running server's devices like iostat (r/s, w/s, MB/s, await, queue size, %util, in flight), over its control socket.")
         {
             control, interval, count, json,
         };
@@ -96,9 +96,9 @@ internal static class StatCommand
         int width = Math.Max("Device".Length, devices.Count == 0 ? 0 : devices.Max(d => d.Device.Length));
         var sb = new StringBuilder();
         if (!first) sb.AppendLine();
-        sb.AppendLine(c, $"{"Device".PadRight(width)} {"r/s",10} {"w/s",10} {"rMB/s",9} {"wMB/s",9} {"r_await",8} {"w_await",8} {"aqu-sz",7} {"inflight",8}");
+        sb.AppendLine(c, $"{"Device".PadRight(width)} {"r/s",10} {"w/s",10} {"rMB/s",9} {"wMB/s",9} {"r_await",8} {"w_await",8} {"aqu-sz",7} {"%util",6} {"inflight",8}");
         foreach (DeviceRates d in devices)
-            sb.AppendLine(c, $"{d.Device.PadRight(width)} {d.ReadsPerSecond,10:F1} {d.WritesPerSecond,10:F1} {d.ReadMiBPerSecond,9:F2} {d.WriteMiBPerSecond,9:F2} {d.ReadAwaitMs,8:F3} {d.WriteAwaitMs,8:F3} {d.AverageQueueSize,7:F2} {d.InFlight,8}");
+            sb.AppendLine(c, $"{d.Device.PadRight(width)} {d.ReadsPerSecond,10:F1} {d.WritesPerSecond,10:F1} {d.ReadMiBPerSecond,9:F2} {d.WriteMiBPerSecond,9:F2} {d.ReadAwaitMs,8:F3} {d.WriteAwaitMs,8:F3} {d.AverageQueueSize,7:F2} {d.UtilPercent,6:F1} {d.InFlight,8}");
         return sb.ToString();
     }
 }

@@ -218,13 +218,15 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     }
 
     /// <summary>Pushes the completion frame of <paramref name="device"/>, which starts accounting the bio now.</summary>
+    /// <returns>The bio's start time at this level (Stopwatch ticks).</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void PushDevice(BlockDevice device)
+    internal long PushDevice(BlockDevice device)
     {
         // One clock read per bio, not per level: the levels of a stack start within nanoseconds of each other.
         long start = _depth > 0 ? _frames[_depth - 1].Start : 0;
         if (start == 0) start = Stopwatch.GetTimestamp();
         Push(device, start, isDevice: true);
+        return start;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -295,7 +297,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
                         now = Stopwatch.GetTimestamp();
                         thread = BlockThread.Current;
                     }
-                    device.EndAccounting(bio, now - f.Start, thread!);
+                    device.EndAccounting(bio, now, f.Start, thread!);
                 }
                 else
                 {

@@ -136,8 +136,8 @@ public abstract class BlockDevice : IBlockDevice
                 if (bio.Op == BioOp.Flush) { bio.Complete(BlockStatus.Ok); return; }
             }
 
-            bio.PushDevice(device);
-            device.Stats.Start(bio.Op, t);
+            long start = bio.PushDevice(device);
+            device.Stats.Start(bio.Op, start, t);
             uint max = (uint)limits.MaxBytesPerBio;
             if (bio.Size > max && bio.Op is BioOp.Read or BioOp.Write)
             {
@@ -231,9 +231,9 @@ public abstract class BlockDevice : IBlockDevice
 
     /// <summary>Counts a completed request of this device (called by <see cref="Bio.Complete"/> as it unwinds this device's frame).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void EndAccounting(Bio bio, long elapsedTicks, BlockThread t)
+    internal void EndAccounting(Bio bio, long now, long start, BlockThread t)
     {
-        Stats.Done(bio.Op, bio.Size, elapsedTicks, t);
+        Stats.Done(bio.Op, bio.Size, now - start, now, bio.Status != BlockStatus.Ok, t);
         if (Volatile.Read(ref _requeued) != 0) KickRequeue();
     }
 

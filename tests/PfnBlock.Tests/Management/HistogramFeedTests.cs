@@ -45,7 +45,9 @@ public sealed class HistogramFeedTests
                 double le = HistogramFeed.BucketBounds[b];
                 // le is inclusive; a latency of whole ticks below the bucket's exclusive bound is within it.
                 long expected = all.Count(t => t < LatencyBuckets.UpperBoundTicks(b));
-                PrometheusText.Sample bucket = parsed.Families["h_seconds"].Samples.Single(s => s.Name == "h_seconds_bucket" && s.Labels["le"] == le.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+                // Matched by value: the library writes le in its own number format.
+                PrometheusText.Sample bucket = parsed.Families["h_seconds"].Samples.Single(s => s.Name == "h_seconds_bucket" && s.Labels["le"] != "+Inf"
+                    && Math.Abs(double.Parse(s.Labels["le"], System.Globalization.CultureInfo.InvariantCulture) - le) <= 1e-9 * le);
                 Assert.Equal(expected, bucket.Value);
             }
         }, iter: 200);

@@ -50,11 +50,12 @@ public sealed partial class StatAndCtlCommandTests : IDisposable
         JsonObject idle = second["devices"]!.AsArray().Single()!.AsObject();
         Assert.Equal(0, idle["w_s"]!.GetValue<double>());
         Assert.Equal(0, idle["aqu_sz"]!.GetValue<double>());
+        Assert.Equal(0, idle["util_pct"]!.GetValue<double>());
 
         (exit, stdout, stderr) = Cli("stat", "--control", control, "--count", "1");
         Assert.True(exit == 0, stderr);
         string[] table = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Matches(@"^Device\s+r/s\s+w/s\s+rMB/s\s+wMB/s\s+r_await\s+w_await\s+aqu-sz\s+inflight$", table[0]);
+        Assert.Matches(@"^Device\s+r/s\s+w/s\s+rMB/s\s+wMB/s\s+r_await\s+w_await\s+aqu-sz\s+%util\s+inflight$", table[0]);
         Assert.StartsWith("ram:16M ", table[1]);
     }
 

@@ -12,12 +12,13 @@ namespace PfnBlock.Management.Metrics;
 /// than HttpListener, so the listening socket follows the server's rules: SO_REUSEADDR without
 /// SO_REUSEPORT (a busy port is an error, never shared), any port including 0. Each connection
 /// gets one response and is closed; a few are served at once, each on its own thread, with a
-/// deadline for the request, so a client that connects and sends nothing cannot hold the
-/// endpoint.
+/// deadline for the request. When all are busy the next connection waits in the listen backlog
+/// for a place rather than being reset, so a client that connects and sends nothing delays a
+/// scrape by at most the deadline and cannot hold the endpoint.
 /// </summary>
 public sealed class MetricsEndpoint : IDisposable
 {
-    /// <summary>Connections served at once; more are closed unanswered (a scraper retries at its next interval).</summary>
+    /// <summary>Connections served at once; more wait in the listen backlog until one ends.</summary>
     public const int MaxConcurrent = 4;
     private const int MaxRequestBytes = 8192;
     private static readonly TimeSpan s_requestTimeout = TimeSpan.FromSeconds(5);
@@ -26,9 +27,9 @@ public sealed class MetricsEndpoint : IDisposable
     private readonly Action<string>? _log;
     private readonly Lock _lock = new();
     private readonly List<Thread> _threads = [];
+    private readonly SemaphoreSlim _slots = new(MaxConcurrent, MaxConcurrent);
     private Socket? _listener;
     private Thread? _acceptThread;
-    private int _active;
     private volatile bool _stopping;
 
     /// <summary>Creates an endpoint for <paramref name="metrics"/>; <see cref="Start"/> binds it.</summary>
@@ -77,22 +78,25 @@ public sealed class MetricsEndpoint : IDisposable
     {
         while (!_stopping)
         {
+            // A place first, then the connection: while all are taken, new ones wait in the backlog.
+            if (!_slots.Wait(TimeSpan.FromMilliseconds(200))) continue;
             Socket client;
             try { client = listener.Accept(); }
             catch (Exception e) when (e is SocketException or ObjectDisposedException)
             {
+                _slots.Release();
                 if (_stopping) return;
                 Thread.Sleep(10);
                 continue;
             }
             lock (_lock)
             {
-                if (_stopping || _active >= MaxConcurrent)
+                if (_stopping)
                 {
                     client.Dispose();
-                    continue;
+                    _slots.Release();
+                    return;
                 }
-                _active++;
                 var thread = new Thread(() => Serve(client)) { IsBackground = true, Name = "metrics-http" };
                 _threads.Add(thread);
                 thread.Start();
@@ -133,11 +137,8 @@ public sealed class MetricsEndpoint : IDisposable
         finally
         {
             client.Dispose();
-            lock (_lock)
-            {
-                _active--;
-                _threads.Remove(Thread.CurrentThread);
-            }
+            lock (_lock) _threads.Remove(Thread.CurrentThread);
+            _slots.Release();
         }
     }
 

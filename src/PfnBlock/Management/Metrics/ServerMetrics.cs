@@ -21,7 +21,7 @@ public sealed class ServerMetrics
     private readonly Dictionary<string, DeviceSeries> _devices = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ExportSeries> _exports = new(StringComparer.Ordinal);
 
-    private readonly Counter _deviceRequests, _deviceSectors, _deviceRequeues;
+    private readonly Counter _deviceRequests, _deviceSectors, _deviceErrors, _deviceRequeues, _deviceBusy;
     private readonly Gauge _deviceInFlight, _deviceCapacity, _deviceInfo;
     private readonly Histogram _deviceLatency;
     private readonly Counter _nbdRequests, _nbdErrors, _nbdReadBytes, _nbdWrittenBytes, _nbdConnections;
@@ -39,6 +39,8 @@ public sealed class ServerMetrics
         string[] deviceOp = ["device", "op"], device = ["device"], export = ["export"];
         _deviceRequests = f.CreateCounter("pfnblock_device_requests_total", "Requests the device completed (as /sys/block/*/stat counts them; write includes write-zeroes).", deviceOp);
         _deviceSectors = f.CreateCounter("pfnblock_device_sectors_total", "512-byte sectors the device's completed requests moved, discarded or zeroed.", deviceOp);
+        _deviceErrors = f.CreateCounter("pfnblock_device_errors_total", "Requests the device completed with an error (counted in requests_total too).", deviceOp);
+        _deviceBusy = f.CreateCounter("pfnblock_device_busy_seconds_total", "Time the device had at least one request in flight (io_ticks; its rate is iostat's %util), to within 100 us per busy stretch.", device);
         _deviceLatency = f.CreateHistogram("pfnblock_device_request_seconds", "Time from a request entering the device to its completion.",
             new HistogramConfiguration { LabelNames = deviceOp, Buckets = HistogramFeed.BucketBounds });
         _deviceInFlight = f.CreateGauge("pfnblock_device_in_flight", "Requests submitted to the device and not yet completed (requeued ones excluded until resubmitted).", device);
@@ -110,10 +112,12 @@ public sealed class ServerMetrics
             {
                 _deviceRequests.WithLabels(d.Label, s_ops[g]).IncTo(groups[g].Ios);
                 _deviceSectors.WithLabels(d.Label, s_ops[g]).IncTo(groups[g].Sectors);
+                _deviceErrors.WithLabels(d.Label, s_ops[g]).IncTo(groups[g].Errors);
                 series.Latency[g].Update(_deviceLatency.WithLabels(d.Label, s_ops[g]), buckets[g], groups[g].Ticks);
             }
             _deviceInFlight.WithLabels(d.Label).Set(s.InFlight);
             _deviceRequeues.WithLabels(d.Label).IncTo(s.Requeues);
+            _deviceBusy.WithLabels(d.Label).IncTo(s.BusySeconds);
             _deviceCapacity.WithLabels(d.Label).Set(d.Device.CapacityBytes);
             _deviceInfo.WithLabels(d.Label, series.Name).Set(1);
         }
@@ -126,10 +130,12 @@ public sealed class ServerMetrics
         {
             _deviceRequests.RemoveLabelled(label, op);
             _deviceSectors.RemoveLabelled(label, op);
+            _deviceErrors.RemoveLabelled(label, op);
             _deviceLatency.RemoveLabelled(label, op);
         }
         _deviceInFlight.RemoveLabelled(label);
         _deviceRequeues.RemoveLabelled(label);
+        _deviceBusy.RemoveLabelled(label);
         _deviceCapacity.RemoveLabelled(label);
         _deviceInfo.RemoveLabelled(label, series.Name);
         _devices.Remove(label);

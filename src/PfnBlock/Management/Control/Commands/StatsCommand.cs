@@ -5,7 +5,8 @@ using PfnBlock.Exports.Nbd;
 namespace PfnBlock.Management.Control.Commands;
 
 /// <summary>
-/// <c>stats</c>: every served device's counters (/sys/block/*/stat's, with exact times) and every
+/// <c>stats</c>: every served device's counters (/sys/block/*/stat's, with exact times, errors and
+/// busy time) and every
 /// export's NBD counters, with the server's uptime from the monotonic clock, so that a client
 /// (<c>pfnblock stat</c>) divides differences of two replies by the time between them.
 /// </summary>
@@ -33,6 +34,7 @@ public sealed class StatsCommand : IRegisteredControlCommand
                 ["flush"] = Op(s.Flush),
                 ["in_flight"] = s.InFlight,
                 ["requeues"] = s.Requeues,
+                ["busy_ns"] = (long)(s.BusySeconds * 1e9),
             });
         }
         var exports = new JsonArray();
@@ -83,5 +85,6 @@ public sealed class StatsCommand : IRegisteredControlCommand
         ["ios"] = s.Ios,
         ["sectors"] = s.Sectors,
         ["time_ns"] = (long)(s.Seconds * 1e9),
+        ["errors"] = s.Errors,
     };
 }
