@@ -97,6 +97,14 @@ public sealed class MetricsEndpointTests
                 }
             }
         Assert.Equal(0, after.Value("pfnblock_device_requests_total", ("device", ManagedTestServer.Plain), ("op", "write")));
+        Assert.Equal("counter", after.Families["pfnblock_device_busy_seconds_total"].Type);
+        foreach (string d in devices)
+        {
+            Assert.Equal(0, after.Value("pfnblock_device_errors_total", ("device", d), ("op", "write")));
+            // Busy no longer than the server has existed, and (a stamp moved by nothing) none on the idle device.
+            Assert.InRange(after.Value("pfnblock_device_busy_seconds_total", ("device", d)), 0, server.Context.Uptime.TotalSeconds);
+        }
+        Assert.Equal(0, after.Value("pfnblock_device_busy_seconds_total", ("device", ManagedTestServer.Plain)));
         Assert.Equal(0, after.Value("pfnblock_device_in_flight", ("device", server.TableLabel)));
 
         // A third scrape with no I/O in between adds nothing (the histograms are fed deltas).
