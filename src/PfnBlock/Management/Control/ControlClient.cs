@@ -14,6 +14,9 @@ public sealed class ControlClient : IDisposable
     private readonly Socket _socket;
     private readonly ControlLineReader _reader;
 
+    /// <summary>How long a reply may take before the call fails (a server stuck or stopped, not one that is busy).</summary>
+    public static readonly TimeSpan ReplyTimeout = TimeSpan.FromSeconds(30);
+
     private ControlClient(Socket socket)
     {
         _socket = socket;
@@ -29,6 +32,7 @@ public sealed class ControlClient : IDisposable
         try
         {
             socket.Connect(new UnixDomainSocketEndPoint(path));
+            socket.ReceiveTimeout = socket.SendTimeout = (int)ReplyTimeout.TotalMilliseconds;
             return new ControlClient(socket);
         }
         catch (SocketException e)
@@ -51,12 +55,22 @@ public sealed class ControlClient : IDisposable
     }
 
     /// <summary>Sends <paramref name="command"/> with <paramref name="args"/> and returns the reply object.</summary>
-    /// <exception cref="IOException">The server closed the connection or sent something that is not a reply.</exception>
+    /// <exception cref="IOException">The server closed the connection, did not answer within <see cref="ReplyTimeout"/>, or sent something that is not a reply.</exception>
     public JsonObject Call(string command, params string[] args)
     {
-        _socket.Send(ControlProtocol.EncodeRequest(command, args));
-        if (_reader.Next(out ReadOnlySpan<byte> line) != ControlLineReader.Result.Line)
-            throw new IOException("the control socket closed the connection without a reply");
+        ReadOnlySpan<byte> line;
+        try
+        {
+            _socket.Send(ControlProtocol.EncodeRequest(command, args));
+            if (_reader.Next(out line) != ControlLineReader.Result.Line)
+                throw new IOException("the control socket closed the connection without a reply");
+        }
+        catch (SocketException e)
+        {
+            throw new IOException(e.SocketErrorCode == SocketError.TimedOut
+                ? $"the control socket did not answer '{command}' within {ReplyTimeout.TotalSeconds:0} s"
+                : $"the control socket failed: {e.Message}", e);
+        }
         try
         {
             return JsonNode.Parse(line) as JsonObject ?? throw new IOException($"not a reply: {Encoding.UTF8.GetString(line)}");
