@@ -160,7 +160,9 @@ internal sealed class BenchRunner
         List<BenchSample>? timeline = null)
     {
         TimeSpan end = duration == Timeout.InfiniteTimeSpan ? TimeSpan.MaxValue : sw.Elapsed + duration;
-        double lastTime = sw.Elapsed.TotalSeconds;
+        // Samples are times since sw started (just before this call): the first interval starts at 0,
+        // not at a later read of the clock, which a preempted thread may take milliseconds after.
+        double lastTime = 0;
         (long r, long w, long rb, long wb) last = Totals(jobs);
         while (true)
         {
