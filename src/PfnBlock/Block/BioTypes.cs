@@ -83,6 +83,8 @@ public enum DeviceFeatures
     DiscardZeroesData = 128,
     /// <summary>The device stores nothing (null device): reads return no written data.</summary>
     DiscardsData = 256,
+    /// <summary>The device tells which sectors are holes or zeros (<see cref="IAllocationMap"/>); without it, everything counts as data.</summary>
+    AllocationMap = 512,
 }
 
 /// <summary>Size and alignment limits of a device (the kernel's queue_limits).</summary>

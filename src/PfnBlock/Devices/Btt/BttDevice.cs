@@ -19,7 +19,7 @@ namespace PfnBlock.Devices.Btt;
 /// page-cache mapping: msync of data block, then flog line, then map entry); FLUSH msyncs the
 /// mapping. Under MAP_SYNC every write is durable when it completes and FLUSH is a fence.
 /// </remarks>
-public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
+public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice, IAllocationMap
 {
     private readonly BlockTranslationTable _btt;
     private readonly IDisposable _owner;
@@ -37,7 +37,8 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     public BttDevice(BlockTranslationTable btt, IDisposable owner, string name, PhysicalAddressSpace? space = null, bool readOnly = false) : base(name, space)
     {
         _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
-            | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
+            | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous | DeviceFeatures.AllocationMap
+            | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
         _btt = btt;
         _owner = owner;
         _lbaSize = btt.LbaSize;
@@ -217,6 +218,33 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
         {
             return BlockStatus.IoError;
         }
+    }
+
+    /// <summary>
+    /// The map's answer, block by block: a sector never written since layout (initial entry) is a
+    /// hole, one discarded or zeroed (Z flag) is zero, anything else — data, or an error the read
+    /// would report — is data.
+    /// </summary>
+    public AllocationState QueryAllocation(long sector, long sectors, out long run)
+    {
+        if (IsDisposed)
+        {
+            run = sectors; // the map is gone with the mapping
+            return AllocationState.Data;
+        }
+        long perBlock = _lbaSize >> Bio.SectorShift;
+        long lba = sector / perBlock, last = (sector + sectors - 1) / perBlock;
+        AllocationState state = StateOf(lba);
+        long next = lba + 1;
+        while (next <= last && StateOf(next) == state) next++;
+        run = Math.Min(sector + sectors, next * perBlock) - sector;
+        return state;
+    }
+
+    private AllocationState StateOf(long lba)
+    {
+        MapEntry e = _btt.MapEntryOf(lba);
+        return e.IsInitial ? AllocationState.Hole : e.IsZero ? AllocationState.Zero : AllocationState.Data;
     }
 
     /// <summary>

@@ -54,6 +54,12 @@ public sealed class LinearTarget : Target, IRegisteredTarget
     public override long DirectAccess(long pageOffset, long pages, out DaxRange range) =>
         ((IDaxDevice)_lower).DirectAccess(pageOffset + (_start >> 3), pages, out range);
 
+    /// <summary>The lower device's answer for the remapped range (its own sectors), or "data" when it keeps no allocation map.</summary>
+    public override AllocationState QueryAllocation(long sector, long sectors, out long run) =>
+        (_lower.Features & DeviceFeatures.AllocationMap) != 0 && _lower is IAllocationMap map
+            ? map.QueryAllocation(sector + _start, sectors, out run)
+            : base.QueryAllocation(sector, sectors, out run);
+
     /// <inheritdoc/>
     public override void PersistRange(long offset, long length) =>
         ((IDaxDevice)_lower).PersistRange(offset + (_start << Bio.SectorShift), length);
