@@ -41,6 +41,7 @@ public static class Program
                 ["hold", string path] => Hold(path),
                 ["open", string path] => TryOpen(path),
                 ["write", string path, string seed, string first, string blocks] => Write(path, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
+                ["badblocks", string path] => BadBlocks(path),
                 _ => Usage(),
             };
         }
@@ -53,7 +54,7 @@ public static class Program
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: crashchild hold PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS");
+        Console.Error.WriteLine("usage: crashchild hold PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS | badblocks PATH");
         return 2;
     }
 
@@ -99,6 +100,26 @@ public static class Program
             if (!fua && device.SubmitAndWait(bio.Init(BioOp.Flush, 0)) != BlockStatus.Ok) return 6;
             // One write(2) per line, so a kill never leaves half a line behind.
             stdout.Write(Encoding.ASCII.GetBytes($"ack {v} {block}.\n"));
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// Changes a raw namespace's bad-block list over and over until killed (or 60 s): step i marks
+    /// block 2·(i mod 100) bad, and every 100th step clears them all, so at any moment the list is
+    /// {0, 2, …, 2(k−1)} for some k. Prints "ack STEP" after each durable change.
+    /// </summary>
+    private static int BadBlocks(string path)
+    {
+        using PmemNamespace ns = PmemNamespace.Open(path);
+        using Stream stdout = Console.OpenStandardOutput();
+        long deadline = Environment.TickCount64 + 60_000;
+        for (long i = 0; Environment.TickCount64 < deadline; i++)
+        {
+            long k = i % 101;
+            if (k == 100) ns.ClearBadBlocks(0, 200, zeroData: false);
+            else ns.AddBadBlocks(2 * k, 1);
+            stdout.Write(Encoding.ASCII.GetBytes($"ack {i}\n"));
         }
         return 0;
     }

@@ -226,7 +226,7 @@ public sealed class NamespaceTests : IDisposable
     public void AnUnsupportedMajorVersionIsExplained()
     {
         string path = NewNamespace();
-        RewriteBothInfoBlocks(path, info => info with { Major = 2 });
+        RewriteBothInfoBlocks(path, info => info with { Major = 2, Minor = 0 });
         Assert.Contains("unsupported format version 2.0", Assert.Throws<InvalidNamespaceException>(() => PmemNamespace.Open(path)).Message);
     }
 

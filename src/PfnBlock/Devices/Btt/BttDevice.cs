@@ -11,7 +11,7 @@ namespace PfnBlock.Devices.Btt;
 /// The block device of a sector namespace or a PMDK pmemblk pool (the kernel's
 /// <c>drivers/nvdimm/btt.c</c> block driver): every logical block is written atomically through
 /// the <see cref="BlockTranslationTable"/>. Discard and write-zeroes set the map's zero flag; a
-/// block in the error state fails reads with <see cref="BlockStatus.IoError"/> until rewritten.
+/// block in the error state fails reads with <see cref="BlockStatus.MediaError"/> until rewritten.
 /// </summary>
 /// <remarks>
 /// Ordering: PREFLUSH makes every earlier write durable before the bio's data; each block then
@@ -251,12 +251,13 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice, IAllocati
     /// What a BTT outcome means to a bio. The edge has already checked bounds, so
     /// <see cref="BttStatus.OutOfRange"/> only passes through; everything the media refuses
     /// (an E-flagged sector, a damaged map entry, an arena in the error state) is EIO, as in the
-    /// kernel's btt.c.
+    /// kernel's btt.c; an E-flagged sector says so (<see cref="BlockStatus.MediaError"/>), since a write repairs it.
     /// </summary>
     internal static BlockStatus ToBlockStatus(BttStatus status) => status switch
     {
         BttStatus.Ok => BlockStatus.Ok,
         BttStatus.OutOfRange => BlockStatus.OutOfRange,
+        BttStatus.MediaError => BlockStatus.MediaError,
         _ => BlockStatus.IoError,
     };
 

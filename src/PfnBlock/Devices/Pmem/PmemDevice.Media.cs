@@ -13,7 +13,7 @@ public sealed unsafe partial class PmemDevice
     /// <summary>Reads touching a bad block fail (the kernel's <c>pmem_do_read</c> on <c>is_bad_pmem</c>); the others copy out.</summary>
     private void SubmitRead(Bio bio)
     {
-        if (TouchesBadBlocks(bio.Sector, bio.Size)) bio.Complete(BlockStatus.IoError);
+        if (TouchesBadBlocks(bio.Sector, bio.Size)) bio.Complete(BlockStatus.MediaError);
         else base.SubmitCore(bio);
     }
 
