@@ -97,6 +97,18 @@ public abstract class Target : IDisposable
         return AllocationState.Data;
     }
 
+    /// <summary>
+    /// The first run of bad sectors overlapping the target's sectors [<paramref name="sector"/>,
+    /// +<paramref name="sectors"/>) (relative to the target's start), as
+    /// <see cref="IBadSectorMap.FindBadSectors"/> answers it, in the target's sectors. A target that
+    /// remaps onto a device with a bad-sector map asks it; the default knows of none.
+    /// </summary>
+    public virtual bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        badStart = badCount = 0;
+        return false;
+    }
+
     /// <summary>Makes bytes written through <see cref="DirectAccess"/> durable (offset relative to the target's start).</summary>
     public virtual void PersistRange(long offset, long length) => throw new NotSupportedException("target has no direct access");
 

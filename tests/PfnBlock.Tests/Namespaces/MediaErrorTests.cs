@@ -51,6 +51,10 @@ public sealed class MediaErrorTests : IDisposable
         {
             Stamp(dev, buf, 0, 32);
             Assert.Equal("10+3", dev.Namespace.AddBadBlocks(10, 3).ToString());
+            Assert.True(dev.FindBadSectors(0, 11, out long badStart, out long badCount));
+            Assert.Equal((10, 3), (badStart, badCount));
+            Assert.False(dev.FindBadSectors(13, 100, out _, out _));
+            Assert.False(dev.FindBadSectors(0, 10, out _, out _));
             Assert.Equal(BlockStatus.MediaError, Read(dev, buf, 10, 1));
             Assert.Equal(BlockStatus.MediaError, Read(dev, buf, 12, 1));
             Assert.Equal(BlockStatus.MediaError, Read(dev, buf, 8, 8)); // a read touching one bad block fails whole
@@ -244,6 +248,9 @@ public sealed class MediaErrorTests : IDisposable
             Assert.Equal(BlockStatus.Ok, BttScratch.Io(dev, BioOp.Read, 0, buf, 4096));
             // A sector in error is data to the allocation map (its reads fail: never "zeros").
             Assert.Equal(AllocationState.Data, dev.QueryAllocation(8, 8, out _));
+            Assert.True(dev.FindBadSectors(0, 100, out long badStart, out long badCount));
+            Assert.Equal((8, 16), (badStart, badCount));
+            Assert.False(dev.FindBadSectors(24, 100, out _, out _));
             Assert.Equal(BlockStatus.Ok, BttScratch.Io(dev, BioOp.Write, 4096, buf, 4096));
             Assert.Equal(BlockStatus.Ok, BttScratch.Io(dev, BioOp.Read, 4096, buf, 4096));
         }

@@ -41,6 +41,9 @@ public sealed class NbdMediaErrorTests : IDisposable
     {
         (IBlockDevice dev, string ns) = Open(linear);
         long bad = linear ? 0 : 1 * M;
+        // The bad sectors, found without reading them, in the exported device's numbering.
+        Assert.True(((IBadSectorMap)dev).FindBadSectors(0, 1 << 14, out long badStart, out long badCount));
+        Assert.Equal((bad >> 9, 8), (badStart, badCount));
         using var server = new NbdTestServer(("disk", dev, false));
         string uri = server.Uri("disk");
         Tool.Run("qemu-io", "-f", "raw", "-c", $"write -P 0x5a {bad + 4096} 4096", uri);

@@ -19,7 +19,7 @@ namespace PfnBlock.Devices.Btt;
 /// page-cache mapping: msync of data block, then flog line, then map entry); FLUSH msyncs the
 /// mapping. Under MAP_SYNC every write is durable when it completes and FLUSH is a fence.
 /// </remarks>
-public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice, IAllocationMap
+public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice, IAllocationMap, IBadSectorMap
 {
     private readonly BlockTranslationTable _btt;
     private readonly IDisposable _owner;
@@ -239,6 +239,22 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice, IAllocati
         while (next <= last && StateOf(next) == state) next++;
         run = Math.Min(sector + sectors, next * perBlock) - sector;
         return state;
+    }
+
+    /// <summary>Sectors whose map entries carry the error flag (E), found by walking the map from the range's first sector.</summary>
+    public bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        badStart = badCount = 0;
+        if (IsDisposed) return false;
+        long perBlock = _lbaSize >> Bio.SectorShift, total = _btt.ExternalNlba;
+        long lba = sector / perBlock, last = Math.Min(total - 1, (sector + sectors - 1) / perBlock);
+        while (lba <= last && !_btt.MapEntryOf(lba).IsError) lba++;
+        if (lba > last) return false;
+        long end = lba + 1;
+        while (end < total && _btt.MapEntryOf(end).IsError) end++;
+        badStart = lba * perBlock;
+        badCount = (end - lba) * perBlock;
+        return true;
     }
 
     private AllocationState StateOf(long lba)

@@ -38,6 +38,14 @@ public sealed unsafe partial class PmemDevice
         bio.Complete(status);
     }
 
+    /// <summary>The namespace's bad-block list, whose 512-byte blocks are this device's sectors.</summary>
+    public bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        bool found = _ns.BadBlocks.FirstOverlap(sector, sectors, out BadBlockRange r);
+        (badStart, badCount) = (r.Start, r.Count);
+        return found;
+    }
+
     /// <summary>True when any 512-byte block of the range is in the namespace's bad-block list.</summary>
     private bool TouchesBadBlocks(long sector, long bytes)
     {

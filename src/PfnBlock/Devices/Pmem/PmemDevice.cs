@@ -19,7 +19,7 @@ namespace PfnBlock.Devices.Pmem;
 /// bad-block list fails reads (and direct access) touching a bad block, and a write of whole
 /// sectors clears the blocks it covers, as the kernel's pmem driver does with poison.
 /// </remarks>
-public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDevice
+public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDevice, IBadSectorMap
 {
     /// <summary>How long disposing waits for direct-access pins to be released before unmapping anyway.</summary>
     private static readonly TimeSpan s_pinDrainTimeout = TimeSpan.FromSeconds(30);

@@ -60,6 +60,17 @@ public sealed class LinearTarget : Target, IRegisteredTarget
             ? map.QueryAllocation(sector + _start, sectors, out run)
             : base.QueryAllocation(sector, sectors, out run);
 
+    /// <summary>The lower device's bad sectors in the remapped range, moved into the target's numbering (a run starting before the range starts at the target's sector 0 or earlier).</summary>
+    public override bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        if (_lower is IBadSectorMap map && map.FindBadSectors(sector + _start, sectors, out badStart, out badCount))
+        {
+            badStart -= _start;
+            return true;
+        }
+        return base.FindBadSectors(sector, sectors, out badStart, out badCount);
+    }
+
     /// <inheritdoc/>
     public override void PersistRange(long offset, long length) =>
         ((IDaxDevice)_lower).PersistRange(offset + (_start << Bio.SectorShift), length);
