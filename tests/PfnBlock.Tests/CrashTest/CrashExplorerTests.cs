@@ -39,6 +39,7 @@ public sealed class CrashExplorerTests(ITestOutputHelper output)
     [InlineData("btt", 10, OrderingMutation.BttFlogSeqBeforeEntry)]
     [InlineData("btt", 10, OrderingMutation.BttMapBeforeData)]
     [InlineData("namespace", 2, OrderingMutation.NamespaceInfoBeforeLayout)]
+    [InlineData("namespace", 4, OrderingMutation.NamespaceBadBlocksOneFlush)]
     internal void ABrokenOrderingIsReportedWithReproducersThatReplay(string structure, int ops, OrderingMutation mutation)
     {
         // The same workload without the mutation is consistent, so what is found is the mutation's doing.
