@@ -392,27 +392,7 @@ public sealed unsafe class Btt
     /// entry keeps its block and takes the Z flag, so the sector reads as zeros (what it held went
     /// with the error) until it is written. A sector not in the error state is left alone.
     /// </summary>
-    public BttStatus ClearError(long lba, bool durable = false)
-    {
-        if ((ulong)lba >= (ulong)ExternalNlba) return BttStatus.OutOfRange;
-        Arena[]? arenas = Volatile.Read(ref _arenas);
-        if (arenas is null) return BttStatus.Ok; // no layout, no error flags
-        Arena a = Locate(arenas, lba, out uint premap);
-        if (a.ReadOnly) return BttStatus.ArenaInError;
-        Lock mapLock = a.MapLock(premap);
-        mapLock.Enter();
-        try
-        {
-            var old = new MapEntry(Volatile.Read(ref a.Map[premap]));
-            if (!old.IsError) return BttStatus.Ok;
-            uint block = old.PostMap(premap);
-            if (block >= a.InternalNlba) return BttStatus.BadMapEntry;
-            PmemStore.Write32(a.Map + premap, block | MapEntry.ZeroFlag);
-            PersistMeta(a.Map + premap, MapEntry.Size, durable);
-            return BttStatus.Ok;
-        }
-        finally { mapLock.Exit(); }
-    }
+    public BttStatus ClearError(long lba, bool durable = false) => SetFlag(lba, MapEntry.ZeroFlag, durable, onlyOverError: true);
 
     /// <summary>The map entry of sector <paramref name="lba"/> as it stands (an initial entry while a pmemblk pool has no layout): whether the sector is unwritten, zero, in error or holds data.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="lba"/> is not a sector of the BTT.</exception>
@@ -425,7 +405,8 @@ public sealed unsafe class Btt
         return new MapEntry(Volatile.Read(ref a.Map[premap]));
     }
 
-    private BttStatus SetFlag(long lba, uint flag, bool durable)
+    /// <summary>Gives the entry of <paramref name="lba"/> the flag <paramref name="flag"/>, keeping its block; with <paramref name="onlyOverError"/>, only an entry in the error state.</summary>
+    private BttStatus SetFlag(long lba, uint flag, bool durable, bool onlyOverError = false)
     {
         if ((ulong)lba >= (ulong)ExternalNlba) return BttStatus.OutOfRange;
         Arena[]? arenas = Volatile.Read(ref _arenas);
@@ -441,7 +422,7 @@ public sealed unsafe class Btt
         try
         {
             var old = new MapEntry(Volatile.Read(ref a.Map[premap]));
-            if (flag == MapEntry.ZeroFlag && (old.IsZero || old.IsInitial)) return BttStatus.Ok;
+            if (onlyOverError ? !old.IsError : flag == MapEntry.ZeroFlag && (old.IsZero || old.IsInitial)) return BttStatus.Ok;
             uint block = old.PostMap(premap);
             if (block >= a.InternalNlba) return BttStatus.BadMapEntry;
             PmemStore.Write32(a.Map + premap, block | flag);
