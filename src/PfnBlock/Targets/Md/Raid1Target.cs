@@ -1,0 +1,278 @@
+using System.Runtime.CompilerServices;
+using PfnBlock.Block;
+
+namespace PfnBlock.Targets.Md;
+
+/// <summary>
+/// The mirror personality (md's raid1): a write goes to every writable leg as clones of the
+/// array's bio, a read to one leg chosen in turn (remapped in place, with a per-leg end_io hook).
+/// A leg that fails a bio is marked faulty; a failed read is retried on another leg from its
+/// end_io hook (<see cref="EndIoResult.Incomplete"/> and a resubmission), and a write that
+/// reached at least one leg completes once the superblocks record the failure.
+/// </summary>
+/// <remarks>
+/// Writes take the write-intent bitmap first: each write counts itself in its regions and, when a
+/// region's bit is not durable yet, waits for the bitmap flush that makes it so. Regions a crash
+/// left unsynced are read from the resync's source leg only, until the resync reaches them.
+/// </remarks>
+internal sealed class Raid1Target : MdTarget
+{
+    private static readonly Action<Bio> s_legDone = LegDone;
+    [ThreadStatic] private static uint t_next;
+
+    private readonly BioPool _writes;
+    private readonly BioPool _clones;
+
+    public Raid1Target(MdArray array, IBlockDevice[] devices) : base(array, devices)
+    {
+        _writes = new BioPool(new BioPoolOptions { Name = $"md-{array.Name}-writes", MaxVecs = 1, Context = _ => new R1Write(this) });
+        _clones = new BioPool(new BioPoolOptions { Name = $"md-{array.Name}-legs", MaxVecs = 1, Context = _ => new LegIo() });
+    }
+
+    /// <summary>Mirrors pass a volatile cache, FUA, discard and zeroing on to every leg; nothing is synchronous (a write may wait for the bitmap or a resync barrier).</summary>
+    public override DeviceFeatures PassesThrough => DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard
+        | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes | DeviceFeatures.ReadOnly;
+
+    /// <summary>Clones and carriers still out (0 when idle: a leak check).</summary>
+    public long Outstanding => _writes.Outstanding + _clones.Outstanding;
+
+    public override MapResult Map(Bio bio, out IBlockDevice? lower)
+    {
+        if (Array.IsFailed) return Fail(bio, out lower);
+        switch (bio.Op)
+        {
+            case BioOp.Read: return MapRead(bio, out lower);
+            case BioOp.Flush: return MapFlush(bio, out lower);
+            default:
+                lower = null;
+                return MapWrite(bio);
+        }
+    }
+
+    // ---- reads ---------------------------------------------------------------------------------------
+
+    private MapResult MapRead(Bio bio, out IBlockDevice? lower)
+    {
+        long sector = bio.Sector, sectors = bio.Size >> Bio.SectorShift;
+        MdMember? leg = Unsynced(sector, sectors) ? Primary() : Choose(sector, sectors, null);
+        if (leg is null) return Fail(bio, out lower);
+        bio.Iter.Sector += leg.DataOffset;
+        bio.PushEndIo(leg.ReadHook ??= new LegReadHook(this, leg));
+        lower = leg.Device;
+        return MapResult.Remapped;
+    }
+
+    /// <summary>True when the range touches a region an unclean stop left unsynced (its legs may differ).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool Unsynced(long sector, long sectors)
+    {
+        WriteIntentBitmap regions = Array.Regions;
+        int last = regions.RegionOf(sector + sectors - 1);
+        for (int r = regions.RegionOf(sector); r <= last; r++)
+            if (regions.IsUnsynced(r)) return true;
+        return false;
+    }
+
+    /// <summary>The leg a resync copies from (the first in sync): the only one read in unsynced regions.</summary>
+    private MdMember? Primary()
+    {
+        for (int i = 0; i < Array.RaidDisks; i++)
+        {
+            MdMember m = Array.Slot(i);
+            if (m.State == MdMemberState.InSync) return m;
+        }
+        return null;
+    }
+
+    /// <summary>The next leg in turn (per thread, so threads share no counter) that can serve the range.</summary>
+    private MdMember? Choose(long sector, long sectors, MdMember? except)
+    {
+        int n = Array.RaidDisks;
+        int start = (int)(t_next++ % (uint)n);
+        for (int k = 0; k < n; k++)
+        {
+            MdMember m = Array.Slot((start + k) % n);
+            if (m != except && m.Readable(sector, sectors)) return m;
+        }
+        return null;
+    }
+
+    /// <summary>Sees a read of one leg complete; on a leg failure marks it faulty and retries on another.</summary>
+    private sealed class LegReadHook(Raid1Target owner, MdMember leg) : IBioEndIo
+    {
+        public EndIoResult EndIo(Bio bio, ref BlockStatus status)
+        {
+            // Only a failure of the leg is retried; a refused request (a bad vector) would fail anywhere.
+            if (status != BlockStatus.IoError) return EndIoResult.Done;
+            owner.Array.MemberFailed(leg, status, "read");
+            long sector = bio.Iter.Sector - leg.DataOffset, sectors = bio.Size >> Bio.SectorShift;
+            MdMember? next = owner.Choose(sector, sectors, leg);
+            if (next is null) return EndIoResult.Done;
+            bio.Iter.Sector = sector + next.DataOffset;
+            bio.PushEndIo(next.ReadHook ??= new LegReadHook(owner, next));
+            next.Device!.Submit(bio);
+            return EndIoResult.Incomplete;
+        }
+    }
+
+    // ---- writes (and discard, write-zeroes) ---------------------------------------------------------
+
+    private MapResult MapWrite(Bio bio)
+    {
+        WriteIntentBitmap regions = Array.Regions;
+        Bio carrier = _writes.Rent();
+        R1Write w = carrier.ContextAs<R1Write>();
+        w.Start(carrier, bio, regions.RegionOf(bio.Sector), regions.RegionOf(bio.Sector + (bio.Size >> Bio.SectorShift) - 1));
+        switch (regions.StartWrite(w.FirstRegion, w.LastRegion, w))
+        {
+            case WriteIntent.Blocked:
+                w.Parent = null;
+                carrier.Release();
+                return MapResult.Requeue;
+            case WriteIntent.Ready:
+                Issue(w);
+                break;
+        }
+        return MapResult.Submitted;
+    }
+
+    /// <summary>Sends the write to every writable leg (the bitmap bits are durable).</summary>
+    private void Issue(R1Write w)
+    {
+        Bio parent = w.Parent!;
+        for (int i = 0; i < Array.RaidDisks; i++)
+        {
+            MdMember m = Array.Slot(i);
+            if (!m.Writable) continue;
+            Bio clone = parent.Clone(_clones);
+            clone.Iter.Sector += m.DataOffset;
+            LegIo io = clone.ContextAs<LegIo>();
+            io.Write = w;
+            io.Leg = m;
+            clone.EndIo = s_legDone;
+            Interlocked.Increment(ref w.Pending);
+            m.Device!.Submit(clone);
+        }
+        Put(w);
+    }
+
+    private static void LegDone(Bio clone)
+    {
+        LegIo io = clone.ContextAs<LegIo>();
+        R1Write w = io.Write!;
+        MdMember leg = io.Leg!;
+        BlockStatus status = clone.Status;
+        io.Write = null;
+        io.Leg = null;
+        clone.Release();
+        if (status == BlockStatus.Ok) Interlocked.Increment(ref w.Succeeded);
+        else if (status == BlockStatus.IoError)
+        {
+            w.LostLeg = true;
+            w.Owner.Array.MemberFailed(leg, status, "write");
+        }
+        else w.Error = status;
+        Put(w);
+    }
+
+    private static void Put(R1Write w)
+    {
+        if (Interlocked.Decrement(ref w.Pending) == 0) w.Owner.Finish(w);
+    }
+
+    private void Finish(R1Write w)
+    {
+        Array.Regions.EndWrite(w.FirstRegion, w.LastRegion);
+        w.Result = w.Error != BlockStatus.Ok ? w.Error : Volatile.Read(ref w.Succeeded) > 0 ? BlockStatus.Ok : BlockStatus.IoError;
+        // A leg lost under this write: acknowledge only once the superblocks say so, or after a crash the
+        // stale leg could be taken for current.
+        if (w.LostLeg && w.Result == BlockStatus.Ok && !Array.IsReadOnly) Array.DeferUntilSuperblocks(w);
+        else w.CompleteDeferred();
+    }
+
+    /// <summary>One array write: its bio, its regions and the legs still outstanding (a pooled bio's context).</summary>
+    private sealed class R1Write(Raid1Target owner) : IBitmapWaiter, IMdDeferred
+    {
+        public readonly Raid1Target Owner = owner;
+        public Bio? Carrier;
+        public Bio? Parent;
+        public int Pending;
+        public int Succeeded;
+        public bool LostLeg;
+        public BlockStatus Error;
+        public BlockStatus Result;
+
+        public int FirstRegion { get; private set; }
+        public int LastRegion { get; private set; }
+        public IBitmapWaiter? NextWaiter { get; set; }
+        public IMdDeferred? NextDeferred { get; set; }
+
+        public void Start(Bio carrier, Bio parent, int first, int last)
+        {
+            Carrier = carrier;
+            Parent = parent;
+            FirstRegion = first;
+            LastRegion = last;
+            Pending = 1;
+            Succeeded = 0;
+            LostLeg = false;
+            Error = BlockStatus.Ok;
+        }
+
+        public void BitsDurable() => Owner.Issue(this);
+
+        public void CompleteDeferred()
+        {
+            Bio parent = Parent!, carrier = Carrier!;
+            Parent = null;
+            Carrier = null;
+            BlockStatus result = Result;
+            carrier.Release();
+            parent.Complete(result);
+        }
+    }
+
+    /// <summary>A leg clone's context: its write and its leg.</summary>
+    private sealed class LegIo
+    {
+        public R1Write? Write;
+        public MdMember? Leg;
+    }
+
+    // ---- sync ----------------------------------------------------------------------------------------
+
+    internal override unsafe long SyncWindow(MdSyncAction action, MdMember? target, long sector, int sectors, MdSyncBuffers buffers)
+    {
+        int bytes = sectors << Bio.SectorShift;
+        MdMember? source = action == MdSyncAction.Recovery ? Choose(sector, sectors, target) : Primary();
+        if (source is null || !Array.SyncIo(source, BioOp.Read, sector, buffers.Pfn(0), bytes)) return -1;
+        switch (action)
+        {
+            case MdSyncAction.Recovery:
+                return Array.SyncIo(target!, BioOp.Write, sector, buffers.Pfn(0), bytes) ? 0 : -1;
+            case MdSyncAction.Resync:
+                for (int i = 0; i < Array.RaidDisks; i++)
+                {
+                    MdMember m = Array.Slot(i);
+                    if (m != source && m.Writable) Array.SyncIo(m, BioOp.Write, sector, buffers.Pfn(0), bytes);
+                }
+                return 0;
+            default:
+                long mismatches = 0;
+                for (int i = 0; i < Array.RaidDisks; i++)
+                {
+                    MdMember m = Array.Slot(i);
+                    if (m == source || m.State != MdMemberState.InSync) continue;
+                    if (!Array.SyncIo(m, BioOp.Read, sector, buffers.Pfn(1), bytes)) return -1;
+                    // md counts a mismatch per 4 KiB page that differs, in sectors.
+                    for (int off = 0; off < bytes; off += 4096)
+                    {
+                        int n = Math.Min(4096, bytes - off);
+                        if (!new ReadOnlySpan<byte>(buffers.Address(0) + off, n).SequenceEqual(new ReadOnlySpan<byte>(buffers.Address(1) + off, n)))
+                            mismatches += n >> Bio.SectorShift;
+                    }
+                }
+                return mismatches;
+        }
+    }
+}
