@@ -314,9 +314,37 @@ internal sealed class FaultyDevice : BlockDevice, IRegisteredDevice
     public override DeviceLimits Limits => _lower.Limits;
     public override DeviceFeatures Features => _lower.Features & ~DeviceFeatures.Dax;
 
+    /// <summary>
+    /// Makes sectors [<paramref name="sector"/>, +<paramref name="sectors"/>) bad: a read touching
+    /// them fails until a write covers them (as a disk remaps a sector on write), like a media error.
+    /// </summary>
+    public void MarkBad(long sector, int sectors)
+    {
+        lock (_bad) for (long s = sector; s < sector + sectors; s++) _bad.Add(s);
+    }
+
+    private readonly HashSet<long> _bad = [];
+
+    /// <summary>True when the bio reads a bad sector; a write clears the bad sectors it covers.</summary>
+    private bool HitsBadSector(Bio bio)
+    {
+        lock (_bad)
+        {
+            if (_bad.Count == 0) return false;
+            long first = bio.Sector, end = first + (bio.Size >> Bio.SectorShift);
+            if (bio.Op == BioOp.Read)
+            {
+                for (long s = first; s < end; s++) if (_bad.Contains(s)) return true;
+                return false;
+            }
+            if (bio.Op == BioOp.Write) for (long s = first; s < end; s++) _bad.Remove(s);
+            return false;
+        }
+    }
+
     protected override void SubmitCore(Bio bio)
     {
-        if (bio.Op == BioOp.Read ? FailReads : FailWrites)
+        if ((bio.Op == BioOp.Read ? FailReads : FailWrites) || HitsBadSector(bio))
         {
             Interlocked.Increment(ref _failedBios);
             bio.Complete(BlockStatus.IoError);

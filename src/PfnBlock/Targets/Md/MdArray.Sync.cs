@@ -257,6 +257,59 @@ public sealed partial class MdArray
         return s.Read.Ios + s.Write.Ios + s.InFlight;
     }
 
+    /// <summary>Read errors a member may have corrected before it is failed (md's max_corrected_read_errors).</summary>
+    public const int MaxCorrectedReadErrors = 20;
+
+    private readonly Queue<(MdMember Member, long Sector, int Sectors)> _repairs = new();
+    private long _corrected;
+
+    /// <summary>Member sectors rewritten from the redundancy after read errors since assembly.</summary>
+    public long CorrectedSectors => Interlocked.Read(ref _corrected);
+
+    /// <summary>
+    /// Notes that <paramref name="m"/> failed a read of member sectors [<paramref name="sector"/>,
+    /// +<paramref name="sectors"/>): the worker rewrites them from the redundancy (a media error is
+    /// cured by a write), unless the member has had too many, when it is failed. The read itself is
+    /// retried elsewhere by the personality. Called from completion paths; does not block.
+    /// </summary>
+    internal void ReadError(MdMember m, long sector, int sectors)
+    {
+        if (IsReadOnly || m.CountReadError() > MaxCorrectedReadErrors)
+        {
+            MemberFailed(m, BlockStatus.IoError, IsReadOnly ? "read (read-only array: nothing rewritten)" : $"read; more than {MaxCorrectedReadErrors} read errors");
+            return;
+        }
+        m.CountError();
+        lock (_repairs) _repairs.Enqueue((m, sector, sectors));
+        _wake.Set();
+    }
+
+    /// <summary>Rewrites what read errors left, window by window under the regions' barriers (worker thread).</summary>
+    private void RunRepairs()
+    {
+        while (!Abort)
+        {
+            (MdMember m, long sector, int sectors) item;
+            lock (_repairs)
+                if (!_repairs.TryDequeue(out item)) return;
+            (MdMember m, long sector, int sectors) = item;
+            if (m.State != MdMemberState.InSync || !ReferenceEquals(Slot(m.Slot), m)) continue;
+            bool ok = true;
+            for (long s = sector, end = sector + sectors; s < end && ok && !Abort;)
+            {
+                int r = Regions.RegionOf(s);
+                int n = (int)Math.Min(Math.Min(SyncWindowSectors, ((long)r + 1) * Regions.RegionSectors - s), end - s);
+                Regions.RaiseBarrier(r);
+                try { ok = Personality.RepairWindow(m, s, n, SyncBuffers()); }
+                finally { Regions.LowerBarrier(r); }
+                s += n;
+            }
+            if (!ok) continue;
+            Interlocked.Add(ref _corrected, sectors);
+            Report($"read error corrected ({sectors} sectors at {sector} on {m.Spec})");
+        }
+    }
+
     /// <summary>Buffers for one sync window per slot plus one: made on first use, kept until shutdown.</summary>
     private MdSyncBuffers SyncBuffers()
     {

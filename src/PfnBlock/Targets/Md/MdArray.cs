@@ -293,6 +293,7 @@ public sealed partial class MdArray
             try
             {
                 Service();
+                RunRepairs();
                 RunPendingSync();
                 if (Environment.TickCount64 >= nextDaemon)
                 {

@@ -21,6 +21,7 @@ internal sealed class MdMember
     private int _state;
     private long _recoveryOffset;
     private long _ioErrors;
+    private long _readErrors;
 
     public MdMember(int slot, string spec, IBlockDevice? device, IDisposable? handle, MdSuperblock? superblock, MdMemberState state)
     {
@@ -79,6 +80,12 @@ internal sealed class MdMember
 
     /// <summary>Counts a failed bio.</summary>
     public void CountError() => Interlocked.Increment(ref _ioErrors);
+
+    /// <summary>Read errors seen from the member (each one rewritten from the redundancy, or the member failed).</summary>
+    public long ReadErrors => Interlocked.Read(ref _readErrors);
+
+    /// <summary>Counts a read error and returns the count so far.</summary>
+    public long CountReadError() => Interlocked.Increment(ref _readErrors);
 
     /// <summary>True when writes go to the member (in sync or recovering).</summary>
     public bool Writable => Device is not null && State is MdMemberState.InSync or MdMemberState.Recovering;

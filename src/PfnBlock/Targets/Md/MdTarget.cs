@@ -55,6 +55,14 @@ internal abstract class MdTarget : Target
     /// </summary>
     internal abstract long SyncWindow(MdSyncAction action, MdMember? target, long sector, int sectors, MdSyncBuffers buffers);
 
+    /// <summary>
+    /// Rewrites member sectors [<paramref name="sector"/>, +<paramref name="sectors"/>) of
+    /// <paramref name="bad"/>, which failed a read there, from the redundancy (md's
+    /// fix_read_error), and reads them back; on the worker thread with the region's barrier raised.
+    /// False when that failed (<see cref="MdArray.SyncIo"/> has then failed the member that could not do its part).
+    /// </summary>
+    internal abstract bool RepairWindow(MdMember bad, long sector, int sectors, MdSyncBuffers buffers);
+
     /// <summary>Stops the array (superblocks clean) before the table releases the members.</summary>
     public override void Dispose()
     {

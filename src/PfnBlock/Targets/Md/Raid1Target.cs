@@ -54,10 +54,10 @@ internal sealed class Raid1Target : MdTarget
     private MapResult MapRead(Bio bio, out IBlockDevice? lower)
     {
         long sector = bio.Sector, sectors = bio.Size >> Bio.SectorShift;
-        MdMember? leg = Unsynced(sector, sectors) ? Primary() : Choose(sector, sectors, null);
+        MdMember? leg = Unsynced(sector, sectors) ? Primary() : Choose(sector, sectors, 0);
         if (leg is null) return Fail(bio, out lower);
         bio.Iter.Sector += leg.DataOffset;
-        bio.PushEndIo(leg.ReadHook ??= new LegReadHook(this, leg));
+        bio.PushEndIo(leg.ReadHook ??= new LegReadHook(this, leg, 1 << leg.Slot));
         lower = leg.Device;
         return MapResult.Remapped;
     }
@@ -84,32 +84,44 @@ internal sealed class Raid1Target : MdTarget
         return null;
     }
 
-    /// <summary>The next leg in turn (per thread, so threads share no counter) that can serve the range.</summary>
-    private MdMember? Choose(long sector, long sectors, MdMember? except)
+    /// <summary>The next leg in turn (per thread, so threads share no counter) that can serve the range and is not in the <paramref name="tried"/> mask of slots.</summary>
+    private MdMember? Choose(long sector, long sectors, int tried)
     {
         int n = Array.RaidDisks;
         int start = (int)(t_next++ % (uint)n);
         for (int k = 0; k < n; k++)
         {
-            MdMember m = Array.Slot((start + k) % n);
-            if (m != except && m.Readable(sector, sectors)) return m;
+            int slot = (start + k) % n;
+            if ((tried & (1 << slot)) != 0) continue;
+            MdMember m = Array.Slot(slot);
+            if (m.Readable(sector, sectors)) return m;
         }
         return null;
     }
 
-    /// <summary>Sees a read of one leg complete; on a leg failure marks it faulty and retries on another.</summary>
-    private sealed class LegReadHook(Raid1Target owner, MdMember leg) : IBioEndIo
+    /// <summary>The read hook of <paramref name="leg"/> for a read that already tried the slots in <paramref name="tried"/> (error path only).</summary>
+    private LegReadHook RetryHook(MdMember leg, int tried) => _retryHooks.GetOrAdd((leg, tried), k => new LegReadHook(this, k.Leg, k.Tried));
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(MdMember Leg, int Tried), LegReadHook> _retryHooks = new();
+
+    /// <summary>
+    /// Sees a read of one leg complete. On an I/O error (a dead leg, or a bad sector) it reports
+    /// the error to the array, which rewrites the range on that leg from a good one later (md's
+    /// fix_read_error) or fails the leg, and retries the read on a leg not tried yet (the
+    /// <c>tried</c> mask of slots bounds the retries); with none left the read fails.
+    /// </summary>
+    private sealed class LegReadHook(Raid1Target owner, MdMember leg, int tried) : IBioEndIo
     {
         public EndIoResult EndIo(Bio bio, ref BlockStatus status)
         {
             // Only a failure of the leg is retried; a refused request (a bad vector) would fail anywhere.
             if (status != BlockStatus.IoError) return EndIoResult.Done;
-            owner.Array.MemberFailed(leg, status, "read");
             long sector = bio.Iter.Sector - leg.DataOffset, sectors = bio.Size >> Bio.SectorShift;
-            MdMember? next = owner.Choose(sector, sectors, leg);
+            owner.Array.ReadError(leg, sector, (int)sectors);
+            MdMember? next = owner.Choose(sector, sectors, tried);
             if (next is null) return EndIoResult.Done;
             bio.Iter.Sector = sector + next.DataOffset;
-            bio.PushEndIo(next.ReadHook ??= new LegReadHook(owner, next));
+            bio.PushEndIo(owner.RetryHook(next, tried | 1 << next.Slot));
             next.Device!.Submit(bio);
             return EndIoResult.Incomplete;
         }
@@ -244,7 +256,7 @@ internal sealed class Raid1Target : MdTarget
     internal override unsafe long SyncWindow(MdSyncAction action, MdMember? target, long sector, int sectors, MdSyncBuffers buffers)
     {
         int bytes = sectors << Bio.SectorShift;
-        MdMember? source = action == MdSyncAction.Recovery ? Choose(sector, sectors, target) : Primary();
+        MdMember? source = action == MdSyncAction.Recovery ? Choose(sector, sectors, 1 << target!.Slot) : Primary();
         if (source is null || !Array.SyncIo(source, BioOp.Read, sector, buffers.Pfn(0), bytes)) return -1;
         switch (action)
         {
@@ -274,5 +286,14 @@ internal sealed class Raid1Target : MdTarget
                 }
                 return mismatches;
         }
+    }
+
+    internal override bool RepairWindow(MdMember bad, long sector, int sectors, MdSyncBuffers buffers)
+    {
+        int bytes = sectors << Bio.SectorShift;
+        MdMember? source = Choose(sector, sectors, 1 << bad.Slot);
+        if (source is null || !Array.SyncIo(source, BioOp.Read, sector, buffers.Pfn(0), bytes)) return false;
+        // Write the good copy back, then read it back: a leg that cannot keep it fails (md's r1_sync_page_io).
+        return Array.SyncIo(bad, BioOp.Write, sector, buffers.Pfn(0), bytes) && Array.SyncIo(bad, BioOp.Read, sector, buffers.Pfn(1), bytes);
     }
 }

@@ -119,7 +119,7 @@ public sealed class MirrorTests : IDisposable
     }
 
     [Fact]
-    public void AFailedReadIsRetriedOnTheOtherLegAndTheLegIsMarkedFaulty()
+    public void ALegThatKeepsFailingReadsIsRetriedOnTheOtherLegAndFailedAfterMdsLimit()
     {
         (string[] m, _) = NewMirror();
         IBlockDevice md = _h.Open(MdHarness.Spec([Faulty(m[0], "leg0-read"), Faulty(m[1], "leg1-read")]));
@@ -127,11 +127,34 @@ public sealed class MirrorTests : IDisposable
         byte[] data = Pattern(0, 64 << 10, 3);
         Assert.Equal(BlockStatus.Ok, _h.Write(md, 0, data));
         FaultyDevice.Get("leg0-read").FailReads = true;
-        // Reads alternate between legs, so within a few reads one lands on leg 0, fails there, and is retried.
+        // Reads alternate between legs: each one landing on leg 0 fails there and is retried on leg 1,
+        // and the rewrite of leg 0 cannot be read back, so leg 0 is failed.
         for (int i = 0; i < 8; i++) Assert.Equal(data, _h.Read(md, 0, data.Length));
         Assert.True(FaultyDevice.Get("leg0-read").FailedBios >= 1);
-        Assert.Equal(MdMemberState.Faulty, array.Members[0].State);
+        Assert.True(SpinWait.SpinUntil(() => array.Members[0].State == MdMemberState.Faulty, 10_000), string.Join(" | ", array.Log));
         Assert.Equal(MdMemberState.InSync, array.Members[1].State);
+        Assert.Equal(data, _h.Read(md, 0, data.Length));
+    }
+
+    [Fact]
+    public void ABadSectorIsReadFromTheOtherLegAndRewrittenSoTheLegStaysInTheArray()
+    {
+        (string[] m, MdSuperblock sb) = NewMirror();
+        IBlockDevice md = _h.Open(MdHarness.Spec([Faulty(m[0], "leg0-bad"), Faulty(m[1], "leg1-bad")]));
+        MdArray array = MdArray.Of(md)!;
+        byte[] data = Pattern(1 << 20, 64 << 10, 5);
+        Assert.Equal(BlockStatus.Ok, _h.Write(md, 1 << 20, data));
+        FaultyDevice leg0 = FaultyDevice.Get("leg0-bad");
+        leg0.MarkBad((long)sb.DataOffset + (1 << 20 >> 9) + 17, 3); // a media error inside the data
+        for (int i = 0; i < 4; i++) Assert.Equal(data, _h.Read(md, 1 << 20, data.Length));
+        Assert.True(SpinWait.SpinUntil(() => array.CorrectedSectors > 0, 10_000), string.Join(" | ", array.Log));
+        Assert.Contains(array.Log, l => l.Contains("read error corrected", StringComparison.Ordinal));
+        Assert.Equal(MdMemberState.InSync, array.Members[0].State);
+        long failed = leg0.FailedBios;
+        // Rewritten: leg 0 serves its share of reads again without errors.
+        for (int i = 0; i < 8; i++) Assert.Equal(data, _h.Read(md, 1 << 20, data.Length));
+        Assert.Equal(failed, leg0.FailedBios);
+        Assert.Equal("active raid1 [2/2] [UU]", array.StatusLine);
     }
 
     [Fact]
