@@ -325,6 +325,12 @@ internal sealed class FaultyDevice : BlockDevice, IRegisteredDevice
 
     private readonly HashSet<long> _bad = [];
 
+    /// <summary>Bad sectors not yet cured by a write.</summary>
+    public int BadSectors
+    {
+        get { lock (_bad) return _bad.Count; }
+    }
+
     /// <summary>True when the bio reads a bad sector; a write clears the bad sectors it covers.</summary>
     private bool HitsBadSector(Bio bio)
     {

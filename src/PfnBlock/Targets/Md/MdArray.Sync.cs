@@ -328,6 +328,21 @@ public sealed partial class MdArray
         MemberFailed(m, status, $"{(op == BioOp.Read ? "sync read" : "sync write")} at sector {memberSector}");
         return false;
     }
+
+    /// <summary>
+    /// Reads a member synchronously for a sync step; a read error is reported as one
+    /// (<see cref="ReadError"/>: rewritten later, or the member failed) so the caller can try
+    /// another source, as md's fix_sync_read_error does.
+    /// </summary>
+    internal bool SyncRead(MdMember m, long memberSector, Pfn buffer, int bytes)
+    {
+        var bio = new Bio(1).Init(BioOp.Read, m.DataOffset + memberSector).AddVec(buffer, 0, (uint)bytes);
+        BlockStatus status = m.Device!.SubmitAndWait(bio);
+        if (status == BlockStatus.Ok) return true;
+        if (status == BlockStatus.IoError) ReadError(m, memberSector, bytes >> Bio.SectorShift);
+        else MemberFailed(m, status, $"sync read at sector {memberSector}");
+        return false;
+    }
 }
 
 /// <summary>The worker's buffers for one sync window: one per slot, and a spare.</summary>

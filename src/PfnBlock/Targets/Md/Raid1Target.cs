@@ -256,8 +256,16 @@ internal sealed class Raid1Target : MdTarget
     internal override unsafe long SyncWindow(MdSyncAction action, MdMember? target, long sector, int sectors, MdSyncBuffers buffers)
     {
         int bytes = sectors << Bio.SectorShift;
-        MdMember? source = action == MdSyncAction.Recovery ? Choose(sector, sectors, 1 << target!.Slot) : Primary();
-        if (source is null || !Array.SyncIo(source, BioOp.Read, sector, buffers.Pfn(0), bytes)) return -1;
+        // The source: the primary for a resync or check (what reads of unsynced regions returned), any
+        // other leg for a recovery; a source that fails the read is reported and the next one tried.
+        int tried = action == MdSyncAction.Recovery ? 1 << target!.Slot : 0;
+        MdMember? source = action == MdSyncAction.Recovery ? Choose(sector, sectors, tried) : Primary();
+        while (source is not null && !Array.SyncRead(source, sector, buffers.Pfn(0), bytes))
+        {
+            tried |= 1 << source.Slot;
+            source = Choose(sector, sectors, tried);
+        }
+        if (source is null) return -1;
         switch (action)
         {
             case MdSyncAction.Recovery:
@@ -275,7 +283,7 @@ internal sealed class Raid1Target : MdTarget
                 {
                     MdMember m = Array.Slot(i);
                     if (m == source || m.State != MdMemberState.InSync) continue;
-                    if (!Array.SyncIo(m, BioOp.Read, sector, buffers.Pfn(1), bytes)) return -1;
+                    if (!Array.SyncRead(m, sector, buffers.Pfn(1), bytes)) continue;
                     // md counts a mismatch per 4 KiB page that differs, in sectors.
                     for (int off = 0; off < bytes; off += 4096)
                     {
@@ -291,8 +299,14 @@ internal sealed class Raid1Target : MdTarget
     internal override bool RepairWindow(MdMember bad, long sector, int sectors, MdSyncBuffers buffers)
     {
         int bytes = sectors << Bio.SectorShift;
-        MdMember? source = Choose(sector, sectors, 1 << bad.Slot);
-        if (source is null || !Array.SyncIo(source, BioOp.Read, sector, buffers.Pfn(0), bytes)) return false;
+        int tried = 1 << bad.Slot;
+        MdMember? source = Choose(sector, sectors, tried);
+        while (source is not null && !Array.SyncRead(source, sector, buffers.Pfn(0), bytes))
+        {
+            tried |= 1 << source.Slot;
+            source = Choose(sector, sectors, tried);
+        }
+        if (source is null) return false;
         // Write the good copy back, then read it back: a leg that cannot keep it fails (md's r1_sync_page_io).
         return Array.SyncIo(bad, BioOp.Write, sector, buffers.Pfn(0), bytes) && Array.SyncIo(bad, BioOp.Read, sector, buffers.Pfn(1), bytes);
     }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using PfnBlock.Block;
 using PfnBlock.Devices;
 using PfnBlock.Targets.Md;
 
@@ -249,6 +250,39 @@ public sealed class MdSuperblockTests : IDisposable
             Assert.Matches(@"Bitmap : \d+ bits \(chunks\), 0 dirty", output);
         }
     }
+
+    [Fact]
+    public void MdadmExamineSeesWhatARunningMirrorRecorded()
+    {
+        string[] paths = [FileMember(), FileMember()];
+        MdCreate.Create([.. paths.Select(p => "file:" + p)], new MdCreateOptions { Level = 1, Name = "running", BitmapChunkBytes = 64 << 10 }, _set);
+        _set.Dispose();
+        using (var harness = new MdHarness())
+        {
+            IBlockDevice md = harness.Open(MdHarness.Spec(paths.Select(p => "file:" + p)));
+            MdArray array = MdArray.Of(md)!;
+            array.FailMember(0);
+            // Written degraded: md keeps these bits for a re-add of the failed leg.
+            Assert.Equal(BlockStatus.Ok, harness.Write(md, 1 << 20, Stamp.Make(1 << 20, 128 << 10, 1)));
+            Assert.Equal(BlockStatus.Ok, harness.Write(md, 5 << 20, Stamp.Make(5 << 20, 4096, 1)));
+        }
+        (int exit, string output) = Mdadm("--examine", paths[1]);
+        Assert.True(exit == 0, output);
+        Assert.Matches(@"Checksum : [0-9a-f]+ - correct", output);
+        Assert.Matches(@"Array State : \.A", output); // slot 0 faulty, slot 1 active
+        Assert.Matches(@"Device Role : Active device 1", output);
+        Assert.Matches(@"State : clean", output);
+        int survivorEvents = Events(output);
+        (exit, output) = WithLoopDevice(paths[1], dev => Mdadm("--examine-bitmap", dev));
+        Assert.True(exit == 0, output);
+        Assert.Matches(@"Bitmap : \d+ bits \(chunks\), 3 dirty", output); // two 64 KiB chunks for the first write, one for the second
+        // The failed leg's own superblock still says it was active (it missed the update): mdadm sees it behind.
+        (_, string stale) = Mdadm("--examine", paths[0]);
+        Assert.Matches(@"Array State : AA", stale);
+        Assert.True(Events(stale) < survivorEvents, $"{Events(stale)} < {survivorEvents}");
+    }
+
+    private static int Events(string examine) => int.Parse(System.Text.RegularExpressions.Regex.Match(examine, @"Events : (\d+)").Groups[1].Value);
 
     private static (int Exit, string Out) WithLoopDevice(string path, Func<string, (int, string)> run)
     {
