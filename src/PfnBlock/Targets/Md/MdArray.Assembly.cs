@@ -250,7 +250,7 @@ public sealed partial class MdArray
         }
 
         IBlockDevice[] lower = [.. _slots.Where(m => m.Device is not null).Select(m => m.Device!)];
-        _personality = Level == 5 ? throw new IOException("RAID5: not yet") : new Raid1Target(this, lower);
+        _personality = Level == 5 ? new Raid5Target(this, lower) : new Raid1Target(this, lower);
         _device = new MappedDevice(Name, [new TableEntry(0, Sectors, Level == 5 ? "raid5" : "raid1", _personality)], new MemberHandles(this));
         foreach (string m in messages) Report(m);
         if (!IsReadOnly) WriteSuperblocks(clean: false);

@@ -354,6 +354,12 @@ internal readonly unsafe struct MdSyncBuffers(DramArena arena, int count, int by
     public int Count { get; } = count;
     /// <summary>The first frame of buffer <paramref name="i"/>.</summary>
     public Pfn Pfn(int i) => arena.PfnAt((long)i * Bytes >> Memory.Pfn.PageShift);
+    /// <summary>The frame and in-frame offset of byte <paramref name="offset"/> of buffer <paramref name="i"/>.</summary>
+    public (Pfn Pfn, uint Offset) FrameOf(int i, long offset)
+    {
+        long b = (long)i * Bytes + offset;
+        return (arena.PfnAt(b >> Memory.Pfn.PageShift), (uint)(b & (Memory.Pfn.PageSize - 1)));
+    }
     /// <summary>The CPU address of buffer <paramref name="i"/>.</summary>
     public byte* Address(int i) => arena.BaseAddress + (long)i * Bytes;
 }

@@ -29,8 +29,8 @@ public sealed class MdDevice : IRegisteredDevice
         [
             new("raid1 of 2 pmem namespaces", s => Sample(s, 1, 2, missing: -1)),
             new("raid1 of 3, one missing (degraded)", s => Sample(s, 1, 3, missing: 1)),
-            // new("raid5 of 4 pmem namespaces, 64 KiB chunks", s => Sample(s, 5, 4, missing: -1)),
-            // new("raid5 of 4, one missing (degraded)", s => Sample(s, 5, 4, missing: 2)),
+            new("raid5 of 4 pmem namespaces, 64 KiB chunks", s => Sample(s, 5, 4, missing: -1)),
+            new("raid5 of 4, one missing (degraded)", s => Sample(s, 5, 4, missing: 2)),
         ],
     };
 
