@@ -300,7 +300,9 @@ public sealed partial class MdArray
             if ((dev.Features & DeviceFeatures.ReadOnly) != 0) throw new IOException($"md {Name}: replacement {spec} is read-only");
             lock (s_claimLock)
             {
-                if (s_claims.TryGetValue(dev, out MdArray? other)) throw new IOException($"md {Name}: replacement {spec} is already in use by md array {other.Name}");
+                // A member this array left out (stale, faulty) may come back as a replacement; one in use may not.
+                if (s_claims.TryGetValue(dev, out MdArray? other) && (other != this || _slots.Any(m => ReferenceEquals(m.Device, dev))))
+                    throw new IOException($"md {Name}: replacement {spec} is already in use by md array {other.Name}");
                 s_claims[dev] = this;
             }
         }

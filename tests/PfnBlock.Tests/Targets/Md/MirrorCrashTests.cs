@@ -83,9 +83,9 @@ public sealed class MirrorCrashTests : IDisposable
     }
 
     /// <summary>Runs the child writer on <paramref name="spec"/>, kills it <paramref name="runMs"/> after its first acknowledgement and returns its acknowledgements.</summary>
-    private static List<(long Version, int Block)> RunAndKill(string spec, int seed, int runMs)
+    internal static List<(long Version, int Block)> RunAndKill(string spec, int seed, int runMs, int blocks = Blocks)
     {
-        using Process child = ChildProcess.Start(ChildProcess.CrashChildDll, "write-spec", spec, seed.ToString(), "1", Blocks.ToString());
+        using Process child = ChildProcess.Start(ChildProcess.CrashChildDll, "write-spec", spec, seed.ToString(), "1", blocks.ToString());
         Task<string> stderr = child.StandardError.ReadToEndAsync();
         var lines = new BlockingCollection<string>();
         var reader = new Thread(() =>
