@@ -3,7 +3,7 @@ using PfnBlock.Devices;
 
 namespace PfnBlock.Targets.Md;
 
-/// <summary>What <see cref="MdCreate.Create"/> builds.</summary>
+/// <summary>What <see cref="MdCreate.Create(IReadOnlyList{string}, MdCreateOptions, DeviceSet)"/> builds.</summary>
 public sealed record MdCreateOptions
 {
     /// <summary>RAID level: 1 (mirror) or 5.</summary>
@@ -44,6 +44,13 @@ public static class MdCreate
     /// <exception cref="IOException">A member cannot be opened, read or written.</exception>
     public static IReadOnlyList<MdCreatedMember> Create(IReadOnlyList<string> memberSpecs, MdCreateOptions options, DeviceSet set)
     {
+        ArgumentNullException.ThrowIfNull(set);
+        return Create(memberSpecs, options, set.Acquire);
+    }
+
+    /// <summary>Writes superblocks and bitmaps to <paramref name="memberSpecs"/>, opened by <paramref name="acquire"/> (a device set's, or a device open context's when a device kind formats its members).</summary>
+    internal static IReadOnlyList<MdCreatedMember> Create(IReadOnlyList<string> memberSpecs, MdCreateOptions options, Func<string, DeviceHandle> acquire)
+    {
         ArgumentNullException.ThrowIfNull(memberSpecs);
         ArgumentNullException.ThrowIfNull(options);
         int n = memberSpecs.Count;
@@ -58,7 +65,7 @@ public static class MdCreate
         {
             foreach (string spec in memberSpecs)
             {
-                DeviceHandle h = set.Acquire(spec);
+                DeviceHandle h = acquire(spec);
                 if (handles.Any(o => ReferenceEquals(o.Device, h.Device))) throw new ArgumentException($"member {spec} is listed twice");
                 handles.Add(h);
             }

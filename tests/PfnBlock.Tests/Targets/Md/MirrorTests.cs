@@ -242,4 +242,26 @@ public sealed class MirrorTests : IDisposable
         Assert.Throws<FormatException>(() => MdArray.SplitMembers("pmem:/a++pmem:/b"));
         Assert.Throws<FormatException>(() => MdArray.SplitMembers("[pmem:/a"));
     }
+
+    [Fact]
+    public void TheMirrorAndRaid5KindsFormatBlankMembersOnceAndAssembleThemAfterwards()
+    {
+        string[] m = _h.Members(2);
+        string spec = $"mirror:{DeviceSpec.Quote(string.Join('+', m))},bitmap_chunk=256K";
+        IBlockDevice md = _h.Open(spec);
+        Assert.Equal(BlockStatus.Ok, _h.Write(md, 8192, Pattern(8192, 4096, 1)));
+        _h.Reopen();
+        md = _h.Open(spec); // assembled, not formatted again
+        Assert.Equal(Pattern(8192, 4096, 1), _h.Read(md, 8192, 4096));
+        Assert.Equal("active raid1 [2/2] [UU]", MdArray.Of(md)!.StatusLine);
+        _h.Reopen();
+        var e = Assert.Throws<IOException>(() => _h.Open($"mirror:{DeviceSpec.Quote(string.Join('+', [.. m, _h.Members(1)[0]]))}"));
+        Assert.Contains("refusing to overwrite", e.Message);
+        e = Assert.Throws<IOException>(() => _h.Open($"raid5:{DeviceSpec.Quote(string.Join('+', m))}"));
+        Assert.Contains("not RAID5", e.Message);
+        string[] r = _h.Members(3);
+        md = _h.Open($"raid5:{DeviceSpec.Quote(string.Join('+', r))},chunk=32K");
+        Assert.Equal(64, MdArray.Of(md)!.ChunkSectors);
+        Assert.Equal("active raid5 [3/3] [UUU]", MdArray.Of(md)!.StatusLine);
+    }
 }
