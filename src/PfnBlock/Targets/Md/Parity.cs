@@ -8,7 +8,7 @@ namespace PfnBlock.Targets.Md;
 /// it (AVX-512), else Vector256 (two per 64 bytes), then a scalar tail. Unaligned loads and
 /// stores: stripe buffers are page aligned, but a bio's vectors need not be.
 /// </summary>
-internal static unsafe class Parity
+public static unsafe class Parity
 {
     /// <summary>The widest vector the XOR uses on this machine ("Vector512", "Vector256" or "scalar").</summary>
     public static string Kernel => Vector512.IsHardwareAccelerated ? "Vector512" : Vector256.IsHardwareAccelerated ? "Vector256" : "scalar";
