@@ -180,7 +180,7 @@ internal sealed class Raid1Target : MdTarget
         if (status == BlockStatus.Ok) Interlocked.Increment(ref w.Succeeded);
         else if (status == BlockStatus.IoError)
         {
-            w.LostLeg = true;
+            w.LostMember = true;
             w.Owner.Array.MemberFailed(leg, status, "write");
         }
         else w.Error = status;
@@ -192,56 +192,24 @@ internal sealed class Raid1Target : MdTarget
         if (Interlocked.Decrement(ref w.Pending) == 0) w.Owner.Finish(w);
     }
 
-    private void Finish(R1Write w)
-    {
-        Array.Regions.EndWrite(w.FirstRegion, w.LastRegion);
-        w.Result = w.Error != BlockStatus.Ok ? w.Error : Volatile.Read(ref w.Succeeded) > 0 ? BlockStatus.Ok : BlockStatus.IoError;
-        // A leg lost under this write: acknowledge only once the superblocks say so, or after a crash the
-        // stale leg could be taken for current.
-        if (w.LostLeg && w.Result == BlockStatus.Ok && !Array.IsReadOnly) Array.DeferUntilSuperblocks(w);
-        else w.CompleteDeferred();
-    }
+    private void Finish(R1Write w) =>
+        w.Finish(Array, w.Error != BlockStatus.Ok ? w.Error : Volatile.Read(ref w.Succeeded) > 0 ? BlockStatus.Ok : BlockStatus.IoError);
 
-    /// <summary>One array write: its bio, its regions and the legs still outstanding (a pooled bio's context).</summary>
-    private sealed class R1Write(Raid1Target owner) : IBitmapWaiter, IMdDeferred
+    /// <summary>One array write: its legs still outstanding and how many succeeded.</summary>
+    private sealed class R1Write(Raid1Target owner) : MdWrite
     {
         public readonly Raid1Target Owner = owner;
-        public Bio? Carrier;
-        public Bio? Parent;
         public int Pending;
         public int Succeeded;
-        public bool LostLeg;
-        public BlockStatus Error;
-        public BlockStatus Result;
 
-        public int FirstRegion { get; private set; }
-        public int LastRegion { get; private set; }
-        public IBitmapWaiter? NextWaiter { get; set; }
-        public IMdDeferred? NextDeferred { get; set; }
-
-        public void Start(Bio carrier, Bio parent, int first, int last)
+        public override void Start(Bio carrier, Bio parent, int first, int last)
         {
-            Carrier = carrier;
-            Parent = parent;
-            FirstRegion = first;
-            LastRegion = last;
+            base.Start(carrier, parent, first, last);
             Pending = 1;
             Succeeded = 0;
-            LostLeg = false;
-            Error = BlockStatus.Ok;
         }
 
-        public void BitsDurable() => Owner.Issue(this);
-
-        public void CompleteDeferred()
-        {
-            Bio parent = Parent!, carrier = Carrier!;
-            Parent = null;
-            Carrier = null;
-            BlockStatus result = Result;
-            carrier.Release();
-            parent.Complete(result);
-        }
+        public override void BitsDurable() => Owner.Issue(this);
     }
 
     /// <summary>A leg clone's context: its write and its leg.</summary>

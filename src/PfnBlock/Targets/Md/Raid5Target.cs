@@ -481,52 +481,14 @@ internal sealed unsafe class Raid5Target : MdTarget
         Array.MemberFailed(m, BlockStatus.IoError, "write");
     }
 
-    /// <summary>Ends a write: the regions, then the parent (after the superblocks when a member was lost under it).</summary>
-    private void Finish(R5Write w)
-    {
-        Array.Regions.EndWrite(w.FirstRegion, w.LastRegion);
-        w.Result = w.Error != BlockStatus.Ok ? w.Error : Array.IsFailed ? BlockStatus.IoError : BlockStatus.Ok;
-        if (w.LostMember && w.Result == BlockStatus.Ok && !Array.IsReadOnly) Array.DeferUntilSuperblocks(w);
-        else w.CompleteDeferred();
-    }
+    private void Finish(R5Write w) => w.Finish(Array, w.Error != BlockStatus.Ok ? w.Error : Array.IsFailed ? BlockStatus.IoError : BlockStatus.Ok);
 
-    /// <summary>One array write (a pooled bio's context).</summary>
-    private sealed class R5Write(Raid5Target owner) : IBitmapWaiter, IMdDeferred
+    /// <summary>One array write; which member failed a read during it.</summary>
+    private sealed class R5Write(Raid5Target owner) : MdWrite
     {
-        public readonly Raid5Target Owner = owner;
-        public Bio? Carrier;
-        public Bio? Parent;
-        public bool LostMember;
         public int ReadFailedSlot;
-        public BlockStatus Error;
-        public BlockStatus Result;
 
-        public int FirstRegion { get; private set; }
-        public int LastRegion { get; private set; }
-        public IBitmapWaiter? NextWaiter { get; set; }
-        public IMdDeferred? NextDeferred { get; set; }
-
-        public void Start(Bio carrier, Bio parent, int first, int last)
-        {
-            Carrier = carrier;
-            Parent = parent;
-            FirstRegion = first;
-            LastRegion = last;
-            LostMember = false;
-            Error = BlockStatus.Ok;
-        }
-
-        public void BitsDurable() => Owner.Dispatch(this);
-
-        public void CompleteDeferred()
-        {
-            Bio parent = Parent!, carrier = Carrier!;
-            Parent = null;
-            Carrier = null;
-            BlockStatus result = Result;
-            carrier.Release();
-            parent.Complete(result);
-        }
+        public override void BitsDurable() => owner.Dispatch(this);
     }
 
     // ---- member I/O, bio memory, stripe locks ----------------------------------------------------------
