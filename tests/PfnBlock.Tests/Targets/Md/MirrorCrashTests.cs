@@ -1,6 +1,4 @@
 using System.Buffers.Binary;
-using System.Collections.Concurrent;
-using System.Diagnostics;
 using PfnBlock.Block;
 using PfnBlock.CrashChild;
 using PfnBlock.Targets.Md;
@@ -83,37 +81,6 @@ public sealed class MirrorCrashTests : IDisposable
     }
 
     /// <summary>Runs the child writer on <paramref name="spec"/>, kills it <paramref name="runMs"/> after its first acknowledgement and returns its acknowledgements.</summary>
-    internal static List<(long Version, int Block)> RunAndKill(string spec, int seed, int runMs, int blocks = Blocks)
-    {
-        using Process child = ChildProcess.Start(ChildProcess.CrashChildDll, "write-spec", spec, seed.ToString(), "1", blocks.ToString());
-        Task<string> stderr = child.StandardError.ReadToEndAsync();
-        var lines = new BlockingCollection<string>();
-        var reader = new Thread(() =>
-        {
-            while (child.StandardOutput.ReadLine() is string line) lines.Add(line);
-            lines.CompleteAdding();
-        }) { IsBackground = true };
-        reader.Start();
-        try
-        {
-            if (!lines.TryTake(out string? first, TimeSpan.FromSeconds(30)))
-                Assert.Fail($"the child printed nothing; exited: {child.HasExited}");
-            Thread.Sleep(runMs);
-            Assert.False(child.HasExited, "the child stopped by itself");
-            child.Kill(); // SIGKILL
-            child.WaitForExit();
-            reader.Join();
-            List<string> all = [first!, .. lines];
-            return [.. all.Where(l => l.EndsWith('.')).Select(l =>
-            {
-                Assert.True(l.StartsWith("ack ", StringComparison.Ordinal), $"bad ack line '{l}': {stderr.Result}");
-                string[] f = l[4..^1].Split(' ');
-                return (long.Parse(f[0]), int.Parse(f[1]));
-            })];
-        }
-        finally
-        {
-            if (!child.HasExited) { child.Kill(); child.WaitForExit(); }
-        }
-    }
+    internal static List<(long Version, int Block)> RunAndKill(string spec, int seed, int runMs, int blocks = Blocks) =>
+        CrashWriter.RunAndKill(["write-spec", spec, seed.ToString(), "1", blocks.ToString()], runMs, $"md writer, seed {seed}");
 }
