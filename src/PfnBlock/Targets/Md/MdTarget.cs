@@ -38,6 +38,28 @@ internal abstract class MdTarget : Target
         return MapResult.Submitted;
     }
 
+    /// <summary>
+    /// Starts array write <paramref name="bio"/> carried by <paramref name="w"/> (the context of
+    /// <paramref name="carrier"/>) over member regions <paramref name="first"/>..<paramref name="last"/>:
+    /// it is issued at once when their bitmap bits are durable, by the bitmap flush that makes them
+    /// so otherwise, and requeued while a sync holds a barrier on one of them.
+    /// </summary>
+    protected MapResult BeginWrite(Bio carrier, MdWrite w, Bio bio, int first, int last)
+    {
+        w.Start(carrier, bio, first, last);
+        switch (Array.Regions.StartWrite(first, last, w))
+        {
+            case WriteIntent.Blocked:
+                w.Parent = null;
+                carrier.Release();
+                return MapResult.Requeue;
+            case WriteIntent.Ready:
+                w.BitsDurable();
+                break;
+        }
+        return MapResult.Submitted;
+    }
+
     /// <summary>Completes a bio of a failed array with an error (never wrong data).</summary>
     protected static MapResult Fail(Bio bio, out IBlockDevice? lower)
     {

@@ -37,7 +37,7 @@ internal abstract class MdWrite : IBitmapWaiter, IMdDeferred
         Error = BlockStatus.Ok;
     }
 
-    /// <summary>The bits of its regions are durable: the personality issues the write.</summary>
+    /// <summary>The bits of its regions are durable (now, or when a bitmap flush completed): the personality issues the write. Must not block.</summary>
     public abstract void BitsDurable();
 
     /// <summary>Completes the parent with <see cref="Result"/> and returns the carrier to its pool.</summary>

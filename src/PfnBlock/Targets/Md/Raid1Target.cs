@@ -131,21 +131,10 @@ internal sealed class Raid1Target : MdTarget
 
     private MapResult MapWrite(Bio bio)
     {
+        // Array sectors are member sectors in a mirror: the regions are the bio's own.
         WriteIntentBitmap regions = Array.Regions;
         Bio carrier = _writes.Rent();
-        R1Write w = carrier.ContextAs<R1Write>();
-        w.Start(carrier, bio, regions.RegionOf(bio.Sector), regions.RegionOf(bio.Sector + (bio.Size >> Bio.SectorShift) - 1));
-        switch (regions.StartWrite(w.FirstRegion, w.LastRegion, w))
-        {
-            case WriteIntent.Blocked:
-                w.Parent = null;
-                carrier.Release();
-                return MapResult.Requeue;
-            case WriteIntent.Ready:
-                Issue(w);
-                break;
-        }
-        return MapResult.Submitted;
+        return BeginWrite(carrier, carrier.ContextAs<R1Write>(), bio, regions.RegionOf(bio.Sector), regions.RegionOf(bio.Sector + (bio.Size >> Bio.SectorShift) - 1));
     }
 
     /// <summary>Sends the write to every writable leg (the bitmap bits are durable).</summary>

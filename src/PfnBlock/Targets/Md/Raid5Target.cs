@@ -199,21 +199,10 @@ internal sealed unsafe class Raid5Target : MdTarget
     private MapResult MapWrite(Bio bio)
     {
         if (!_writes.TryRent(out Bio? carrier)) return MapResult.Requeue;
-        R5Write w = carrier.ContextAs<R5Write>();
+        // The regions of the member sectors of every stripe the write touches (parity included).
         long first = bio.Sector / _layout.StripeSectors, last = (bio.Sector + (bio.Size >> Bio.SectorShift) - 1) / _layout.StripeSectors;
         WriteIntentBitmap regions = Array.Regions;
-        w.Start(carrier, bio, regions.RegionOf(first << _layout.ChunkShift), regions.RegionOf(((last + 1) << _layout.ChunkShift) - 1));
-        switch (regions.StartWrite(w.FirstRegion, w.LastRegion, w))
-        {
-            case WriteIntent.Blocked:
-                w.Parent = null;
-                carrier.Release();
-                return MapResult.Requeue;
-            case WriteIntent.Ready:
-                Dispatch(w);
-                break;
-        }
-        return MapResult.Submitted;
+        return BeginWrite(carrier, carrier.ContextAs<R5Write>(), bio, regions.RegionOf(first << _layout.ChunkShift), regions.RegionOf(((last + 1) << _layout.ChunkShift) - 1));
     }
 
     /// <summary>Runs the write here when the members are synchronous and a stripe buffer set is free, else on the worker.</summary>
