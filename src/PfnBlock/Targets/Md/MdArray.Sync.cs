@@ -106,9 +106,18 @@ public sealed partial class MdArray
         if (Regions.UnsyncedRegions > 0) RunResync();
         foreach (MdMember m in _slots)
             if (m.State == MdMemberState.Recovering && !_stopping && !_failed) RunRecovery(m);
-        bool check;
-        lock (_lock) { check = _checkRequested; _checkRequested = false; }
-        if (check && !_stopping && !_failed && Degraded == 0) RunCheck();
+        bool check = false;
+        lock (_lock)
+            if (_checkRequested)
+            {
+                // Taken and shown as running in one step, so a waiter never sees neither.
+                _checkRequested = false;
+                _action = MdSyncAction.Check;
+                check = true;
+            }
+        if (!check) return;
+        if (!_stopping && !_failed && Degraded == 0) RunCheck();
+        else EndSync();
     }
 
     private void BeginSync(MdSyncAction action, long total)
