@@ -1,8 +1,6 @@
 using System.Runtime.CompilerServices;
 using PfnBlock.Block;
 using PfnBlock.Devices;
-using PfnBlock.Devices.DirectFile;
-using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Targets.WriteCache;
@@ -29,49 +27,32 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
 {
     private const int MaxBioBlocks = 256;
     private readonly IBlockDevice _origin;
-    private readonly IBlockDevice _cache;
-    private readonly IDaxDevice _dax;
     private readonly string _originSpec, _cacheSpec;
-    private readonly DaxRange[] _pins;
+    private readonly WriteCacheInstance _cache;
     private readonly WriteCacheLog _log;
     private readonly WriteCacheWriteback _writeback;
     private readonly BioPool _pool;
     private readonly PhysicalAddressSpace _space;
-    private readonly bool _ntStoresDurable;
     private readonly DeviceFeatures _adds;
     private readonly int _maxBioBlocks;
-    private long _readHits, _readMisses, _writes, _writeHits;
+    private bool _disposed;
 
     private WriteCacheTarget(LowerDevice origin, LowerDevice cache, WriteCacheOptions options, long length) : base(origin.Device, cache.Device)
     {
         _origin = origin.Device;
-        _cache = cache.Device;
         (_originSpec, _cacheSpec) = (origin.Spec, cache.Spec);
         Options = options;
         _space = _origin.AddressSpace;
-        if (_cache is not IDaxDevice dax || (_cache.Features & DeviceFeatures.Dax) == 0)
-            throw TargetContext.Fail($"Cache device {cache.Spec} has no direct access (a pmem namespace, or a DAX stack over one, is needed)");
-        if ((_cache.Features & DeviceFeatures.ReadOnly) != 0) throw TargetContext.Fail($"Cache device {cache.Spec} is read-only");
-        if (_cache.AddressSpace != _space) throw TargetContext.Fail("Origin and cache devices number their frames in different address spaces");
-        _dax = dax;
-        _pins = PinWhole(dax, _cache.CapacityBytes, out byte* baseAddress, out Pfn firstPfn);
-        try
-        {
-            _ntStoresDurable = _cache is PmemDevice p && p.Namespace.Persistence == PersistenceMode.CpuCache;
-            _log = WriteCacheLog.Open(baseAddress, _cache.CapacityBytes, dax.PersistRange, IdentityOf(_origin), ntStoresDurable: _ntStoresDurable);
-            if (length > _origin.CapacitySectors)
-                throw TargetContext.Fail($"Device too small: origin {origin.Spec} has {_origin.CapacitySectors} sectors, the line maps {length}");
-            if (options.Cleaner) _log.TrySeal();
-        }
-        catch (WriteCacheRefusedException e) { Unpin(); throw TargetContext.Fail($"Cache device {cache.Spec}: {e.Message}"); }
-        catch (IOException e) { Unpin(); throw TargetContext.Fail($"Cache device {cache.Spec} is damaged: {e.Message} (pfnblock check shows what it holds)"); }
-        catch { Unpin(); throw; }
+        if (length > _origin.CapacitySectors)
+            throw TargetContext.Fail($"Device too small: origin {origin.Spec} has {_origin.CapacitySectors} sectors, the line maps {length}");
+        _cache = WriteCacheInstance.Acquire(_origin, cache, options);
+        _log = _cache.Log;
+        _writeback = _cache.Writeback;
         // A bio must fit in the log even when it is nearly full of other entries.
         _maxBioBlocks = (int)Math.Min(MaxBioBlocks, _log.Entries / 4);
         _adds = DeviceFeatures.WriteCache | DeviceFeatures.Fua
             | ((_origin.Features & DeviceFeatures.WriteZeroes) != 0 ? DeviceFeatures.Discard | DeviceFeatures.WriteZeroes | DeviceFeatures.DiscardZeroesData : 0);
         _pool = new BioPool(new BioPoolOptions { Name = "writecache-clones" });
-        _writeback = new WriteCacheWriteback(_log, _origin, firstPfn, options, FlushCache, _cacheSpec);
     }
 
     /// <inheritdoc/>
@@ -104,52 +85,6 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             throw TargetContext.Fail($"Length {ctx.Length} is not a whole number of 4096-byte blocks");
         LowerDevice origin = ctx.Device(1), cache = ctx.Device(2);
         return new WriteCacheTarget(origin, cache, options, ctx.Length);
-    }
-
-    /// <summary>Who the origin is: its size and, for a namespace, its uuid, else its path or name.</summary>
-    private static WriteCacheOrigin IdentityOf(IBlockDevice origin) => origin switch
-    {
-        PmemDevice p => new WriteCacheOrigin(origin.CapacitySectors, 0, p.Namespace.Info.Uuid),
-        FileDevice f => new WriteCacheOrigin(origin.CapacitySectors, WriteCacheOrigin.HashSpec(Path.GetFullPath(f.Path)), Guid.Empty),
-        _ => new WriteCacheOrigin(origin.CapacitySectors, WriteCacheOrigin.HashSpec(origin.Name), Guid.Empty),
-    };
-
-    /// <summary>Pins the whole cache device and checks it is one contiguous mapping (addresses and frames).</summary>
-    private static DaxRange[] PinWhole(IDaxDevice dax, long bytes, out byte* baseAddress, out Pfn firstPfn)
-    {
-        var pins = new DaxRange[(bytes >> Pfn.PageShift) / RangePinTable.MaxPages + 1];
-        int pinned = 0;
-        long pages = bytes >> Pfn.PageShift, done = 0;
-        baseAddress = null;
-        firstPfn = default;
-        try
-        {
-            while (done < pages)
-            {
-                long got = dax.DirectAccess(done, pages - done, out DaxRange r);
-                if (got == 0) throw TargetContext.Fail($"Cache device: direct access to page {done} refused");
-                pins[pinned++] = r;
-                if (done == 0)
-                {
-                    baseAddress = r.Address;
-                    firstPfn = r.Pfn;
-                }
-                else if (r.Address != baseAddress + (done << Pfn.PageShift) || r.Pfn != firstPfn.Add((ulong)done))
-                    throw TargetContext.Fail("Cache device is not one contiguous mapping");
-                done += got;
-            }
-            return pins[..pinned];
-        }
-        catch
-        {
-            for (int i = 0; i < pinned; i++) pins[i].Unpin();
-            throw;
-        }
-    }
-
-    private void Unpin()
-    {
-        foreach (DaxRange r in _pins) r.Unpin();
     }
 
     /// <summary>The optional arguments in force.</summary>
@@ -187,8 +122,8 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         get
         {
             long? oldest = _log.OldestTimeMs;
-            return new WriteCacheStatus(_log.Entries, _log.Used, _log.Dirty, Interlocked.Read(ref _readHits), Interlocked.Read(ref _readMisses),
-                Interlocked.Read(ref _writeHits), Interlocked.Read(ref _writes), _writeback.WrittenBack, _writeback.Rate,
+            return new WriteCacheStatus(_log.Entries, _log.Used, _log.Dirty, Interlocked.Read(ref _cache.ReadHits), Interlocked.Read(ref _cache.ReadMisses),
+                Interlocked.Read(ref _cache.WriteHits), Interlocked.Read(ref _cache.Writes), _writeback.WrittenBack, _writeback.Rate,
                 oldest is { } t ? TimeSpan.FromMilliseconds(Math.Max(0, WriteCacheLog.NowMs() - t)) : null,
                 _writeback.Errors, _writeback.LastError, _writeback.Cleaner, _log.Sealed, _writeback.Paused, _log.Epoch);
         }
@@ -228,14 +163,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         }
     }
 
-    /// <summary>FLUSH: the writes completed so far become durable and end their epoch.</summary>
-    private BlockStatus FlushCache()
-    {
-        _log.CloseEpoch();
-        if (_ntStoresDurable) return BlockStatus.Ok; // every write was durable when it completed
-        try { _dax.PersistRange(0, _log.Layout.Bytes); return BlockStatus.Ok; }
-        catch (IOException) { return BlockStatus.IoError; }
-    }
+    private BlockStatus FlushCache() => _cache.Commit();
 
     private MapResult MapWrite(Bio bio)
     {
@@ -269,8 +197,8 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             _writeback.Wake(full: true);
             return MapResult.Requeue;
         }
-        Interlocked.Add(ref _writes, blocks);
-        if (hits != 0) Interlocked.Add(ref _writeHits, hits);
+        Interlocked.Add(ref _cache.Writes, blocks);
+        if (hits != 0) Interlocked.Add(ref _cache.WriteHits, hits);
         _writeback.NoteWrite();
         bio.Complete(BlockStatus.Ok);
         return MapResult.Submitted;
@@ -281,7 +209,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         int blocks = (int)(bio.Size >> 12);
         if (_log.NothingCached)
         {
-            Interlocked.Add(ref _readMisses, blocks);
+            Interlocked.Add(ref _cache.ReadMisses, blocks);
             return MapResult.Remapped;
         }
         long block0 = bio.Sector >> 3;
@@ -289,9 +217,11 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         _log.Lookup(block0, seqs);
         if (seqs.IndexOfAnyExcept(0L) < 0)
         {
-            Interlocked.Add(ref _readMisses, blocks);
+            Interlocked.Add(ref _cache.ReadMisses, blocks);
             return MapResult.Remapped;
         }
+        // Every frame is checked before any is written: a bad pfn fails the bio, not the process.
+        if (!new BioSource(bio, _space).Reachable()) { bio.Complete(BlockStatus.Invalid); return MapResult.Submitted; }
         int hits = 0, runStart = -1;
         for (int j = 0; j < blocks; j++)
         {
@@ -317,8 +247,8 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             if (runStart >= 0) { ReadOrigin(bio, runStart, j - runStart); runStart = -1; }
         }
         if (runStart >= 0) ReadOrigin(bio, runStart, blocks - runStart);
-        Interlocked.Add(ref _readHits, hits);
-        Interlocked.Add(ref _readMisses, blocks - hits);
+        Interlocked.Add(ref _cache.ReadHits, hits);
+        Interlocked.Add(ref _cache.ReadMisses, blocks - hits);
         bio.Complete(BlockStatus.Ok); // the bio's own reference: it completes when its origin clones have
         return MapResult.Submitted;
     }
@@ -403,8 +333,8 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
     /// <inheritdoc/>
     public override void Dispose()
     {
-        _writeback.Dispose();
-        Unpin();
+        if (!_disposed) _cache.Release();
+        _disposed = true;
         base.Dispose();
     }
 }

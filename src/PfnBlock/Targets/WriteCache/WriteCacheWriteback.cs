@@ -32,7 +32,7 @@ internal sealed class WriteCacheWriteback : IDisposable
     private readonly WriteCacheLog _log;
     private readonly IBlockDevice _origin;
     private readonly Pfn _cachePfn;
-    private readonly WriteCacheOptions _options;
+    private WriteCacheOptions _options;
     private readonly Func<BlockStatus> _commit;
     private readonly Thread _thread;
     private readonly object _lock = new(); // a monitor: the thread waits on it
@@ -71,7 +71,8 @@ internal sealed class WriteCacheWriteback : IDisposable
         _cachePfn = cachePfn;
         _options = options;
         Cleaner = options.Cleaner;
-        int jobs = (int)Math.Min(options.WritebackJobs, log.Entries);
+        // Sized once for the most a table may ask (a reload may raise writeback_jobs up to this).
+        int jobs = (int)Math.Min(Math.Max(options.WritebackJobs, 1024), log.Entries);
         _items = new (long, long)[jobs];
         _bios = new Bio[jobs + 1];
         _pool = new BioPool(new BioPoolOptions { Name = "writecache-writeback", MaxVecs = Bio.MaxVecs });
@@ -79,6 +80,17 @@ internal sealed class WriteCacheWriteback : IDisposable
         _rateStartTicks = _lastCommitTicks = Stopwatch.GetTimestamp();
         _thread = new Thread(Run) { IsBackground = true, Name = $"writecache {name}" };
         _thread.Start();
+    }
+
+    /// <summary>The options in force (a reloaded table may change them).</summary>
+    public WriteCacheOptions Options
+    {
+        get => Volatile.Read(ref _options);
+        set
+        {
+            Volatile.Write(ref _options, value);
+            Wake(full: false);
+        }
     }
 
     /// <summary>Blocks written back since open.</summary>
@@ -195,7 +207,7 @@ internal sealed class WriteCacheWriteback : IDisposable
     /// <summary>One run: write it to the origin, flush the origin, persist the tail, free the slots.</summary>
     private RunResult WriteBackRun()
     {
-        long end = _log.CommittedRun(_items.Length, out long start);
+        long end = _log.CommittedRun(Math.Min(_items.Length, Options.WritebackJobs), out long start);
         if (end == start) return RunResult.NothingReady;
         int items = 0;
         WriteCacheEntry range = default;
