@@ -36,6 +36,7 @@ internal sealed class WriteCacheWriteback : IDisposable
     private readonly Func<BlockStatus> _commit;
     private readonly Thread _thread;
     private readonly object _lock = new(); // a monitor: the thread waits on it
+    private readonly Lock _runLock = new(); // one run at a time (the thread, or a test stepping by hand)
     private readonly BioPool _pool;
     private readonly Action<Bio> _endIo;
     private readonly ManualResetEventSlim _batchDone = new(false);
@@ -184,7 +185,8 @@ internal sealed class WriteCacheWriteback : IDisposable
                     continue;
                 }
             }
-            RunResult r = WriteBackRun();
+            RunResult r;
+            lock (_runLock) r = WriteBackRun();
             UpdateRate();
             if (r == RunResult.Failed)
             {
@@ -203,6 +205,12 @@ internal sealed class WriteCacheWriteback : IDisposable
     }
 
     private enum RunResult { Done, NothingReady, Failed }
+
+    /// <summary>Writes back one run on the caller's thread (model tests step write-back by hand with the thread paused); false when nothing was ready or it failed.</summary>
+    internal bool Step()
+    {
+        lock (_runLock) return WriteBackRun() == RunResult.Done;
+    }
 
     /// <summary>One run: write it to the origin, flush the origin, persist the tail, free the slots.</summary>
     private RunResult WriteBackRun()
