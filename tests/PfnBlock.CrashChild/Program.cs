@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using PfnBlock.Block;
+using PfnBlock.Devices;
 using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
@@ -42,6 +43,7 @@ public static class Program
                 ["open", string path] => TryOpen(path),
                 ["write", string path, string seed, string first, string blocks] => Write(path, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
                 ["badblocks", string path] => BadBlocks(path),
+                ["write-device", string spec, string seed, string first, string blocks] => WriteDevice(spec, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
                 _ => Usage(),
             };
         }
@@ -54,7 +56,7 @@ public static class Program
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: crashchild hold PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS | badblocks PATH");
+        Console.Error.WriteLine("usage: crashchild hold PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS | write-device SPEC SEED FIRST_VERSION BLOCKS | badblocks PATH");
         return 2;
     }
 
@@ -80,9 +82,21 @@ public static class Program
     /// a write followed by a FLUSH (even versions), and prints "ack VERSION BLOCK." once durable.
     /// Runs until killed (or 60 s as a safety net).
     /// </summary>
-    private static unsafe int Write(string path, int seed, long first, int blocks)
+    private static int Write(string path, int seed, long first, int blocks)
     {
         using var device = PmemDevice.Open(path);
+        return WriteVersions(device, seed, first, blocks);
+    }
+
+    /// <summary>As <see cref="Write"/>, through any device spec (a table with a write cache).</summary>
+    private static int WriteDevice(string spec, int seed, long first, int blocks)
+    {
+        using var set = new DeviceSet();
+        return WriteVersions(set.Open(spec), seed, first, blocks);
+    }
+
+    private static unsafe int WriteVersions(IBlockDevice device, int seed, long first, int blocks)
+    {
         using var arena = DramArena.Create(Pfn.PageSize, device.AddressSpace, "crashchild");
         FrameRun buffer = arena.Allocator.Allocate(1);
         Span<byte> data = device.AddressSpace.KmapSpan(buffer.First, 0, CrashProtocol.BlockSize);
