@@ -29,8 +29,6 @@ internal sealed unsafe class WriteCacheInstance
     public long ReadMisses;
     /// <summary>Blocks written that were cached already.</summary>
     public long WriteHits;
-    /// <summary>Blocks written into the cache.</summary>
-    public long Writes;
 
     private WriteCacheInstance(IBlockDevice origin, LowerDevice cache, WriteCacheOptions options)
     {

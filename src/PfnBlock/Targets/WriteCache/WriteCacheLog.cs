@@ -39,7 +39,7 @@ public sealed class WriteCacheRefusedException(string message) : ArgumentExcepti
 /// the entries (one non-temporal line each); <c>sfence</c>; (FUA: persist the entries); record the
 /// blocks in the index; publish each slot's sequence number. An entry is never durable before its
 /// data, so a live entry always names whole data.</para>
-/// <para><b>Slot state words</b> (DRAM, one per slot): 0 free, <see cref="Busy"/> while a writer
+/// <para><b>Slot state words</b> (DRAM, one per slot): 0 free (set by <see cref="Retire"/> before the tail moves past the slot), <see cref="Busy"/> while a writer
 /// fills it, <c>seq</c> once committed, <c>seq | </c><see cref="HoleBit"/> for a sequence number
 /// recovery found no valid entry for. They are the seqlock readers check around a copy out of a
 /// slot (<see cref="IsCommitted"/>) and what tells write-back how far the log is complete.</para>
@@ -307,8 +307,10 @@ internal sealed unsafe class WriteCacheLog
         for (int j = 0; j < blocks; j++)
         {
             int slot = Slot(seq + j);
-            // Busy before any byte of the slot changes: a reader still copying the slot's old data sees it moved (a full fence orders the data's streaming stores after it).
-            Interlocked.Exchange(ref _slotState[slot], Busy);
+            // A reader still copying the slot's old data already sees it moved: Retire set the state
+            // to 0 before the tail (and so this reservation) could pass it, and the state never
+            // returns to the old sequence number. Busy only tells write-back the entry is not ready.
+            Volatile.Write(ref _slotState[slot], Busy);
             SetSlotMeta(slot, block0 + j, epoch, now, 1, WriteCacheEntryKind.Write, WriteCacheEntryFlags.None);
         }
         for (int j = 0; j < blocks; j++) source.CopyBlock(j, SlotAddress(seq + j));
@@ -333,7 +335,7 @@ internal sealed unsafe class WriteCacheLog
         if (!TryReserve(1, out long seq, out long epoch)) return 0;
         long now = NowMs();
         int slot = Slot(seq);
-        Interlocked.Exchange(ref _slotState[slot], Busy);
+        Volatile.Write(ref _slotState[slot], Busy);
         SetSlotMeta(slot, block, epoch, now, (uint)count, kind, flags);
         StoreEntries(seq, 1, block, epoch, now, kind, flags, (uint)count, fua);
         lock (_indexLock) _ranges[_rangeCount++] = new WriteCachePendingRange(seq, block, count);
@@ -352,6 +354,7 @@ internal sealed unsafe class WriteCacheLog
     }
 
     /// <summary>Writes the entries of <c>[seq, seq + count)</c> (one line each, non-temporal) and fences; with FUA persists them.</summary>
+    [SkipLocalsInit] // the staging lines are written whole before they are copied
     private void StoreEntries(long seq, int count, long block0, long epoch, long now, WriteCacheEntryKind kind, WriteCacheEntryFlags flags, uint blocksEach, bool fua)
     {
         byte* stage = stackalloc byte[StageEntries * WriteCacheLayout.EntrySize + 64];
@@ -537,8 +540,15 @@ internal sealed unsafe class WriteCacheLog
         lock (_reserveLock) Volatile.Write(ref _sealed, false);
     }
 
-    /// <summary>Wall-clock milliseconds, as entries record them.</summary>
-    public static long NowMs() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+    private static readonly long s_unixMsAtTick0 = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - Environment.TickCount64;
+
+    /// <summary>
+    /// Wall-clock milliseconds, as entries record them: the coarse monotonic tick plus the Unix
+    /// time it stood for when the process started (a few ns, where reading the wall clock per
+    /// write costs tens; ages need milliseconds, not precision).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long NowMs() => s_unixMsAtTick0 + Environment.TickCount64;
 
     /// <summary>The cache device's size as given at open.</summary>
     public long DeviceBytes => _deviceBytes;

@@ -10,7 +10,7 @@ namespace PfnBlock.Targets.WriteCache;
 /// <param name="ReadHits">Blocks read from the cache.</param>
 /// <param name="ReadMisses">Blocks read from the origin.</param>
 /// <param name="WriteHits">Blocks written that were cached already.</param>
-/// <param name="Writes">Blocks written into the cache.</param>
+/// <param name="Writes">Entries logged since the cache was formatted (blocks written, plus one per discard or write-zeroes).</param>
 /// <param name="WrittenBack">Blocks written back to the origin since the cache was opened.</param>
 /// <param name="WritebackBlocksPerSecond">Write-back rate over the last few seconds.</param>
 /// <param name="OldestDirtyAge">Age of the oldest entry not written back (null when none).</param>

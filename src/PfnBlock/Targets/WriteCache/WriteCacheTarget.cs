@@ -123,7 +123,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         {
             long? oldest = _log.OldestTimeMs;
             return new WriteCacheStatus(_log.Entries, _log.Used, _log.Dirty, Interlocked.Read(ref _cache.ReadHits), Interlocked.Read(ref _cache.ReadMisses),
-                Interlocked.Read(ref _cache.WriteHits), Interlocked.Read(ref _cache.Writes), _writeback.WrittenBack, _writeback.Rate,
+                Interlocked.Read(ref _cache.WriteHits), _log.Head - 1, _writeback.WrittenBack, _writeback.Rate,
                 oldest is { } t ? TimeSpan.FromMilliseconds(Math.Max(0, WriteCacheLog.NowMs() - t)) : null,
                 _writeback.Errors, _writeback.LastError, _writeback.Cleaner, _log.Sealed, _writeback.Paused, _log.Epoch);
         }
@@ -197,13 +197,13 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             _writeback.Wake(full: true);
             return MapResult.Requeue;
         }
-        Interlocked.Add(ref _cache.Writes, blocks);
         if (hits != 0) Interlocked.Add(ref _cache.WriteHits, hits);
         _writeback.NoteWrite();
         bio.Complete(BlockStatus.Ok);
         return MapResult.Submitted;
     }
 
+    [SkipLocalsInit] // the sequence numbers are all written by the lookup
     private MapResult MapRead(Bio bio)
     {
         int blocks = (int)(bio.Size >> 12);
