@@ -174,6 +174,29 @@ public sealed class WriteCacheTests : IDisposable
         Assert.Equal("not a cache"u8.ToArray(), Bytes(foreign, 0, 11));
     }
 
+    [Fact]
+    public void CheckReportsWhatACacheWouldReplayAndFindsAMisplacedEntry()
+    {
+        string origin = Pmem(), cachePath = _scratch.NewNamespace(1 << 20);
+        using (var set = new DeviceSet())
+        {
+            IBlockDevice dev = set.Open(Table($"0 1024 writecache p {origin} pmem:{cachePath} 4096 0"));
+            Cache(dev).PauseWriteback();
+            for (int i = 0; i < 3; i++) Assert.Equal(BlockStatus.Ok, Write(dev, 7, Block(i + 1, 7)));
+            Assert.Equal(BlockStatus.Ok, Write(dev, 9, Block(4, 9), BioFlags.Fua));
+        }
+        (int exit, string stdout, string stderr) = ChildProcess.Run(ChildProcess.CliDll, ["check", "--path", cachePath]);
+        Assert.True(exit == 0, stdout + stderr);
+        Assert.Contains("would replay 4 entries (4 writes of 2 distinct blocks, 0 discards, 0 write-zeroes)", stdout);
+        Assert.Contains("written back below sequence 1; log head 5", stdout);
+
+        Patch(cachePath, 4096 + 64 * 6, Bytes(cachePath, 4096 + 64 * 2, 64));
+        (exit, stdout, stderr) = ChildProcess.Run(ChildProcess.CliDll, ["check", "--path", cachePath]);
+        Assert.True(exit == 1, stdout + stderr);
+        Assert.Contains("entry 6 holds sequence number 2, which belongs in entry 2", stdout);
+        Assert.Contains("write cache INCONSISTENT", stdout);
+    }
+
     private static unsafe void Flip(string ns, long offset)
     {
         using PmemNamespace n = PmemNamespace.Open(ns);
