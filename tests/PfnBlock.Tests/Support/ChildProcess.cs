@@ -67,4 +67,50 @@ public static class ChildProcess
         p.WaitForExit();
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
+
+    /// <summary>
+    /// Starts <paramref name="dll"/>, waits for its first line of output, lets it run
+    /// <paramref name="runMs"/> more, SIGKILLs it and returns every line it printed (the first
+    /// included). Its output is read on a thread of its own, not the thread pool: other tests may
+    /// keep every pool thread blocked for seconds, and the lines must be read while it runs.
+    /// </summary>
+    public static List<string> RunUntilKilled(string dll, string[] args, int runMs, string ctx)
+    {
+        using Process child = Start(dll, args);
+        Task<string> stderr = child.StandardError.ReadToEndAsync();
+        var lines = new System.Collections.Concurrent.BlockingCollection<string>();
+        var reader = new Thread(() =>
+        {
+            while (child.StandardOutput.ReadLine() is string line) lines.Add(line);
+            lines.CompleteAdding();
+        }) { IsBackground = true };
+        reader.Start();
+        try
+        {
+            if (!lines.TryTake(out string? firstLine, TimeSpan.FromSeconds(30)))
+                Assert.Fail($"the child printed nothing ({ctx}); exited: {child.HasExited} {(child.HasExited ? stderr.Result : "")}");
+            var all = new List<string> { firstLine! };
+            Thread.Sleep(runMs);
+            Assert.False(child.HasExited, $"the child stopped by itself ({ctx}): {(child.HasExited ? stderr.Result : "")}");
+            child.Kill(); // SIGKILL
+            child.WaitForExit();
+            reader.Join();
+            all.AddRange(lines);
+            Assert.Equal(137, child.ExitCode); // 128 + SIGKILL: it did not exit on its own
+            return all;
+        }
+        finally
+        {
+            if (!child.HasExited) { child.Kill(); child.WaitForExit(); }
+        }
+    }
+
+    /// <summary>Parses the crash child's "ack VERSION BLOCK." lines; a line without its final '.' would be a torn write(2) and fails.</summary>
+    public static List<(long Version, int Block)> Acks(IEnumerable<string> lines, string ctx) =>
+        [.. lines.Select(l =>
+        {
+            Assert.True(l.StartsWith("ack ", StringComparison.Ordinal) && l.EndsWith('.'), $"bad ack line '{l}' ({ctx})");
+            string[] f = l[4..^1].Split(' ');
+            return (long.Parse(f[0]), int.Parse(f[1]));
+        })];
 }

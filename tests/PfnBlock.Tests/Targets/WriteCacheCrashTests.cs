@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using PfnBlock.Block;
 using PfnBlock.CrashChild;
@@ -126,41 +125,7 @@ public sealed class WriteCacheCrashTests(ITestOutputHelper output) : IDisposable
         return versions;
     }
 
-    /// <summary>Starts the writer, waits for its first acknowledgement, lets it run <paramref name="runMs"/> more, kills it and returns every acknowledgement it printed.</summary>
-    private static List<(long, int)> RunAndKill(string spec, int seed, long first, int runMs, string ctx)
-    {
-        using Process child = ChildProcess.Start(ChildProcess.CrashChildDll, "write-device", spec, seed.ToString(), first.ToString(), Blocks.ToString());
-        Task<string> stderr = child.StandardError.ReadToEndAsync();
-        var lines = new BlockingCollection<string>();
-        // A thread of its own, not the thread pool: the child's lines must be read while it runs.
-        var reader = new Thread(() =>
-        {
-            while (child.StandardOutput.ReadLine() is string line) lines.Add(line);
-            lines.CompleteAdding();
-        }) { IsBackground = true };
-        reader.Start();
-        try
-        {
-            if (!lines.TryTake(out string? firstLine, TimeSpan.FromSeconds(30)))
-                Assert.Fail($"the child printed nothing ({ctx}); exited: {child.HasExited}, {(child.HasExited ? stderr.Result : "")}");
-            var acks = new List<string> { firstLine! };
-            Thread.Sleep(runMs);
-            Assert.False(child.HasExited, $"the child stopped by itself ({ctx}): {(child.HasExited ? stderr.Result : "")}");
-            child.Kill(); // SIGKILL
-            child.WaitForExit();
-            reader.Join();
-            acks.AddRange(lines);
-            Assert.Equal(137, child.ExitCode);
-            return [.. acks.Select(l =>
-            {
-                Assert.True(l.StartsWith("ack ", StringComparison.Ordinal) && l.EndsWith('.'), $"bad ack line '{l}' ({ctx})");
-                string[] f = l[4..^1].Split(' ');
-                return (long.Parse(f[0]), int.Parse(f[1]));
-            })];
-        }
-        finally
-        {
-            if (!child.HasExited) { child.Kill(); child.WaitForExit(); }
-        }
-    }
+    /// <summary>Runs the writer until a random moment after its first acknowledgement, SIGKILLs it and returns every acknowledgement it printed.</summary>
+    private static List<(long Version, int Block)> RunAndKill(string spec, int seed, long first, int runMs, string ctx) =>
+        ChildProcess.Acks(ChildProcess.RunUntilKilled(ChildProcess.CrashChildDll, ["write-device", spec, seed.ToString(), first.ToString(), Blocks.ToString()], runMs, ctx), ctx);
 }

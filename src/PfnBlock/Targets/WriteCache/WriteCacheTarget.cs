@@ -228,7 +228,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             long seq = seqs[j];
             while (seq != 0)
             {
-                if (seq == WriteCacheLog.Zeroed) { ZeroBio(bio, j); break; }
+                if (seq == WriteCacheLog.Zeroed) { CopyToBio(bio, j, null); break; }
                 CopyToBio(bio, j, _log.SlotAddress(seq));
                 // The seqlock check: the copy's loads must happen before the state is read again.
                 Interlocked.MemoryBarrier();
@@ -263,6 +263,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         _origin.Submit(clone);
     }
 
+    /// <summary>Fills block <paramref name="block"/> of the bio's memory from <paramref name="src"/> (a cache slot), or with zeros when it is null.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void CopyToBio(Bio bio, int block, byte* src)
     {
@@ -274,26 +275,13 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         {
             BioVec seg = it.Current(vecs);
             uint n = Math.Min(seg.Length, left);
-            byte* dst = _space.TryKmap(seg.Pfn, seg.Offset, n);
-            if (dst != null) Buffer.MemoryCopy(src, dst, n, n);
-            src += n;
-            left -= n;
-            it.Advance(vecs, n);
-        }
-    }
-
-    private void ZeroBio(Bio bio, int block)
-    {
-        BvecIter it = bio.Iter;
-        ReadOnlySpan<BioVec> vecs = bio.Vecs;
-        if (block > 0) it.Advance(vecs, (uint)block << 12);
-        uint left = WriteCacheLayout.BlockSize;
-        while (left > 0)
-        {
-            BioVec seg = it.Current(vecs);
-            uint n = Math.Min(seg.Length, left);
-            byte* dst = _space.TryKmap(seg.Pfn, seg.Offset, n);
-            if (dst != null) new Span<byte>(dst, (int)n).Clear();
+            byte* dst = _space.TryKmap(seg.Pfn, seg.Offset, n); // checked reachable when the bio was taken
+            if (src == null) new Span<byte>(dst, (int)n).Clear();
+            else
+            {
+                Buffer.MemoryCopy(src, dst, n, n);
+                src += n;
+            }
             left -= n;
             it.Advance(vecs, n);
         }
