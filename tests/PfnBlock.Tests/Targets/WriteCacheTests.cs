@@ -1,6 +1,9 @@
 using System.Buffers.Binary;
 using PfnBlock.Block;
 using PfnBlock.Devices;
+using PfnBlock.Exports.Nbd;
+using PfnBlock.Management;
+using PfnBlock.Management.Control;
 using PfnBlock.Namespaces;
 using PfnBlock.Targets.Flakey;
 using PfnBlock.Targets.WriteCache;
@@ -282,6 +285,32 @@ public sealed class WriteCacheTests : IDisposable
         Assert.Equal((2L, 1L, 1L, 1L, 2L), (st.Used, st.Dirty, st.WriteHits, st.ReadHits, st.ReadMisses));
         Assert.NotNull(st.OldestDirtyAge);
         Assert.Contains("used 2/", st.ToString());
+    }
+
+    [Fact]
+    public void TheControlSocketCommandShowsAndSteersACache()
+    {
+        DeviceSet set = NewSet();
+        string spec = Table($"0 1024 writecache p {Pmem()} {Pmem()} 4096 0");
+        IBlockDevice dev = set.Open(spec);
+        var exports = new NbdExportRegistry();
+        exports.Add(new NbdExport("wc", dev));
+        var server = new ServerContext(set, exports);
+        ControlCommandRegistry commands = ControlCommandRegistry.CreateDefault();
+        ControlCommand cmd = commands.Find("writecache")!;
+        System.Text.Json.Nodes.JsonNode? Call(params string[] args) => cmd.Run(new ControlRequest(args, server, commands));
+
+        Assert.True(Call(spec, "pause")!["paused"]!.GetValue<bool>());
+        for (int i = 0; i < 5; i++) Assert.Equal(BlockStatus.Ok, Write(dev, i, Block(i + 1, i)));
+        var all = (System.Text.Json.Nodes.JsonArray)Call()!;
+        Assert.Equal(spec, Assert.Single(all)!["device"]!.GetValue<string>());
+        Assert.Equal(5, all[0]!["dirty"]!.GetValue<long>());
+        Assert.Equal(0, Call(spec, "writeback")!["used"]!.GetValue<long>());
+        Assert.Equal(5, Call(spec)!["written_back"]!.GetValue<long>());
+        Assert.False(Call(spec, "resume")!["paused"]!.GetValue<bool>());
+        Assert.True(Call(spec, "cleaner", "on")!["cleaner"]!.GetValue<bool>());
+        Assert.Contains("no write cache 'nope'", Assert.Throws<ControlException>(() => Call("nope")).Message);
+        Assert.Contains("unknown action 'fast'", Assert.Throws<ControlException>(() => Call(spec, "fast")).Message);
     }
 
     /// <summary>
