@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
 using PfnBlock.Targets.WriteCache;
 
@@ -17,7 +18,7 @@ internal static class CheckCommand
         cmd.SetAction(r => Cli.Run(() =>
         {
             BttCheckReport report = BttCheck.Run(r.GetValue(path)!, r.GetValue(repair));
-            WriteCacheCheckReport? cache = !report.HasBtt && report.Consistent ? WriteCacheCheckReport.Run(report.Path) : null;
+            WriteCacheCheckReport? cache = !report.HasBtt && report.Consistent ? CheckCache(report.Path) : null;
             bool consistent = report.Consistent && cache?.Consistent != false;
             if (r.GetValue(json))
             {
@@ -65,5 +66,12 @@ internal static class CheckCommand
             return consistent ? 0 : Cli.ExitFailure;
         }));
         return cmd;
+    }
+
+    /// <summary>A raw namespace's write cache, read through a read-only mapping (shared claim, nothing written); null when it holds none.</summary>
+    private static unsafe WriteCacheCheckReport? CheckCache(string path)
+    {
+        using PmemNamespace ns = PmemNamespace.Open(path, readOnly: true);
+        return WriteCacheCheckReport.Run(ns.DataAddress, ns.DataSize);
     }
 }

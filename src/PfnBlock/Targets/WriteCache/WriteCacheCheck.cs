@@ -1,11 +1,9 @@
-using PfnBlock.Namespaces;
-
 namespace PfnBlock.Targets.WriteCache;
 
 /// <summary>
 /// What <c>pfnblock check</c> says of a raw namespace holding a write cache: whether its
 /// metadata is consistent, and what opening it would replay (the live entries write-back still
-/// owes the origin). Read-only: the namespace is opened with a shared claim and nothing is written.
+/// owes the origin). Read-only: nothing is written.
 /// </summary>
 public sealed record WriteCacheCheckReport
 {
@@ -38,15 +36,19 @@ public sealed record WriteCacheCheckReport
         if (Error is not null) yield return "error: " + Error;
     }
 
-    /// <summary>Checks the namespace at <paramref name="path"/>; null when it holds no write cache (no superblock magic).</summary>
-    public static unsafe WriteCacheCheckReport? Run(string path)
+    /// <summary>
+    /// Checks the cache whose device's first byte is <paramref name="data"/> (a namespace's data
+    /// area, mapped read-only by the caller); null when it holds no write cache (no superblock magic).
+    /// </summary>
+    /// <param name="data">The cache device's byte 0.</param>
+    /// <param name="bytes">The cache device's size.</param>
+    public static unsafe WriteCacheCheckReport? Run(byte* data, long bytes)
     {
-        using PmemNamespace ns = PmemNamespace.Open(path, readOnly: true);
-        if (ns.DataSize < WriteCacheLayout.SuperblockSize || *(ulong*)ns.DataAddress != WriteCacheSuperblock.Magic) return null;
-        var area = new ReadOnlySpan<byte>(ns.DataAddress, WriteCacheLayout.SuperblockSize);
-        WriteCacheSuperblock? sb = WriteCacheSuperblock.TryParse(area, ns.DataSize, out _, out string? error);
+        if (bytes < WriteCacheLayout.SuperblockSize || *(ulong*)data != WriteCacheSuperblock.Magic) return null;
+        var area = new ReadOnlySpan<byte>(data, WriteCacheLayout.SuperblockSize);
+        WriteCacheSuperblock? sb = WriteCacheSuperblock.TryParse(area, bytes, out _, out string? error);
         if (sb is null) return new WriteCacheCheckReport { Error = error };
-        WriteCacheScan scan = WriteCacheScan.Run(ns.DataAddress, sb, sb.Origin.CapacitySectors / (WriteCacheLayout.BlockSize >> 9));
+        WriteCacheScan scan = WriteCacheScan.Run(data, sb, sb.Origin.CapacitySectors / (WriteCacheLayout.BlockSize >> 9));
         return new WriteCacheCheckReport { Superblock = sb, Scan = scan, Error = scan.Error };
     }
 }

@@ -42,7 +42,7 @@ internal sealed unsafe class WriteCacheInstance
         _pins = PinWhole(dax, _cacheDevice.CapacityBytes, out byte* baseAddress, out Pfn firstPfn);
         try
         {
-            _ntStoresDurable = _cacheDevice is PmemDevice p && p.Namespace.Persistence == PersistenceMode.CpuCache;
+            _ntStoresDurable = _cacheDevice is PmemDevice p && p.Persistence == PersistenceMode.CpuCache;
             Log = WriteCacheLog.Open(baseAddress, _cacheDevice.CapacityBytes, dax.PersistRange, IdentityOf(origin), ntStoresDurable: _ntStoresDurable);
             if (options.Cleaner) Log.TrySeal();
         }
@@ -109,7 +109,7 @@ internal sealed unsafe class WriteCacheInstance
     /// <summary>Who the origin is: its size and, for a namespace, its uuid, else its full path or name.</summary>
     private static WriteCacheOrigin IdentityOf(IBlockDevice origin) => origin switch
     {
-        PmemDevice p => new WriteCacheOrigin(origin.CapacitySectors, 0, p.Namespace.Info.Uuid),
+        PmemDevice p => new WriteCacheOrigin(origin.CapacitySectors, 0, p.NamespaceUuid),
         FileDevice f => new WriteCacheOrigin(origin.CapacitySectors, WriteCacheOrigin.HashSpec(Path.GetFullPath(f.Path)), Guid.Empty),
         _ => new WriteCacheOrigin(origin.CapacitySectors, WriteCacheOrigin.HashSpec(origin.Name), Guid.Empty),
     };

@@ -26,8 +26,8 @@ public sealed class WriteCacheRefusedException(string message) : ArgumentExcepti
 /// <summary>
 /// The persistent log of a write cache (on the cache device's mapping) and the DRAM state built
 /// from it: the circular log's head, tail and epoch, a state word per slot, the index of cached
-/// blocks and the pending discard ranges. It knows nothing of bios: the target and the crash-test
-/// target drive it (so the explorer checks the same code).
+/// blocks and the pending discard ranges. It knows nothing of bios (the target drives it), so a
+/// crash-explorer target could drive the same code.
 /// </summary>
 /// <remarks>
 /// <para><b>Sequence numbers.</b> Every entry has one; its entry and data slot are number
