@@ -91,6 +91,12 @@ public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegis
     /// <summary>The namespace under the device.</summary>
     public PmemNamespace Namespace => _ns;
 
+    /// <summary>How writes reach the persistence domain (for a stacked user that must know, e.g. a write cache: under MAP_SYNC a fence makes its stores durable).</summary>
+    public PersistenceMode Persistence => _ns.Persistence;
+
+    /// <summary>The namespace's uuid (its identity: kept when the file is renamed).</summary>
+    public Guid NamespaceUuid => _ns.Info.Uuid;
+
     /// <summary>The pins of ranges handed out by <see cref="DirectAccess"/>.</summary>
     public RangePinTable Pins => _pins;
 
