@@ -312,7 +312,7 @@ internal sealed class FaultyDevice : BlockDevice, IRegisteredDevice
 
     public override long CapacitySectors => _lower.CapacitySectors;
     public override DeviceLimits Limits => _lower.Limits;
-    public override DeviceFeatures Features => _lower.Features & ~DeviceFeatures.Dax;
+    public override DeviceFeatures Features => _lower.Features & ~(DeviceFeatures.Dax | DeviceFeatures.AllocationMap); // it answers no allocation queries
 
     /// <summary>
     /// Makes sectors [<paramref name="sector"/>, +<paramref name="sectors"/>) bad: a read touching
