@@ -149,6 +149,13 @@ public sealed class RbdDeviceTests(CephCluster cluster) : IDisposable
         Assert.Contains("snapshot 'nosnap'", Open(cluster.Spec(image, "snap=nosnap")).Message);
         Assert.Contains("POOL/IMAGE", Assert.Throws<FormatException>(() => new DeviceSet().Open($"rbd:{image},conf={cluster.ConfPath}")).Message);
 
+        // A table that expects more than the image holds (16 MiB = 32768 sectors).
+        string table = Path.Combine(_dir, "big.table");
+        File.WriteAllText(table, $"0 65536 linear {cluster.Spec(image)} 0\n");
+        FormatException big = Assert.Throws<FormatException>(() => new DeviceSet().Open("table:" + table));
+        Assert.Contains("Device too small", big.Message);
+        Assert.Contains("has 32768 sectors, the line needs 0 + 65536", big.Message);
+
         // Monitors nobody answers for: a port nothing listens on, and a 2 s bound.
         string dead = Path.Combine(_dir, "dead.conf");
         File.WriteAllText(dead, "[global]\nmon_host = 127.0.0.1:9\nauth_client_required = none\n");
