@@ -17,7 +17,7 @@ work=$(mktemp -d /tmp/rbd-bench.XXXXXX)
 pids=()
 cleanup() {
   local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do stop_pid "$p"; done
   "$here/scripts/ceph-cluster.sh" stop "$dir" >/dev/null 2>&1 || true
   [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
@@ -34,12 +34,18 @@ rbd create --size "$IMAGE_SIZE" rbd/bench
 rbd bench --io-type write --io-size 4M --io-threads 4 --io-total "$IMAGE_SIZE" --io-pattern seq rbd/bench >/dev/null
 port=$((30000 + $$ % 2000))
 
+stop_pid() { # SIGTERM, then SIGKILL after 10 s (a client stuck in librbd ignores TERM)
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 fio_iops() { # fio_iops RW JSONFILE
   # fio's nbd engine prints a line before the JSON document.
   python3 -c 'import json,sys; t=open(sys.argv[2]).read(); j=json.loads(t[t.index("{"):])["jobs"][0]; print(round(j["read" if "read" in sys.argv[1] else "write"]["iops"]))' "$1" "$2"
 }
-fio_common() { echo --name=job --rw="$1" --bs=4k --iodepth="$2" --runtime="$RUNTIME" --ramp_time="$RAMP" --time_based --size="$IMAGE_SIZE" --output-format=json --randrepeat=0; }
+fio_common() { echo --max_latency=30s --name=job --rw="$1" --bs=4k --iodepth="$2" --runtime="$RUNTIME" --ramp_time="$RAMP" --time_based --size="$IMAGE_SIZE" --output-format=json --randrepeat=0; }
 
 wait_serving() { # wait_serving LOG PID
   for _ in $(seq 300); do
@@ -62,14 +68,14 @@ run_client() { # run_client CLIENT RW QD -> IOPS
       p=$!; pids+=("$p")
       for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$port/disk" >/dev/null 2>&1 && break; sleep 0.1; done
       fio --ioengine=nbd --uri="nbd://127.0.0.1:$port/disk" $(fio_common "$rw" "$qd") >"$out"
-      kill "$p"; wait "$p" 2>/dev/null || true
+      stop_pid "$p"
       fio_iops "$rw" "$out" ;;
     pfnblock-serve)
       "$here/artifacts/cli/PfnBlock.Cli" serve --export "disk=rbd:rbd/bench,conf=$conf,lock-wait=20" --listen "tcp:127.0.0.1:$port" >"$work/serve.log" 2>&1 &
       p=$!; pids+=("$p")
       wait_serving "$work/serve.log" "$p"
       fio --ioengine=nbd --uri="nbd://127.0.0.1:$port/disk" $(fio_common "$rw" "$qd") >"$out"
-      kill "$p"; wait "$p" 2>/dev/null || true
+      stop_pid "$p"
       fio_iops "$rw" "$out" ;;
     pfnblock-bench)
       "$here/pfnblock" bench --device "rbd:rbd/bench,conf=$conf,lock-wait=20" --rw "$rw" --bs 4k --iodepth "$qd" \

@@ -118,6 +118,9 @@ osd_heartbeat_interval = 1
 osd_heartbeat_grace = 4
 mon_osd_min_down_reporters = 1
 [client]
+# Clients ping their watches every objecter tick (5 s by default): with the 5 s watch timeout
+# above, a loaded machine would let a live client's watch (and lock) lapse. Ping every second.
+objecter_tick_interval = 1
 # One admin socket per client process, or concurrent clients collide on one file.
 admin_socket = $dir/run/\$cluster-\$name.\$pid.\$cctid.asok
 log_file = $dir/log/\$cluster-\$name.\$pid.log
