@@ -10,7 +10,8 @@
 #
 # Everything lives under DIR (config, monitor and OSD data, pid files, admin sockets, logs) except the
 # bluestore block files, which are sparse files in $CEPH_STORE (default /dev/shm) so the OSDs run at
-# memory speed; they count against RAM only as far as data is written (cap: $CEPH_OSD_SIZE, 2G each).
+# memory speed; they count against RAM only as far as data is written (cap: $CEPH_OSD_SIZE, 8G each:
+# bluestore needs room beyond the data, e.g. for the RocksDB log that takes small writes first).
 # Auth is off, every daemon binds 127.0.0.1 in its own port range ($CEPH_PORT, default derived from
 # DIR), and daemons are started in the foreground by this script, so their pids are ours: teardown
 # kills exactly those pids (also when start fails half-way). Ceph comes from Debian; it is installed
@@ -101,7 +102,7 @@ osd_data = $dir/osd/\$cluster-\$id
 osd_objectstore = bluestore
 bluestore_block_create = true
 bluestore_block_path = $store/\$cluster-\$id.block
-bluestore_block_size = ${CEPH_OSD_SIZE:-2G}
+bluestore_block_size = ${CEPH_OSD_SIZE:-8G}
 bluestore_cache_autotune = false
 bluestore_cache_size = 134217728
 osd_memory_target = 939524096
