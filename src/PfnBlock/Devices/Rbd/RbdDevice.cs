@@ -289,8 +289,9 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
 
     private void Done(int slot, BlockStatus status)
     {
-        Finish(slot, status);
-        Interlocked.Decrement(ref _inFlight);
+        // Counted down even if a completion hook throws, or Dispose would wait for it forever.
+        try { Finish(slot, status); }
+        finally { Interlocked.Decrement(ref _inFlight); }
     }
 
     // Frees the slot before completing: the completion may submit the next bio to this device.
