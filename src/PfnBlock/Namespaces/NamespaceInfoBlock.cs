@@ -20,7 +20,7 @@ public enum NamespaceMode : uint
 /// described without outside state.
 /// </summary>
 /// <remarks>
-/// Layout, little-endian (PfnBlock format 1.0):
+/// Layout, little-endian (PfnBlock format 1.1; 1.0 had map kinds 0 and 1 only):
 /// <code>
 /// off  size field
 ///   0    16 signature      "PFNBLOCK_NSINFO\0"
@@ -35,9 +35,9 @@ public enum NamespaceMode : uint
 ///  80     4 align          data alignment in bytes (power of two, ≥ 4096)
 ///  84     4 mode           1 raw, 2 sector
 ///  88     4 sector_size    logical block size exposed (512 or 4096)
-///  92     4 map_kind       page-descriptor map (0 none, 1 dense, 2 device, 3 huge, 4 on demand)
-///  96     8 map_off        byte offset of in-device descriptors (map_kind 2), else 0
-/// 104     8 map_size       bytes reserved for them, else 0
+///  92     4 map_kind       page-descriptor map (0 none, 1 dense, 2 device, 3 huge, 4 on demand, 5 temporary)
+///  96     8 map_off        byte offset of in-device descriptors (map_kind 2: 4096, right after this block), else 0
+/// 104     8 map_size       bytes reserved for them (map_kind 2: up to dataoff; format in DescriptorReserve), else 0
 /// 112    64 name           UTF-8, NUL-padded
 /// 176  3912 reserved       zero
 /// 4088    8 checksum       Fletcher-64 of the 4 KiB block with this field zeroed
@@ -53,8 +53,8 @@ public sealed record NamespaceInfoBlock
     public const int ChecksumOffset = 4088;
     /// <summary>The major version this code reads and writes.</summary>
     public const ushort CurrentMajor = 1;
-    /// <summary>The minor version this code writes.</summary>
-    public const ushort CurrentMinor = 0;
+    /// <summary>The minor version this code writes: 1 since map kinds device (with its reserve), huge, on-demand and temporary (5) can be recorded; a 1.0 reader refuses those maps.</summary>
+    public const ushort CurrentMinor = 1;
     /// <summary>The first 16 bytes of a namespace ("PFNBLOCK_NSINFO" and a NUL); checked before the checksum, so a foreign file is told from a damaged namespace.</summary>
     public static ReadOnlySpan<byte> Signature => "PFNBLOCK_NSINFO\0"u8;
 
@@ -184,6 +184,10 @@ public sealed record NamespaceInfoBlock
         if (DataSize <= 0 || DataSize % Pfn.PageSize != 0 || DataSize > BackupOffset(NamespaceSize) - DataOffset)
             return $"data area [{DataOffset}, +{DataSize}) overlaps the backup info block or is not page-sized";
         if (MapSize < 0 || (MapSize != 0 && (MapOffset < Size || MapSize > DataOffset - MapOffset))) return "descriptor reserve overlaps the data area";
+        if (MapKind == DescriptorMapKind.Device
+            && (MapOffset != Size || MapSize < DescriptorReserve.Needed(DataSize >> Pfn.PageShift) || Mode == NamespaceMode.Sector))
+            return $"descriptor map 'device' needs a reserve of {DescriptorReserve.Needed(DataSize >> Pfn.PageShift)} bytes at offset {Size} (have {MapSize} at {MapOffset})";
+        if (MapKind != DescriptorMapKind.Device && MapSize != 0) return $"a reserve of {MapSize} bytes is recorded for descriptor map '{DescriptorMaps.Name(MapKind)}', which keeps none on the device";
         return null;
     }
 }

@@ -17,4 +17,6 @@ internal enum OrderingMutation
     BttMapBeforeData,
     /// <summary>Namespace create: the info blocks are written before the BTT layout of a sector namespace.</summary>
     NamespaceInfoBeforeLayout,
+    /// <summary>Namespace open: the device descriptor reserve is used as found, without checking its header and block checksums.</summary>
+    DescriptorReserveTrusted,
 }

@@ -83,7 +83,9 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
                     Mode = sector ? NamespaceMode.Sector : NamespaceMode.Raw,
                     SectorSize = random.Next(2) == 0 ? 512u : 4096u,
                     Align = sector ? 0 : random.Next(2) == 0 ? 4096u : 65536u,
-                    MapKind = random.Next(5) == 0 ? DescriptorMapKind.Dense : DescriptorMapKind.None,
+                    // Every map kind (its value lands in the info block); device only in raw mode, where it formats its reserve.
+                    MapKind = sector && random.Next(2) == 0 ? DescriptorMapKind.None
+                        : DescriptorMaps.All[random.Next(DescriptorMaps.All.Count)] is var kind && (kind != DescriptorMapKind.Device || !sector) ? kind : DescriptorMapKind.Dense,
                     Name = $"crash{i}",
                     Force = true,
                     Mutation = _options.Mutation,

@@ -22,7 +22,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     private readonly bool _ownsNamespace;
     private readonly DeviceLimits _limits;
     private readonly DeviceFeatures _features;
-    private readonly RangePinTable _pins = new();
+    private readonly IFramePins _pins;
 
     /// <summary>Creates the device over an open namespace.</summary>
     /// <param name="ns">An open raw namespace; its data area becomes the device's sectors.</param>
@@ -33,6 +33,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
         // Raw access would bypass (and corrupt) the BTT of a sector namespace.
         if (ns.Info.Mode == NamespaceMode.Sector) throw new NotSupportedException($"'{ns.Path}' is a sector (BTT) namespace; open it through BttDevice");
         _ns = ns;
+        _pins = ns.Region.Pins;
         _ownsNamespace = ownsNamespace;
         _limits = DeviceLimits.Memory((int)ns.Info.SectorSize);
         // A read-only namespace is mapped PROT_READ: writes must be refused at the device edge, not fault.
@@ -85,8 +86,8 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     /// <summary>The namespace under the device.</summary>
     public PmemNamespace Namespace => _ns;
 
-    /// <summary>The pins of ranges handed out by <see cref="DirectAccess"/>.</summary>
-    public RangePinTable Pins => _pins;
+    /// <summary>The pins of the namespace's frames (ranges handed out by <see cref="DirectAccess"/> among them), kept as the namespace's descriptor map decides.</summary>
+    public IFramePins Pins => _pins;
 
     /// <inheritdoc/>
     public override DeviceLimits Limits => _limits;
@@ -151,8 +152,9 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
         long total = _ns.Region.FrameCount;
         if (IsDisposed || pageOffset < 0 || pageOffset >= total || pages <= 0) return 0;
         long n = Math.Min(Math.Min(pages, total - pageOffset), RangePinTable.MaxPages);
-        if (!_pins.TryPin(pageOffset, n, out int slot)) return 0;
-        range = new DaxRange(_ns.Region.PfnAt(pageOffset), _ns.DataAddress + (pageOffset << Pfn.PageShift), n, _pins, slot);
+        FramePin pin = FramePin.TryPin(_pins, pageOffset, n);
+        if (!pin.IsPinned) return 0;
+        range = new DaxRange(_ns.Region.PfnAt(pageOffset), _ns.DataAddress + (pageOffset << Pfn.PageShift), n, pin);
         return n;
     }
 
