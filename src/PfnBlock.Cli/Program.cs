@@ -25,6 +25,7 @@ public static class Program
             StatCommand.Create(),
             CtlCommand.Create(),
             CrashTestCommand.Create(),
+            CopyCommand.Create(),
         };
         ParseResult result = root.Parse(args);
         if (result.Errors.Count > 0)

@@ -1,5 +1,6 @@
 using CsCheck;
 using PfnBlock.Block;
+using PfnBlock.Devices;
 using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
@@ -88,6 +89,43 @@ public sealed unsafe class DescriptorMapConformance : IDisposable
         byPfn.Unpin();
         Assert.Equal(0, pins.PinCount(5));
         Assert.False(pins.AnyPinned);
+    }
+
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void TwoMappingsOfTheSameFramesSeeOneCount(DescriptorMapKind kind)
+    {
+        // Two dm-linear tables alias one namespace: a maps it whole, b from its page 128 on.
+        string path = _scratch.NewPath(DescriptorMaps.Name(kind));
+        PmemNamespace.Create(path, new NamespaceCreateOptions { Size = 6 << 20, Align = 4096, MapKind = kind }, new PhysicalAddressSpace()).Dispose();
+        var space = new PhysicalAddressSpace();
+        using var set = new DeviceSet(space);
+        var pmem = (PmemDevice)set.Open($"pmem:{path}");
+        long sectors = pmem.CapacitySectors;
+        var a = (IDaxDevice)set.Open(Table($"0 {sectors} linear pmem:{path} 0\n"));
+        var b = (IDaxDevice)set.Open(Table($"0 {sectors - 1024} linear pmem:{path} 1024\n"));
+        Assert.Equal(1, a.DirectAccess(130, 1, out DaxRange viaA));
+        Assert.Equal(1, b.DirectAccess(2, 1, out DaxRange viaB));
+        Assert.True(viaA.Address == viaB.Address && viaA.Pfn == viaB.Pfn);
+        IFramePins pins = pmem.Namespace.Region.Pins;
+        // Both mappings' pins are on frame 130, whichever alias took them (Ingo and Al: one descriptor per pfn).
+        Assert.Equal(2, pins.PinCount(130));
+        IPageDescriptorMap map = pmem.Namespace.Region.Descriptors;
+        if (map.IsStable && kind != DescriptorMapKind.None) Assert.Equal(2, map.Head(130)->RefCount);
+        // A discard through either alias waits for both: its range counts as pinned until the last goes.
+        viaA.Unpin();
+        Assert.True(pins.IsPinned(130, 1));
+        // The huge map's 2 MiB descriptor also holds frame 200 (false sharing of a coarse descriptor).
+        Assert.Equal(kind == DescriptorMapKind.Huge, pins.IsPinned(200, 1));
+        viaB.Unpin();
+        Assert.False(pins.AnyPinned);
+    }
+
+    private string Table(string text)
+    {
+        string path = _scratch.NewPath("t.table");
+        File.WriteAllText(path, text);
+        return "table:" + path;
     }
 
     [Fact]
