@@ -26,6 +26,7 @@ public static class Program
             CtlCommand.Create(),
             CrashTestCommand.Create(),
             CopyCommand.Create(),
+            MemmapCommand.Create(),
         };
         ParseResult result = root.Parse(args);
         if (result.Errors.Count > 0)
