@@ -57,6 +57,13 @@ public abstract unsafe class MemoryRegion : IDisposable
     /// the stable maps), so every consumer of a frame counts in one place.
     /// </summary>
     public IFramePins Pins { get; }
+    /// <summary>
+    /// Which frames were written through direct access since their last write-back, kept where the
+    /// descriptor map says (descriptor flags, or a bitmap for maps without lasting descriptors);
+    /// made on first use, so regions nobody writes through DAX pay nothing.
+    /// </summary>
+    public IDirtyFrames Dirty => _dirty ?? Interlocked.CompareExchange(ref _dirty, DirtyFrames.Create(_descriptors, FrameCount), null) ?? _dirty;
+    private IDirtyFrames? _dirty;
     /// <summary>The first frame number, once registered; 0 before.</summary>
     public ulong BaseFrame { get; internal set; }
     /// <summary>The address space the region is registered in, if any.</summary>

@@ -161,6 +161,20 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     /// <inheritdoc/>
     void IDaxDevice.PersistRange(long offset, long length) => _ns.PersistRange(offset, length);
 
+    /// <summary>Maps <paramref name="pages"/> pages from <paramref name="pageOffset"/> for an application's loads and stores (see <see cref="DaxMapping"/>).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range leaves the namespace.</exception>
+    /// <exception cref="InvalidOperationException">A discard of the range is pending (it cannot be pinned now), or the device is gone.</exception>
+    public DaxMapping MapDax(long pageOffset, long pages)
+    {
+        long total = _ns.Region.FrameCount;
+        if (pageOffset < 0 || pages <= 0 || pageOffset > total - pages)
+            throw new ArgumentOutOfRangeException(nameof(pageOffset), $"pages [{pageOffset}, +{pages}) are not inside the namespace's {total} pages");
+        long got = DirectAccess(pageOffset, pages, out DaxRange range);
+        if (got == pages) return new DaxMapping(_ns, range, pageOffset);
+        if (got > 0) range.Unpin();
+        throw new InvalidOperationException($"pages [{pageOffset}, +{pages}) of {_ns.Path} cannot be pinned now (a discard of them is pending, or the device is closing)");
+    }
+
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
