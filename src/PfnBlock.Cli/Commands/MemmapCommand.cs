@@ -20,13 +20,15 @@ internal static class MemmapCommand
         maps.AcceptOnlyFromAmong([.. DescriptorMaps.All.Select(DescriptorMaps.Name)]);
         var ops = new Option<int>("--ops") { Description = "Operations per timed loop (default 1000000).", DefaultValueFactory = _ => 1_000_000 };
         var rounds = new Option<int>("--rounds") { Description = "Rounds over all maps; each figure is the median (default 3).", DefaultValueFactory = _ => 3 };
+        var scan = new Option<string?>("--scan") { Description = "Instead: scan a directory tree for the thread's file-size claims (size distribution, bytes in files of 2M or more and in .git/objects/pack, bytes in 2M-aligned contiguous extents from FIEMAP)." };
         var json = new Option<bool>("--json") { Description = "Print the rows as JSON." };
         var cmd = new Command("memmap", "Measure each page-descriptor map (none, dense, device, huge, temporary, on-demand): DRAM, device bytes, open time, lookup, pin+unpin and 4 KiB DAX read cost.")
         {
-            path, size, measure, dir, maps, ops, rounds, json,
+            path, size, measure, dir, maps, ops, rounds, scan, json,
         };
         cmd.SetAction(r => Cli.Run(() =>
         {
+            if (r.GetValue(scan) is string tree) return Scan(tree, r.GetValue(json));
             long target = r.GetValue(size);
             DescriptorMapKind? current = null;
             if (r.GetValue(path) is string p)
@@ -79,6 +81,42 @@ internal static class MemmapCommand
             return 0;
         }));
         return cmd;
+    }
+
+    private static int Scan(string tree, bool json)
+    {
+        FileTreeScan s = FileTreeScan.Run(tree);
+        double Share(long part, long whole) => whole == 0 ? 0 : (double)part / whole;
+        if (json)
+        {
+            var doc = new
+            {
+                root = Path.GetFullPath(tree),
+                total_files = s.TotalFiles,
+                total_bytes = s.TotalBytes,
+                size_classes = s.Classes.Select(c => new { up_to = c.UpTo == long.MaxValue ? (long?)null : c.UpTo, files = c.Files, bytes = c.Bytes }),
+                large_file_bytes = s.LargeFileBytes,
+                large_file_bytes_share = Share(s.LargeFileBytes, s.TotalBytes),
+                git_pack_bytes = s.GitPackBytes,
+                fiemap_files = s.FilesMapped,
+                fiemap_bytes = s.BytesMapped,
+                aligned_2m_extent_bytes = s.BytesInAligned2MExtents,
+                aligned_2m_extent_share = Share(s.BytesInAligned2MExtents, s.BytesMapped),
+                unreadable = s.Unreadable,
+            };
+            Console.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        }
+        Console.WriteLine($"{Path.GetFullPath(tree)}: {s.TotalFiles} files, {Bytes(s.TotalBytes)} (apparent sizes)");
+        Console.WriteLine($"{"size up to",12} {"files",10} {"files %",8} {"bytes",12} {"bytes %",8}");
+        foreach (FileSizeClass c in s.Classes)
+            Console.WriteLine($"{(c.UpTo == long.MaxValue ? "more" : c.UpTo == 0 ? "0" : Bytes(c.UpTo)),12} {c.Files,10} {100 * Share(c.Files, s.TotalFiles),7:F1}% {Bytes(c.Bytes),12} {100 * Share(c.Bytes, s.TotalBytes),7:F1}%");
+        Console.WriteLine($"bytes in files of 2 MiB or more: {Bytes(s.LargeFileBytes)} ({100 * Share(s.LargeFileBytes, s.TotalBytes):F1} %); in .git/objects/pack: {Bytes(s.GitPackBytes)}");
+        Console.WriteLine(s.FilesMapped == 0
+            ? "FIEMAP: the filesystem reported no extents (tmpfs and some overlays do not support it)"
+            : $"FIEMAP: {s.FilesMapped} files, {Bytes(s.BytesMapped)} placed; in 2 MiB-aligned contiguous extents: {Bytes(s.BytesInAligned2MExtents)} ({100 * Share(s.BytesInAligned2MExtents, s.BytesMapped):F1} %)");
+        if (s.Unreadable > 0) Console.WriteLine($"{s.Unreadable} files could not be read");
+        return 0;
     }
 
     /// <summary>Bytes with a binary unit and three significant digits: 16.0 GiB, 300 KiB.</summary>
