@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using PfnBlock.Interop;
 
 namespace PfnBlock.Memory;
 
@@ -136,19 +137,27 @@ public sealed unsafe class NoDescriptorMap : IPageDescriptorMap
 /// The <see cref="DescriptorMapKind.Dense"/> map: a DRAM array of one 64-byte descriptor per
 /// frame, allocated and initialised up front like the kernel's memmap.
 /// </summary>
+/// <remarks>
+/// The array is its own anonymous mapping, not heap memory: its pages are what the process's
+/// RssAnon grows by when the map is made (what <c>pfnblock memmap</c> measures), and they go back
+/// to the kernel when it is disposed, rather than staying in a malloc arena for the next one.
+/// </remarks>
 public sealed unsafe class DenseDescriptorMap : IPageDescriptorMap
 {
-    private PageDescriptor* _map;
+    private readonly SafeMmapHandle _mapping;
+    private readonly PageDescriptor* _map;
     private readonly long _frames;
 
-    /// <summary>Allocates zeroed descriptors for <paramref name="frameCount"/> frames.</summary>
+    /// <summary>Allocates descriptors for <paramref name="frameCount"/> frames, each naming its frame.</summary>
+    /// <exception cref="IOException">The memory could not be mapped.</exception>
     public DenseDescriptorMap(long frameCount)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(frameCount);
         _frames = frameCount;
-        _map = (PageDescriptor*)NativeMemory.AlignedAlloc((nuint)(frameCount * PageDescriptor.Size), 64);
-        // Initialised as the kernel's memmap_init_zone does: every descriptor knows its frame.
-        NativeMemory.Clear(_map, (nuint)(frameCount * PageDescriptor.Size));
+        _mapping = SafeMmapHandle.TryMap((nuint)(frameCount * PageDescriptor.Size), Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0)
+            ?? throw Libc.ErrnoException(Libc.Errno, "mmap(anonymous)", "dense descriptor map");
+        _map = (PageDescriptor*)_mapping.Address;
+        // Initialised as the kernel's memmap_init_zone does: every descriptor knows its frame (the mapping starts zeroed).
         for (long i = 0; i < frameCount; i++) _map[i].Index = (ulong)i;
     }
 
@@ -176,10 +185,7 @@ public sealed unsafe class DenseDescriptorMap : IPageDescriptorMap
     public void Put(PageDescriptor* descriptor) { }
 
     /// <inheritdoc/>
-    public void Dispose()
-    {
-        if (_map != null) { NativeMemory.AlignedFree(_map); _map = null; }
-    }
+    public void Dispose() => _mapping.Dispose();
 }
 
 /// <summary>Creates descriptor maps by kind, and names them as the command line does.</summary>

@@ -1,4 +1,3 @@
-using PfnBlock.Interop;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 
@@ -25,35 +24,19 @@ internal sealed unsafe class DescriptorCrashTarget : ICrashTarget
     private const long FileSize = (16L << 20) + (64 << 10);
 
     private readonly CrashTestOptions _options;
-    private readonly string _path;
+    private readonly SharedImageFile _file;
     private readonly PhysicalAddressSpace _space = new();
-    private byte* _image;
     private int _created = -1, _patterned = -1;
     private NamespaceInfoBlock? _info;
 
     public DescriptorCrashTarget(CrashTestOptions options)
     {
         _options = options;
-        _path = Path.Combine(options.Directory, $"pfnblock-crashtest-memmap-{Guid.NewGuid():N}");
-        int fd = Libc.open(_path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC, 0x180 /* 0600 */);
-        if (fd < 0) Libc.ThrowErrno("open", _path);
-        try
-        {
-            if (Libc.ftruncate(fd, FileSize) != 0) Libc.ThrowErrno("ftruncate", _path);
-            nint map = Libc.mmap(0, (nuint)FileSize, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
-            if (map == Libc.MAP_FAILED) Libc.ThrowErrno("mmap", _path);
-            _image = (byte*)map;
-        }
-        catch
-        {
-            File.Delete(_path);
-            throw;
-        }
-        finally { _ = Libc.close(fd); }
+        _file = new SharedImageFile(options.Directory, "pfnblock-crashtest-memmap", FileSize);
     }
 
     public string Name => "descriptors";
-    public byte* Image => _image;
+    public byte* Image => _file.Address;
     public long ImageLength => FileSize;
 
     public void Run(CrashRecording recording)
@@ -69,13 +52,13 @@ internal sealed unsafe class DescriptorCrashTarget : ICrashTarget
             Name = "memmap",
             Force = true,
         };
-        using (PmemNamespace ns = PmemNamespace.Create(_path, create, _space))
+        using (PmemNamespace ns = PmemNamespace.Create(_file.Path, create, _space))
         {
             recording.Capture(ns.BaseAddress);
             _info = ns.Info;
         }
         _created = recording.Mark("ack create");
-        using (PmemNamespace ns = PmemNamespace.Open(_path, _space))
+        using (PmemNamespace ns = PmemNamespace.Open(_file.Path, _space))
         {
             foreach (long frame in (long[])[0, ns.Region.FrameCount - 1])
             {
@@ -91,7 +74,7 @@ internal sealed unsafe class DescriptorCrashTarget : ICrashTarget
         for (int i = 0; i < _options.Ops; i++)
         {
             recording.Mark($"start op {i}");
-            using (PmemNamespace ns = PmemNamespace.Open(_path, _space))
+            using (PmemNamespace ns = PmemNamespace.Open(_file.Path, _space))
             {
                 byte* reserve = ns.BaseAddress + ns.Info.MapOffset;
                 PageDescriptor* descriptors = ns.Region.Descriptors.Get(0);
@@ -120,7 +103,7 @@ internal sealed unsafe class DescriptorCrashTarget : ICrashTarget
                 recording.Capture(ns.BaseAddress);
             }
             // The repair: a writer's open validates the reserve and rebuilds or resets what it must.
-            using (PmemNamespace ns = PmemNamespace.OpenMutated(_path, _space, readOnly: false, _options.Mutation))
+            using (PmemNamespace ns = PmemNamespace.OpenMutated(_file.Path, _space, readOnly: false, _options.Mutation))
                 recording.Capture(ns.BaseAddress);
             recording.Mark($"ack op {i}");
         }
@@ -129,7 +112,7 @@ internal sealed unsafe class DescriptorCrashTarget : ICrashTarget
     public string? Verify(CrashRecoveryContext context)
     {
         PmemNamespace ns;
-        try { ns = PmemNamespace.OpenMutated(_path, _space, readOnly: false, _options.Mutation); }
+        try { ns = PmemNamespace.OpenMutated(_file.Path, _space, readOnly: false, _options.Mutation); }
         catch (InvalidNamespaceException e)
         {
             return context.Happened(_created) ? $"open refused after the create was acknowledged: {e.Message}" : null;
@@ -153,8 +136,6 @@ internal sealed unsafe class DescriptorCrashTarget : ICrashTarget
 
     public void Dispose()
     {
-        if (_image != null) _ = Libc.munmap((nint)_image, (nuint)FileSize);
-        _image = null;
-        File.Delete(_path);
+        _file.Dispose();
     }
 }
