@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using PfnBlock.Block;
-using PfnBlock.Devices.DirectFile;
-using PfnBlock.Devices.Null;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Exports.Copy;
@@ -33,7 +31,7 @@ public sealed record DeviceCopyOptions
 /// <param name="Path">How they went.</param>
 /// <param name="PinnedBytes">Bytes moved to or from pinned device frames (no buffer in between).</param>
 /// <param name="BounceBytes">Bytes that went through the DRAM bounce buffer (chunks a pending discard kept from being pinned, or a copy without a DAX side).</param>
-/// <param name="CpuCopiedBytes">Bytes a CPU copied in this process (a memory device's memcpy); 0 when a file's DMA or the kernel moved every byte.</param>
+/// <param name="CpuCopiedBytes">Bytes a CPU copied (a memory device's memcpy, a buffered file's kernel copy); 0 when an O_DIRECT file's DMA moved every byte.</param>
 /// <param name="Elapsed">Wall time.</param>
 public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedBytes, long BounceBytes, long CpuCopiedBytes, TimeSpan Elapsed)
 {
@@ -211,10 +209,14 @@ public sealed unsafe class DeviceCopy
 
     private static bool IsDax(IBlockDevice d) => d is IDaxDevice && (d.Features & DeviceFeatures.Dax) != 0;
 
-    /// <summary>True when the device moves data with the CPU in this process (memory devices), false for an O_DIRECT file or the null device.</summary>
-    private static bool IsCpuCopying(IBlockDevice d) => d is not (FileDevice { IsDirect: true } or NullDevice);
+    /// <summary>
+    /// True when the device moves data with a CPU copy (memory devices; a buffered file, through
+    /// the kernel's copy): its vectors need no DMA alignment. False for an O_DIRECT file, whose
+    /// transfers are DMA (alignment above 1), and for the null device, which moves nothing.
+    /// </summary>
+    private static bool IsCpuCopying(IBlockDevice d) => d.Limits.DmaAlignment <= 1 && (d.Features & DeviceFeatures.DiscardsData) == 0;
 
-    private static string Describe(IBlockDevice d) => d is FileDevice f ? $"{d.Name} ({(f.IsDirect ? "O_DIRECT" : "buffered")})" : d.Name;
+    private static string Describe(IBlockDevice d) => d.Limits.DmaAlignment > 1 ? $"{d.Name} (O_DIRECT)" : d.Name;
 
     private enum Stage { Idle, ReadIntoPin, WriteFromPin, BounceRead, BounceWrite }
 
