@@ -15,6 +15,7 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(mount)
 command -v pmempool >/dev/null || need+=(pmdk-tools)
 command -v gcc >/dev/null || need+=(gcc)
+command -v mdadm >/dev/null || need+=(mdadm)
 [ -f /usr/include/libpmemblk.h ] || need+=(libpmemblk-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing peer tools: ${need[*]}" >&2

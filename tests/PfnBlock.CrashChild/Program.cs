@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using PfnBlock.Block;
+using PfnBlock.Devices;
 using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
@@ -41,6 +42,8 @@ public static class Program
                 ["hold", string path] => Hold(path),
                 ["open", string path] => TryOpen(path),
                 ["write", string path, string seed, string first, string blocks] => Write(path, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
+                ["badblocks", string path] => BadBlocks(path),
+                ["write-spec", string spec, string seed, string first, string blocks] => WriteSpec(spec, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
                 _ => Usage(),
             };
         }
@@ -53,7 +56,7 @@ public static class Program
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: crashchild hold PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS");
+        Console.Error.WriteLine("usage: crashchild hold PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS | write-spec SPEC SEED FIRST_VERSION BLOCKS | badblocks PATH");
         return 2;
     }
 
@@ -79,9 +82,21 @@ public static class Program
     /// a write followed by a FLUSH (even versions), and prints "ack VERSION BLOCK." once durable.
     /// Runs until killed (or 60 s as a safety net).
     /// </summary>
-    private static unsafe int Write(string path, int seed, long first, int blocks)
+    private static int Write(string path, int seed, long first, int blocks)
     {
         using var device = PmemDevice.Open(path);
+        return Write(device, seed, first, blocks);
+    }
+
+    /// <summary>As write, through the device a spec opens (an md array, a table).</summary>
+    private static int WriteSpec(string spec, int seed, long first, int blocks)
+    {
+        using var set = new DeviceSet();
+        return Write(set.Open(spec), seed, first, blocks);
+    }
+
+    private static unsafe int Write(IBlockDevice device, int seed, long first, int blocks)
+    {
         using var arena = DramArena.Create(Pfn.PageSize, device.AddressSpace, "crashchild");
         FrameRun buffer = arena.Allocator.Allocate(1);
         Span<byte> data = device.AddressSpace.KmapSpan(buffer.First, 0, CrashProtocol.BlockSize);
@@ -99,6 +114,26 @@ public static class Program
             if (!fua && device.SubmitAndWait(bio.Init(BioOp.Flush, 0)) != BlockStatus.Ok) return 6;
             // One write(2) per line, so a kill never leaves half a line behind.
             stdout.Write(Encoding.ASCII.GetBytes($"ack {v} {block}.\n"));
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// Changes a raw namespace's bad-block list over and over until killed (or 60 s): step i marks
+    /// block 2·(i mod 100) bad, and every 100th step clears them all, so at any moment the list is
+    /// {0, 2, …, 2(k−1)} for some k. Prints "ack STEP" after each durable change.
+    /// </summary>
+    private static int BadBlocks(string path)
+    {
+        using PmemNamespace ns = PmemNamespace.Open(path);
+        using Stream stdout = Console.OpenStandardOutput();
+        long deadline = Environment.TickCount64 + 60_000;
+        for (long i = 0; Environment.TickCount64 < deadline; i++)
+        {
+            long k = i % 101;
+            if (k == 100) ns.ClearBadBlocks(0, 200, zeroData: false);
+            else ns.AddBadBlocks(2 * k, 1);
+            stdout.Write(Encoding.ASCII.GetBytes($"ack {i}\n"));
         }
         return 0;
     }

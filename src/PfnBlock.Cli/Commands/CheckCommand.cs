@@ -29,6 +29,8 @@ internal static class CheckCommand
                     sector_size = report.SectorSize,
                     repairs = report.Repairs,
                     unrepaired_errors = report.Unrepaired,
+                    badblock_count = report.BadBlocks.TotalBlocks,
+                    badblocks = report.BadBlocks.Ranges.Select(b => new { offset = b.Start, length = b.Count }),
                     findings = report.Findings.Select(f => new { severity = f.Severity.ToString().ToLowerInvariant(), message = f.Message }),
                 };
                 Console.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));

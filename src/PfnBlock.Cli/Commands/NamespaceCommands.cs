@@ -6,15 +6,17 @@ using PfnBlock.Namespaces;
 
 namespace PfnBlock.Cli.Commands;
 
-/// <summary><c>pfnblock namespace create|info|destroy</c>.</summary>
+/// <summary><c>pfnblock namespace create|info|destroy|inject-error|clear-errors</c>.</summary>
 internal static class NamespaceCommands
 {
     public static Command Create()
     {
-        var cmd = new Command("namespace", "Create, describe and destroy pmem namespaces.");
+        var cmd = new Command("namespace", "Create, describe and destroy pmem namespaces; inject and clear media errors.");
         cmd.Subcommands.Add(CreateCommand());
         cmd.Subcommands.Add(InfoCommand());
         cmd.Subcommands.Add(DestroyCommand());
+        cmd.Subcommands.Add(NamespaceErrorCommands.InjectCommand());
+        cmd.Subcommands.Add(NamespaceErrorCommands.ClearCommand());
         return cmd;
     }
 
@@ -76,6 +78,7 @@ internal static class NamespaceCommands
             string p = r.GetValue(path)!;
             // The probe says what else the path is when it is not a namespace (a PMDK pool, a directory…).
             NamespaceInfoBlock info = NamespaceProbe.Probe(p).RequireNamespace(out bool fromBackup);
+            BadBlockList bad = MediaErrors.List(p);
             if (r.GetValue(json))
             {
                 var doc = new
@@ -94,6 +97,9 @@ internal static class NamespaceCommands
                     map_offset = info.MapOffset,
                     map_size = info.MapSize,
                     info_block = fromBackup ? "backup" : "primary",
+                    // As ndctl list --media-errors: runs of 512-byte blocks from the data area's start.
+                    badblock_count = bad.TotalBlocks,
+                    badblocks = bad.Ranges.Select(b => new { offset = b.Start, length = b.Count }),
                 };
                 Console.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
             }
@@ -103,6 +109,7 @@ internal static class NamespaceCommands
                 Console.WriteLine($"  uuid {info.Uuid}  name '{info.Name}'  version {info.Major}.{info.Minor}");
                 Console.WriteLine($"  data offset {info.DataOffset}  data size {info.DataSize}  align {info.Align}  descriptors {DescriptorMaps.Name(info.MapKind)}"
                     + (info.MapSize != 0 ? $" (reserve of {info.MapSize} bytes at {info.MapOffset}: 64 B per 4 KiB data frame)" : ""));
+                Console.WriteLine($"  badblocks: {NamespaceErrorCommands.Describe(bad)}");
                 if (fromBackup) Console.WriteLine("  warning: primary info block is invalid; described from the backup copy (opening the namespace repairs it)");
             }
             return 0;

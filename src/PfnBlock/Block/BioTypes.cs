@@ -48,6 +48,13 @@ public enum BlockStatus : byte
     Busy,
     /// <summary>Write to a read-only device (EPERM/EROFS).</summary>
     ReadOnly,
+    /// <summary>
+    /// A read touched a bad sector (a media error: pmem poison, a BTT sector in the error state;
+    /// the kernel's BLK_STS_MEDIUM). Reported as EIO; unlike <see cref="IoError"/> it says the rest
+    /// of the device is fine and that writing whole sectors over the bad ones repairs them, which
+    /// a redundant target does with data from its other legs (docs/DESIGN.md, "Media errors").
+    /// </summary>
+    MediaError,
 }
 
 /// <summary>
@@ -83,6 +90,8 @@ public enum DeviceFeatures
     DiscardZeroesData = 128,
     /// <summary>The device stores nothing (null device): reads return no written data.</summary>
     DiscardsData = 256,
+    /// <summary>The device tells which sectors are holes or zeros (<see cref="IAllocationMap"/>); without it, everything counts as data.</summary>
+    AllocationMap = 512,
 }
 
 /// <summary>Size and alignment limits of a device (the kernel's queue_limits).</summary>

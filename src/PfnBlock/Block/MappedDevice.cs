@@ -27,7 +27,7 @@ public sealed record TableEntry(long Begin, long Length, string TypeName, Target
 /// restricted to what the targets pass through; a table whose ranges are not aligned to the
 /// combined logical block size is refused.</para>
 /// </remarks>
-public sealed class MappedDevice : BlockDevice, IDaxDevice
+public sealed class MappedDevice : BlockDevice, IDaxDevice, IAllocationMap, IBadSectorMap
 {
     private readonly TableEntry[] _entries;
     private readonly long[] _begins;
@@ -252,6 +252,42 @@ public sealed class MappedDevice : BlockDevice, IDaxDevice
         long pagesLeft = (_entries[i].Length - relative) >> (Pfn.PageShift - Bio.SectorShift);
         if (relative % (Pfn.PageSize >> Bio.SectorShift) != 0 || pagesLeft <= 0) return 0;
         return _entries[i].Target.DirectAccess(relative >> (Pfn.PageShift - Bio.SectorShift), Math.Min(pages, pagesLeft), out range);
+    }
+
+    /// <summary>Asks the target of the line holding <paramref name="sector"/>; the answer stops at the line's end (callers loop on).</summary>
+    public AllocationState QueryAllocation(long sector, long sectors, out long run)
+    {
+        int i = Find(sector);
+        long relative = sector - _begins[i];
+        long left = Math.Min(sectors, _entries[i].Length - relative);
+        AllocationState state = _entries[i].Target.QueryAllocation(relative, left, out run);
+        if (run >= 1 && run <= left) return state;
+        // An answer outside the question would stall or mislead the caller: take the safe one.
+        run = left;
+        return AllocationState.Data;
+    }
+
+    /// <summary>Asks the target of each line the range crosses, in order; the first bad run found, in this device's sectors (clipped to its line).</summary>
+    public bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        long end = Math.Min(sector + sectors, CapacitySectors);
+        while (sector < end)
+        {
+            int i = Find(sector);
+            long relative = sector - _begins[i];
+            long left = Math.Min(end - sector, _entries[i].Length - relative);
+            if (_entries[i].Target.FindBadSectors(relative, left, out long s, out long n))
+            {
+                // Clip to the line: sectors beyond it belong to another target's mapping.
+                long from = Math.Max(s, 0), to = Math.Min(s + n, _entries[i].Length);
+                badStart = _begins[i] + from;
+                badCount = to - from;
+                return true;
+            }
+            sector += left;
+        }
+        badStart = badCount = 0;
+        return false;
     }
 
     /// <inheritdoc/>

@@ -13,8 +13,12 @@ public static class StackedLimits
     public const DeviceFeatures RequiredOfAll = DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes
         | DeviceFeatures.Synchronous | DeviceFeatures.Dax;
 
-    /// <summary>Features kept when any lower device has them.</summary>
-    public const DeviceFeatures FromAny = DeviceFeatures.WriteCache | DeviceFeatures.ReadOnly | DeviceFeatures.DiscardsData;
+    /// <summary>
+    /// Features kept when any lower device has them. An allocation map is worth asking when any
+    /// path can answer: a target over a device without one answers "data", which is always safe.
+    /// </summary>
+    public const DeviceFeatures FromAny = DeviceFeatures.WriteCache | DeviceFeatures.ReadOnly | DeviceFeatures.DiscardsData
+        | DeviceFeatures.AllocationMap;
 
     /// <summary>The limits a device stacked on <paramref name="lower"/> must respect.</summary>
     /// <exception cref="ArgumentException">No devices, or devices numbering their frames in different address spaces (a bio's pfns mean something in one space only).</exception>

@@ -51,7 +51,7 @@ public abstract class Target : IDisposable
     /// </summary>
     public virtual DeviceFeatures PassesThrough => DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard
         | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous | DeviceFeatures.ReadOnly
-        | DeviceFeatures.DiscardsData;
+        | DeviceFeatures.DiscardsData | DeviceFeatures.AllocationMap;
 
     /// <summary>Features the target adds whatever its lower devices have (e.g. a zero target that discards and zeroes by itself).</summary>
     public virtual DeviceFeatures Adds => DeviceFeatures.None;
@@ -82,6 +82,31 @@ public abstract class Target : IDisposable
     {
         range = default;
         return 0;
+    }
+
+    /// <summary>
+    /// The allocation state of the target's sectors from <paramref name="sector"/> (relative to the
+    /// target's start, inside its range), as <see cref="IAllocationMap.QueryAllocation"/> answers it:
+    /// a state and a run of 1 to <paramref name="sectors"/> sectors. A target that remaps onto a
+    /// device with an allocation map asks it; one that cannot tell keeps this default, "all data",
+    /// which is always safe (a client then reads what it could have skipped).
+    /// </summary>
+    public virtual AllocationState QueryAllocation(long sector, long sectors, out long run)
+    {
+        run = sectors;
+        return AllocationState.Data;
+    }
+
+    /// <summary>
+    /// The first run of bad sectors overlapping the target's sectors [<paramref name="sector"/>,
+    /// +<paramref name="sectors"/>) (relative to the target's start), as
+    /// <see cref="IBadSectorMap.FindBadSectors"/> answers it, in the target's sectors. A target that
+    /// remaps onto a device with a bad-sector map asks it; the default knows of none.
+    /// </summary>
+    public virtual bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        badStart = badCount = 0;
+        return false;
     }
 
     /// <summary>Makes bytes written through <see cref="DirectAccess"/> durable (offset relative to the target's start).</summary>

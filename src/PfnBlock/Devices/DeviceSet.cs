@@ -149,7 +149,7 @@ public sealed class DeviceSet : IDisposable
         if (last) entry.Device.Dispose();
     }
 
-    /// <summary>Releases every handle still held, newest first; the devices go with their last handle.</summary>
+    /// <summary>Releases every handle still held, newest first (handles a device owns with that device); the devices go with their last handle.</summary>
     public void Dispose()
     {
         List<DeviceHandle> handles;
@@ -159,6 +159,10 @@ public sealed class DeviceSet : IDisposable
             _disposed = true;
             handles = [.. _handles];
         }
+        // Handles a device owns go with that device, after it (a lower device acquired later than its
+        // upper one, say an array's replacement member, must still outlive the array); then any left.
+        for (int i = handles.Count - 1; i >= 0; i--)
+            if (!handles[i].OwnedByDevice) handles[i].Dispose();
         for (int i = handles.Count - 1; i >= 0; i--) handles[i].Dispose();
     }
 
@@ -187,6 +191,9 @@ public sealed class DeviceHandle : IDisposable
     public IBlockDevice Device => _entry.Device;
     /// <summary>The canonical spec the device was opened by.</summary>
     public string Spec => _entry.Key;
+
+    /// <summary>True once a device took this handle (<see cref="DeviceOpenContext.TakeAcquired"/>): that device releases it, not the set.</summary>
+    internal bool OwnedByDevice { get; set; }
 
     /// <summary>Releases this hold; the device is disposed with its last one.</summary>
     public void Dispose()

@@ -127,6 +127,7 @@ public sealed class DeviceOpenContext
     {
         DeviceHandle[] handles = [.. _acquired];
         _acquired.Clear();
+        foreach (DeviceHandle h in handles) h.OwnedByDevice = true;
         return new HandleGroup(handles);
     }
 

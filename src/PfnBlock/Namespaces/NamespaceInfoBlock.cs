@@ -20,7 +20,7 @@ public enum NamespaceMode : uint
 /// described without outside state.
 /// </summary>
 /// <remarks>
-/// Layout, little-endian (PfnBlock format 1.1; 1.0 had map kinds 0 and 1 only):
+/// Layout, little-endian (PfnBlock format 1.1; 1.0 is the same with the bad-block table's area reserved and map kinds 0 and 1 only):
 /// <code>
 /// off  size field
 ///   0    16 signature      "PFNBLOCK_NSINFO\0"
@@ -39,11 +39,14 @@ public enum NamespaceMode : uint
 ///  96     8 map_off        byte offset of in-device descriptors (map_kind 2: 4096, right after this block), else 0
 /// 104     8 map_size       bytes reserved for them (map_kind 2: up to dataoff; format in DescriptorReserve), else 0
 /// 112    64 name           UTF-8, NUL-padded
-/// 176  3912 reserved       zero
+/// 176  3864 badblocks      1.1: the bad-block table (<see cref="BadBlockList"/> documents it field by field);
+///                          1.0: zero, read as an empty list
+/// 4040   48 reserved       zero
 /// 4088    8 checksum       Fletcher-64 of the 4 KiB block with this field zeroed
 /// </code>
 /// The backup copy at <c>size - 4096</c> is written first and read when the primary fails
-/// validation (as the BTT does with its info2 block).
+/// validation (as the BTT does with its info2 block). Every rewrite (create, a bad-block list
+/// update) writes and persists the backup before the primary.
 /// </remarks>
 public sealed record NamespaceInfoBlock
 {
@@ -53,8 +56,10 @@ public sealed record NamespaceInfoBlock
     public const int ChecksumOffset = 4088;
     /// <summary>The major version this code reads and writes.</summary>
     public const ushort CurrentMajor = 1;
-    /// <summary>The minor version this code writes: 1 since map kinds device (with its reserve), huge, on-demand and temporary (5) can be recorded; a 1.0 reader refuses those maps.</summary>
+    /// <summary>The minor version this code writes: 1 added the bad-block table and the map kinds device (with its reserve), huge, on-demand and temporary (a 1.0 reader refuses those maps).</summary>
     public const ushort CurrentMinor = 1;
+    /// <summary>The first minor version with a bad-block table.</summary>
+    public const ushort BadBlocksMinor = 1;
     /// <summary>The first 16 bytes of a namespace ("PFNBLOCK_NSINFO" and a NUL); checked before the checksum, so a foreign file is told from a damaged namespace.</summary>
     public static ReadOnlySpan<byte> Signature => "PFNBLOCK_NSINFO\0"u8;
 
@@ -88,6 +93,8 @@ public sealed record NamespaceInfoBlock
     public long MapSize { get; init; }
     /// <summary>A label of at most 64 UTF-8 bytes, shown by <c>namespace info</c>; namespaces are found by path, never by name.</summary>
     public string Name { get; init; } = "";
+    /// <summary>Media errors of a raw namespace's data area (always empty for format 1.0 and for sector namespaces, whose BTT marks errors itself).</summary>
+    public BadBlockList BadBlocks { get; init; } = BadBlockList.Empty;
 
     /// <summary>Offset of the backup copy for a namespace of <paramref name="namespaceSize"/> bytes.</summary>
     public static long BackupOffset(long namespaceSize) => namespaceSize - Size;
@@ -116,6 +123,8 @@ public sealed record NamespaceInfoBlock
         byte[] name = Encoding.UTF8.GetBytes(Name);
         if (name.Length > 64) throw new ArgumentException("name is longer than 64 bytes");
         name.CopyTo(block[112..]);
+        if (Minor >= BadBlocksMinor) BadBlocks.Write(block[BadBlockList.TableOffset..]);
+        else if (!BadBlocks.IsEmpty) throw new ArgumentException($"format {Major}.{Minor} has no bad-block table");
         BinaryPrimitives.WriteUInt64LittleEndian(block[ChecksumOffset..], Fletcher64.ComputeSkipping(block, ChecksumOffset));
     }
 
@@ -166,6 +175,11 @@ public sealed record NamespaceInfoBlock
         };
         error = b.CheckGeometry(deviceSize);
         if (error is not null) return false;
+        if (b.Minor >= BadBlocksMinor)
+        {
+            if (!BadBlockList.TryParse(block[BadBlockList.TableOffset..], b.DataSize >> 9, out BadBlockList? bad, out error)) return false;
+            b = b with { BadBlocks = bad! };
+        }
         info = b;
         return true;
     }
@@ -188,6 +202,6 @@ public sealed record NamespaceInfoBlock
             && (MapOffset != Size || MapSize < DescriptorReserve.Needed(DataSize >> Pfn.PageShift) || Mode == NamespaceMode.Sector))
             return $"descriptor map 'device' needs a reserve of {DescriptorReserve.Needed(DataSize >> Pfn.PageShift)} bytes at offset {Size} (have {MapSize} at {MapOffset})";
         if (MapKind != DescriptorMapKind.Device && MapSize != 0) return $"a reserve of {MapSize} bytes is recorded for descriptor map '{DescriptorMaps.Name(MapKind)}', which keeps none on the device";
-        return null;
+        return BadBlocks.Check(DataSize >> 9);
     }
 }

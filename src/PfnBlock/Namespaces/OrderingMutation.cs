@@ -17,6 +17,8 @@ internal enum OrderingMutation
     BttMapBeforeData,
     /// <summary>Namespace create: the info blocks are written before the BTT layout of a sector namespace.</summary>
     NamespaceInfoBeforeLayout,
+    /// <summary>Bad-block list update: both info block copies are stored before either is persisted (one flush for the two).</summary>
+    NamespaceBadBlocksOneFlush,
     /// <summary>Namespace open: the device descriptor reserve is used as found, without checking its header and block checksums.</summary>
     DescriptorReserveTrusted,
 }

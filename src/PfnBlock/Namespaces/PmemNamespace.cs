@@ -45,27 +45,33 @@ public sealed unsafe class PmemRegion : MemoryRegion
 /// device-DAX node, formatted with a <see cref="NamespaceInfoBlock"/>, claimed exclusively,
 /// mapped shared, and registered as a <see cref="PmemRegion"/> so its frames have pfns.
 /// </summary>
-public sealed unsafe class PmemNamespace : IDisposable
+public sealed unsafe partial class PmemNamespace : IDisposable
 {
     private readonly NamespaceFile _file;
     // The whole namespace, info blocks included. DataAddress and the region's base are derived
     // from it once; I/O never touches the handle, and Dispose unmaps only after the region is gone.
     private readonly SafeMmapHandle _mapping;
     private int _disposed;
+    // Replaced whole when the bad-block list changes (PmemNamespace.BadBlocks.cs); geometry never changes.
+    private NamespaceInfoBlock _info;
 
     // A read-only open's private copy of the descriptor reserve (its pins stay in this process).
     private readonly SafeMmapHandle? _reserveCopy;
 
     private PmemNamespace(NamespaceFile file, SafeMmapHandle mapping, NamespaceInfoBlock info, PersistenceMode mode, bool recoveredFromBackup,
-        PhysicalAddressSpace space, bool readOnly, OrderingMutation mutation = OrderingMutation.None)
+        PhysicalAddressSpace space, bool readOnly = false, bool sharedMapping = true, OrderingMutation mutation = OrderingMutation.None)
     {
         _file = file;
         _mapping = mapping;
-        Info = info;
+        _info = info;
+        ReadOnly = readOnly;
         Persistence = mode;
         RecoveredFromBackup = recoveredFromBackup;
-        ReadOnly = readOnly;
         DataAddress = mapping.Address + info.DataOffset;
+        // PmemNamespace.Holes.cs: which pages of a tmpfs file are holes (a private copy has its own pages).
+        _holes = sharedMapping && mode == PersistenceMode.Msync && file.IsRegularFile && Libc.IsTmpfs(file.Fd)
+            ? new NamespaceHoles(file.Fd, info.DataOffset, DataAddress, info.DataSize, canPunch: !readOnly)
+            : null;
         long frames = info.DataSize >> Pfn.PageShift;
         IPageDescriptorMap descriptors;
         if (info.MapKind == DescriptorMapKind.Device)
@@ -93,8 +99,8 @@ public sealed unsafe class PmemNamespace : IDisposable
 
     /// <summary>The file or device path.</summary>
     public string Path => _file.Path;
-    /// <summary>The validated info block.</summary>
-    public NamespaceInfoBlock Info { get; }
+    /// <summary>The validated info block (a new one after each change of the bad-block list).</summary>
+    public NamespaceInfoBlock Info => Volatile.Read(ref _info);
     /// <summary>Opened read-only: nothing this process does reaches the file.</summary>
     public bool ReadOnly { get; }
     /// <summary>How writes become durable on this mapping.</summary>
@@ -224,7 +230,8 @@ public sealed unsafe class PmemNamespace : IDisposable
                 info.Store(map.Address);
                 PersistMapped(map.Address, NamespaceInfoBlock.Size, mode);
             }
-            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared, readOnly, mutation);
+            bool privateCopy = readOnly && info.Mode == NamespaceMode.Sector;
+            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared, readOnly, sharedMapping: !privateCopy, mutation);
         }
         catch
         {
@@ -312,8 +319,12 @@ public sealed unsafe class PmemNamespace : IDisposable
         if (p is not null) return (p, PersistenceMode.CpuCache);
         int errno = Libc.Errno;
         if (errno is not (Libc.EOPNOTSUPP or Libc.EINVAL)) throw Libc.ErrnoException(errno, "mmap(MAP_SYNC)", file.Path);
-        p = SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_POPULATE, file.Fd, 0)
+        // On tmpfs, populating would fill every hole of a sparse namespace with a new page: only the
+        // pages that exist are populated (PmemNamespace.Holes.cs).
+        bool sparse = file.IsRegularFile && Libc.IsTmpfs(file.Fd);
+        p = SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | (sparse ? 0 : Libc.MAP_POPULATE), file.Fd, 0)
             ?? throw Libc.ErrnoException(Libc.Errno, "mmap", file.Path);
+        if (sparse) NamespaceHoles.PopulateResident(p.Address, size);
         return (p, PersistenceMode.Msync);
     }
 

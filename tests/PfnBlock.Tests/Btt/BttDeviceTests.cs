@@ -112,11 +112,11 @@ public sealed class BttDeviceTests : IDisposable
         {
             Assert.Equal(BttStatus.Ok, dev.Btt.SetError(9));
             Assert.Equal(BttStatus.MediaError, ReadSector(dev.Btt, 9));
-            Assert.Equal(BlockStatus.IoError, BttScratch.Io(dev, BioOp.Read, 9 * 4096, buf, 4096));
+            Assert.Equal(BlockStatus.MediaError, BttScratch.Io(dev, BioOp.Read, 9 * 4096, buf, 4096));
         }
         using (BttDevice dev = Open(path))
         {
-            Assert.Equal(BlockStatus.IoError, BttScratch.Io(dev, BioOp.Read, 9 * 4096, buf, 4096));
+            Assert.Equal(BlockStatus.MediaError, BttScratch.Io(dev, BioOp.Read, 9 * 4096, buf, 4096));
             SectorPattern.Fill(_s.Span(buf, 4096), 9, 3);
             Assert.Equal(BlockStatus.Ok, BttScratch.Io(dev, BioOp.Write, 9 * 4096, buf, 4096));
             _s.Span(buf, 4096).Clear();

@@ -40,6 +40,7 @@ public sealed class CrashExplorerTests(ITestOutputHelper output)
     [InlineData("btt", 10, OrderingMutation.BttFlogSeqBeforeEntry)]
     [InlineData("btt", 10, OrderingMutation.BttMapBeforeData)]
     [InlineData("namespace", 2, OrderingMutation.NamespaceInfoBeforeLayout)]
+    [InlineData("namespace", 4, OrderingMutation.NamespaceBadBlocksOneFlush)]
     [InlineData("descriptors", 6, OrderingMutation.DescriptorReserveTrusted)]
     internal void ABrokenOrderingIsReportedWithReproducersThatReplay(string structure, int ops, OrderingMutation mutation)
     {

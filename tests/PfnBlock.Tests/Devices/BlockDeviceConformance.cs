@@ -319,6 +319,53 @@ public sealed class BlockDeviceConformance : IDisposable
             AssertBytes(new byte[cutLength], after.AsSpan(8 * Lbs, cutLength), cut, $"{op}: the range reads as zeros");
     }
 
+    /// <summary>
+    /// What the allocation map may answer (<see cref="IAllocationMap"/>): runs of 1 to the asked
+    /// sectors that tile the device, and "zero" or "hole" only where reads return zeros. Written,
+    /// discarded and zeroed ranges at random, then the whole device walked in uneven windows.
+    /// </summary>
+    [Theory, MemberData(nameof(ConformanceSamples.Names), MemberType = typeof(ConformanceSamples))]
+    public void TheAllocationMapNeverCallsDataZeros(string sample)
+    {
+        Use(sample);
+        if ((Device.Features & DeviceFeatures.AllocationMap) == 0) return;
+        var map = Assert.IsAssignableFrom<IAllocationMap>(Device);
+        var rng = new Random(_seed);
+        long span = Math.Min(Capacity, 8L << 20);
+        for (int i = 0; i < 24; i++)
+        {
+            int length = rng.Next(1, 65) * Lbs;
+            long offset = rng.NextInt64(0, (span - length) / Lbs + 1) * Lbs;
+            switch (rng.Next(4))
+            {
+                case 0: WriteStamped(rng, offset, length, i + 1); break;
+                case 1:
+                    // Zeros written as data: the map may call them zero, or data.
+                    using (IoBuffers.Layout zeros = Buffers.NewLayout(rng, length, align: DmaAlign)) { zeros.Fill(0); Assert.Equal(BlockStatus.Ok, Write(offset, zeros)); }
+                    break;
+                case 2 when (Device.Features & DeviceFeatures.Discard) != 0: Assert.Equal(BlockStatus.Ok, Run(NoData(BioOp.Discard, offset, length))); break;
+                case 3 when (Device.Features & DeviceFeatures.WriteZeroes) != 0: Assert.Equal(BlockStatus.Ok, Run(NoData(BioOp.WriteZeroes, offset, length))); break;
+            }
+        }
+        long sectors = span >> Bio.SectorShift, sector = 0;
+        while (sector < sectors)
+        {
+            long asked = Math.Min(sectors - sector, rng.Next(1, 4096));
+            AllocationState state = map.QueryAllocation(sector, asked, out long run);
+            Assert.True(run >= 1 && run <= asked, $"run {run} of {asked} asked at sector {sector} ({Ctx})");
+            if (state != AllocationState.Data && StoresData)
+                for (long s = sector; s < sector + run; s += 2048)
+                {
+                    int n = (int)Math.Min(2048, sector + run - s) << Bio.SectorShift;
+                    // A read starting inside a logical block is not possible: widen to whole blocks (the map answers in them).
+                    long from = (s << Bio.SectorShift) / Lbs * Lbs, to = ((s << Bio.SectorShift) + n + Lbs - 1) / Lbs * Lbs;
+                    byte[] back = ReadBack(rng, from, (int)(to - from));
+                    AssertBytes(new byte[n], back.AsSpan((int)((s << Bio.SectorShift) - from), n), s << Bio.SectorShift, $"{state} run at sector {sector}+{run}");
+                }
+            sector += run;
+        }
+    }
+
     // ---- unsupported ops and completion --------------------------------------------------
 
     [Theory, MemberData(nameof(ConformanceSamples.Names), MemberType = typeof(ConformanceSamples))]

@@ -20,12 +20,12 @@ public sealed class NbdInteropTests
     }
 
     [Fact]
-    public void NbdinfoMapReportsAllData()
+    public void NbdinfoMapReportsAllDataWithoutAnAllocationMap()
     {
-        (IBlockDevice dev, string path) = NbdTestServer.Pmem(Size);
-        using var server = new NbdTestServer(("pmem0", dev, false));
-        server.DeleteOnDispose(path);
-        string map = Tool.Run("nbdinfo", "--map", server.Uri("pmem0"));
+        // A null device cannot tell what it holds (its reads return no zeros): everything is data.
+        var dev = new PfnBlock.Devices.Null.NullDevice(Size);
+        using var server = new NbdTestServer(("null0", dev, false));
+        string map = Tool.Run("nbdinfo", "--map", server.Uri("null0"));
         string[] fields = map.Trim().Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(["0", dev.CapacityBytes.ToString(), "0", "data"], fields);
     }

@@ -118,9 +118,9 @@ public sealed class NbdProtocolTests
     }
 
     [Fact]
-    public void BlockStatusReportsOneDataExtent()
+    public void BlockStatusReportsOneDataExtentWithoutAnAllocationMap()
     {
-        using var server = new NbdTestServer(("disk", NbdTestServer.Ram(Size), false));
+        using var server = new NbdTestServer(("disk", new PfnBlock.Devices.Null.NullDevice(Size), false));
         using NbdRawClient c = NbdRawClient.Connect(server.SocketPath);
         c.Negotiate("disk", structured: true, baseAllocation: true);
         byte[] buf = new byte[64];

@@ -10,6 +10,11 @@ internal sealed class NbdRawClient : IDisposable
 {
     private readonly Socket _socket;
     private readonly byte[] _hdr = new byte[32];
+    // Offset and length of each read in flight, by cookie (slot = cookie mod 1024): a structured
+    // read reply may come in several chunks (data and holes) placed by their absolute offsets.
+    private readonly ulong[] _readCookies = new ulong[1024];
+    private readonly ulong[] _readOffsets = new ulong[1024];
+    private readonly uint[] _readLengths = new uint[1024];
 
     private NbdRawClient(Socket socket) => _socket = socket;
 
@@ -153,48 +158,91 @@ internal sealed class NbdRawClient : IDisposable
         BinaryPrimitives.WriteUInt64BigEndian(h[8..], cookie);
         BinaryPrimitives.WriteUInt64BigEndian(h[16..], offset);
         BinaryPrimitives.WriteUInt32BigEndian(h[24..], length);
+        if (command == NbdCommand.Read)
+        {
+            int slot = (int)(cookie & 1023);
+            _readCookies[slot] = cookie;
+            _readOffsets[slot] = offset;
+            _readLengths[slot] = length;
+        }
         Send(h);
         Send(payload);
     }
 
     /// <summary>
-    /// Reads one reply (simple, or one structured chunk). Read data lands in <paramref name="data"/>
+    /// Reads one reply (simple, or structured: one chunk, or for a read every chunk up to the one
+    /// flagged DONE, data and holes placed by offset). Read data lands in <paramref name="data"/>
     /// (a simple reply's data length must be known by the caller: <paramref name="simpleReadLength"/>).
+    /// <see cref="HoleChunks"/> counts the hole chunks of the last reply.
     /// </summary>
     public (ulong Cookie, NbdError Error, NbdChunkType Chunk, int DataLength) ReadReply(Span<byte> data, int simpleReadLength = 0)
     {
-        ReadExactly(_hdr.AsSpan(0, 4));
-        uint magic = BinaryPrimitives.ReadUInt32BigEndian(_hdr);
-        if (magic == NbdProtocol.SimpleReplyMagic)
+        HoleChunks = 0;
+        DataChunks = 0;
+        while (true)
         {
-            ReadExactly(_hdr.AsSpan(4, 12));
-            var error = (NbdError)BinaryPrimitives.ReadUInt32BigEndian(_hdr.AsSpan(4));
-            ulong cookie = BinaryPrimitives.ReadUInt64BigEndian(_hdr.AsSpan(8));
-            int n = error == NbdError.None ? simpleReadLength : 0;
-            if (n > 0) ReadExactly(data[..n]);
-            return (cookie, error, NbdChunkType.None, n);
-        }
-        Assert.Equal(NbdProtocol.StructuredReplyMagic, magic);
-        ReadExactly(_hdr.AsSpan(4, 16));
-        Assert.Equal(1, BinaryPrimitives.ReadUInt16BigEndian(_hdr.AsSpan(4))); // DONE
-        var type = (NbdChunkType)BinaryPrimitives.ReadUInt16BigEndian(_hdr.AsSpan(6));
-        ulong c = BinaryPrimitives.ReadUInt64BigEndian(_hdr.AsSpan(8));
-        int length = (int)BinaryPrimitives.ReadUInt32BigEndian(_hdr.AsSpan(16));
-        switch (type)
-        {
-            case NbdChunkType.OffsetData:
-                ReadExactly(_hdr.AsSpan(0, 8));
-                ReadExactly(data[..(length - 8)]);
-                return (c, NbdError.None, type, length - 8);
-            case NbdChunkType.Error:
-                byte[] e = new byte[length];
-                ReadExactly(e);
-                return (c, (NbdError)BinaryPrimitives.ReadUInt32BigEndian(e), type, 0);
-            default:
-                ReadExactly(data[..length]);
-                return (c, NbdError.None, type, length);
+            ReadExactly(_hdr.AsSpan(0, 4));
+            uint magic = BinaryPrimitives.ReadUInt32BigEndian(_hdr);
+            if (magic == NbdProtocol.SimpleReplyMagic)
+            {
+                ReadExactly(_hdr.AsSpan(4, 12));
+                var error = (NbdError)BinaryPrimitives.ReadUInt32BigEndian(_hdr.AsSpan(4));
+                ulong cookie = BinaryPrimitives.ReadUInt64BigEndian(_hdr.AsSpan(8));
+                int n = error == NbdError.None ? simpleReadLength : 0;
+                if (n > 0) ReadExactly(data[..n]);
+                return (cookie, error, NbdChunkType.None, n);
+            }
+            Assert.Equal(NbdProtocol.StructuredReplyMagic, magic);
+            ReadExactly(_hdr.AsSpan(4, 16));
+            bool done = (BinaryPrimitives.ReadUInt16BigEndian(_hdr.AsSpan(4)) & 1) != 0;
+            var type = (NbdChunkType)BinaryPrimitives.ReadUInt16BigEndian(_hdr.AsSpan(6));
+            ulong c = BinaryPrimitives.ReadUInt64BigEndian(_hdr.AsSpan(8));
+            int length = (int)BinaryPrimitives.ReadUInt32BigEndian(_hdr.AsSpan(16));
+            int slot = (int)(c & 1023);
+            bool isRead = _readCookies[slot] == c && _readLengths[slot] != 0;
+            switch (type)
+            {
+                case NbdChunkType.OffsetData:
+                    Assert.True(isRead, "OFFSET_DATA chunk for a request that is not a read");
+                    ReadExactly(_hdr.AsSpan(0, 8));
+                    int at = checked((int)(BinaryPrimitives.ReadUInt64BigEndian(_hdr) - _readOffsets[slot]));
+                    Assert.InRange(at + length - 8, 0, (int)_readLengths[slot]);
+                    ReadExactly(data.Slice(at, length - 8));
+                    DataChunks++;
+                    break;
+                case NbdChunkType.OffsetHole:
+                    Assert.True(isRead, "OFFSET_HOLE chunk for a request that is not a read");
+                    Assert.Equal(12, length);
+                    ReadExactly(_hdr.AsSpan(0, 12));
+                    int hole = checked((int)(BinaryPrimitives.ReadUInt64BigEndian(_hdr) - _readOffsets[slot]));
+                    int holeLength = (int)BinaryPrimitives.ReadUInt32BigEndian(_hdr.AsSpan(8));
+                    Assert.InRange(hole + holeLength, 1, (int)_readLengths[slot]);
+                    data.Slice(hole, holeLength).Clear();
+                    HoleChunks++;
+                    break;
+                case NbdChunkType.Error:
+                    byte[] e = new byte[length];
+                    ReadExactly(e);
+                    Assert.True(done, "error chunk without DONE");
+                    return (c, (NbdError)BinaryPrimitives.ReadUInt32BigEndian(e), type, 0);
+                default:
+                    Assert.True(done, $"{type} chunk without DONE");
+                    ReadExactly(data[..length]);
+                    return (c, NbdError.None, type, length);
+            }
+            if (done)
+            {
+                int total = (int)_readLengths[slot];
+                _readLengths[slot] = 0;
+                return (c, NbdError.None, NbdChunkType.OffsetData, total);
+            }
         }
     }
+
+    /// <summary>Hole chunks in the last reply read.</summary>
+    public int HoleChunks { get; private set; }
+    /// <summary>Data chunks in the last reply read.</summary>
+    public int DataChunks { get; private set; }
 
     public void Dispose() => _socket.Dispose();
 }

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using PfnBlock.Block;
 using PfnBlock.CrashChild;
@@ -39,7 +38,7 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
         long totalAcks = 0;
         while (rounds < Rounds && clock.Elapsed < Budget)
         {
-            List<(long Version, int Block)> acks = RunAndKill(path, seed, next, rng.Next(0, 250), $"seed {seed}, round {rounds}");
+            List<(long Version, int Block)> acks = CrashWriter.RunAndKill(["write", path, seed.ToString(), next.ToString(), Blocks.ToString()], rng.Next(0, 250), $"seed {seed}, round {rounds}");
             Assert.True(acks.Count > 0, $"round {rounds}: the child acknowledged nothing (seed {seed})");
             for (int i = 0; i < acks.Count; i++)
             {
@@ -59,47 +58,6 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
         }
         Assert.True(rounds >= 3, $"only {rounds} rounds ran in {Budget.TotalSeconds} s");
         Assert.True(totalAcks > rounds, $"too few acknowledged writes ({totalAcks}) to mean anything");
-    }
-
-    /// <summary>Starts the writer, waits for its first acknowledgement, lets it run <paramref name="runMs"/> more, kills it and returns every acknowledgement it printed.</summary>
-    private static List<(long, int)> RunAndKill(string path, int seed, long first, int runMs, string ctx)
-    {
-        using Process child = ChildProcess.Start(ChildProcess.CrashChildDll, "write", path, seed.ToString(), first.ToString(), Blocks.ToString());
-        Task<string> stderr = child.StandardError.ReadToEndAsync();
-        var lines = new BlockingCollection<string>();
-        // A thread of its own, not the thread pool: other tests may keep every pool thread blocked
-        // for seconds, and the child's first line must be read while it is fresh.
-        var reader = new Thread(() =>
-        {
-            while (child.StandardOutput.ReadLine() is string line) lines.Add(line);
-            lines.CompleteAdding();
-        }) { IsBackground = true };
-        reader.Start();
-        try
-        {
-            // The first acknowledgement proves the child is writing; then kill at a random moment.
-            if (!lines.TryTake(out string? firstLine, TimeSpan.FromSeconds(30)))
-                Assert.Fail($"the child printed nothing ({ctx}); exited: {child.HasExited}");
-            var acks = new List<string> { firstLine! };
-            Thread.Sleep(runMs);
-            Assert.False(child.HasExited, $"the child stopped by itself ({ctx})");
-            child.Kill(); // SIGKILL
-            child.WaitForExit();
-            reader.Join();
-            acks.AddRange(lines);
-            Assert.Equal(137, child.ExitCode); // 128 + SIGKILL: it did not exit on its own
-            // Lines are written with one write(2) each; a line without its final '.' would mean a torn ack.
-            return [.. acks.Select(l =>
-            {
-                Assert.True(l.StartsWith("ack ", StringComparison.Ordinal) && l.EndsWith('.'), $"bad ack line '{l}' ({ctx}): {stderr.Result}");
-                string[] f = l[4..^1].Split(' ');
-                return (long.Parse(f[0]), int.Parse(f[1]));
-            })];
-        }
-        finally
-        {
-            if (!child.HasExited) { child.Kill(); child.WaitForExit(); }
-        }
     }
 
     /// <summary>Reopens the namespace (which needs the dead child's claim gone) and checks every block word by word.</summary>

@@ -258,3 +258,110 @@ internal sealed unsafe class StackProbeDevice : MemoryDevice, IRegisteredDevice
     protected override void ZeroData(byte* dst, nuint length) => new Span<byte>(dst, checked((int)length)).Clear();
     protected override void Dispose(bool disposing) => _arena.Dispose();
 }
+
+/// <summary>
+/// A device that passes every bio to a lower device until told to fail (a leg or member that dies
+/// mid-workload): then reads, writes or both complete with <see cref="BlockStatus.IoError"/> without
+/// reaching the lower device. Spec <c>faulty:SPEC,name=NAME</c>; tests find it by name with
+/// <see cref="Get"/>. Its data is the lower device's, so an array created on the lower specs
+/// assembles through the faulty wrappers.
+/// </summary>
+internal sealed class FaultyDevice : BlockDevice, IRegisteredDevice
+{
+    private static readonly Dictionary<string, FaultyDevice> s_byName = [];
+    private readonly IBlockDevice _lower;
+    private readonly IDisposable _owned;
+    private long _failedBios;
+
+    private FaultyDevice(string name, IBlockDevice lower, IDisposable owned) : base(name, lower.AddressSpace)
+    {
+        _lower = lower;
+        _owned = owned;
+        lock (s_byName) s_byName[name] = this;
+    }
+
+    public static DeviceType Type { get; } = new()
+    {
+        Name = "faulty",
+        Summary = "test double: passes bios to SPEC until told to fail reads and/or writes",
+        Arguments = [new("SPEC", ArgumentKind.Text, "the lower device")],
+        Options = [new("name", ArgumentKind.Text, "the name tests look it up by", "NAME")],
+        Open = (spec, ctx) =>
+        {
+            IBlockDevice lower = ctx.Acquire(spec.Arguments[0]).Device;
+            return new FaultyDevice(spec.Option("name") ?? "faulty", lower, ctx.TakeAcquired());
+        },
+        Samples = [new("passing bios to a RAM disk", s => $"faulty:[ram:16M,name={Path.GetFileName(s.Directory)}],name={Path.GetFileName(s.Directory)}")],
+    };
+
+    /// <summary>The open faulty device called <paramref name="name"/>.</summary>
+    public static FaultyDevice Get(string name)
+    {
+        lock (s_byName) return s_byName[name];
+    }
+
+    /// <summary>Reads fail from now on.</summary>
+    public volatile bool FailReads;
+    /// <summary>Writes, flushes, discards and write-zeroes fail from now on.</summary>
+    public volatile bool FailWrites;
+    /// <summary>Bios failed so far.</summary>
+    public long FailedBios => Interlocked.Read(ref _failedBios);
+
+    /// <summary>Fails everything from now on (the device died).</summary>
+    public void Die() => FailReads = FailWrites = true;
+
+    public override long CapacitySectors => _lower.CapacitySectors;
+    public override DeviceLimits Limits => _lower.Limits;
+    public override DeviceFeatures Features => _lower.Features & ~DeviceFeatures.Dax;
+
+    /// <summary>
+    /// Makes sectors [<paramref name="sector"/>, +<paramref name="sectors"/>) bad: a read touching
+    /// them fails until a write covers them (as a disk remaps a sector on write), like a media error.
+    /// </summary>
+    public void MarkBad(long sector, int sectors)
+    {
+        lock (_bad) for (long s = sector; s < sector + sectors; s++) _bad.Add(s);
+    }
+
+    private readonly HashSet<long> _bad = [];
+
+    /// <summary>Bad sectors not yet cured by a write.</summary>
+    public int BadSectors
+    {
+        get { lock (_bad) return _bad.Count; }
+    }
+
+    /// <summary>True when the bio reads a bad sector; a write clears the bad sectors it covers.</summary>
+    private bool HitsBadSector(Bio bio)
+    {
+        lock (_bad)
+        {
+            if (_bad.Count == 0) return false;
+            long first = bio.Sector, end = first + (bio.Size >> Bio.SectorShift);
+            if (bio.Op == BioOp.Read)
+            {
+                for (long s = first; s < end; s++) if (_bad.Contains(s)) return true;
+                return false;
+            }
+            if (bio.Op == BioOp.Write) for (long s = first; s < end; s++) _bad.Remove(s);
+            return false;
+        }
+    }
+
+    protected override void SubmitCore(Bio bio)
+    {
+        if ((bio.Op == BioOp.Read ? FailReads : FailWrites) || HitsBadSector(bio))
+        {
+            Interlocked.Increment(ref _failedBios);
+            bio.Complete(BlockStatus.IoError);
+            return;
+        }
+        _lower.Submit(bio);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        lock (s_byName) if (s_byName.TryGetValue(Name, out FaultyDevice? d) && d == this) s_byName.Remove(Name);
+        _owned.Dispose();
+    }
+}

@@ -11,12 +11,15 @@ namespace PfnBlock.CrashTest.Structures;
 /// </summary>
 /// <remarks>
 /// <para>Workload: a sequence of <c>namespace create --force</c> over the same file (raw or sector,
-/// random sector size, alignment, descriptor map and name), and of damaged-primary repairs: a word of
-/// the primary info block is overwritten, and the next open restores it from the backup.</para>
+/// random sector size, alignment, descriptor map and name), of damaged-primary repairs (a word of
+/// the primary info block is overwritten, and the next open restores it from the backup), and on a
+/// raw namespace of bad-block list changes (<c>inject-error</c>, <c>clear-errors</c>, a write over bad
+/// blocks: each rewrites both info blocks).</para>
 /// <para>Recovery: <see cref="PmemNamespace.Open"/> (primary, else backup, which it copies over the
 /// primary). Invariants: while nothing is in flight, open yields exactly the last acknowledged info
 /// block; during a create, the previous one, the new one, or a clean refusal; during a repair, the
-/// previous one; a sector namespace that opens has a BTT that opens and passes check.</para>
+/// previous one; during a bad-block change, the previous list or the new one, never a refusal; a
+/// sector namespace that opens has a BTT that opens and passes check.</para>
 /// </remarks>
 internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
 {
@@ -27,13 +30,21 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
     private readonly PhysicalAddressSpace _space = new();
     private readonly List<Op> _ops = [];
 
-    private sealed class Op(int index, bool create)
+    private enum Kind { Create, Repair, BadBlocks }
+
+    private sealed class Op(int index, Kind kind)
     {
         public int Index { get; } = index;
-        public bool Create { get; } = create;
+        public Kind Kind { get; } = kind;
+        public bool Create => Kind == Kind.Create;
         public NamespaceInfoBlock? Before, After;
         public int Start = -1, Ack = -1;
-        public override string ToString() => Create ? $"create {Describe(After)}" : $"damage the primary and reopen {Describe(Before)}";
+        public override string ToString() => Kind switch
+        {
+            Kind.Create => $"create {Describe(After)}",
+            Kind.Repair => $"damage the primary and reopen {Describe(Before)}",
+            _ => $"bad blocks {Before?.BadBlocks} -> {After?.BadBlocks} of {Describe(Before)}",
+        };
     }
 
     public NamespaceCrashTarget(CrashTestOptions options)
@@ -54,12 +65,18 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
         NamespaceInfoBlock? current = null;
         for (int i = 0; i < _options.Ops; i++)
         {
-            var op = new Op(i, current is null || random.Next(100) < 70) { Before = current };
+            // (No draw before the first create: seeds keep the workloads they had before bad blocks joined.)
+            int dice = current is null ? 0 : random.Next(100);
+            // The bad-block mutation shows only in a workload that changes the list: it gets one (a raw namespace, then changes).
+            bool listChanges = _options.Mutation == OrderingMutation.NamespaceBadBlocksOneFlush;
+            Kind kind = current is null || (dice < 70 && !listChanges) ? Kind.Create
+                : current.Mode == NamespaceMode.Raw && (dice < 90 || listChanges) ? Kind.BadBlocks : Kind.Repair;
+            var op = new Op(i, kind) { Before = current };
             _ops.Add(op);
             op.Start = recording.Mark($"start op {i}");
             if (op.Create)
             {
-                bool sector = random.Next(2) == 0;
+                bool sector = random.Next(2) == 0 && !listChanges;
                 var create = new NamespaceCreateOptions
                 {
                     Size = FileSize,
@@ -68,12 +85,23 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
                     Align = sector ? 0 : random.Next(2) == 0 ? 4096u : 65536u,
                     // Every map kind (its value lands in the info block); device only in raw mode, where it formats its reserve.
                     MapKind = sector && random.Next(2) == 0 ? DescriptorMapKind.None
-                        : DescriptorMaps.All[random.Next(DescriptorMaps.All.Count)] is var kind && (kind != DescriptorMapKind.Device || !sector) ? kind : DescriptorMapKind.Dense,
+                        : DescriptorMaps.All[random.Next(DescriptorMaps.All.Count)] is var map && (map != DescriptorMapKind.Device || !sector) ? map : DescriptorMapKind.Dense,
                     Name = $"crash{i}",
                     Force = true,
                     Mutation = _options.Mutation,
                 };
                 using PmemNamespace ns = PmemNamespace.Create(_file.Path, create, _space);
+                recording.Capture(ns.BaseAddress);
+                op.After = ns.Info;
+            }
+            else if (kind == Kind.BadBlocks)
+            {
+                using PmemNamespace ns = PmemNamespace.Open(_file.Path, _space);
+                ns.Mutation = _options.Mutation;
+                long blocks = ns.DataSize >> 9;
+                long start = random.NextInt64(0, blocks - 64), count = random.Next(1, 64);
+                if (ns.BadBlocks.IsEmpty || random.Next(3) > 0) ns.AddBadBlocks(start, count);
+                else ns.ClearBadBlocks(start, count, zeroData: false);
                 recording.Capture(ns.BaseAddress);
                 op.After = ns.Info;
             }
@@ -108,7 +136,7 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
         if (inFlight is not null)
         {
             if (inFlight.Before is not null) allowed.Add(inFlight.Before);
-            if (inFlight.Create) allowed.Add(inFlight.After!);
+            if (inFlight.Kind != Kind.Repair) allowed.Add(inFlight.After!); // a create or a bad-block change: old or new
             refusalAllowed = inFlight.Create || inFlight.Before is null;
         }
         else
@@ -140,7 +168,8 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
     }
 
     private static string Describe(NamespaceInfoBlock? info) =>
-        info is null ? "no namespace" : $"{info.Mode.ToString().ToLowerInvariant()} namespace '{info.Name}' {info.Uuid.ToString()[..8]}";
+        info is null ? "no namespace"
+            : $"{info.Mode.ToString().ToLowerInvariant()} namespace '{info.Name}' {info.Uuid.ToString()[..8]}{(info.BadBlocks.IsEmpty ? "" : $" bad blocks {info.BadBlocks}")}";
 
     public void Dispose()
     {

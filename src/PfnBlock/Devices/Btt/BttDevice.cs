@@ -11,7 +11,7 @@ namespace PfnBlock.Devices.Btt;
 /// The block device of a sector namespace or a PMDK pmemblk pool (the kernel's
 /// <c>drivers/nvdimm/btt.c</c> block driver): every logical block is written atomically through
 /// the <see cref="BlockTranslationTable"/>. Discard and write-zeroes set the map's zero flag; a
-/// block in the error state fails reads with <see cref="BlockStatus.IoError"/> until rewritten.
+/// block in the error state fails reads with <see cref="BlockStatus.MediaError"/> until rewritten.
 /// </summary>
 /// <remarks>
 /// Ordering: PREFLUSH makes every earlier write durable before the bio's data; each block then
@@ -19,7 +19,7 @@ namespace PfnBlock.Devices.Btt;
 /// page-cache mapping: msync of data block, then flog line, then map entry); FLUSH msyncs the
 /// mapping. Under MAP_SYNC every write is durable when it completes and FLUSH is a fence.
 /// </remarks>
-public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
+public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice, IAllocationMap, IBadSectorMap
 {
     private readonly BlockTranslationTable _btt;
     private readonly IDisposable _owner;
@@ -37,7 +37,8 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     public BttDevice(BlockTranslationTable btt, IDisposable owner, string name, PhysicalAddressSpace? space = null, bool readOnly = false) : base(name, space)
     {
         _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
-            | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
+            | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous | DeviceFeatures.AllocationMap
+            | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
         _btt = btt;
         _owner = owner;
         _lbaSize = btt.LbaSize;
@@ -220,15 +221,59 @@ public sealed unsafe class BttDevice : BlockDevice, IRegisteredDevice
     }
 
     /// <summary>
+    /// The map's answer, block by block: a sector never written since layout (initial entry) is a
+    /// hole, one discarded or zeroed (Z flag) is zero, anything else — data, or an error the read
+    /// would report — is data.
+    /// </summary>
+    public AllocationState QueryAllocation(long sector, long sectors, out long run)
+    {
+        if (IsDisposed)
+        {
+            run = sectors; // the map is gone with the mapping
+            return AllocationState.Data;
+        }
+        long perBlock = _lbaSize >> Bio.SectorShift;
+        long lba = sector / perBlock, last = (sector + sectors - 1) / perBlock;
+        AllocationState state = StateOf(lba);
+        long next = lba + 1;
+        while (next <= last && StateOf(next) == state) next++;
+        run = Math.Min(sector + sectors, next * perBlock) - sector;
+        return state;
+    }
+
+    /// <summary>Sectors whose map entries carry the error flag (E), found by walking the map from the range's first sector.</summary>
+    public bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        badStart = badCount = 0;
+        if (IsDisposed) return false;
+        long perBlock = _lbaSize >> Bio.SectorShift, total = _btt.ExternalNlba;
+        long lba = sector / perBlock, last = Math.Min(total - 1, (sector + sectors - 1) / perBlock);
+        while (lba <= last && !_btt.MapEntryOf(lba).IsError) lba++;
+        if (lba > last) return false;
+        long end = lba + 1;
+        while (end < total && _btt.MapEntryOf(end).IsError) end++;
+        badStart = lba * perBlock;
+        badCount = (end - lba) * perBlock;
+        return true;
+    }
+
+    private AllocationState StateOf(long lba)
+    {
+        MapEntry e = _btt.MapEntryOf(lba);
+        return e.IsInitial ? AllocationState.Hole : e.IsZero ? AllocationState.Zero : AllocationState.Data;
+    }
+
+    /// <summary>
     /// What a BTT outcome means to a bio. The edge has already checked bounds, so
     /// <see cref="BttStatus.OutOfRange"/> only passes through; everything the media refuses
     /// (an E-flagged sector, a damaged map entry, an arena in the error state) is EIO, as in the
-    /// kernel's btt.c.
+    /// kernel's btt.c; an E-flagged sector says so (<see cref="BlockStatus.MediaError"/>), since a write repairs it.
     /// </summary>
     internal static BlockStatus ToBlockStatus(BttStatus status) => status switch
     {
         BttStatus.Ok => BlockStatus.Ok,
         BttStatus.OutOfRange => BlockStatus.OutOfRange,
+        BttStatus.MediaError => BlockStatus.MediaError,
         _ => BlockStatus.IoError,
     };
 

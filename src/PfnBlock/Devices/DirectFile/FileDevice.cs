@@ -55,7 +55,7 @@ public sealed record FileDeviceOptions
 /// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
 /// instead of deadlocking the thread that frees slots.</para>
 /// </remarks>
-public sealed class FileDevice : BlockDevice, IRegisteredDevice
+public sealed partial class FileDevice : BlockDevice, IRegisteredDevice
 {
     private const int MaxBytesPerBio = 1 << 20;
 
@@ -73,7 +73,8 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
         IsBlockDevice = blockDevice;
         Engine = kind;
         _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
-            | DeviceFeatures.WriteZeroes | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
+            | DeviceFeatures.WriteZeroes | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None)
+            | (blockDevice ? DeviceFeatures.None : DeviceFeatures.AllocationMap); // a file's holes (FileDevice.Holes.cs)
     }
 
     /// <inheritdoc/>
@@ -223,7 +224,7 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name, "selected explicitly");
         }
-        if (options.Engine == FileEngineKind.Auto && IsTmpfs(fd.Fd))
+        if (options.Engine == FileEngineKind.Auto && Libc.IsTmpfs(fd.Fd))
         {
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name,
@@ -242,12 +243,6 @@ public sealed class FileDevice : BlockDevice, IRegisteredDevice
             kind = FileEngineKind.ThreadPool;
             return new ThreadPoolEngine(fd, slots, space, name, $"io_uring unavailable: {e.Message}");
         }
-    }
-
-    private static unsafe bool IsTmpfs(int fd)
-    {
-        long* buf = stackalloc long[32]; // struct statfs is 120 bytes on 64-bit Linux
-        return Libc.fstatfs(fd, buf) == 0 && buf[0] == Libc.TMPFS_MAGIC;
     }
 
     // One aligned read at offset 0 tells whether O_DIRECT works here and whether 512-byte blocks do.

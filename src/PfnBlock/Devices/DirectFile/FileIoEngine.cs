@@ -116,7 +116,7 @@ internal abstract unsafe class FileIoEngine : IDisposable
     /// <summary>The slots; index = slot number.</summary>
     protected FileRequest[] Requests { get; }
     /// <summary>The file descriptor the engine does I/O on (owned: closed with the engine).</summary>
-    protected int Fd => _fd;
+    internal int Fd => _fd;
     /// <summary>Number of slots (the queue depth).</summary>
     public int Slots => Requests.Length;
     /// <summary>One line saying how I/O is done.</summary>

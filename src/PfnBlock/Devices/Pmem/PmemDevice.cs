@@ -13,7 +13,13 @@ namespace PfnBlock.Devices.Pmem;
 /// access by pfn; ranges handed out are pinned, and a discard or write-zeroes of a pinned range
 /// answers Busy (requeued by the core) until the pins are gone, refusing new pins meanwhile.
 /// </summary>
-public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDevice
+/// <remarks>
+/// Sparse and bad blocks (<c>PmemDevice.Media.cs</c>): on tmpfs a discard of whole pages punches
+/// them out of the namespace file and the allocation map reports them as holes; the namespace's
+/// bad-block list fails reads (and direct access) touching a bad block, and a write of whole
+/// sectors clears the blocks it covers, as the kernel's pmem driver does with poison.
+/// </remarks>
+public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDevice, IBadSectorMap
 {
     /// <summary>How long disposing waits for direct-access pins to be released before unmapping anyway.</summary>
     private static readonly TimeSpan s_pinDrainTimeout = TimeSpan.FromSeconds(30);
@@ -38,7 +44,7 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
         _limits = DeviceLimits.Memory((int)ns.Info.SectorSize);
         // A read-only namespace is mapped PROT_READ: writes must be refused at the device edge, not fault.
         _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
-            | DeviceFeatures.WriteZeroes | DeviceFeatures.Dax | DeviceFeatures.Synchronous
+            | DeviceFeatures.WriteZeroes | DeviceFeatures.Dax | DeviceFeatures.Synchronous | DeviceFeatures.AllocationMap
             | (ns.ReadOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None);
     }
 
@@ -101,8 +107,13 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
     /// <inheritdoc/>
     protected override void SubmitCore(Bio bio)
     {
-        if (bio.Op is BioOp.Discard or BioOp.WriteZeroes) SubmitZeroing(bio);
-        else base.SubmitCore(bio);
+        switch (bio.Op)
+        {
+            case BioOp.Discard or BioOp.WriteZeroes: SubmitZeroing(bio); break;
+            case BioOp.Read: SubmitRead(bio); break;
+            case BioOp.Write: SubmitWrite(bio); break;
+            default: base.SubmitCore(bio); break;
+        }
     }
 
     /// <summary>Zeroes a range nobody has pinned: fence it against new pins, wait (as Busy) for the old ones, then zero.</summary>
@@ -119,8 +130,11 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
             return;
         }
         bio.DriverCookie = 0;
-        base.SubmitCore(bio);
+        BlockStatus status = Process(bio);
         _pins.Unfence(fence);
+        // Zeros over whole sectors replace what a media error lost (PmemDevice.Media.cs).
+        if (status == BlockStatus.Ok) status = ClearBadBlocks(bio.Sector, bio.Size);
+        bio.Complete(status);
     }
 
     /// <inheritdoc/>
@@ -152,6 +166,8 @@ public sealed unsafe class PmemDevice : MemoryDevice, IDaxDevice, IRegisteredDev
         long total = _ns.Region.FrameCount;
         if (IsDisposed || pageOffset < 0 || pageOffset >= total || pages <= 0) return 0;
         long n = Math.Min(Math.Min(pages, total - pageOffset), RangePinTable.MaxPages);
+        // __pmem_direct_access: no mapping of a bad block; the caller's read goes through a bio, which fails there.
+        if (TouchesBadBlocks(pageOffset << (Pfn.PageShift - Bio.SectorShift), n << Pfn.PageShift)) return 0;
         FramePin pin = FramePin.TryPin(_pins, pageOffset, n);
         if (!pin.IsPinned) return 0;
         range = new DaxRange(_ns.Region.PfnAt(pageOffset), _ns.DataAddress + (pageOffset << Pfn.PageShift), n, pin);

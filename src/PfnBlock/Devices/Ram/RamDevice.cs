@@ -40,7 +40,8 @@ public sealed unsafe class RamDevice : MemoryDevice, IRegisteredDevice
 
     /// <inheritdoc/>
     public override DeviceFeatures Features =>
-        DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous;
+        DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous
+        | DeviceFeatures.AllocationMap; // zero pages found by reading them (MemoryDevice)
 
     /// <inheritdoc/>
     public override string Description => $"RAM disk {Name} ({SizeParser.Format(CapacityBytes)}, volatile)";

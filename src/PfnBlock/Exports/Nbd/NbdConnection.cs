@@ -234,7 +234,12 @@ internal sealed unsafe partial class NbdConnection
         switch (command)
         {
             case NbdCommand.Read:
-                if (export.Dax is IDaxDevice dax && TryDirectRead(dax, r)) { Complete(r, NbdError.None); return; }
+                if (export.Dax is IDaxDevice dax && TryDirectRead(dax, r))
+                {
+                    PlanDirectRead(r); // NbdConnection.Sparse.cs: holes and zeros go as hole chunks
+                    Complete(r, NbdError.None);
+                    return;
+                }
                 AcquireChunks(r);
                 bio.Init(BioOp.Read, sector);
                 AddChunkVecs(bio, r);
@@ -264,7 +269,8 @@ internal sealed unsafe partial class NbdConnection
                 bio.Iter.Size = length;
                 break;
             default:
-                // CACHE (a hint: the data already lives in memory) and BLOCK_STATUS (all data) need no I/O.
+                // CACHE (a hint: the data already lives in memory) and BLOCK_STATUS (the device's allocation map) need no I/O.
+                if (command == NbdCommand.BlockStatus) PlanBlockStatus(r);
                 Complete(r, NbdError.None);
                 return;
         }
@@ -320,6 +326,7 @@ internal sealed unsafe partial class NbdConnection
     private static void OnBioDone(Bio bio)
     {
         NbdRequest r = bio.ContextAs<NbdRequest>();
+        if (r.Command == NbdCommand.Read && bio.Status == BlockStatus.Ok) r.Connection.PlanChunkRead(r);
         r.Connection.Complete(r, NbdRequestValidator.FromBlockStatus(bio.Status, r.Command));
     }
 

@@ -22,8 +22,8 @@ internal sealed unsafe class NbdConnectionBuffers : IDisposable
 {
     /// <summary>Bytes per chunk: 32 frames, so a maximal 32 MiB request needs 256 chunks (one bio's worth of vectors).</summary>
     public const int ChunkBytes = 128 << 10;
-    /// <summary>Bytes of reply header room per request slot.</summary>
-    public const int HeaderBytes = 64;
+    /// <summary>Bytes of reply header room per request slot: enough for a read reply of <see cref="NbdSparseReplies.MaxSegments"/> chunks or a block-status reply of <see cref="NbdSparseReplies.MaxExtents"/> extents.</summary>
+    public const int HeaderBytes = 1024;
     /// <summary>Receive buffer every connection may use without asking the budget: a header, small writes, a batch of small requests.</summary>
     public const int ReceiveFloor = 1 << 20;
     /// <summary>

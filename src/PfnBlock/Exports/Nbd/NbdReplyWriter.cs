@@ -10,7 +10,7 @@ namespace PfnBlock.Exports.Nbd;
 /// complete outside a batch (asynchronous devices) are sent at once. After a send, each
 /// request goes back through the recycle callback. Every method runs under the connection's lock.
 /// </summary>
-internal sealed unsafe class NbdReplyWriter : IDisposable
+internal sealed unsafe partial class NbdReplyWriter : IDisposable
 {
     private readonly object _sync;
     private readonly int _fd;
@@ -62,6 +62,16 @@ internal sealed unsafe class NbdReplyWriter : IDisposable
     /// <summary>Queues the reply of <paramref name="request"/>, whose header is encoded. Caller holds the lock.</summary>
     public void Enqueue(NbdRequest request)
     {
+        if (request.SegmentCount > 0 && request.HasReplyData) AddSegments(request); // NbdReplyWriter.Segments.cs
+        else AddReply(request);
+        _queued[_queuedCount++] = request;
+        if (!_batching) Flush();
+        else Monitor.PulseAll(_sync); // a reader waiting for a free slot can now flush
+    }
+
+    /// <summary>The iovecs of a reply in one piece: its header, then its data if any.</summary>
+    private void AddReply(NbdRequest request)
+    {
         int data = !request.HasReplyData ? 0 : request.DirectData != null ? 1 : request.ChunkCount;
         if (_iovCount + 1 + data > Libc.IOV_MAX) Flush();
         Libc.IoVec* v = _iov + _iovCount;
@@ -88,9 +98,6 @@ internal sealed unsafe class NbdReplyWriter : IDisposable
             }
         }
         _iovCount += 1 + data;
-        _queued[_queuedCount++] = request;
-        if (!_batching) Flush();
-        else Monitor.PulseAll(_sync); // a reader waiting for a free slot can now flush
     }
 
     /// <summary>Sends what is queued and recycles the requests. Caller holds the lock.</summary>

@@ -42,6 +42,14 @@ internal sealed unsafe class NbdRequest
     public int ChunkCount;
     /// <summary>The request counts as a running write in its export's <see cref="NbdWriteGate"/> until it completes.</summary>
     public bool WriteGateHeld;
+    /// <summary>A structured read reply in several chunks (NbdSparseReplies.cs): where each segment ends, relative to <see cref="Offset"/>; segments alternate between data and holes.</summary>
+    public readonly uint[] SegmentEnds = new uint[NbdSparseReplies.MaxSegments];
+    /// <summary>Segments planned; 0 sends the read as one data chunk.</summary>
+    public int SegmentCount;
+    /// <summary>The first segment is a hole (and so every second one after it).</summary>
+    public bool FirstSegmentIsHole;
+    /// <summary>Block-status descriptors already written into the header room (0: one extent of data for the whole range).</summary>
+    public int ExtentCount;
 
     /// <summary>Clears the per-request state for a new request.</summary>
     public void Reset(ulong cookie, NbdCommand command, NbdCommandFlags flags, ulong offset, uint length, long startTicks)
@@ -57,6 +65,8 @@ internal sealed unsafe class NbdRequest
         DirectData = null;
         ChunkCount = 0;
         WriteGateHeld = false;
+        SegmentCount = 0;
+        ExtentCount = 0;
     }
 
     /// <summary>True when the reply carries the read data after its header.</summary>
@@ -68,7 +78,11 @@ internal sealed unsafe class NbdRequest
         var h = new Span<byte>(Header, NbdConnectionBuffers.HeaderBytes);
         if (structured && Command == NbdCommand.Read)
         {
-            if (Error == NbdError.None)
+            if (Error == NbdError.None && SegmentCount > 0)
+            {
+                NbdSparseReplies.EncodeRead(this);
+            }
+            else if (Error == NbdError.None)
             {
                 WriteChunkHeader(h, NbdChunkType.OffsetData, 8 + Length);
                 BinaryPrimitives.WriteUInt64BigEndian(h[20..], Offset);
@@ -84,9 +98,17 @@ internal sealed unsafe class NbdRequest
             }
             return;
         }
+        if (structured && Command == NbdCommand.BlockStatus && Error == NbdError.None && ExtentCount > 0)
+        {
+            // The descriptors are in place after the chunk header and context id (NbdSparseReplies.PlanBlockStatus).
+            WriteChunkHeader(h, NbdChunkType.BlockStatus, 4 + 8 * (uint)ExtentCount);
+            BinaryPrimitives.WriteUInt32BigEndian(h[20..], NbdProtocol.BaseAllocationId);
+            HeaderLength = 24 + 8 * ExtentCount;
+            return;
+        }
         if (structured && Command == NbdCommand.BlockStatus && Error == NbdError.None)
         {
-            // One extent for the whole range: these devices know no holes, so everything is data.
+            // One extent for the whole range: a device without an allocation map is all data.
             WriteChunkHeader(h, NbdChunkType.BlockStatus, 12);
             BinaryPrimitives.WriteUInt32BigEndian(h[20..], NbdProtocol.BaseAllocationId);
             BinaryPrimitives.WriteUInt32BigEndian(h[24..], Length);
@@ -100,12 +122,13 @@ internal sealed unsafe class NbdRequest
         HeaderLength = NbdProtocol.SimpleReplySize;
     }
 
-    private void WriteChunkHeader(Span<byte> h, NbdChunkType type, uint length)
+    /// <summary>Writes a structured chunk header at the start of <paramref name="h"/>; <paramref name="done"/> on the reply's last chunk.</summary>
+    public void WriteChunkHeader(Span<byte> h, NbdChunkType type, uint length, bool done = true)
     {
         BinaryPrimitives.WriteUInt32BigEndian(h, NbdProtocol.StructuredReplyMagic);
-        BinaryPrimitives.WriteUInt16BigEndian(h[4..], 1); // NBD_REPLY_FLAG_DONE: always a single chunk
+        BinaryPrimitives.WriteUInt16BigEndian(h[4..], done ? (ushort)1 : (ushort)0); // NBD_REPLY_FLAG_DONE
         BinaryPrimitives.WriteUInt16BigEndian(h[6..], (ushort)type);
-        Unsafe.WriteUnaligned(Header + 8, Cookie);
+        Unsafe.WriteUnaligned(ref h[8], Cookie);
         BinaryPrimitives.WriteUInt32BigEndian(h[16..], length);
     }
 }

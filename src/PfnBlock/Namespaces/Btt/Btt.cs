@@ -387,7 +387,26 @@ public sealed unsafe class Btt
     /// <summary>Makes sector <paramref name="lba"/> fail reads until it is rewritten: sets the map entry's E flag.</summary>
     public BttStatus SetError(long lba, bool durable = false) => SetFlag(lba, MapEntry.ErrorFlag, durable);
 
-    private BttStatus SetFlag(long lba, uint flag, bool durable)
+    /// <summary>
+    /// Ends the error state of sector <paramref name="lba"/> (<c>namespace clear-errors</c>): the
+    /// entry keeps its block and takes the Z flag, so the sector reads as zeros (what it held went
+    /// with the error) until it is written. A sector not in the error state is left alone.
+    /// </summary>
+    public BttStatus ClearError(long lba, bool durable = false) => SetFlag(lba, MapEntry.ZeroFlag, durable, onlyOverError: true);
+
+    /// <summary>The map entry of sector <paramref name="lba"/> as it stands (an initial entry while a pmemblk pool has no layout): whether the sector is unwritten, zero, in error or holds data.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="lba"/> is not a sector of the BTT.</exception>
+    public MapEntry MapEntryOf(long lba)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((ulong)lba, (ulong)ExternalNlba, nameof(lba));
+        Arena[]? arenas = Volatile.Read(ref _arenas);
+        if (arenas is null) return default;
+        Arena a = Locate(arenas, lba, out uint premap);
+        return new MapEntry(Volatile.Read(ref a.Map[premap]));
+    }
+
+    /// <summary>Gives the entry of <paramref name="lba"/> the flag <paramref name="flag"/>, keeping its block; with <paramref name="onlyOverError"/>, only an entry in the error state.</summary>
+    private BttStatus SetFlag(long lba, uint flag, bool durable, bool onlyOverError = false)
     {
         if ((ulong)lba >= (ulong)ExternalNlba) return BttStatus.OutOfRange;
         Arena[]? arenas = Volatile.Read(ref _arenas);
@@ -403,7 +422,7 @@ public sealed unsafe class Btt
         try
         {
             var old = new MapEntry(Volatile.Read(ref a.Map[premap]));
-            if (flag == MapEntry.ZeroFlag && (old.IsZero || old.IsInitial)) return BttStatus.Ok;
+            if (onlyOverError ? !old.IsError : flag == MapEntry.ZeroFlag && (old.IsZero || old.IsInitial)) return BttStatus.Ok;
             uint block = old.PostMap(premap);
             if (block >= a.InternalNlba) return BttStatus.BadMapEntry;
             PmemStore.Write32(a.Map + premap, block | flag);

@@ -38,6 +38,19 @@ public sealed class BttCheckReport
     public bool HasBtt { get; set; } = true;
     /// <summary>Everything found, in order.</summary>
     public List<CheckFinding> Findings { get; } = [];
+    /// <summary>Media errors: a raw namespace's bad-block list, or the BTT sectors in the error state (512-byte blocks of the exported device). Not inconsistencies: the layout is sound, the data of those blocks is lost.</summary>
+    public BadBlockList BadBlocks { get; set; } = BadBlockList.Empty;
+
+    /// <summary>Records the media errors found and says so in one warning.</summary>
+    internal void ReportBadBlocks(BadBlockList bad)
+    {
+        BadBlocks = bad;
+        if (bad.IsEmpty) return;
+        const int listed = 8;
+        string runs = string.Join(' ', bad.Ranges.Take(listed)) + (bad.Ranges.Count > listed ? $" and {bad.Ranges.Count - listed} more" : "");
+        Add(CheckSeverity.Warning, $"media errors: {bad.TotalBlocks} bad 512-byte block(s) in {bad.Ranges.Count} run(s) (START+COUNT): {runs}; "
+            + "reads of them fail until they are rewritten or cleared (pfnblock namespace clear-errors)");
+    }
     /// <summary>No unrepaired error was found.</summary>
     public bool Consistent => Unrepaired == 0;
     /// <summary>Number of repairs made.</summary>
@@ -110,6 +123,7 @@ public static unsafe class BttCheck
                         report.HasBtt = false;
                         if (!fromBackup) CheckBackupInfo(baseAddress, file.Size, repair, mode, report);
                         report.Add(CheckSeverity.Info, $"raw namespace: {info.DataSize} bytes of data at offset {info.DataOffset}, no BTT (sector mode) and no other metadata to check");
+                        report.ReportBadBlocks(info.BadBlocks);
                         return report;
                     }
                     report.Container = "sector namespace";
@@ -118,6 +132,7 @@ public static unsafe class BttCheck
                 }
                 report.SectorSize = options.LbaSize;
                 CheckBtt(media, options, repair, report);
+                report.ReportBadBlocks(BttErrors.Scan(media, options));
                 return report;
             }
             finally { map.Dispose(); }

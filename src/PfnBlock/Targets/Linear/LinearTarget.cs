@@ -54,6 +54,23 @@ public sealed class LinearTarget : Target, IRegisteredTarget
     public override long DirectAccess(long pageOffset, long pages, out DaxRange range) =>
         ((IDaxDevice)_lower).DirectAccess(pageOffset + (_start >> 3), pages, out range);
 
+    /// <summary>The lower device's answer for the remapped range (its own sectors), or "data" when it keeps no allocation map.</summary>
+    public override AllocationState QueryAllocation(long sector, long sectors, out long run) =>
+        (_lower.Features & DeviceFeatures.AllocationMap) != 0 && _lower is IAllocationMap map
+            ? map.QueryAllocation(sector + _start, sectors, out run)
+            : base.QueryAllocation(sector, sectors, out run);
+
+    /// <summary>The lower device's bad sectors in the remapped range, moved into the target's numbering (a run starting before the range starts at the target's sector 0 or earlier).</summary>
+    public override bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        if (_lower is IBadSectorMap map && map.FindBadSectors(sector + _start, sectors, out badStart, out badCount))
+        {
+            badStart -= _start;
+            return true;
+        }
+        return base.FindBadSectors(sector, sectors, out badStart, out badCount);
+    }
+
     /// <inheritdoc/>
     public override void PersistRange(long offset, long length) =>
         ((IDaxDevice)_lower).PersistRange(offset + (_start << Bio.SectorShift), length);

@@ -1,0 +1,129 @@
+using PfnBlock.Block;
+using PfnBlock.Memory;
+using PfnBlock.Namespaces;
+
+namespace PfnBlock.Devices.Pmem;
+
+/// <summary>
+/// The pmem device's view of its medium beyond plain bytes: holes punched out of a sparse
+/// namespace file, and the namespace's bad blocks (media errors).
+/// </summary>
+public sealed unsafe partial class PmemDevice
+{
+    /// <summary>Reads touching a bad block fail (the kernel's <c>pmem_do_read</c> on <c>is_bad_pmem</c>); the others copy out.</summary>
+    private void SubmitRead(Bio bio)
+    {
+        if (TouchesBadBlocks(bio.Sector, bio.Size)) bio.Complete(BlockStatus.MediaError);
+        else base.SubmitCore(bio);
+    }
+
+    /// <summary>
+    /// Gives holes in the range their memory back first (a full tmpfs fails the write here rather than
+    /// with SIGBUS), writes, then forgets the bad blocks the write replaced.
+    /// </summary>
+    private void SubmitWrite(Bio bio)
+    {
+        long offset = bio.Sector << Bio.SectorShift;
+        if (!_ns.ReserveForWrite(offset, bio.Size))
+        {
+            bio.Complete(BlockStatus.IoError);
+            return;
+        }
+        BlockStatus status = Process(bio);
+        if (status == BlockStatus.Ok)
+        {
+            _ns.NoteWritten(offset, bio.Size);
+            status = ClearBadBlocks(bio.Sector, bio.Size);
+        }
+        bio.Complete(status);
+    }
+
+    /// <summary>The namespace's bad-block list, whose 512-byte blocks are this device's sectors.</summary>
+    public bool FindBadSectors(long sector, long sectors, out long badStart, out long badCount)
+    {
+        bool found = _ns.BadBlocks.FirstOverlap(sector, sectors, out BadBlockRange r);
+        (badStart, badCount) = (r.Start, r.Count);
+        return found;
+    }
+
+    /// <summary>True when any 512-byte block of the range is in the namespace's bad-block list.</summary>
+    private bool TouchesBadBlocks(long sector, long bytes)
+    {
+        BadBlockList bad = _ns.BadBlocks;
+        return !bad.IsEmpty && bad.Overlaps(sector, bytes >> Bio.SectorShift);
+    }
+
+    /// <summary>
+    /// After whole sectors were written (data, zeros or a discard): they no longer hold a media
+    /// error. The new data is made durable before the list forgets the error, so a crash between
+    /// the two leaves the block listed as bad (its rewrite was not acknowledged), never stale data
+    /// that reads as good.
+    /// </summary>
+    private BlockStatus ClearBadBlocks(long sector, long bytes)
+    {
+        long blocks = bytes >> Bio.SectorShift;
+        BadBlockList bad = _ns.BadBlocks;
+        if (bad.IsEmpty || !bad.Overlaps(sector, blocks)) return BlockStatus.Ok;
+        BlockStatus status = PersistRange(sector << Bio.SectorShift, bytes);
+        if (status != BlockStatus.Ok) return status;
+        try
+        {
+            _ns.ClearBadBlocks(sector, blocks, zeroData: false);
+            return BlockStatus.Ok;
+        }
+        catch (IOException)
+        {
+            return BlockStatus.IoError;
+        }
+    }
+
+    /// <summary>
+    /// Discard and write-zeroes: on a namespace that punches holes (tmpfs), the whole pages of the
+    /// range leave the file unless the bio asks to keep them allocated (NO_HOLE); partial pages, and
+    /// everything elsewhere, are zeroed with non-temporal stores. The caller holds the pin fence.
+    /// </summary>
+    protected override BlockStatus ZeroRange(long offset, long length, bool mayUnmap)
+    {
+        long end = offset + length;
+        if (mayUnmap && _ns.PunchesHoles)
+        {
+            long first = (offset + Pfn.PageSize - 1) & ~(long)(Pfn.PageSize - 1), last = end & ~(long)(Pfn.PageSize - 1);
+            if (first < last && _ns.PunchHole(first, last - first))
+            {
+                BlockStatus head = StoreZeros(offset, first - offset);
+                return head != BlockStatus.Ok ? head : StoreZeros(last, end - last);
+            }
+        }
+        return StoreZeros(offset, length);
+    }
+
+    private BlockStatus StoreZeros(long offset, long length)
+    {
+        if (length == 0) return BlockStatus.Ok;
+        if (!_ns.ReserveForWrite(offset, length)) return BlockStatus.IoError;
+        ZeroData(BaseAddress + offset, (nuint)length);
+        _ns.NoteWritten(offset, length);
+        return BlockStatus.Ok;
+    }
+
+    /// <inheritdoc/>
+    protected override long AllocationRun(long offset, long end, out bool hole) => _ns.AllocationRun(offset, end, out hole);
+
+    /// <summary>Holes and zero pages as <see cref="MemoryDevice"/> finds them, except that bad blocks (whole logical blocks around them) are data: their reads fail, so they must never be reported as zeros.</summary>
+    public override AllocationState QueryAllocation(long sector, long sectors, out long run)
+    {
+        BadBlockList bad = _ns.BadBlocks;
+        if (!bad.IsEmpty && bad.FirstOverlap(sector, sectors, out BadBlockRange r))
+        {
+            long lbs = _limits.LogicalBlockSize >> Bio.SectorShift;
+            long badStart = r.Start / lbs * lbs, badEnd = (r.End + lbs - 1) / lbs * lbs;
+            if (badStart <= sector)
+            {
+                run = Math.Min(badEnd, sector + sectors) - sector;
+                return AllocationState.Data;
+            }
+            sectors = badStart - sector;
+        }
+        return base.QueryAllocation(sector, sectors, out run);
+    }
+}

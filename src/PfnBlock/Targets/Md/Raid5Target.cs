@@ -1,0 +1,650 @@
+using System.Runtime.CompilerServices;
+using PfnBlock.Block;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Targets.Md;
+
+/// <summary>
+/// The RAID5 personality (md's raid5, left-symmetric, <see cref="Raid5Layout"/>). Reads go
+/// straight to the member holding the chunk (split at chunk boundaries); a chunk whose member is
+/// missing or failed the read is reconstructed from the others (XOR of the stripe's other
+/// chunks and parity). Writes update data and parity per stripe under a stripe lock: a
+/// full-stripe write computes parity from the new data alone; a partial one picks, per request,
+/// read-modify-write (read old data and parity) or reconstruct-write (read the untouched data),
+/// whichever reads less, as md's handle_stripe_dirtying does; a degraded stripe is written by
+/// reconstructing its missing chunk first.
+/// </summary>
+/// <remarks>
+/// <para>Stripe work is synchronous member I/O on stripe buffers from a fixed pool. When every
+/// member completes bios synchronously (pmem) it runs on the submitting thread; otherwise, or
+/// when the pool is empty, on the target's own thread (md's raid5d), so <see cref="Map"/> never
+/// blocks on a slow member.</para>
+/// <para>Discard and write-zeroes become writes of zeros (parity stays right), except that a
+/// discard of whole stripes goes down as discards when every member guarantees discarded sectors
+/// read back as zeros (md's devices_handle_discard_safely): zero data has zero parity.</para>
+/// </remarks>
+internal sealed unsafe class Raid5Target : MdTarget
+{
+    private const int LockSlots = 4096;
+    private const int ReadFailed = -2;
+
+    private readonly Raid5Layout _layout;
+    private readonly int _chunkBytes;
+    private readonly BioPool _splits;
+    private readonly BioPool _writes;
+    private readonly StripeBufferPool _pool;
+    private readonly StripeBuffers _workerBuffers;
+    private readonly StripeBufferPool _workerPool;
+    private readonly int[] _locks = new int[LockSlots * 16];
+    private readonly PhysicalAddressSpace _space;
+    private readonly Queue<Job> _queue = new();
+    private readonly Lock _queueLock = new();
+    private readonly AutoResetEvent _wake = new(false);
+    private readonly Thread _thread;
+    private volatile bool _stopping;
+    private long _fullStripeWrites, _rmwWrites, _rcwWrites, _degradedWrites, _reconstructedReads;
+
+    public Raid5Target(MdArray array, IBlockDevice[] devices) : base(array, devices)
+    {
+        _layout = new Raid5Layout(array.RaidDisks, array.ChunkSectors);
+        _chunkBytes = checked((int)(array.ChunkSectors << Bio.SectorShift));
+        _space = devices[0].AddressSpace;
+        _splits = new BioPool(new BioPoolOptions { Name = $"md-{array.Name}-r5-parts", MaxVecs = 1 });
+        _writes = new BioPool(new BioPoolOptions { Name = $"md-{array.Name}-r5-writes", MaxVecs = 1, Context = _ => new R5Write(this) });
+        _pool = new StripeBufferPool(Math.Min(64, Environment.ProcessorCount + 2), array.RaidDisks + 1, _chunkBytes, _space, $"md-{array.Name}-stripes");
+        _workerPool = new StripeBufferPool(1, array.RaidDisks + 1, _chunkBytes, _space, $"md-{array.Name}-raid5d");
+        _workerPool.TryRent(out _workerBuffers);
+        _thread = new Thread(Worker) { IsBackground = true, Name = $"md-{array.Name}-raid5d" };
+        _thread.Start();
+    }
+
+    /// <summary>RAID5 passes a volatile cache, FUA and read-only on; it is not synchronous (a write may wait for the bitmap).</summary>
+    public override DeviceFeatures PassesThrough => DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.ReadOnly;
+
+    /// <summary>Discard and write-zeroes are always honoured (as writes of zeros where they cannot go down), and a discarded range reads back as zeros.</summary>
+    public override DeviceFeatures Adds => DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes;
+
+    /// <summary>The layout.</summary>
+    internal Raid5Layout Layout => _layout;
+
+    /// <summary>Stripe writes by kind since assembly: full-stripe, read-modify-write, reconstruct-write, degraded.</summary>
+    public (long Full, long Rmw, long Rcw, long Degraded) WriteCounts =>
+        (Interlocked.Read(ref _fullStripeWrites), Interlocked.Read(ref _rmwWrites), Interlocked.Read(ref _rcwWrites), Interlocked.Read(ref _degradedWrites));
+
+    /// <summary>Chunk pieces read by reconstruction (a member missing or failing the read).</summary>
+    public long ReconstructedReads => Interlocked.Read(ref _reconstructedReads);
+
+    public override MapResult Map(Bio bio, out IBlockDevice? lower)
+    {
+        if (Array.IsFailed) return Fail(bio, out lower);
+        switch (bio.Op)
+        {
+            case BioOp.Read: return MapRead(bio, out lower);
+            case BioOp.Flush: return MapFlush(bio, out lower);
+            default:
+                lower = null;
+                return MapWrite(bio);
+        }
+    }
+
+    /// <summary>True when every member completes bios on the submitting thread (stripe work may then run inline).</summary>
+    private bool MembersSynchronous()
+    {
+        for (int i = 0; i < Array.RaidDisks; i++)
+        {
+            MdMember m = Array.Slot(i);
+            if (m.Device is not null && (m.Device.Features & DeviceFeatures.Synchronous) == 0) return false;
+        }
+        return true;
+    }
+
+    // ---- reads -----------------------------------------------------------------------------------------
+
+    private MapResult MapRead(Bio bio, out IBlockDevice? lower)
+    {
+        while (true)
+        {
+            (_, _, int member, long memberSector, long left) = _layout.Map(bio.Sector);
+            long sectors = bio.Size >> Bio.SectorShift;
+            bool last = sectors <= left;
+            Bio part = bio;
+            if (!last)
+            {
+                part = bio.Split((int)left, _splits);
+                part.Chain(bio);
+            }
+            MdMember m = Array.Slot(member);
+            if (m.Readable(memberSector, last ? sectors : left))
+            {
+                part.Iter.Sector = memberSector + m.DataOffset;
+                part.PushEndIo(m.ReadHook ??= new R5ReadHook(this, m));
+                if (last)
+                {
+                    lower = m.Device;
+                    return MapResult.Remapped;
+                }
+                m.Device!.Submit(part);
+                continue;
+            }
+            Reconstruct(part, member, memberSector);
+            if (last)
+            {
+                lower = null;
+                return MapResult.Submitted;
+            }
+        }
+    }
+
+    /// <summary>Reconstructs the chunk piece <paramref name="part"/> (member sectors from <paramref name="memberSector"/> of slot <paramref name="slot"/>) and completes it: here, or on the worker.</summary>
+    private void Reconstruct(Bio part, int slot, long memberSector)
+    {
+        if (MembersSynchronous() && _pool.TryRent(out StripeBuffers set))
+        {
+            BlockStatus status;
+            try { status = ReconstructRead(part, slot, memberSector, set); }
+            finally { _pool.Return(set); }
+            part.Complete(status);
+            return;
+        }
+        Enqueue(new Job(part, null, slot, memberSector));
+    }
+
+    /// <summary>Sees a member read complete; a failed one is reported and the piece reconstructed from the others.</summary>
+    private sealed class R5ReadHook(Raid5Target owner, MdMember member) : IBioEndIo
+    {
+        public EndIoResult EndIo(Bio bio, ref BlockStatus status)
+        {
+            if (status != BlockStatus.IoError) return EndIoResult.Done;
+            long memberSector = bio.Iter.Sector - member.DataOffset;
+            owner.Array.ReadError(member, memberSector, (int)(bio.Size >> Bio.SectorShift));
+            // The worker reconstructs it and completes it again (md retries a failed read through the stripe cache).
+            owner.Enqueue(new Job(bio, null, member.Slot, memberSector) { Retry = true });
+            return EndIoResult.Incomplete;
+        }
+    }
+
+    /// <summary>Reads the piece by XOR of every other member's same sectors, under the stripe lock, into the bio's memory.</summary>
+    private BlockStatus ReconstructRead(Bio part, int slot, long memberSector, StripeBuffers set)
+    {
+        int bytes = (int)part.Size;
+        long stripe = memberSector >> _layout.ChunkShift;
+        long offset = (memberSector & (_layout.ChunkSectors - 1)) << Bio.SectorShift;
+        LockStripe(stripe);
+        try
+        {
+            byte* acc = set.At(Array.RaidDisks, offset);
+            bool first = true;
+            for (int j = 0; j < Array.RaidDisks; j++)
+            {
+                if (j == slot) continue;
+                MdMember m = Array.Slot(j);
+                if (!m.Readable(memberSector, bytes >> Bio.SectorShift)) return BlockStatus.IoError; // a second member is gone
+                if (MemberIo(m, BioOp.Read, memberSector, set, first ? Array.RaidDisks : j, offset, bytes, BioFlags.None) != BlockStatus.Ok)
+                {
+                    Array.ReadError(m, memberSector, bytes >> Bio.SectorShift);
+                    return BlockStatus.IoError;
+                }
+                if (!first) Parity.Xor(acc, set.At(j, offset), (nuint)bytes);
+                first = false;
+            }
+            if (!CopyBio(part, 0, acc, bytes, toBio: true)) return BlockStatus.Invalid;
+            Interlocked.Increment(ref _reconstructedReads);
+            return BlockStatus.Ok;
+        }
+        finally { UnlockStripe(stripe); }
+    }
+
+    // ---- writes ----------------------------------------------------------------------------------------
+
+    private MapResult MapWrite(Bio bio)
+    {
+        if (!_writes.TryRent(out Bio? carrier)) return MapResult.Requeue;
+        // The regions of the member sectors of every stripe the write touches (parity included).
+        long first = bio.Sector / _layout.StripeSectors, last = (bio.Sector + (bio.Size >> Bio.SectorShift) - 1) / _layout.StripeSectors;
+        WriteIntentBitmap regions = Array.Regions;
+        return BeginWrite(carrier, carrier.ContextAs<R5Write>(), bio, regions.RegionOf(first << _layout.ChunkShift), regions.RegionOf(((last + 1) << _layout.ChunkShift) - 1));
+    }
+
+    /// <summary>Runs the write here when the members are synchronous and a stripe buffer set is free, else on the worker.</summary>
+    private void Dispatch(R5Write w)
+    {
+        if (MembersSynchronous() && _pool.TryRent(out StripeBuffers set))
+        {
+            try { Process(w, set); }
+            finally { _pool.Return(set); }
+            Finish(w);
+            return;
+        }
+        Enqueue(new Job(null, w, -1, 0));
+    }
+
+    /// <summary>Writes the bio stripe by stripe; records the outcome in <paramref name="w"/>.</summary>
+    private void Process(R5Write w, StripeBuffers set)
+    {
+        Bio bio = w.Parent!;
+        if ((bio.Flags & BioFlags.Preflush) != 0)
+            for (int j = 0; j < Array.RaidDisks; j++)
+            {
+                MdMember m = Array.Slot(j);
+                if (m.Writable && (m.Device!.Features & DeviceFeatures.WriteCache) != 0 && m.Device.SubmitAndWait(set.Bio.Init(BioOp.Flush, 0)) != BlockStatus.Ok)
+                    MemberWriteFailed(w, m);
+            }
+        long sector = bio.Sector, end = sector + (bio.Size >> Bio.SectorShift);
+        long bioByte = 0;
+        while (sector < end && w.Error == BlockStatus.Ok)
+        {
+            long stripe = sector / _layout.StripeSectors;
+            long stripeStart = stripe * _layout.StripeSectors;
+            long n = Math.Min(end, stripeStart + _layout.StripeSectors) - sector;
+            LockStripe(stripe);
+            try { WriteStripe(w, stripe, sector - stripeStart, n, bioByte, set); }
+            finally { UnlockStripe(stripe); }
+            bioByte += n << Bio.SectorShift;
+            sector += n;
+        }
+    }
+
+    /// <summary>
+    /// Writes stripe data sectors [<paramref name="off"/>, +<paramref name="n"/>) (relative to the
+    /// stripe's data) from byte <paramref name="bioByte"/> of the bio, and the stripe's parity.
+    /// </summary>
+    private void WriteStripe(R5Write w, long stripe, long off, long n, long bioByte, StripeBuffers set)
+    {
+        Bio bio = w.Parent!;
+        int disks = Array.RaidDisks, data = _layout.DataDisks, pd = _layout.ParityMember(stripe);
+        long c = _layout.ChunkSectors;
+        long memberBase = stripe << _layout.ChunkShift;
+        // Per data chunk i: the touched sectors [a[i], b[i]) within the chunk (empty when a == b).
+        long[] a = set.From, b = set.To;
+        int touched = 0;
+        for (int i = 0; i < data; i++)
+        {
+            long lo = Math.Max(off, i * c), hi = Math.Min(off + n, (i + 1) * c);
+            if (lo < hi) { a[i] = lo - i * c; b[i] = hi - i * c; touched++; }
+            else a[i] = b[i] = 0;
+        }
+        // The row window [lo, hi) of every member this stripe write covers.
+        long rowLo = long.MaxValue, rowHi = 0;
+        for (int i = 0; i < data; i++)
+            if (a[i] < b[i]) { rowLo = Math.Min(rowLo, a[i]); rowHi = Math.Max(rowHi, b[i]); }
+        long rowSectors = rowHi - rowLo;
+        int rowBytes = (int)(rowSectors << Bio.SectorShift);
+        long rowByte = rowLo << Bio.SectorShift;
+
+        bool fullStripe = touched == data && rowLo == 0 && rowHi == c;
+        for (int i = 0; i < data && fullStripe; i++) fullStripe = a[i] == 0 && b[i] == c;
+
+        if (fullStripe && bio.Op == BioOp.Discard && DiscardsZero())
+        {
+            // Zero data has zero parity: every member discards its chunk.
+            for (int j = 0; j < disks; j++)
+            {
+                MdMember m = Array.Slot(j);
+                if (!m.Writable) continue;
+                Bio discard = set.Bio.Init(BioOp.Discard, m.DataOffset + memberBase);
+                discard.Iter.Size = (uint)_chunkBytes;
+                if (m.Device!.SubmitAndWait(discard) != BlockStatus.Ok) MemberWriteFailed(w, m);
+            }
+            Interlocked.Increment(ref _fullStripeWrites);
+            return;
+        }
+
+        // The member that cannot be read in this window (missing, failed, not yet rebuilt), if any.
+        int unreadable = -1;
+        for (int j = 0; j < disks; j++)
+            if (!Array.Slot(j).Readable(memberBase + rowLo, rowSectors))
+            {
+                if (unreadable >= 0) { w.Error = BlockStatus.IoError; return; } // two gone: the array is failing
+                unreadable = j;
+            }
+
+        for (int attempt = 0; attempt < 2; attempt++)
+        {
+            int failed = fullStripe ? Full()
+                : unreadable < 0 ? Partial()
+                : unreadable == pd ? DataOnly()
+                : Degraded(unreadable);
+            if (failed != ReadFailed) return;
+            // A member failed a read: treat it as the missing one and do the stripe again.
+            if (unreadable >= 0) { w.Error = BlockStatus.IoError; return; }
+            unreadable = w.ReadFailedSlot;
+        }
+        w.Error = BlockStatus.IoError;
+
+        // New data of chunk i into its buffer, at its place in the chunk.
+        bool FillNew(int i)
+        {
+            long chunkByte = a[i] << Bio.SectorShift;
+            long fromBio = bioByte + ((i * c + a[i] - off) << Bio.SectorShift);
+            int len = (int)((b[i] - a[i]) << Bio.SectorShift);
+            byte* dst = set.At(SlotOfData(i), chunkByte);
+            if (bio.Op is BioOp.Discard or BioOp.WriteZeroes)
+            {
+                new Span<byte>(dst, len).Clear();
+                return true;
+            }
+            return CopyBio(bio, fromBio, dst, len, toBio: false);
+        }
+
+        int SlotOfData(int i) => _layout.DataMember(stripe, i);
+
+        // Parity of the row window = XOR of every data chunk's buffer over it.
+        void ComputeParity()
+        {
+            byte* p = set.At(pd, rowByte);
+            bool first = true;
+            for (int i = 0; i < data; i++)
+            {
+                byte* d = set.At(SlotOfData(i), rowByte);
+                if (first) Buffer.MemoryCopy(d, p, rowBytes, rowBytes);
+                else Parity.Xor(p, d, (nuint)rowBytes);
+                first = false;
+            }
+        }
+
+        bool Read(int slot, long chunkLo, long chunkHi)
+        {
+            if (chunkLo >= chunkHi) return true;
+            MdMember m = Array.Slot(slot);
+            long s = chunkLo << Bio.SectorShift;
+            if (MemberIo(m, BioOp.Read, memberBase + chunkLo, set, slot, s, (int)((chunkHi - chunkLo) << Bio.SectorShift), BioFlags.None) == BlockStatus.Ok) return true;
+            Array.ReadError(m, memberBase + chunkLo, (int)(chunkHi - chunkLo));
+            w.ReadFailedSlot = slot;
+            return false;
+        }
+
+        void Write(int slot, long chunkLo, long chunkHi)
+        {
+            if (chunkLo >= chunkHi) return;
+            MdMember m = Array.Slot(slot);
+            if (!m.Writable || !m.Readable(memberBase + chunkLo, chunkHi - chunkLo) && m.State == MdMemberState.Recovering)
+                return; // not rebuilt this far yet: the rebuild writes it from the others
+            if (MemberIo(m, BioOp.Write, memberBase + chunkLo, set, slot, chunkLo << Bio.SectorShift,
+                    (int)((chunkHi - chunkLo) << Bio.SectorShift), bio.Flags & BioFlags.Fua) != BlockStatus.Ok)
+                MemberWriteFailed(w, m);
+        }
+
+        void WriteTouchedAndParity(bool parity)
+        {
+            for (int i = 0; i < data; i++) Write(SlotOfData(i), a[i], b[i]);
+            if (parity) Write(pd, rowLo, rowHi);
+        }
+
+        int Full()
+        {
+            for (int i = 0; i < data; i++) if (!FillNew(i)) return Invalid();
+            ComputeParity();
+            WriteTouchedAndParity(true);
+            Interlocked.Increment(ref _fullStripeWrites);
+            return 0;
+        }
+
+        int Partial()
+        {
+            // md's choice: count the member reads each way; read-modify-write only when strictly fewer.
+            int rmw = touched + 1, rcw = 0;
+            for (int i = 0; i < data; i++) if (!(a[i] <= rowLo && b[i] >= rowHi)) rcw++;
+            if (rmw < rcw)
+            {
+                // Old data and old parity out, new data in: P ^= old ^ new over each touched range.
+                if (!Read(pd, rowLo, rowHi)) return ReadFailed;
+                byte* p = set.At(pd, 0);
+                for (int i = 0; i < data; i++)
+                {
+                    if (a[i] >= b[i]) continue;
+                    int slot = SlotOfData(i);
+                    if (!Read(slot, a[i], b[i])) return ReadFailed;
+                    long s = a[i] << Bio.SectorShift;
+                    nuint len = (nuint)((b[i] - a[i]) << Bio.SectorShift);
+                    Parity.Xor(p + s, set.At(slot, s), len);
+                    if (!FillNew(i)) return Invalid();
+                    Parity.Xor(p + s, set.At(slot, s), len);
+                }
+                WriteTouchedAndParity(true);
+                Interlocked.Increment(ref _rmwWrites);
+                return 0;
+            }
+            // Reconstruct-write: what the write leaves of each chunk's row window is read, then parity from scratch.
+            for (int i = 0; i < data; i++)
+            {
+                int slot = SlotOfData(i);
+                if (a[i] >= b[i]) { if (!Read(slot, rowLo, rowHi)) return ReadFailed; }
+                else
+                {
+                    if (!Read(slot, rowLo, a[i]) || !Read(slot, b[i], rowHi)) return ReadFailed;
+                    if (!FillNew(i)) return Invalid();
+                }
+            }
+            ComputeParity();
+            WriteTouchedAndParity(true);
+            Interlocked.Increment(ref _rcwWrites);
+            return 0;
+        }
+
+        int DataOnly()
+        {
+            // The parity member is gone: the data is all there is to write.
+            for (int i = 0; i < data; i++) if (a[i] < b[i] && !FillNew(i)) return Invalid();
+            WriteTouchedAndParity(false);
+            Interlocked.Increment(ref _degradedWrites);
+            return 0;
+        }
+
+        int Degraded(int missing)
+        {
+            // Read the row window of every other member, rebuild the missing chunk's, lay the new data
+            // over it all, and write what is there to write (the missing chunk lives on in the parity).
+            for (int j = 0; j < disks; j++) if (j != missing && !Read(j, rowLo, rowHi)) return ReadFailed;
+            byte* x = set.At(missing, rowByte);
+            Buffer.MemoryCopy(set.At(pd, rowByte), x, rowBytes, rowBytes);
+            for (int j = 0; j < disks; j++) if (j != missing && j != pd) Parity.Xor(x, set.At(j, rowByte), (nuint)rowBytes);
+            for (int i = 0; i < data; i++) if (a[i] < b[i] && !FillNew(i)) return Invalid();
+            ComputeParity();
+            WriteTouchedAndParity(true);
+            Interlocked.Increment(ref _degradedWrites);
+            return 0;
+        }
+
+        int Invalid()
+        {
+            w.Error = BlockStatus.Invalid;
+            return 0;
+        }
+    }
+
+    /// <summary>True when every member guarantees that discarded sectors read back as zeros (md's devices_handle_discard_safely).</summary>
+    private bool DiscardsZero()
+    {
+        for (int j = 0; j < Array.RaidDisks; j++)
+        {
+            MdMember m = Array.Slot(j);
+            if (m.Device is not null && (m.Device.Features & (DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData)) != (DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData))
+                return false;
+        }
+        return true;
+    }
+
+    private void MemberWriteFailed(R5Write w, MdMember m)
+    {
+        w.LostMember = true;
+        Array.MemberFailed(m, BlockStatus.IoError, "write");
+    }
+
+    private void Finish(R5Write w) => w.Finish(Array, w.Error != BlockStatus.Ok ? w.Error : Array.IsFailed ? BlockStatus.IoError : BlockStatus.Ok);
+
+    /// <summary>One array write; which member failed a read during it.</summary>
+    private sealed class R5Write(Raid5Target owner) : MdWrite
+    {
+        public int ReadFailedSlot;
+
+        public override void BitsDurable() => owner.Dispatch(this);
+    }
+
+    // ---- member I/O, bio memory, stripe locks ----------------------------------------------------------
+
+    /// <summary>Synchronous I/O of member sectors from <paramref name="memberSector"/> to or from buffer <paramref name="buffer"/> at <paramref name="offset"/>.</summary>
+    private static BlockStatus MemberIo(MdMember m, BioOp op, long memberSector, StripeBuffers set, int buffer, long offset, int bytes, BioFlags flags)
+    {
+        (Pfn pfn, uint inFrame) = set.FrameOf(buffer, offset);
+        return m.Device!.SubmitAndWait(set.Bio.Init(op, m.DataOffset + memberSector, flags).AddVec(pfn, inFrame, (uint)bytes));
+    }
+
+    /// <summary>Copies <paramref name="length"/> bytes between the bio's memory (from byte <paramref name="skip"/> of its data) and <paramref name="buffer"/>.</summary>
+    private bool CopyBio(Bio bio, long skip, byte* buffer, int length, bool toBio)
+    {
+        foreach (BioVec seg in bio.Segments)
+        {
+            if (length == 0) break;
+            if (skip >= seg.Length)
+            {
+                skip -= seg.Length;
+                continue;
+            }
+            uint n = (uint)Math.Min(seg.Length - skip, length);
+            byte* mem = _space.TryKmap(seg.Pfn, seg.Offset + (uint)skip, n);
+            if (mem == null) return false;
+            if (toBio) Buffer.MemoryCopy(buffer, mem, n, n);
+            else Buffer.MemoryCopy(mem, buffer, n, n);
+            buffer += n;
+            length -= (int)n;
+            skip = 0;
+        }
+        return length == 0;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref int LockOf(long stripe) => ref _locks[(int)((ulong)stripe % LockSlots) * 16];
+
+    /// <summary>Takes the stripe's lock (a hashed spin lock: held only for one stripe's synchronous member I/O).</summary>
+    private void LockStripe(long stripe)
+    {
+        ref int l = ref LockOf(stripe);
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref l, 1, 0) != 0) spin.SpinOnce(sleep1Threshold: -1);
+    }
+
+    private void UnlockStripe(long stripe) => Volatile.Write(ref LockOf(stripe), 0);
+
+    // ---- the worker (raid5d) ---------------------------------------------------------------------------
+
+    private readonly record struct Job(Bio? Read, R5Write? Write, int Slot, long MemberSector)
+    {
+        public bool Retry { get; init; }
+    }
+
+    private void Enqueue(Job job)
+    {
+        lock (_queueLock) _queue.Enqueue(job);
+        _wake.Set();
+    }
+
+    private void Worker()
+    {
+        while (!_stopping)
+        {
+            _wake.WaitOne(100);
+            while (true)
+            {
+                Job job;
+                lock (_queueLock)
+                    if (!_queue.TryDequeue(out job)) break;
+                if (job.Write is { } w)
+                {
+                    Process(w, _workerBuffers);
+                    Finish(w);
+                    continue;
+                }
+                Bio part = job.Read!;
+                BlockStatus status = ReconstructRead(part, job.Slot, job.MemberSector, _workerBuffers);
+                // A bio that came back from a member's end_io hook completes again from where the hook left it.
+                if (job.Retry) part.PrepareSubmit();
+                part.Complete(status);
+            }
+        }
+    }
+
+    // ---- sync ------------------------------------------------------------------------------------------
+
+    internal override long SyncWindow(MdSyncAction action, MdMember? target, long sector, int sectors, MdSyncBuffers buffers)
+    {
+        int bytes = sectors << Bio.SectorShift, disks = Array.RaidDisks;
+        int skip = action == MdSyncAction.Recovery ? target!.Slot : -1;
+        for (int j = 0; j < disks; j++)
+        {
+            if (j == skip) continue;
+            MdMember m = Array.Slot(j);
+            if (!m.Readable(sector, sectors) || !Array.SyncRead(m, sector, buffers.Pfn(j), bytes)) return -1;
+        }
+        byte* acc = buffers.Address(disks);
+        switch (action)
+        {
+            case MdSyncAction.Recovery:
+                // The new member's sectors are the XOR of everyone else's.
+                XorAllBut(skip, acc, 0, bytes, buffers);
+                Buffer.MemoryCopy(acc, buffers.Address(skip), bytes, bytes);
+                return Array.SyncIo(target!, BioOp.Write, sector, buffers.Pfn(skip), bytes) ? 0 : -1;
+            case MdSyncAction.Resync:
+                // Parity recomputed from the data, stripe by stripe (each stripe's parity is on another member).
+                for (long s = sector; s < sector + sectors;)
+                {
+                    long stripe = s >> _layout.ChunkShift;
+                    long n = Math.Min(sector + sectors, (stripe + 1) << _layout.ChunkShift) - s;
+                    int pd = _layout.ParityMember(stripe);
+                    long at = (s - sector) << Bio.SectorShift;
+                    XorAllBut(pd, acc, at, (int)(n << Bio.SectorShift), buffers);
+                    if (!new ReadOnlySpan<byte>(acc + at, (int)(n << Bio.SectorShift)).SequenceEqual(new ReadOnlySpan<byte>(buffers.Address(pd) + at, (int)(n << Bio.SectorShift))))
+                    {
+                        Buffer.MemoryCopy(acc + at, buffers.Address(pd) + at, n << Bio.SectorShift, n << Bio.SectorShift);
+                        (Pfn pfn, uint inFrame) = buffers.FrameOf(pd, at);
+                        var bio = new Bio(1).Init(BioOp.Write, Array.Slot(pd).DataOffset + s).AddVec(pfn, inFrame, (uint)(n << Bio.SectorShift));
+                        if (Array.Slot(pd).Device!.SubmitAndWait(bio) != BlockStatus.Ok) { Array.MemberFailed(Array.Slot(pd), BlockStatus.IoError, "resync write"); return -1; }
+                    }
+                    s += n;
+                }
+                return 0;
+            default:
+                // Check: data XOR parity is zero on a consistent stripe; md counts a mismatch per 4 KiB (8 sectors).
+                XorAllBut(-1, acc, 0, bytes, buffers);
+                long mismatches = 0;
+                for (int off = 0; off < bytes; off += 4096)
+                    if (!Parity.IsZero(acc + off, (nuint)Math.Min(4096, bytes - off))) mismatches += Math.Min(4096, bytes - off) >> Bio.SectorShift;
+                return mismatches;
+        }
+    }
+
+    /// <summary>acc[at..+bytes) = XOR of every member's window buffer except <paramref name="except"/>'s.</summary>
+    private void XorAllBut(int except, byte* acc, long at, int bytes, MdSyncBuffers buffers)
+    {
+        bool first = true;
+        for (int j = 0; j < Array.RaidDisks; j++)
+        {
+            if (j == except) continue;
+            if (first) Buffer.MemoryCopy(buffers.Address(j) + at, acc + at, bytes, bytes);
+            else Parity.Xor(acc + at, buffers.Address(j) + at, (nuint)bytes);
+            first = false;
+        }
+    }
+
+    internal override bool RepairWindow(MdMember bad, long sector, int sectors, MdSyncBuffers buffers)
+    {
+        int bytes = sectors << Bio.SectorShift, disks = Array.RaidDisks;
+        for (int j = 0; j < disks; j++)
+        {
+            if (j == bad.Slot) continue;
+            MdMember m = Array.Slot(j);
+            if (!m.Readable(sector, sectors) || !Array.SyncRead(m, sector, buffers.Pfn(j), bytes)) return false;
+        }
+        XorAllBut(bad.Slot, buffers.Address(bad.Slot), 0, bytes, buffers);
+        return Array.SyncIo(bad, BioOp.Write, sector, buffers.Pfn(bad.Slot), bytes) && Array.SyncIo(bad, BioOp.Read, sector, buffers.Pfn(disks), bytes);
+    }
+
+    public override void Dispose()
+    {
+        base.Dispose(); // stops the array first: no more syncs or writes
+        _stopping = true;
+        _wake.Set();
+        _thread.Join();
+        _pool.Dispose();
+        _workerPool.Dispose();
+    }
+}

@@ -1,0 +1,115 @@
+using PfnBlock.Block;
+using PfnBlock.Devices;
+using PfnBlock.Targets.Md;
+
+namespace PfnBlock.Tests.Targets.Md;
+
+/// <summary>
+/// Arrays over small pmem namespaces for the md tests: members made and formatted, the array
+/// opened in a device set, synchronous reads and writes through DRAM buffers, and the raw data
+/// areas of members read back for comparison.
+/// </summary>
+public sealed class MdHarness : IDisposable
+{
+    static MdHarness() => DeviceTypes.RegisterAssembly(typeof(MdHarness).Assembly);
+
+    private readonly Lock _lock = new();
+    private IoBuffers? _buffers;
+
+    public MdHarness() => Set = new DeviceSet();
+
+    public Scratch Scratch { get; } = new();
+    public DeviceSet Set { get; private set; }
+
+    /// <summary><paramref name="count"/> fresh pmem namespaces of <paramref name="size"/> bytes, as specs.</summary>
+    public string[] Members(int count, long size = 16 << 20) => [.. Enumerable.Range(0, count).Select(_ => "pmem:" + Scratch.NewNamespace(size))];
+
+    /// <summary>Formats <paramref name="members"/> as an array (in a set of its own, closed again).</summary>
+    public MdSuperblock Create(int level, string[] members, long chunk = 64 << 10, long bitmapChunk = 256 << 10)
+    {
+        using var set = new DeviceSet();
+        return MdCreate.Create(members, new MdCreateOptions { Level = level, ChunkBytes = chunk, BitmapChunkBytes = bitmapChunk, Name = "t" }, set)[0].Superblock;
+    }
+
+    /// <summary>The md: spec of <paramref name="members"/>.</summary>
+    public static string Spec(IEnumerable<string> members, string options = "") => "md:" + DeviceSpec.Quote(string.Join('+', members)) + options;
+
+    /// <summary>Opens a device in the harness's set.</summary>
+    public IBlockDevice Open(string spec) => Set.Open(spec);
+
+    /// <summary>Closes every device of the set (stopping arrays cleanly) and starts a new set.</summary>
+    public void Reopen()
+    {
+        _buffers?.Dispose();
+        _buffers = null;
+        Set.Dispose();
+        Set = new DeviceSet();
+    }
+
+    private IoBuffers Buffers(IBlockDevice device) => _buffers ??= new IoBuffers(device.AddressSpace, 8L << 20);
+
+    /// <summary>Writes <paramref name="data"/> at byte <paramref name="offset"/> and returns the status.</summary>
+    public BlockStatus Write(IBlockDevice device, long offset, ReadOnlySpan<byte> data, BioFlags flags = BioFlags.None)
+    {
+        lock (_lock)
+        {
+            using IoBuffers.Layout layout = Buffers(device).Single(data.Length);
+            layout.Write(data);
+            return device.SubmitAndWait(layout.AddTo(new Bio().Init(BioOp.Write, offset >> Bio.SectorShift, flags)));
+        }
+    }
+
+    /// <summary>Reads <paramref name="length"/> bytes at byte <paramref name="offset"/>; throws on a failed read.</summary>
+    public byte[] Read(IBlockDevice device, long offset, int length)
+    {
+        byte[] data = TryRead(device, offset, length, out BlockStatus status);
+        Assert.True(status == BlockStatus.Ok, $"read of {length} bytes at {offset} failed: {status}");
+        return data;
+    }
+
+    /// <summary>Reads <paramref name="length"/> bytes at byte <paramref name="offset"/>.</summary>
+    public byte[] TryRead(IBlockDevice device, long offset, int length, out BlockStatus status)
+    {
+        lock (_lock)
+        {
+            using IoBuffers.Layout layout = Buffers(device).Single(length);
+            layout.Fill(0xA5);
+            status = device.SubmitAndWait(layout.AddTo(new Bio().Init(BioOp.Read, offset >> Bio.SectorShift)));
+            return layout.Read();
+        }
+    }
+
+    /// <summary>The data area of member <paramref name="spec"/> as the array uses it (from its data offset, <paramref name="sectors"/> long).</summary>
+    public byte[] MemberData(string spec, long dataOffsetSectors, long sectors)
+    {
+        IBlockDevice dev = Set.Open(spec);
+        var all = new byte[sectors << Bio.SectorShift];
+        for (long done = 0; done < all.Length; done += 1 << 20)
+        {
+            int n = (int)Math.Min(1 << 20, all.Length - done);
+            Read(dev, (dataOffsetSectors << Bio.SectorShift) + done, n).CopyTo(all, done);
+        }
+        return all;
+    }
+
+    /// <summary>Runs <paramref name="body"/> on <paramref name="threads"/> dedicated threads and rethrows the first failure.</summary>
+    public static void OnThreads(int threads, Action<int> body)
+    {
+        Exception? failure = null;
+        Thread[] ts = [.. Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            try { body(t); }
+            catch (Exception e) { Interlocked.CompareExchange(ref failure, e, null); }
+        }) { IsBackground = true })];
+        foreach (Thread t in ts) t.Start();
+        foreach (Thread t in ts) Assert.True(t.Join(TimeSpan.FromSeconds(120)), "a worker thread hung");
+        if (failure is not null) throw new AggregateException(failure);
+    }
+
+    public void Dispose()
+    {
+        _buffers?.Dispose();
+        Set.Dispose();
+        Scratch.Dispose();
+    }
+}
