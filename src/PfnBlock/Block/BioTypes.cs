@@ -57,6 +57,17 @@ public enum BlockStatus : byte
     MediaError,
 }
 
+/// <summary>Classes of <see cref="BlockStatus"/> that several layers test alike.</summary>
+public static class BlockStatusExtensions
+{
+    /// <summary>
+    /// The device failed the request (EIO): an I/O error or a media error. A redundant target
+    /// retries these on another leg; a refused request (invalid, out of range, read-only) would
+    /// fail anywhere and is not retried.
+    /// </summary>
+    public static bool IsDeviceError(this BlockStatus status) => status is BlockStatus.IoError or BlockStatus.MediaError;
+}
+
 /// <summary>
 /// One segment of a bio: a byte range within a run of physically contiguous frames, named by
 /// pfn (the seed's <c>bio_vec</c> with <c>__pfn_t</c> in place of <c>struct page *</c>).

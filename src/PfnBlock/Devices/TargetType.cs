@@ -51,7 +51,11 @@ public sealed record TargetLine(string Arguments, long Sectors);
 /// <summary>What a target sample may stack on.</summary>
 /// <param name="Lower">Specs of distinct lower devices, each <paramref name="LowerSectors"/> sectors long.</param>
 /// <param name="LowerSectors">The size of each lower device in sectors.</param>
-public sealed record TargetSampleContext(IReadOnlyList<string> Lower, long LowerSectors);
+public sealed record TargetSampleContext(IReadOnlyList<string> Lower, long LowerSectors)
+{
+    /// <summary>Makes a fresh pmem namespace of the lower devices' size and returns its spec (for a target that needs one whatever it stacks on, e.g. a write cache's cache device).</summary>
+    public Func<string> NewPmem { get; init; } = () => throw new NotSupportedException("this sample context makes no pmem namespaces");
+}
 
 /// <summary>A lower device a target opened, with the spec its table line named it by (printed back in the target's arguments).</summary>
 /// <param name="Device">The device.</param>

@@ -72,15 +72,18 @@ internal sealed class NamespaceFile : IDisposable
     /// <summary>
     /// Takes the claim, retrying for a short while: a process that forks while it has a namespace
     /// open (any .NET process starting a child) shares the claim with the child until the child
-    /// execs, so a claim released a moment ago can still look held for a few milliseconds.
+    /// execs, so a claim released a moment ago can still look held for a few milliseconds — or,
+    /// on a loaded machine, for a few hundred (seen with a test process starting children while
+    /// the crash explorer reopened a namespace thousands of times): up to a second.
     /// </summary>
     private static bool Claim(int fd, bool writable)
     {
         int op = (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB;
-        for (int attempt = 0; ; attempt++)
+        long deadline = Environment.TickCount64 + 1000;
+        while (true)
         {
             if (Libc.flock(fd, op) == 0) return true;
-            if (Libc.Errno != Libc.EWOULDBLOCK || attempt == 20) return false;
+            if (Libc.Errno != Libc.EWOULDBLOCK || Environment.TickCount64 >= deadline) return false;
             Thread.Sleep(5);
         }
     }

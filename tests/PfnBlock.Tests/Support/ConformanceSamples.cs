@@ -71,7 +71,11 @@ public static class ConformanceSamples
         }
         TargetType target = DeviceTypes.FindTarget(kind[..over]) ?? throw new ArgumentException($"no target '{kind[..over]}'");
         string[] lower = [.. Enumerable.Range(0, 4).Select(i => LowerSpec(kind[(over + 6)..], ctx, i))];
-        TargetLine line = target.Samples.Single(s => s.Name == sample).Line(new TargetSampleContext(lower, LowerBytes >> Bio.SectorShift));
+        int extra = lower.Length;
+        TargetLine line = target.Samples.Single(s => s.Name == sample).Line(new TargetSampleContext(lower, LowerBytes >> Bio.SectorShift)
+        {
+            NewPmem = () => LowerSpec("pmem", ctx, extra++),
+        });
         return Table(ctx, $"0 {line.Sectors} {target.Name} {line.Arguments}");
     }
 

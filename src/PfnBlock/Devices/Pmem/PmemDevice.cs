@@ -92,6 +92,12 @@ public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegis
     /// <summary>The namespace under the device.</summary>
     public PmemNamespace Namespace => _ns;
 
+    /// <summary>How writes reach the persistence domain (for a stacked user that must know, e.g. a write cache: under MAP_SYNC a fence makes its stores durable).</summary>
+    public PersistenceMode Persistence => _ns.Persistence;
+
+    /// <summary>The namespace's uuid (its identity: kept when the file is renamed).</summary>
+    public Guid NamespaceUuid => _ns.Info.Uuid;
+
     /// <summary>The pins of the namespace's frames (ranges handed out by <see cref="DirectAccess"/> among them), kept as the namespace's descriptor map decides.</summary>
     public IFramePins Pins => _pins;
 

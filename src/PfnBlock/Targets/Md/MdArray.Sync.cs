@@ -348,7 +348,7 @@ public sealed partial class MdArray
         var bio = new Bio(1).Init(BioOp.Read, m.DataOffset + memberSector).AddVec(buffer, 0, (uint)bytes);
         BlockStatus status = m.Device!.SubmitAndWait(bio);
         if (status == BlockStatus.Ok) return true;
-        if (status == BlockStatus.IoError) ReadError(m, memberSector, bytes >> Bio.SectorShift);
+        if (status.IsDeviceError()) ReadError(m, memberSector, bytes >> Bio.SectorShift);
         else MemberFailed(m, status, $"sync read at sector {memberSector}");
         return false;
     }

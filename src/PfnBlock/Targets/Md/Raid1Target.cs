@@ -115,7 +115,7 @@ internal sealed class Raid1Target : MdTarget
         public EndIoResult EndIo(Bio bio, ref BlockStatus status)
         {
             // Only a failure of the leg is retried; a refused request (a bad vector) would fail anywhere.
-            if (status != BlockStatus.IoError) return EndIoResult.Done;
+            if (!status.IsDeviceError()) return EndIoResult.Done;
             long sector = bio.Iter.Sector - leg.DataOffset, sectors = bio.Size >> Bio.SectorShift;
             owner.Array.ReadError(leg, sector, (int)sectors);
             MdMember? next = owner.Choose(sector, sectors, tried);
@@ -167,7 +167,7 @@ internal sealed class Raid1Target : MdTarget
         io.Leg = null;
         clone.Release();
         if (status == BlockStatus.Ok) Interlocked.Increment(ref w.Succeeded);
-        else if (status == BlockStatus.IoError)
+        else if (status.IsDeviceError())
         {
             w.LostMember = true;
             w.Owner.Array.MemberFailed(leg, status, "write");

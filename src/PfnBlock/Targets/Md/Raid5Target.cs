@@ -154,7 +154,7 @@ internal sealed unsafe class Raid5Target : MdTarget
     {
         public EndIoResult EndIo(Bio bio, ref BlockStatus status)
         {
-            if (status != BlockStatus.IoError) return EndIoResult.Done;
+            if (!status.IsDeviceError()) return EndIoResult.Done;
             long memberSector = bio.Iter.Sector - member.DataOffset;
             owner.Array.ReadError(member, memberSector, (int)(bio.Size >> Bio.SectorShift));
             // The worker reconstructs it and completes it again (md retries a failed read through the stripe cache).

@@ -1,0 +1,73 @@
+using System.Globalization;
+using System.Text;
+using PfnBlock.Devices;
+
+namespace PfnBlock.Targets.WriteCache;
+
+/// <summary>
+/// The optional arguments of a <c>writecache</c> table line, in dm-writecache's syntax: a count of
+/// the words that follow, then <c>name</c> or <c>name value</c> pairs, e.g.
+/// <c>4 high_watermark 60 low_watermark 40</c> or <c>1 cleaner</c>.
+/// </summary>
+public sealed record WriteCacheOptions
+{
+    /// <summary>Write-back starts when this percentage of the cache is in use (dm: <c>high_watermark</c>, default 50).</summary>
+    public int HighWatermark { get; init; } = 50;
+    /// <summary>Watermark-driven write-back stops when use falls to this percentage (dm: <c>low_watermark</c>, default 45).</summary>
+    public int LowWatermark { get; init; } = 45;
+    /// <summary>Most blocks written back in one batch (one run of the log; dm: <c>writeback_jobs</c>, default 256).</summary>
+    public int WritebackJobs { get; init; } = 256;
+    /// <summary>
+    /// Milliseconds after which a write not followed by a flush is made durable anyway and starts
+    /// a new epoch (dm: <c>autocommit_time</c>; 0 = only flushes do, the default). On a MAP_SYNC
+    /// cache every write is durable when it completes and this only bounds the epoch's length.
+    /// </summary>
+    public int AutocommitMs { get; init; }
+    /// <summary>Write-back waits while foreground writes came in the last this many milliseconds, unless above the high watermark (dm: <c>pause_writeback</c>; 0 = never, the default).</summary>
+    public int PauseWritebackMs { get; init; }
+    /// <summary>Data older than this many milliseconds is written back whatever the watermarks say (dm: <c>max_age</c>; 0 = no limit, the default).</summary>
+    public int MaxAgeMs { get; init; }
+    /// <summary>Write everything back, then pass writes straight to the origin (dm: <c>cleaner</c>).</summary>
+    public bool Cleaner { get; init; }
+    /// <summary>Words the line gave (printed back in the same form).</summary>
+    private string[] Words { get; init; } = [];
+
+    /// <summary>Parses <paramref name="words"/> (the words after the count); the error names the bad word.</summary>
+    /// <exception cref="TargetException">An unknown option, a missing or bad value, or inconsistent watermarks.</exception>
+    public static WriteCacheOptions Parse(IReadOnlyList<string> words)
+    {
+        var o = new WriteCacheOptions { Words = [.. words] };
+        for (int i = 0; i < words.Count; i++)
+        {
+            string name = words[i];
+            if (name == "cleaner") { o = o with { Cleaner = true }; continue; }
+            if (i + 1 >= words.Count) throw TargetContext.Fail($"Missing value for optional argument '{name}'");
+            string text = words[++i];
+            if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v))
+                throw TargetContext.Fail($"Invalid value for '{name}': '{text}'");
+            o = name switch
+            {
+                "high_watermark" when v <= 100 => o with { HighWatermark = v },
+                "low_watermark" when v <= 100 => o with { LowWatermark = v },
+                "writeback_jobs" when v is >= 1 and <= 1 << 20 => o with { WritebackJobs = v },
+                "autocommit_time" => o with { AutocommitMs = v },
+                "pause_writeback" => o with { PauseWritebackMs = v },
+                "max_age" => o with { MaxAgeMs = v },
+                "high_watermark" or "low_watermark" => throw TargetContext.Fail($"Invalid {name}: '{text}' (a percentage from 0 to 100)"),
+                "writeback_jobs" => throw TargetContext.Fail($"Invalid writeback_jobs: '{text}' (from 1 to {1 << 20})"),
+                _ => throw TargetContext.Fail($"Invalid optional argument '{name}' (known: high_watermark, low_watermark, writeback_jobs, autocommit_time, pause_writeback, max_age, cleaner)"),
+            };
+        }
+        if (o.LowWatermark > o.HighWatermark)
+            throw TargetContext.Fail($"Invalid watermarks: low_watermark {o.LowWatermark} is above high_watermark {o.HighWatermark}");
+        return o;
+    }
+
+    /// <summary>The optional arguments as the table gave them, count first (<c>0</c> for none).</summary>
+    public override string ToString()
+    {
+        var sb = new StringBuilder().Append(Words.Length);
+        foreach (string w in Words) sb.Append(' ').Append(w);
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,328 @@
+using System.Runtime.CompilerServices;
+using PfnBlock.Block;
+using PfnBlock.Devices;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Targets.WriteCache;
+
+/// <summary>
+/// A persistent write-back cache on a pmem namespace in front of any origin device (the kernel's
+/// <c>dm-writecache</c> in <c>p</c> mode). Table:
+/// <c>START LENGTH writecache p ORIGIN CACHE 4096 COUNT [OPTION…]</c>, the options as
+/// <see cref="WriteCacheOptions"/> lists them.
+/// </summary>
+/// <remarks>
+/// <para><b>Writes</b> are appended to the circular log of <see cref="WriteCacheLog"/> (data with
+/// non-temporal stores, then the entry) and complete at memory speed; a FUA write is persisted
+/// before it completes, a FLUSH persists everything and ends the flush epoch.</para>
+/// <para><b>Reads</b> are split per 4 KiB block: blocks whose newest data is in the cache are
+/// copied out of their slot (then the slot's state is checked again, seqlock-style: a slot that was
+/// written back and reused meanwhile is read again), blocks under a pending discard read as zeros,
+/// and runs of the other blocks go to the origin as clones of the bio.</para>
+/// <para><b>Write-back</b> runs on its own thread (<see cref="WriteCacheWriteback"/>), in log order,
+/// one flush epoch at a time, flushing the origin before the persistent tail moves: the origin
+/// alone is always a state the writes could have left it in, never a mix.</para>
+/// </remarks>
+public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
+{
+    private const int MaxBioBlocks = 256;
+    private readonly IBlockDevice _origin;
+    private readonly string _originSpec, _cacheSpec;
+    private readonly WriteCacheInstance _cache;
+    private readonly WriteCacheLog _log;
+    private readonly WriteCacheWriteback _writeback;
+    private readonly BioPool _pool;
+    private readonly PhysicalAddressSpace _space;
+    private readonly DeviceFeatures _adds;
+    private readonly int _maxBioBlocks;
+    private bool _disposed;
+
+    private WriteCacheTarget(LowerDevice origin, LowerDevice cache, WriteCacheOptions options, long length) : base(origin.Device, cache.Device)
+    {
+        _origin = origin.Device;
+        (_originSpec, _cacheSpec) = (origin.Spec, cache.Spec);
+        Options = options;
+        _space = _origin.AddressSpace;
+        if (length > _origin.CapacitySectors)
+            throw TargetContext.Fail($"Device too small: origin {origin.Spec} has {_origin.CapacitySectors} sectors, the line maps {length}");
+        _cache = WriteCacheInstance.Acquire(_origin, cache, options);
+        _log = _cache.Log;
+        _writeback = _cache.Writeback;
+        // A bio must fit in the log even when it is nearly full of other entries.
+        _maxBioBlocks = (int)Math.Min(MaxBioBlocks, _log.Entries / 4);
+        _adds = DeviceFeatures.WriteCache | DeviceFeatures.Fua
+            | ((_origin.Features & DeviceFeatures.WriteZeroes) != 0 ? DeviceFeatures.Discard | DeviceFeatures.WriteZeroes | DeviceFeatures.DiscardZeroesData : 0);
+        _pool = new BioPool(new BioPoolOptions { Name = "writecache-clones" });
+    }
+
+    /// <inheritdoc/>
+    public static TargetType TargetType { get; } = new()
+    {
+        Name = "writecache",
+        Version = new(1, 6, 0),
+        Arguments = "p ORIGIN CACHE 4096 COUNT [OPTION…]",
+        Summary = "a persistent write-back cache on the pmem namespace CACHE in front of ORIGIN (dm-writecache); options: "
+            + "high_watermark PCT, low_watermark PCT, writeback_jobs N, autocommit_time MS, pause_writeback MS, max_age MS, cleaner",
+        Create = Create,
+        Samples =
+        [
+            new("over the device, pmem cache", s => new($"p {s.Lower[0]} {s.NewPmem()} 4096 0", s.LowerSectors)),
+            new("watermarks 10/5, 8 jobs", s => new($"p {s.Lower[0]} {s.NewPmem()} 4096 6 high_watermark 10 low_watermark 5 writeback_jobs 8", s.LowerSectors - 2048)),
+        ],
+    };
+
+    private static WriteCacheTarget Create(TargetContext ctx)
+    {
+        if (ctx.Args.Count < 5) throw TargetContext.Fail($"Invalid argument count (expected p ORIGIN CACHE 4096 COUNT [OPTION…], got {ctx.Args.Count} arguments)");
+        if (ctx.Args[0] != "p")
+            throw TargetContext.Fail(ctx.Args[0] == "s" ? "Only persistent memory mode 'p' is supported (the cache must be a pmem namespace)" : $"Invalid mode '{ctx.Args[0]}' (expected p)");
+        if (ctx.Args[3] != "4096") throw TargetContext.Fail($"Invalid block size '{ctx.Args[3]}' (only 4096 is supported)");
+        long count = ctx.Number(4, "Invalid number of optional arguments", 64);
+        if (ctx.Args.Count != 5 + count)
+            throw TargetContext.Fail($"Invalid number of optional arguments: the count says {count}, the line has {ctx.Args.Count - 5}");
+        WriteCacheOptions options = WriteCacheOptions.Parse([.. ctx.Args.Skip(5)]);
+        if (ctx.Length % (WriteCacheLayout.BlockSize >> Bio.SectorShift) != 0)
+            throw TargetContext.Fail($"Length {ctx.Length} is not a whole number of 4096-byte blocks");
+        LowerDevice origin = ctx.Device(1), cache = ctx.Device(2);
+        return new WriteCacheTarget(origin, cache, options, ctx.Length);
+    }
+
+    /// <summary>The optional arguments in force.</summary>
+    public WriteCacheOptions Options { get; }
+
+    /// <summary>The log (for tests and <c>pfnblock check</c>).</summary>
+    internal WriteCacheLog Log => _log;
+
+    /// <summary>The write-back thread (for tests).</summary>
+    internal WriteCacheWriteback Writeback => _writeback;
+
+    /// <inheritdoc/>
+    public override int FlushBios => 1; // a flush is the cache's own business: acknowledged writes are in the log
+
+    /// <inheritdoc/>
+    public override DeviceFeatures PassesThrough => DeviceFeatures.None;
+
+    /// <inheritdoc/>
+    public override DeviceFeatures Adds => _adds;
+
+    /// <inheritdoc/>
+    public override DeviceLimits AdjustLimits(DeviceLimits stacked) => stacked with
+    {
+        LogicalBlockSize = Math.Max(stacked.LogicalBlockSize, WriteCacheLayout.BlockSize),
+        PhysicalBlockSize = Math.Max(stacked.PhysicalBlockSize, WriteCacheLayout.BlockSize),
+        MaxBytesPerBio = Math.Min(stacked.MaxBytesPerBio, _maxBioBlocks * WriteCacheLayout.BlockSize),
+    };
+
+    /// <inheritdoc/>
+    public override string Arguments => $"p {_originSpec} {_cacheSpec} 4096 {Options}";
+
+    /// <summary>A snapshot of the cache's state and counters.</summary>
+    public WriteCacheStatus Status
+    {
+        get
+        {
+            long? oldest = _log.OldestTimeMs;
+            return new WriteCacheStatus(_log.Entries, _log.Used, _log.Dirty, Interlocked.Read(ref _cache.ReadHits), Interlocked.Read(ref _cache.ReadMisses),
+                Interlocked.Read(ref _cache.WriteHits), _log.Head - 1, _writeback.WrittenBack, _writeback.Rate,
+                oldest is { } t ? TimeSpan.FromMilliseconds(Math.Max(0, WriteCacheLog.NowMs() - t)) : null,
+                _writeback.Errors, _writeback.LastError, _writeback.Cleaner, _log.Sealed, _writeback.Paused, _log.Epoch);
+        }
+    }
+
+    /// <summary>Stops background write-back (demands through <see cref="WriteBackAll"/> still run); writes keep landing in the cache until it is full.</summary>
+    public void PauseWriteback() => _writeback.Paused = true;
+
+    /// <summary>Resumes background write-back.</summary>
+    public void ResumeWriteback() => _writeback.Paused = false;
+
+    /// <summary>Switches cleaner mode: on, everything is written back and then writes pass straight to the origin; off, the cache takes writes again.</summary>
+    public void SetCleaner(bool on)
+    {
+        _writeback.Cleaner = on;
+        if (!on) _log.Unseal();
+    }
+
+    /// <summary>Writes back every entry logged before the call and waits for it (on demand); false when <paramref name="timeout"/> passed first.</summary>
+    public bool WriteBackAll(TimeSpan timeout) => _writeback.WriteBackAll(timeout);
+
+    /// <inheritdoc/>
+    public override MapResult Map(Bio bio, out IBlockDevice? lower)
+    {
+        lower = _origin;
+        // A finished cleaner passes everything through, flushes included (the log is empty).
+        if (_log.Sealed && bio.Op != BioOp.Read) return MapResult.Remapped;
+        switch (bio.Op)
+        {
+            case BioOp.Read:
+                return MapRead(bio);
+            case BioOp.Flush:
+                bio.Complete(FlushCache());
+                return MapResult.Submitted;
+            default:
+                return MapWrite(bio);
+        }
+    }
+
+    private BlockStatus FlushCache() => _cache.Commit();
+
+    private MapResult MapWrite(Bio bio)
+    {
+        if ((bio.Flags & BioFlags.Preflush) != 0)
+        {
+            BlockStatus st = FlushCache();
+            if (st != BlockStatus.Ok) { bio.Complete(st); return MapResult.Submitted; }
+        }
+        bool fua = (bio.Flags & BioFlags.Fua) != 0;
+        long block0 = bio.Sector >> 3;
+        int blocks = (int)(bio.Size >> 12);
+        long seq;
+        int hits = 0;
+        if (bio.Op == BioOp.Write)
+        {
+            var source = new BioSource(bio, _space);
+            // Every frame is checked before anything is logged: a bad pfn fails the bio, not the log.
+            if (!source.Reachable()) { bio.Complete(BlockStatus.Invalid); return MapResult.Submitted; }
+            seq = _log.AppendWrites(block0, blocks, ref source, fua, out hits);
+        }
+        else
+        {
+            WriteCacheEntryKind kind = bio.Op == BioOp.Discard ? WriteCacheEntryKind.Discard : WriteCacheEntryKind.WriteZeroes;
+            WriteCacheEntryFlags flags = (bio.Flags & BioFlags.NoUnmap) != 0 ? WriteCacheEntryFlags.NoUnmap : WriteCacheEntryFlags.None;
+            seq = _log.AppendRange(block0, blocks, kind, flags, fua);
+        }
+        if (seq == 0)
+        {
+            // Sealed meanwhile (cleaner finished): the origin takes it. Else the log is full: wait for write-back.
+            if (_log.Sealed) return MapResult.Remapped;
+            _writeback.Wake(full: true);
+            return MapResult.Requeue;
+        }
+        if (hits != 0) Interlocked.Add(ref _cache.WriteHits, hits);
+        _writeback.NoteWrite();
+        bio.Complete(BlockStatus.Ok);
+        return MapResult.Submitted;
+    }
+
+    [SkipLocalsInit] // the sequence numbers are all written by the lookup
+    private MapResult MapRead(Bio bio)
+    {
+        int blocks = (int)(bio.Size >> 12);
+        if (_log.NothingCached)
+        {
+            Interlocked.Add(ref _cache.ReadMisses, blocks);
+            return MapResult.Remapped;
+        }
+        long block0 = bio.Sector >> 3;
+        Span<long> seqs = stackalloc long[blocks];
+        _log.Lookup(block0, seqs);
+        if (seqs.IndexOfAnyExcept(0L) < 0)
+        {
+            Interlocked.Add(ref _cache.ReadMisses, blocks);
+            return MapResult.Remapped;
+        }
+        // Every frame is checked before any is written: a bad pfn fails the bio, not the process.
+        if (!new BioSource(bio, _space).Reachable()) { bio.Complete(BlockStatus.Invalid); return MapResult.Submitted; }
+        int hits = 0, runStart = -1;
+        for (int j = 0; j < blocks; j++)
+        {
+            long seq = seqs[j];
+            while (seq != 0)
+            {
+                if (seq == WriteCacheLog.Zeroed) { CopyToBio(bio, j, null); break; }
+                CopyToBio(bio, j, _log.SlotAddress(seq));
+                // The seqlock check: the copy's loads must happen before the state is read again.
+                Interlocked.MemoryBarrier();
+                if (_log.IsCommitted(seq)) break;
+                // Written back and reused, or not yet published: ask the index again.
+                Span<long> one = new(ref seq);
+                _log.Lookup(block0 + j, one);
+                Thread.SpinWait(4);
+            }
+            if (seq == 0)
+            {
+                if (runStart < 0) runStart = j;
+                continue;
+            }
+            hits++;
+            if (runStart >= 0) { ReadOrigin(bio, runStart, j - runStart); runStart = -1; }
+        }
+        if (runStart >= 0) ReadOrigin(bio, runStart, blocks - runStart);
+        Interlocked.Add(ref _cache.ReadHits, hits);
+        Interlocked.Add(ref _cache.ReadMisses, blocks - hits);
+        bio.Complete(BlockStatus.Ok); // the bio's own reference: it completes when its origin clones have
+        return MapResult.Submitted;
+    }
+
+    /// <summary>Reads <paramref name="count"/> blocks from block <paramref name="first"/> of the bio from the origin, as a clone chained to it.</summary>
+    private void ReadOrigin(Bio bio, int first, int count)
+    {
+        Bio clone = bio.Clone(_pool);
+        if (first > 0) clone.Advance((uint)first << 12);
+        clone.Iter.Size = (uint)count << 12;
+        clone.Chain(bio);
+        _origin.Submit(clone);
+    }
+
+    /// <summary>Fills block <paramref name="block"/> of the bio's memory from <paramref name="src"/> (a cache slot), or with zeros when it is null.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void CopyToBio(Bio bio, int block, byte* src)
+    {
+        BvecIter it = bio.Iter;
+        ReadOnlySpan<BioVec> vecs = bio.Vecs;
+        if (block > 0) it.Advance(vecs, (uint)block << 12);
+        uint left = WriteCacheLayout.BlockSize;
+        while (left > 0)
+        {
+            BioVec seg = it.Current(vecs);
+            uint n = Math.Min(seg.Length, left);
+            byte* dst = _space.TryKmap(seg.Pfn, seg.Offset, n); // checked reachable when the bio was taken
+            if (src == null) new Span<byte>(dst, (int)n).Clear();
+            else
+            {
+                Buffer.MemoryCopy(src, dst, n, n);
+                src += n;
+            }
+            left -= n;
+            it.Advance(vecs, n);
+        }
+    }
+
+    /// <summary>The data of a write bio, block by block, copied into cache slots with non-temporal stores.</summary>
+    private ref struct BioSource(Bio bio, PhysicalAddressSpace space) : IWriteCacheSource
+    {
+        private BvecIter _it = bio.Iter;
+
+        /// <summary>True when every frame of the bio can be reached (checked before anything is logged).</summary>
+        public readonly bool Reachable()
+        {
+            foreach (BioVec seg in bio.Segments)
+                if (space.TryKmap(seg.Pfn, seg.Offset, seg.Length) == null) return false;
+            return true;
+        }
+
+        public void CopyBlock(int index, byte* slot)
+        {
+            // Called for blocks 0, 1, 2, … in order: the cursor just moves on.
+            ReadOnlySpan<BioVec> vecs = bio.Vecs;
+            uint left = WriteCacheLayout.BlockSize;
+            while (left > 0)
+            {
+                BioVec seg = _it.Current(vecs);
+                uint n = Math.Min(seg.Length, left);
+                byte* src = space.TryKmap(seg.Pfn, seg.Offset, n);
+                PersistentMemory.CopyNonTemporal(slot, src, n);
+                slot += n;
+                left -= n;
+                _it.Advance(vecs, n);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose()
+    {
+        if (!_disposed) _cache.Release();
+        _disposed = true;
+        base.Dispose();
+    }
+}
