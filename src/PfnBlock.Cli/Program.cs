@@ -25,6 +25,8 @@ public static class Program
             StatCommand.Create(),
             CtlCommand.Create(),
             CrashTestCommand.Create(),
+            CopyCommand.Create(),
+            MemmapCommand.Create(),
         };
         ParseResult result = root.Parse(args);
         if (result.Errors.Count > 0)

@@ -31,8 +31,14 @@ internal static class NamespaceCommands
         sectorSize.AcceptOnlyFromAmong("512", "4096");
         mode.AcceptOnlyFromAmong("raw", "sector");
         Option<long> align = Cli.SizeOption("--align", "Data alignment (default: 2M for namespaces of 256M or more, else 4k).", 0);
-        var map = new Option<DescriptorMapKind>("--map") { Description = "Page-descriptor map: none or dense.", DefaultValueFactory = _ => DescriptorMapKind.None };
-        map.AcceptOnlyFromAmong("none", "dense");
+        var map = new Option<string>("--map")
+        {
+            Description = "Page-descriptor map kept for the data frames: none (pfns only, pins per range), dense (64 B DRAM per 4 KiB), " +
+                "device (64 B per 4 KiB in a reserve in front of the data), huge (64 B per 2 MiB, split where needed), " +
+                "temporary (per-I/O descriptors from a pool) or on-demand (a reservation populated by page faults).",
+            DefaultValueFactory = _ => "none",
+        };
+        map.AcceptOnlyFromAmong([.. DescriptorMaps.All.Select(DescriptorMaps.Name)]);
         var name = new Option<string>("--name") { Description = "A label stored in the info block.", DefaultValueFactory = _ => "" };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing namespace or other data at PATH." };
         var cmd = new Command("create", "Format a file or device as a namespace.") { path, size, mode, sectorSize, align, map, name, force };
@@ -46,7 +52,7 @@ internal static class NamespaceCommands
                 Mode = r.GetValue(mode),
                 SectorSize = r.GetValue(sectorSize),
                 Align = (uint)alignBytes,
-                MapKind = r.GetValue(map),
+                MapKind = DescriptorMaps.Parse(r.GetValue(map)!),
                 Name = r.GetValue(name) ?? "",
                 Force = r.GetValue(force),
             };
@@ -54,6 +60,8 @@ internal static class NamespaceCommands
             Console.WriteLine($"created {ns.Path}: {Describe(ns.Info)}");
             if (ns.Info.Mode == NamespaceMode.Sector)
                 Console.WriteLine($"btt: {Namespaces.Btt.Btt.ExternalNlbaFor(ns.DataSize, ns.Info.SectorSize, Namespaces.Btt.BttFlavor.Kernel)} atomic sectors of {ns.Info.SectorSize} bytes (kernel BTT v1.1 layout at offset 4096)");
+            if (ns.Info.MapSize != 0)
+                Console.WriteLine($"descriptors: {DescriptorMaps.Name(ns.Info.MapKind)}, {ns.Info.MapSize} bytes reserved at offset {ns.Info.MapOffset} for {ns.Region.FrameCount} frames (no DRAM)");
             Console.WriteLine($"persistence: {ns.PersistenceDescription}");
             return 0;
         }));
@@ -85,7 +93,9 @@ internal static class NamespaceCommands
                     data_size = info.DataSize,
                     align = info.Align,
                     sector_size = info.SectorSize,
-                    map = info.MapKind.ToString().ToLowerInvariant(),
+                    map = DescriptorMaps.Name(info.MapKind),
+                    map_offset = info.MapOffset,
+                    map_size = info.MapSize,
                     info_block = fromBackup ? "backup" : "primary",
                     // As ndctl list --media-errors: runs of 512-byte blocks from the data area's start.
                     badblock_count = bad.TotalBlocks,
@@ -97,7 +107,8 @@ internal static class NamespaceCommands
             {
                 Console.WriteLine($"{p}: {Describe(info)}");
                 Console.WriteLine($"  uuid {info.Uuid}  name '{info.Name}'  version {info.Major}.{info.Minor}");
-                Console.WriteLine($"  data offset {info.DataOffset}  data size {info.DataSize}  align {info.Align}  descriptors {info.MapKind.ToString().ToLowerInvariant()}");
+                Console.WriteLine($"  data offset {info.DataOffset}  data size {info.DataSize}  align {info.Align}  descriptors {DescriptorMaps.Name(info.MapKind)}"
+                    + (info.MapSize != 0 ? $" (reserve of {info.MapSize} bytes at {info.MapOffset}: 64 B per 4 KiB data frame)" : ""));
                 Console.WriteLine($"  badblocks: {NamespaceErrorCommands.Describe(bad)}");
                 if (fromBackup) Console.WriteLine("  warning: primary info block is invalid; described from the backup copy (opening the namespace repairs it)");
             }

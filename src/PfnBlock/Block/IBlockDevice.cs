@@ -58,21 +58,20 @@ public unsafe interface IDaxDevice
 }
 
 /// <summary>
-/// A pinned range of a DAX device: its first frame, CPU address and length. Copying the struct
-/// does not copy the pin: unpin exactly once.
+/// A pinned range of a DAX device: its first frame, CPU address and length, and the pin (kept in
+/// the region's pin store, <see cref="MemoryRegion.Pins"/>, as its descriptor map decides).
+/// Copying the struct does not copy the pin: unpin exactly once.
 /// </summary>
 public readonly unsafe struct DaxRange
 {
-    private readonly RangePinTable? _pins;
-    private readonly int _slot;
+    private readonly FramePin _pin;
 
-    internal DaxRange(Pfn pfn, byte* address, long pages, RangePinTable? pins, int slot)
+    internal DaxRange(Pfn pfn, byte* address, long pages, FramePin pin)
     {
         Pfn = pfn;
         Address = address;
         Pages = pages;
-        _pins = pins;
-        _slot = slot;
+        _pin = pin;
     }
 
     /// <summary>The pfn of the range's first page.</summary>
@@ -81,7 +80,12 @@ public readonly unsafe struct DaxRange
     public byte* Address { get; }
     /// <summary>Pages in the range (4 KiB each); 0 for an empty range, which holds no pin.</summary>
     public long Pages { get; }
+    /// <summary>The pin the range holds.</summary>
+    public FramePin Pin => _pin;
 
     /// <summary>Releases the pin (nothing for an empty range).</summary>
-    public void Unpin() => _pins?.Unpin(_slot);
+    public void Unpin() => _pin.Unpin();
+
+    /// <summary>A range over <paramref name="pages"/> pages at <paramref name="address"/> holding <paramref name="pin"/>; for devices implementing <see cref="IDaxDevice"/>.</summary>
+    public static DaxRange Create(Pfn pfn, byte* address, long pages, FramePin pin) => new(pfn, address, pages, pin);
 }

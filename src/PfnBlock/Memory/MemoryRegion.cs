@@ -28,6 +28,7 @@ public abstract unsafe class MemoryRegion : IDisposable
         FrameCount = frameCount;
         BaseAddress = baseAddress;
         _descriptors = descriptors ?? NoDescriptorMap.Instance;
+        Pins = FramePins.Create(_descriptors, frameCount);
         // A frame with a descriptor is PFN_DEV|PFN_MAP (devmap); without one, plain PFN_DEV.
         Flags = kind == RegionKind.Dram ? PfnFlags.None
             : _descriptors.Kind == DescriptorMapKind.None ? flags | PfnFlags.Dev
@@ -50,6 +51,19 @@ public abstract unsafe class MemoryRegion : IDisposable
     public PfnFlags Flags { get; }
     /// <summary>Where the region's page descriptors live, if anywhere (a no-op map when it has none); the I/O path never consults it.</summary>
     public IPageDescriptorMap Descriptors => _descriptors;
+    /// <summary>
+    /// Who holds the region's frames: DAX mappings, NBD replies sent from them, O_DIRECT transfers
+    /// into them. Kept where the descriptor map says (per range for none, in the descriptors for
+    /// the stable maps), so every consumer of a frame counts in one place.
+    /// </summary>
+    public IFramePins Pins { get; }
+    /// <summary>
+    /// Which frames were written through direct access since their last write-back, kept where the
+    /// descriptor map says (descriptor flags, or a bitmap for maps without lasting descriptors);
+    /// made on first use, so regions nobody writes through DAX pay nothing.
+    /// </summary>
+    public IDirtyFrames Dirty => _dirty ?? Interlocked.CompareExchange(ref _dirty, DirtyFrames.Create(_descriptors, FrameCount), null) ?? _dirty;
+    private IDirtyFrames? _dirty;
     /// <summary>The first frame number, once registered; 0 before.</summary>
     public ulong BaseFrame { get; internal set; }
     /// <summary>The address space the region is registered in, if any.</summary>

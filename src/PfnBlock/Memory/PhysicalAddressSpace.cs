@@ -123,6 +123,22 @@ public sealed unsafe class PhysicalAddressSpace
         return region.BaseAddress + byteInRegion;
     }
 
+    /// <summary>
+    /// Pins <paramref name="frames"/> frames from <paramref name="pfn"/> in their region's pin store
+    /// (<see cref="MemoryRegion.Pins"/>), so discard and teardown of the region wait for them.
+    /// </summary>
+    /// <returns>The pin; an empty one when a fence covers the frames (a discard is pending).</returns>
+    /// <exception cref="FrameNotAddressableException">The pfn is not a frame of any region, or the range runs past its region.</exception>
+    public FramePin Pin(Pfn pfn, long frames)
+    {
+        MemoryRegion? region = FindRegion(pfn);
+        if (region is null) throw new FrameNotAddressableException($"cannot pin {pfn}: it is not a frame of any registered region");
+        long first = (long)(pfn.Frame - region.BaseFrame);
+        if (frames <= 0 || frames > region.FrameCount - first)
+            throw new FrameNotAddressableException($"cannot pin {frames} frames from {pfn}: region {region.Name} ends {region.FrameCount - first} frames after it");
+        return FramePin.TryPin(region.Pins, first, frames);
+    }
+
     /// <summary>A span over <paramref name="length"/> bytes at <paramref name="offset"/> of frame <paramref name="pfn"/>.</summary>
     public Span<byte> KmapSpan(Pfn pfn, uint offset, int length) => new(Kmap(pfn, offset, (uint)length), length);
 

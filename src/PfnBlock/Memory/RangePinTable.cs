@@ -2,9 +2,10 @@ namespace PfnBlock.Memory;
 
 /// <summary>
 /// Pins on page ranges of one region, kept per range in a fixed table of 64-bit slots (no
-/// descriptor per page): the simple pin behind <c>IDaxDevice.DirectAccess</c>. Operations that
-/// must not run under a pin (discard, write-zeroes, teardown) put up a fence on their range,
-/// which refuses new pins there, and wait until the pins already taken are gone.
+/// descriptor per page): the pin implementation of the <c>none</c> descriptor map (Dan's
+/// position: pfns need no per-page object). Operations that must not run under a pin (discard,
+/// write-zeroes, teardown) put up a fence on their range, which refuses new pins there, and wait
+/// until the pins already taken are gone.
 /// </summary>
 /// <remarks>
 /// <para>Pin: claim a free slot with one CAS (a full barrier), then look for a fence only if a
@@ -14,7 +15,7 @@ namespace PfnBlock.Memory;
 /// <para>A slot holds <c>first page &lt;&lt; 23 | page count</c>; 0 is free. Ranges up to
 /// 2^23 - 1 pages (32 GiB) fit; a longer pin is refused.</para>
 /// </remarks>
-public sealed class RangePinTable
+public sealed class RangePinTable : IFramePins
 {
     /// <summary>Most pages one pin covers.</summary>
     public const long MaxPages = (1L << CountBits) - 1;
@@ -23,17 +24,18 @@ public sealed class RangePinTable
     [ThreadStatic] private static int t_hint;
 
     private readonly long[] _pins;
-    private readonly long[] _fences;
-    private int _fenceCount;
+    private readonly RangeFenceSet _fences;
 
     /// <summary>Creates a table with room for <paramref name="pins"/> simultaneous pins and <paramref name="fences"/> fences.</summary>
     public RangePinTable(int pins = 4096, int fences = 64)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pins);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(fences);
         _pins = new long[pins];
-        _fences = new long[fences];
+        _fences = new RangeFenceSet(fences);
     }
+
+    /// <inheritdoc/>
+    public DescriptorMapKind Kind => DescriptorMapKind.None;
 
     /// <summary>Pins held now (a scan; diagnostics and tests).</summary>
     public int PinnedCount
@@ -45,6 +47,9 @@ public sealed class RangePinTable
             return n;
         }
     }
+
+    /// <summary>Bytes of the table (slots and fences), whatever the region's size.</summary>
+    public long Bytes => _pins.Length * sizeof(long);
 
     /// <summary>Pins <paramref name="pages"/> pages from <paramref name="firstPage"/>; false when a fence covers any of them or the table is full.</summary>
     public bool TryPin(long firstPage, long pages, out int slot)
@@ -60,7 +65,7 @@ public sealed class RangePinTable
             if (s >= n) s -= n;
             if (Volatile.Read(ref _pins[s]) != 0 || Interlocked.CompareExchange(ref _pins[s], value, 0) != 0) continue;
             t_hint = s + 1;
-            if (Volatile.Read(ref _fenceCount) != 0 && FenceOverlaps(firstPage, pages))
+            if (_fences.Any && _fences.Overlaps(firstPage, pages))
             {
                 Volatile.Write(ref _pins[s], 0);
                 return false;
@@ -71,35 +76,28 @@ public sealed class RangePinTable
         return false;
     }
 
+    /// <inheritdoc/>
+    bool IFramePins.TryPin(long firstFrame, long frames, out long token)
+    {
+        bool pinned = TryPin(firstFrame, frames, out int slot);
+        token = slot;
+        return pinned;
+    }
+
     /// <summary>Releases the pin in <paramref name="slot"/>.</summary>
     public void Unpin(int slot)
     {
         if (Interlocked.Exchange(ref _pins[slot], 0) == 0) throw new InvalidOperationException($"pin slot {slot} was not pinned (double unpin)");
     }
 
-    /// <summary>
-    /// Puts up a fence on a range: new pins overlapping it are refused until <see cref="Unfence"/>.
-    /// Pins taken before stay; <see cref="IsPinned"/> tells whether any is left.
-    /// </summary>
-    /// <returns>The fence's slot, or -1 when every fence slot is taken (the caller retries later).</returns>
-    public int Fence(long firstPage, long pages)
-    {
-        long value = firstPage << CountBits | Math.Min(pages, MaxPages);
-        for (int s = 0; s < _fences.Length; s++)
-        {
-            if (Interlocked.CompareExchange(ref _fences[s], value, 0) != 0) continue;
-            Interlocked.Increment(ref _fenceCount);
-            return s;
-        }
-        return -1;
-    }
+    /// <inheritdoc/>
+    void IFramePins.Unpin(long firstFrame, long frames, long token) => Unpin((int)token);
 
-    /// <summary>Takes down the fence in <paramref name="fence"/>.</summary>
-    public void Unfence(int fence)
-    {
-        Interlocked.Decrement(ref _fenceCount);
-        Volatile.Write(ref _fences[fence], 0);
-    }
+    /// <inheritdoc/>
+    public int Fence(long firstPage, long pages) => _fences.Add(firstPage, pages);
+
+    /// <inheritdoc/>
+    public void Unfence(int fence) => _fences.Remove(fence);
 
     /// <summary>True when a pin overlaps the range.</summary>
     public bool IsPinned(long firstPage, long pages)
@@ -116,15 +114,16 @@ public sealed class RangePinTable
     /// <summary>True when any pin is held.</summary>
     public bool AnyPinned => PinnedCount != 0;
 
-    private bool FenceOverlaps(long firstPage, long pages)
+    /// <summary>Pins whose range holds <paramref name="frame"/>.</summary>
+    public int PinCount(long frame)
     {
-        long last = firstPage + pages - 1;
-        for (int s = 0; s < _fences.Length; s++)
+        int n = 0;
+        for (int s = 0; s < _pins.Length; s++)
         {
-            long v = Volatile.Read(ref _fences[s]);
-            if (v != 0 && Overlaps(v, firstPage, last)) return true;
+            long v = Volatile.Read(ref _pins[s]);
+            if (v != 0 && Overlaps(v, frame, frame)) n++;
         }
-        return false;
+        return n;
     }
 
     private static bool Overlaps(long packed, long first, long last)

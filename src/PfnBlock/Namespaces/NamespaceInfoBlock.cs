@@ -20,7 +20,7 @@ public enum NamespaceMode : uint
 /// described without outside state.
 /// </summary>
 /// <remarks>
-/// Layout, little-endian (PfnBlock format 1.1; 1.0 is the same with the bad-block table's area reserved):
+/// Layout, little-endian (PfnBlock format 1.1; 1.0 is the same with the bad-block table's area reserved and map kinds 0 and 1 only):
 /// <code>
 /// off  size field
 ///   0    16 signature      "PFNBLOCK_NSINFO\0"
@@ -35,9 +35,9 @@ public enum NamespaceMode : uint
 ///  80     4 align          data alignment in bytes (power of two, ≥ 4096)
 ///  84     4 mode           1 raw, 2 sector
 ///  88     4 sector_size    logical block size exposed (512 or 4096)
-///  92     4 map_kind       page-descriptor map (0 none, 1 dense, 2 device, 3 huge, 4 on demand)
-///  96     8 map_off        byte offset of in-device descriptors (map_kind 2), else 0
-/// 104     8 map_size       bytes reserved for them, else 0
+///  92     4 map_kind       page-descriptor map (0 none, 1 dense, 2 device, 3 huge, 4 on demand, 5 temporary)
+///  96     8 map_off        byte offset of in-device descriptors (map_kind 2: 4096, right after this block), else 0
+/// 104     8 map_size       bytes reserved for them (map_kind 2: up to dataoff; format in DescriptorReserve), else 0
 /// 112    64 name           UTF-8, NUL-padded
 /// 176  3864 badblocks      1.1: the bad-block table (<see cref="BadBlockList"/> documents it field by field);
 ///                          1.0: zero, read as an empty list
@@ -56,7 +56,7 @@ public sealed record NamespaceInfoBlock
     public const int ChecksumOffset = 4088;
     /// <summary>The major version this code reads and writes.</summary>
     public const ushort CurrentMajor = 1;
-    /// <summary>The minor version this code writes: 1 added the bad-block table.</summary>
+    /// <summary>The minor version this code writes: 1 added the bad-block table and the map kinds device (with its reserve), huge, on-demand and temporary (a 1.0 reader refuses those maps).</summary>
     public const ushort CurrentMinor = 1;
     /// <summary>The first minor version with a bad-block table.</summary>
     public const ushort BadBlocksMinor = 1;
@@ -198,6 +198,10 @@ public sealed record NamespaceInfoBlock
         if (DataSize <= 0 || DataSize % Pfn.PageSize != 0 || DataSize > BackupOffset(NamespaceSize) - DataOffset)
             return $"data area [{DataOffset}, +{DataSize}) overlaps the backup info block or is not page-sized";
         if (MapSize < 0 || (MapSize != 0 && (MapOffset < Size || MapSize > DataOffset - MapOffset))) return "descriptor reserve overlaps the data area";
+        if (MapKind == DescriptorMapKind.Device
+            && (MapOffset != Size || MapSize < DescriptorReserve.Needed(DataSize >> Pfn.PageShift) || Mode == NamespaceMode.Sector))
+            return $"descriptor map 'device' needs a reserve of {DescriptorReserve.Needed(DataSize >> Pfn.PageShift)} bytes at offset {Size} (have {MapSize} at {MapOffset})";
+        if (MapKind != DescriptorMapKind.Device && MapSize != 0) return $"a reserve of {MapSize} bytes is recorded for descriptor map '{DescriptorMaps.Name(MapKind)}', which keeps none on the device";
         return BadBlocks.Check(DataSize >> 9);
     }
 }

@@ -19,4 +19,6 @@ internal enum OrderingMutation
     NamespaceInfoBeforeLayout,
     /// <summary>Bad-block list update: both info block copies are stored before either is persisted (one flush for the two).</summary>
     NamespaceBadBlocksOneFlush,
+    /// <summary>Namespace open: the device descriptor reserve is used as found, without checking its header and block checksums.</summary>
+    DescriptorReserveTrusted,
 }

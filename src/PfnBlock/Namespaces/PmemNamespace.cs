@@ -55,8 +55,11 @@ public sealed unsafe partial class PmemNamespace : IDisposable
     // Replaced whole when the bad-block list changes (PmemNamespace.BadBlocks.cs); geometry never changes.
     private NamespaceInfoBlock _info;
 
+    // A read-only open's private copy of the descriptor reserve (its pins stay in this process).
+    private readonly SafeMmapHandle? _reserveCopy;
+
     private PmemNamespace(NamespaceFile file, SafeMmapHandle mapping, NamespaceInfoBlock info, PersistenceMode mode, bool recoveredFromBackup,
-        PhysicalAddressSpace space, bool readOnly = false, bool sharedMapping = true)
+        PhysicalAddressSpace space, bool readOnly = false, bool sharedMapping = true, OrderingMutation mutation = OrderingMutation.None)
     {
         _file = file;
         _mapping = mapping;
@@ -69,10 +72,30 @@ public sealed unsafe partial class PmemNamespace : IDisposable
         _holes = sharedMapping && mode == PersistenceMode.Msync && file.IsRegularFile && Libc.IsTmpfs(file.Fd)
             ? new NamespaceHoles(file.Fd, info.DataOffset, DataAddress, info.DataSize, canPunch: !readOnly)
             : null;
-        Region = new PmemRegion(file.Path, info.DataSize >> Pfn.PageShift, DataAddress,
-            DescriptorMaps.Create(info.MapKind, info.DataSize >> Pfn.PageShift), mapping);
+        long frames = info.DataSize >> Pfn.PageShift;
+        IPageDescriptorMap descriptors;
+        if (info.MapKind == DescriptorMapKind.Device)
+        {
+            byte* reserve = mapping.Address + info.MapOffset;
+            if (readOnly)
+            {
+                // Pins are stores: a read-only opener keeps them in a private copy of the reserve.
+                _reserveCopy = SafeMmapHandle.TryMap((nuint)info.MapSize, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE, file.Fd, info.MapOffset)
+                    ?? throw Libc.ErrnoException(Libc.Errno, "mmap(descriptor reserve)", file.Path);
+                reserve = _reserveCopy.Address;
+            }
+            // A writer holds the exclusive claim: no other process can hold a pin, so left-over counts are stale.
+            PageDescriptor* d = DescriptorReserve.Open(reserve, info, readOnly ? PersistenceMode.Msync : mode, resetRuntime: true, mutation, out DescriptorReserveReport report);
+            DescriptorReport = report;
+            descriptors = new DeviceDescriptorMap(d, frames, info.MapSize);
+        }
+        else descriptors = DescriptorMaps.Create(info.MapKind, frames);
+        Region = new PmemRegion(file.Path, frames, DataAddress, descriptors, mapping);
         space.Add(Region);
     }
+
+    /// <summary>For a namespace with <c>--map device</c>: what opening its descriptor reserve found and rebuilt; null for other maps.</summary>
+    public DescriptorReserveReport? DescriptorReport { get; }
 
     /// <summary>The file or device path.</summary>
     public string Path => _file.Path;
@@ -113,7 +136,12 @@ public sealed unsafe partial class PmemNamespace : IDisposable
             throw new ArgumentException($"a sector namespace needs at least {Btt.Btt.MinSize + 2 * NamespaceInfoBlock.Size} bytes (one 16 MiB BTT arena plus the info blocks)");
         // Checked here, not when the info block is written or the region mapped: by then the file is formatted.
         if (System.Text.Encoding.UTF8.GetByteCount(options.Name) > 64) throw new ArgumentException($"name '{options.Name}' is longer than 64 bytes");
-        DescriptorMaps.Create(options.MapKind, 1).Dispose();
+        bool deviceMap = options.MapKind == DescriptorMapKind.Device;
+        if (deviceMap && sector)
+            throw new ArgumentException("--map device keeps its descriptor reserve at offset 4096, where a sector namespace's BTT lives (kernel BTT v1.1); use another map for sector mode");
+        if (!Enum.IsDefined(options.MapKind)) throw new ArgumentException($"unknown descriptor map kind {(int)options.MapKind}");
+        // The reserve's geometry is checked before the file is touched.
+        (long DataOffset, long ReserveSize, long Frames)? reserveLayout = deviceMap ? DescriptorReserve.Layout(options.Size, align) : null;
 
         bool existed = File.Exists(path);
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: true);
@@ -124,7 +152,7 @@ public sealed unsafe partial class PmemNamespace : IDisposable
             if (!file.IsDeviceDax) file.Resize(options.Size);
             else if (file.Size < options.Size) throw new ArgumentException($"device '{path}' has only {file.Size} bytes");
 
-            long dataOffset = AlignUp(NamespaceInfoBlock.Size, align);
+            long dataOffset = reserveLayout?.DataOffset ?? AlignUp(NamespaceInfoBlock.Size, align);
             long dataSize = (NamespaceInfoBlock.BackupOffset(options.Size) - dataOffset) & ~(long)(Pfn.PageSize - 1);
             if (dataSize <= 0) throw new ArgumentException($"namespace size {options.Size} leaves no data area with alignment {align}");
             var info = new NamespaceInfoBlock
@@ -137,6 +165,8 @@ public sealed unsafe partial class PmemNamespace : IDisposable
                 Mode = options.Mode,
                 SectorSize = options.SectorSize,
                 MapKind = options.MapKind,
+                MapOffset = deviceMap ? NamespaceInfoBlock.Size : 0,
+                MapSize = reserveLayout?.ReserveSize ?? 0,
                 Name = options.Name,
             };
             (map, PersistenceMode mode) = Map(file, options.Size);
@@ -152,13 +182,15 @@ public sealed unsafe partial class PmemNamespace : IDisposable
             bool infoFirst = PmemTrace.Enabled && options.Mutation == OrderingMutation.NamespaceInfoBeforeLayout;
             // Lay out the BTT before the info blocks: a valid info block then implies a complete layout.
             if (sector && !infoFirst) LayOutBtt();
+            // The reserve before the info blocks too, though open checks it whatever it finds.
+            if (deviceMap) DescriptorReserve.Format(p + info.MapOffset, info, mode);
             // Backup first, then primary: a crash in between leaves a valid backup to recover from.
             info.Store(p + NamespaceInfoBlock.BackupOffset(options.Size));
             PersistMapped(p + NamespaceInfoBlock.BackupOffset(options.Size), NamespaceInfoBlock.Size, mode);
             info.Store(p);
             PersistMapped(p, NamespaceInfoBlock.Size, mode);
             if (sector && infoFirst) LayOutBtt();
-            return new PmemNamespace(file, map, info, mode, false, space ?? PhysicalAddressSpace.Shared);
+            return new PmemNamespace(file, map, info, mode, false, space ?? PhysicalAddressSpace.Shared, readOnly: false);
         }
         catch
         {
@@ -181,7 +213,10 @@ public sealed unsafe partial class PmemNamespace : IDisposable
     /// </param>
     /// <exception cref="InvalidNamespaceException">Neither info block is valid.</exception>
     /// <exception cref="NamespaceInUseException">Another process holds the namespace.</exception>
-    public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null, bool readOnly = false)
+    public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null, bool readOnly = false) =>
+        OpenMutated(path, space, readOnly, OrderingMutation.None);
+
+    internal static PmemNamespace OpenMutated(string path, PhysicalAddressSpace? space, bool readOnly, OrderingMutation mutation)
     {
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable: !readOnly);
         SafeMmapHandle? map = null;
@@ -196,7 +231,7 @@ public sealed unsafe partial class PmemNamespace : IDisposable
                 PersistMapped(map.Address, NamespaceInfoBlock.Size, mode);
             }
             bool privateCopy = readOnly && info.Mode == NamespaceMode.Sector;
-            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared, readOnly, sharedMapping: !privateCopy);
+            return new PmemNamespace(file, map, info, mode, fromBackup, space ?? PhysicalAddressSpace.Shared, readOnly, sharedMapping: !privateCopy, mutation);
         }
         catch
         {
@@ -328,6 +363,7 @@ public sealed unsafe partial class PmemNamespace : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         Region.Dispose();
+        _reserveCopy?.Dispose();
         _mapping.Dispose();
         _file.Dispose();
     }

@@ -24,7 +24,7 @@ public sealed partial class HelpAndReadmeTests : IDisposable
         }
     }
 
-    public static TheoryData<string> Commands => ["namespace create", "namespace info", "namespace destroy", "namespace inject-error", "namespace clear-errors", "bench", "serve", "check", "stat"];
+    public static TheoryData<string> Commands => ["namespace create", "namespace info", "namespace destroy", "namespace inject-error", "namespace clear-errors", "bench", "serve", "check", "stat", "copy", "memmap"];
 
     [Theory]
     [MemberData(nameof(Commands))]

@@ -38,6 +38,12 @@ public sealed class InteropLayoutTests
             ["Control"] = "msg_control", ["ControlLen"] = "msg_controllen", ["Flags"] = "msg_flags",
         }),
         new(typeof(Libc.PollFd), "struct pollfd", new() { ["Fd"] = "fd", ["Events"] = "events", ["Revents"] = "revents" }),
+        new(typeof(Libc.fiemap_hdr), "struct fiemap"),
+        new(typeof(Libc.fiemap_extent), "struct fiemap_extent", new()
+        {
+            ["fe_reserved64_0"] = "fe_reserved64[0]", ["fe_reserved64_1"] = "fe_reserved64[1]",
+            ["fe_reserved_0"] = "fe_reserved[0]", ["fe_reserved_1"] = "fe_reserved[1]", ["fe_reserved_2"] = "fe_reserved[2]",
+        }),
     ];
 
     // The classes whose public integer constants carry C names and values.
@@ -60,6 +66,7 @@ public sealed class InteropLayoutTests
         #include <sys/uio.h>
         #include <sys/vfs.h>
         #include <linux/falloc.h>
+        #include <linux/fiemap.h>
         #include <linux/io_uring.h>
         #include <linux/magic.h>
         """;

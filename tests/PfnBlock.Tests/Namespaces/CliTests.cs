@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text.Json;
+using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 
 namespace PfnBlock.Tests.Namespaces;
@@ -45,7 +46,9 @@ public sealed class CliTests : IDisposable
         { ["namespace", "frobnicate", "--path", "{P}"], "frobnicate" },
         { ["namespace", "create", "--name", "{P}"], "'--path' is required" },
         { ["namespace", "create", "--path", "{P}", "--size", "2M", "--align", "8G"], "alignment" },
-        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--map", "device"], "Must be one of: 'none' 'dense'" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--map", "sparse"], "Must be one of: 'none' 'dense' 'device' 'huge' 'temporary' 'on-demand'" },
+        { ["namespace", "create", "--path", "{P}", "--size", "2M", "--align", "2M", "--map", "device"], "too small for --map device" },
+        { ["namespace", "create", "--path", "{P}", "--size", "32M", "--mode", "sector", "--map", "device"], "use another map for sector mode" },
         { ["namespace", "create", "--path", "{P}", "--size", "2M", "--name", new string('n', 65)], "longer than 64 bytes" },
     };
 
@@ -205,5 +208,30 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, exit);
         Assert.Contains("backup copy", stdout);
         Assert.Equal(bytes, File.ReadAllBytes(path)); // info only describes; repair is left to open
+    }
+
+    [Theory]
+    [InlineData("none")]
+    [InlineData("dense")]
+    [InlineData("device")]
+    [InlineData("huge")]
+    [InlineData("temporary")]
+    [InlineData("on-demand")]
+    public void TheMapChosenAtCreateIsRecordedAndDescribed(string map)
+    {
+        string path = _scratch.NewPath();
+        (int exit, string stdout, string stderr) = Cli("namespace", "create", "--path", path, "--size", "8M", "--map", map);
+        Assert.True(exit == 0, stderr);
+        Assert.Equal(map == "device", stdout.Contains("descriptors: device", StringComparison.Ordinal));
+        (exit, stdout, stderr) = Cli("namespace", "info", "--path", path, "--json");
+        Assert.True(exit == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        NamespaceInfoBlock info = PmemNamespace.ReadInfo(path, out _);
+        Assert.Equal(map, doc.RootElement.GetProperty("map").GetString());
+        Assert.Equal(DescriptorMaps.Parse(map), info.MapKind);
+        Assert.Equal(info.MapSize, doc.RootElement.GetProperty("map_size").GetInt64());
+        // Only the device map takes capacity: 64 B per data frame, in front of the data.
+        Assert.Equal(map == "device", info.MapSize >= info.DataSize / 4096 * 64);
+        Assert.Equal(map == "device" ? 4096 : 0, doc.RootElement.GetProperty("map_offset").GetInt64());
     }
 }

@@ -154,7 +154,10 @@ public sealed class NamespaceTests : IDisposable
     public void OptionsThatCannotBeHonouredCreateNoFile()
     {
         string path = _scratch.NewPath();
-        Assert.Contains("not implemented yet", Assert.Throws<NotSupportedException>(() => PmemNamespace.Create(path, new() { Size = 2 << 20, MapKind = DescriptorMapKind.Device })).Message);
+        // --map device on a namespace too small for its reserve (rounded up to 2 MiB here), and in sector mode.
+        Assert.Contains("too small for --map device", Assert.Throws<ArgumentException>(() => PmemNamespace.Create(path, new() { Size = 2 << 20, Align = 2 << 20, MapKind = DescriptorMapKind.Device })).Message);
+        Assert.False(File.Exists(path));
+        Assert.Contains("sector namespace", Assert.Throws<ArgumentException>(() => PmemNamespace.Create(path, new() { Size = 20 << 20, Mode = NamespaceMode.Sector, MapKind = DescriptorMapKind.Device })).Message);
         Assert.False(File.Exists(path));
         Assert.Contains("64 bytes", Assert.ThrowsAny<ArgumentException>(() => PmemNamespace.Create(path, new() { Size = 2 << 20, Name = new string('é', 33) })).Message);
         Assert.False(File.Exists(path));

@@ -1,4 +1,3 @@
-using PfnBlock.Interop;
 using PfnBlock.Memory;
 using PfnBlock.Namespaces;
 using PfnBlock.Namespaces.Btt;
@@ -27,10 +26,9 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
     private const long FileSize = (16L << 20) + (64 << 10);
 
     private readonly CrashTestOptions _options;
-    private readonly string _path;
+    private readonly SharedImageFile _file;
     private readonly PhysicalAddressSpace _space = new();
     private readonly List<Op> _ops = [];
-    private byte* _image;
 
     private enum Kind { Create, Repair, BadBlocks }
 
@@ -52,26 +50,11 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
     public NamespaceCrashTarget(CrashTestOptions options)
     {
         _options = options;
-        _path = Path.Combine(options.Directory, $"pfnblock-crashtest-ns-{Guid.NewGuid():N}");
-        int fd = Libc.open(_path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC, 0x180 /* 0600 */);
-        if (fd < 0) Libc.ThrowErrno("open", _path);
-        try
-        {
-            if (Libc.ftruncate(fd, FileSize) != 0) Libc.ThrowErrno("ftruncate", _path);
-            nint map = Libc.mmap(0, (nuint)FileSize, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
-            if (map == Libc.MAP_FAILED) Libc.ThrowErrno("mmap", _path);
-            _image = (byte*)map;
-        }
-        catch
-        {
-            File.Delete(_path);
-            throw;
-        }
-        finally { _ = Libc.close(fd); }
+        _file = new SharedImageFile(options.Directory, "pfnblock-crashtest-ns", FileSize);
     }
 
     public string Name => "namespace";
-    public byte* Image => _image;
+    public byte* Image => _file.Address;
     public long ImageLength => FileSize;
 
     public void Run(CrashRecording recording)
@@ -100,18 +83,20 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
                     Mode = sector ? NamespaceMode.Sector : NamespaceMode.Raw,
                     SectorSize = random.Next(2) == 0 ? 512u : 4096u,
                     Align = sector ? 0 : random.Next(2) == 0 ? 4096u : 65536u,
-                    MapKind = random.Next(5) == 0 ? DescriptorMapKind.Dense : DescriptorMapKind.None,
+                    // Every map kind (its value lands in the info block); device only in raw mode, where it formats its reserve.
+                    MapKind = sector && random.Next(2) == 0 ? DescriptorMapKind.None
+                        : DescriptorMaps.All[random.Next(DescriptorMaps.All.Count)] is var map && (map != DescriptorMapKind.Device || !sector) ? map : DescriptorMapKind.Dense,
                     Name = $"crash{i}",
                     Force = true,
                     Mutation = _options.Mutation,
                 };
-                using PmemNamespace ns = PmemNamespace.Create(_path, create, _space);
+                using PmemNamespace ns = PmemNamespace.Create(_file.Path, create, _space);
                 recording.Capture(ns.BaseAddress);
                 op.After = ns.Info;
             }
             else if (kind == Kind.BadBlocks)
             {
-                using PmemNamespace ns = PmemNamespace.Open(_path, _space);
+                using PmemNamespace ns = PmemNamespace.Open(_file.Path, _space);
                 ns.Mutation = _options.Mutation;
                 long blocks = ns.DataSize >> 9;
                 long start = random.NextInt64(0, blocks - 64), count = random.Next(1, 64);
@@ -122,14 +107,14 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
             }
             else
             {
-                using (PmemNamespace ns = PmemNamespace.Open(_path, _space))
+                using (PmemNamespace ns = PmemNamespace.Open(_file.Path, _space))
                 {
                     // Damage the primary (its data offset word): the checksum no longer matches.
                     PmemStore.Write64((ulong*)(ns.BaseAddress + 64), 0xBAD0_BAD0_BAD0_BAD0);
                     PmemNamespace.PersistMapped(ns.BaseAddress, NamespaceInfoBlock.Size, ns.Persistence);
                     recording.Capture(ns.BaseAddress);
                 }
-                using (PmemNamespace ns = PmemNamespace.Open(_path, _space))
+                using (PmemNamespace ns = PmemNamespace.Open(_file.Path, _space))
                 {
                     if (!ns.RecoveredFromBackup) throw new InvalidOperationException("workload: the damaged primary was not restored from the backup");
                     recording.Capture(ns.BaseAddress);
@@ -161,7 +146,7 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
         }
 
         PmemNamespace ns;
-        try { ns = PmemNamespace.Open(_path, _space); }
+        try { ns = PmemNamespace.Open(_file.Path, _space); }
         catch (InvalidNamespaceException e)
         {
             return refusalAllowed ? null : $"open refused ({e.Message}); expected {string.Join(" or ", allowed.Select(Describe))}";
@@ -188,8 +173,6 @@ internal sealed unsafe class NamespaceCrashTarget : ICrashTarget
 
     public void Dispose()
     {
-        if (_image != null) _ = Libc.munmap((nint)_image, (nuint)FileSize);
-        _image = null;
-        File.Delete(_path);
+        _file.Dispose();
     }
 }

@@ -28,7 +28,7 @@ public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegis
     private readonly bool _ownsNamespace;
     private readonly DeviceLimits _limits;
     private readonly DeviceFeatures _features;
-    private readonly RangePinTable _pins = new();
+    private readonly IFramePins _pins;
 
     /// <summary>Creates the device over an open namespace.</summary>
     /// <param name="ns">An open raw namespace; its data area becomes the device's sectors.</param>
@@ -39,6 +39,7 @@ public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegis
         // Raw access would bypass (and corrupt) the BTT of a sector namespace.
         if (ns.Info.Mode == NamespaceMode.Sector) throw new NotSupportedException($"'{ns.Path}' is a sector (BTT) namespace; open it through BttDevice");
         _ns = ns;
+        _pins = ns.Region.Pins;
         _ownsNamespace = ownsNamespace;
         _limits = DeviceLimits.Memory((int)ns.Info.SectorSize);
         // A read-only namespace is mapped PROT_READ: writes must be refused at the device edge, not fault.
@@ -97,8 +98,8 @@ public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegis
     /// <summary>The namespace's uuid (its identity: kept when the file is renamed).</summary>
     public Guid NamespaceUuid => _ns.Info.Uuid;
 
-    /// <summary>The pins of ranges handed out by <see cref="DirectAccess"/>.</summary>
-    public RangePinTable Pins => _pins;
+    /// <summary>The pins of the namespace's frames (ranges handed out by <see cref="DirectAccess"/> among them), kept as the namespace's descriptor map decides.</summary>
+    public IFramePins Pins => _pins;
 
     /// <inheritdoc/>
     public override DeviceLimits Limits => _limits;
@@ -173,13 +174,28 @@ public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegis
         long n = Math.Min(Math.Min(pages, total - pageOffset), RangePinTable.MaxPages);
         // __pmem_direct_access: no mapping of a bad block; the caller's read goes through a bio, which fails there.
         if (TouchesBadBlocks(pageOffset << (Pfn.PageShift - Bio.SectorShift), n << Pfn.PageShift)) return 0;
-        if (!_pins.TryPin(pageOffset, n, out int slot)) return 0;
-        range = new DaxRange(_ns.Region.PfnAt(pageOffset), _ns.DataAddress + (pageOffset << Pfn.PageShift), n, _pins, slot);
+        FramePin pin = FramePin.TryPin(_pins, pageOffset, n);
+        if (!pin.IsPinned) return 0;
+        range = new DaxRange(_ns.Region.PfnAt(pageOffset), _ns.DataAddress + (pageOffset << Pfn.PageShift), n, pin);
         return n;
     }
 
     /// <inheritdoc/>
     void IDaxDevice.PersistRange(long offset, long length) => _ns.PersistRange(offset, length);
+
+    /// <summary>Maps <paramref name="pages"/> pages from <paramref name="pageOffset"/> for an application's loads and stores (see <see cref="DaxMapping"/>).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range leaves the namespace.</exception>
+    /// <exception cref="InvalidOperationException">A discard of the range is pending (it cannot be pinned now), or the device is gone.</exception>
+    public DaxMapping MapDax(long pageOffset, long pages)
+    {
+        long total = _ns.Region.FrameCount;
+        if (pageOffset < 0 || pages <= 0 || pageOffset > total - pages)
+            throw new ArgumentOutOfRangeException(nameof(pageOffset), $"pages [{pageOffset}, +{pages}) are not inside the namespace's {total} pages");
+        long got = DirectAccess(pageOffset, pages, out DaxRange range);
+        if (got == pages) return new DaxMapping(_ns, range, pageOffset);
+        if (got > 0) range.Unpin();
+        throw new InvalidOperationException($"pages [{pageOffset}, +{pages}) of {_ns.Path} cannot be pinned now (a discard of them is pending, or the device is closing)");
+    }
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)

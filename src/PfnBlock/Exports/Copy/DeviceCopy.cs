@@ -1,0 +1,243 @@
+using System.Diagnostics;
+using PfnBlock.Block;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Exports.Copy;
+
+/// <summary>How a <see cref="DeviceCopy"/> moved the bytes.</summary>
+public enum CopyPath
+{
+    /// <summary>Reads from the source straight into the destination's pinned frames (an O_DIRECT file into pmem: the file's DMA lands in pmem).</summary>
+    IntoPinnedFrames,
+    /// <summary>Writes to the destination straight out of the source's pinned frames (pmem out to an O_DIRECT file).</summary>
+    FromPinnedFrames,
+    /// <summary>Neither side gives direct access: through a DRAM bounce buffer.</summary>
+    Bounce,
+}
+
+/// <summary>Options of a <see cref="DeviceCopy"/>.</summary>
+public sealed record DeviceCopyOptions
+{
+    /// <summary>Bytes to copy; null for the smaller of the two capacities.</summary>
+    public long? Size { get; init; }
+    /// <summary>Bytes per I/O (a multiple of 4096).</summary>
+    public int BlockSize { get; init; } = 1 << 20;
+    /// <summary>I/Os in flight.</summary>
+    public int QueueDepth { get; init; } = 4;
+}
+
+/// <summary>What a copy did.</summary>
+/// <param name="Bytes">Bytes copied.</param>
+/// <param name="Path">How they went.</param>
+/// <param name="PinnedBytes">Bytes moved to or from pinned device frames (no buffer in between).</param>
+/// <param name="BounceBytes">Bytes that went through the DRAM bounce buffer (chunks a pending discard kept from being pinned, or a copy without a DAX side).</param>
+/// <param name="CpuCopiedBytes">Bytes a CPU copied (a memory device's memcpy, a buffered file's kernel copy); 0 when an O_DIRECT file's DMA moved every byte.</param>
+/// <param name="Elapsed">Wall time.</param>
+public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedBytes, long BounceBytes, long CpuCopiedBytes, TimeSpan Elapsed)
+{
+    /// <summary>Bytes per second.</summary>
+    public double BytesPerSecond => Bytes / Math.Max(Elapsed.TotalSeconds, 1e-9);
+}
+
+/// <summary>
+/// Copies between two block devices the way the seed's first use case asks: an O_DIRECT file
+/// reads straight into the destination pmem frames (pinned for the transfer, through the pin seam
+/// of whatever descriptor map the namespace has, <c>none</c> included), or writes straight out of
+/// them. No bounce buffer and no CPU copy on those paths; the pin keeps a discard of the frames
+/// waiting until the transfer is done.
+/// </summary>
+/// <remarks>
+/// Up to <see cref="DeviceCopyOptions.QueueDepth"/> chunks are in flight, each in a slot with its
+/// own bio, completion event and bounce buffer (used only when a chunk cannot be pinned), all
+/// allocated before the first I/O. Frames written by a read into them are made durable with the
+/// destination's <see cref="IDaxDevice.PersistRange"/> before they are unpinned; the destination
+/// is flushed at the end.
+/// </remarks>
+public sealed unsafe class DeviceCopy
+{
+    private readonly IBlockDevice _from;
+    private readonly IBlockDevice _to;
+    private readonly long _size;
+    private readonly int _bs;
+    private readonly int _depth;
+
+    /// <summary>Checks that the copy can run: sizes, block alignment (O_DIRECT's rule) and a shared address space.</summary>
+    /// <exception cref="ArgumentException">A size or block size the devices cannot take, or devices in different address spaces.</exception>
+    public DeviceCopy(IBlockDevice from, IBlockDevice to, DeviceCopyOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(from);
+        ArgumentNullException.ThrowIfNull(to);
+        if (from.AddressSpace != to.AddressSpace)
+            throw new ArgumentException("the two devices belong to different address spaces: the frames one pins cannot be named in the other's bios");
+        if ((to.Features & DeviceFeatures.ReadOnly) != 0) throw new ArgumentException($"{to.Name} is read-only");
+        long max = Math.Min(from.CapacityBytes, to.CapacityBytes);
+        long size = options.Size ?? max;
+        if (size <= 0) throw new ArgumentException($"nothing to copy (size {size})");
+        if (size > from.CapacityBytes) throw new ArgumentException($"--size {size} is more than {from.Name} holds ({from.CapacityBytes} bytes)");
+        if (size > to.CapacityBytes) throw new ArgumentException($"--size {size} is more than {to.Name} holds ({to.CapacityBytes} bytes)");
+        int block = Math.Max(from.Limits.LogicalBlockSize, to.Limits.LogicalBlockSize);
+        if (size % block != 0)
+            throw new ArgumentException($"size {size} is not a multiple of the {block}-byte logical block size (O_DIRECT transfers whole blocks; {Describe(from)} to {Describe(to)})");
+        if (options.BlockSize <= 0 || options.BlockSize % Pfn.PageSize != 0)
+            throw new ArgumentException($"block size {options.BlockSize} is not a multiple of 4096: O_DIRECT transfers into pinned frames go a whole page at a time");
+        if (options.QueueDepth is < 1 or > 256) throw new ArgumentException($"queue depth {options.QueueDepth} is outside 1..256");
+        (_from, _to, _size, _bs, _depth) = (from, to, size, options.BlockSize, options.QueueDepth);
+        // pmem to pmem reads into the pinned destination too: the source's memcpy is the one copy.
+        Path = IsDax(to) ? CopyPath.IntoPinnedFrames : IsDax(from) ? CopyPath.FromPinnedFrames : CopyPath.Bounce;
+    }
+
+    /// <summary>Bytes the copy moves.</summary>
+    public long Size => _size;
+    /// <summary>The path the chunks take (a chunk that cannot be pinned falls back to the bounce buffer).</summary>
+    public CopyPath Path { get; }
+
+    /// <summary>Runs the copy on the calling thread; <paramref name="progress"/> hears the bytes done after each chunk.</summary>
+    /// <exception cref="IOException">A read or write failed; the message names the range and the device.</exception>
+    public DeviceCopyResult Run(Action<long>? progress = null)
+    {
+        var clock = Stopwatch.StartNew();
+        using DramArena bounce = DramArena.Create((long)_depth * _bs, _from.AddressSpace, "copy-bounce");
+        var slots = new Slot[_depth];
+        for (int i = 0; i < _depth; i++) slots[i] = new Slot(bounce.PfnAt((long)i * _bs / Pfn.PageSize));
+        long next = 0, done = 0, pinned = 0, bounced = 0, cpu = 0;
+        try
+        {
+            int busy = 0;
+            for (int i = 0; next < _size || busy > 0; i = (i + 1) % _depth)
+            {
+                Slot s = slots[i];
+                if (s.Stage != Stage.Idle)
+                {
+                    s.Done.Wait();
+                    s.Done.Reset();
+                    if (s.Bio.Status != BlockStatus.Ok) Fail(s);
+                    if (Advance(s)) continue; // its second half is in flight
+                    done += s.Length;
+                    if (s.Pinned) pinned += s.Length; else bounced += s.Length;
+                    cpu += s.CpuBytes;
+                    busy--;
+                    progress?.Invoke(done);
+                }
+                if (next >= _size) continue;
+                int length = (int)Math.Min(_bs, _size - next);
+                Start(s, next, length);
+                next += length;
+                busy++;
+            }
+            // Durable at the destination as a whole (the file's cache, the namespace's msync).
+            Bio flush = new Bio(1).Init(BioOp.Flush, 0);
+            BlockStatus fs = _to.SubmitAndWait(flush);
+            if (fs != BlockStatus.Ok) throw new IOException($"flush of {_to.Name} failed: {fs}");
+        }
+        finally
+        {
+            foreach (Slot s in slots)
+            {
+                if (s.Stage != Stage.Idle) s.Done.Wait(); // never free a buffer under an I/O
+                if (s.Pinned && s.Pin.Pages != 0) s.Pin.Unpin();
+                s.Done.Dispose();
+            }
+        }
+        return new DeviceCopyResult(done, Path, pinned, bounced, cpu, clock.Elapsed);
+    }
+
+    private void Start(Slot s, long offset, int length)
+    {
+        s.Offset = offset;
+        s.Length = length;
+        s.CpuBytes = 0;
+        s.Pinned = false;
+        long firstPage = offset >> Pfn.PageShift;
+        long pages = (length + Pfn.PageSize - 1) >> Pfn.PageShift;
+        if (Path != CopyPath.Bounce)
+        {
+            var dax = (IDaxDevice)(Path == CopyPath.IntoPinnedFrames ? _to : _from);
+            long got = dax.DirectAccess(firstPage, pages, out DaxRange range);
+            if (got == pages)
+            {
+                s.Pin = range;
+                s.Pinned = true;
+                if (Path == CopyPath.IntoPinnedFrames) Submit(s, Stage.ReadIntoPin, _from, BioOp.Read, range.Pfn);
+                else Submit(s, Stage.WriteFromPin, _to, BioOp.Write, range.Pfn);
+                return;
+            }
+            // Past a target boundary, or a discard of the range is pending: this chunk goes through DRAM.
+            if (got > 0) range.Unpin();
+        }
+        Submit(s, Stage.BounceRead, _from, BioOp.Read, s.BouncePfn);
+    }
+
+    /// <summary>Moves a slot on after its bio completed; true when it submitted another bio.</summary>
+    private bool Advance(Slot s)
+    {
+        switch (s.Stage)
+        {
+            case Stage.BounceRead:
+                Submit(s, Stage.BounceWrite, _to, BioOp.Write, s.BouncePfn);
+                return true;
+            case Stage.ReadIntoPin:
+                // The file's DMA wrote the frames behind the CPU's caches' back only on real
+                // hardware with DDIO off; either way the namespace's persistence path now runs.
+                ((IDaxDevice)_to).PersistRange(s.Offset, s.Length);
+                break;
+        }
+        if (s.Pinned)
+        {
+            s.Pin.Unpin();
+            s.Pin = default;
+        }
+        s.Stage = Stage.Idle;
+        return false;
+    }
+
+    private void Submit(Slot s, Stage stage, IBlockDevice device, BioOp op, Pfn pfn)
+    {
+        s.Stage = stage;
+        s.Device = device;
+        if (IsCpuCopying(device)) s.CpuBytes += s.Length;
+        s.Bio.Init(op, s.Offset >> Bio.SectorShift).AddVec(pfn, 0, (uint)s.Length);
+        s.Bio.EndIo = s.EndIo;
+        device.Submit(s.Bio);
+    }
+
+    private void Fail(Slot s)
+    {
+        string what = s.Stage is Stage.ReadIntoPin or Stage.BounceRead ? "read" : "write";
+        string hint = s.Bio.Status == BlockStatus.Invalid ? " (an O_DIRECT device refuses transfers not aligned to its logical block size)" : "";
+        throw new IOException($"{what} of [{s.Offset}, +{s.Length}) on {Describe(s.Device!)} failed: {s.Bio.Status}{hint}");
+    }
+
+    private static bool IsDax(IBlockDevice d) => d is IDaxDevice && (d.Features & DeviceFeatures.Dax) != 0;
+
+    /// <summary>
+    /// True when the device moves data with a CPU copy (memory devices; a buffered file, through
+    /// the kernel's copy): its vectors need no DMA alignment. False for an O_DIRECT file, whose
+    /// transfers are DMA (alignment above 1), and for the null device, which moves nothing.
+    /// </summary>
+    private static bool IsCpuCopying(IBlockDevice d) => d.Limits.DmaAlignment <= 1 && (d.Features & DeviceFeatures.DiscardsData) == 0;
+
+    private static string Describe(IBlockDevice d) => d.Limits.DmaAlignment > 1 ? $"{d.Name} (O_DIRECT)" : d.Name;
+
+    private enum Stage { Idle, ReadIntoPin, WriteFromPin, BounceRead, BounceWrite }
+
+    private sealed class Slot
+    {
+        public readonly Bio Bio = new(1);
+        public readonly ManualResetEventSlim Done = new(false);
+        public readonly Action<Bio> EndIo;
+        public readonly Pfn BouncePfn;
+        public Stage Stage;
+        public IBlockDevice? Device;
+        public DaxRange Pin;
+        public bool Pinned;
+        public long Offset;
+        public int Length;
+        public long CpuBytes;
+
+        public Slot(Pfn bounce)
+        {
+            BouncePfn = bounce;
+            EndIo = _ => Done.Set();
+        }
+    }
+}
