@@ -382,30 +382,9 @@ internal abstract unsafe class FileIoEngine : IDisposable
 
     private bool BuildIov(FileRequest r, Bio bio)
     {
-        iovec* iov = r.Iov;
-        int n = 0;
-        byte* prevEnd = null;
-        foreach (BioVec seg in bio.Segments)
-        {
-            byte* p = _space.TryKmap(seg.Pfn, seg.Offset, seg.Length);
-            if (p == null) return false;
-            if (p == prevEnd)
-            {
-                // Frames that are adjacent in memory too go out as one iovec.
-                iov[n - 1].iov_len += seg.Length;
-            }
-            else
-            {
-                if (n == MaxIov) return false;
-                iov[n].iov_base = p;
-                iov[n].iov_len = seg.Length;
-                n++;
-            }
-            prevEnd = p + seg.Length;
-        }
         r.IovIndex = 0;
-        r.IovCount = n;
-        return n > 0;
+        r.IovCount = BioIovecs.Fill(_space, bio, r.Iov, MaxIov);
+        return r.IovCount > 0;
     }
 
     private FileRequest? Acquire(out BlockStatus refusal)

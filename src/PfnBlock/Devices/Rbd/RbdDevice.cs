@@ -208,25 +208,8 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
 
     private bool BuildIov(RbdRequest r, Bio bio)
     {
-        iovec* iov = r.Iov;
-        int n = 0;
-        byte* prevEnd = null;
-        foreach (BioVec seg in bio.Segments)
-        {
-            byte* p = _space.TryKmap(seg.Pfn, seg.Offset, seg.Length);
-            if (p == null) return false;
-            if (p == prevEnd) iov[n - 1].iov_len += seg.Length; // adjacent in memory too: one iovec
-            else
-            {
-                if (n == MaxIov) return false;
-                iov[n].iov_base = p;
-                iov[n].iov_len = seg.Length;
-                n++;
-            }
-            prevEnd = p + seg.Length;
-        }
-        r.IovCount = n;
-        return n > 0;
+        r.IovCount = BioIovecs.Fill(_space, bio, r.Iov, MaxIov);
+        return r.IovCount > 0;
     }
 
     // Starts the request's current step; a synchronous refusal completes the bio here.
