@@ -5,7 +5,7 @@
 # median of the per-pair ratios B/A, which machine drift moves far less than either figure.
 # Workloads: 4k randread, 4k randwrite, 1M read, 1M write, after two rows comparing the namespace
 # with itself (the noise floor of the method); then dm-stripe over two namespaces (64 KiB chunks)
-# against one namespace alone, at one and two jobs (STRIPED=0 skips). Prints a markdown table.
+# against one namespace of their combined size, at one and two jobs (STRIPED=0 skips). Prints a markdown table.
 # Env: RUNTIME (seconds per workload and device, 40), SLICES (pairs, 40), SIZE (1G).
 set -euo pipefail
 export LC_ALL=C
@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 RUNTIME=${RUNTIME:-40}; SLICES=${SLICES:-40}; SIZE=${SIZE:-1G}
 work=$(mktemp -d /tmp/pfnblock-stack-bench.XXXXXX)
 ns=/dev/shm/pfnblock-stack-bench-ns.$$
-cleanup() { rm -rf -- "$work" "$ns" "$ns".b; }
+cleanup() { rm -rf -- "$work" "$ns" "$ns".b "$ns".big; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
@@ -41,13 +41,19 @@ for w in "randread 4k self" "randwrite 4k self" "randread 4k" "randwrite 4k" "re
 done
 if [ "${STRIPED:-1}" != 0 ]; then
   # A second namespace of the same size; the stripe set covers both data areas, 64 KiB chunks.
+  # A is then a namespace twice as large, so that both sides spread random I/O over the same
+  # number of bytes (a 2x larger footprint alone costs TLB and cache misses).
   pfnblock namespace create --path "$ns.b" --size "$SIZE" --force >/dev/null
-  pfnblock bench --device "pmem:$ns.b" --rw write --bs 1M --size "$((bytes >> 20))M" --ramp 0 >/dev/null
+  pfnblock namespace create --path "$ns.big" --size "$(( 2 * $(stat -c %s "$ns") ))" --force >/dev/null
+  for n in "$ns.b" "$ns.big"; do
+    nb=$(pfnblock namespace info --path "$n" --json | jq -r .data_size)
+    pfnblock bench --device "pmem:$n" --rw write --bs 1M --size "$((nb >> 20))M" --ramp 0 >/dev/null
+  done
   echo "0 $(( (bytes / 512) / 128 * 128 * 2 )) striped 2 128 pmem:$ns 0 pmem:$ns.b 0" > "$work/striped.table"
-  echo "# striped: $(cat "$work/striped.table")"
+  echo "# striped: $(cat "$work/striped.table"); A = pmem:$ns.big (twice SIZE)"
   for w in "randread 4k 1" "randwrite 4k 1" "randread 4k 2" "read 1M 1"; do
     set -- $w
-    pfnblock bench --device "pmem:$ns" --vs "table:$work/striped.table" --rw "$1" --bs "$2" --jobs "$3" \
+    pfnblock bench --device "pmem:$ns.big" --vs "table:$work/striped.table" --rw "$1" --bs "$2" --jobs "$3" \
       --runtime "$RUNTIME" --slices "$SLICES" --ramp 1 --json > "$work/out.json"
     jq -r --arg jobs "$3" '.comparisons[0] | if .unit == "IOPS"
         then "| \(.rw) \(.bs) ×\($jobs), striped over 2 | \(.median_a / 1e6 * 1000 | round / 1000) M IOPS | \(.median_b / 1e6 * 1000 | round / 1000) M IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
