@@ -112,13 +112,14 @@ internal static class RaidCommands
     private static Command AssembleCommand()
     {
         Argument<string[]> members = Members(1);
-        var cmd = new Command("assemble", "Assemble the members into their array (as serving md:A+B+… would), print its state as /proc/mdstat does, and stop it again (marked clean).") { members };
+        var dirty = new Option<bool>("--start-dirty-degraded") { Description = "Start a RAID5 that stopped uncleanly with a member missing (stale parity may return wrong data)." };
+        var cmd = new Command("assemble", "Assemble the members into their array (as serving md:A+B+… would; 'missing' for an absent member), print its state as /proc/mdstat does, and stop it again (marked clean).") { dirty, members };
         cmd.SetAction(r => Cli.Run(() =>
         {
             string[] specs = r.GetValue(members) ?? [];
             MdArray.MessageSink = line => Console.Error.WriteLine(line);
             using var set = new DeviceSet();
-            using DeviceHandle h = set.Acquire($"md:{DeviceSpec.Quote(string.Join('+', specs))}");
+            using DeviceHandle h = set.Acquire($"md:{DeviceSpec.Quote(string.Join('+', specs))}" + (r.GetValue(dirty) ? ",start_dirty_degraded" : ""));
             MdArray array = MdArray.Of(h.Device) ?? throw new InvalidOperationException("md: did not open an md array");
             Console.WriteLine($"{array.Name} : {array.StatusLine} {array.Uuid}");
             foreach (MdMemberStatus m in array.Members) Console.WriteLine($"  [{m.Slot}] {m.Spec}: {(m.State == MdMemberState.InSync ? "in_sync" : m.State.ToString().ToLowerInvariant())}");
