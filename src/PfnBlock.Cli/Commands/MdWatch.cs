@@ -29,8 +29,9 @@ internal static class MdWatch
         return name is null ? [.. result!["arrays"]!.AsArray().OfType<JsonObject>()] : [result!.AsObject()];
     }
 
-    /// <summary>True while the array syncs or has a sync waiting.</summary>
-    private static bool Busy(JsonObject a) => a["sync_action"]!.GetValue<string>() != "idle" || a["sync_pending"]!.AsArray().Count > 0;
+    /// <summary>True while the array syncs or has a sync waiting (a failed array never syncs again).</summary>
+    private static bool Busy(JsonObject a) => a["state"]!.GetValue<string>() != "failed"
+        && (a["sync_action"]!.GetValue<string>() != "idle" || a["sync_pending"]!.AsArray().Count > 0);
 
     /// <summary>"recovery 41.2% 120000K/sec ETA 0:12" for a syncing array.</summary>
     private static string Progress(JsonObject a, out double percent)

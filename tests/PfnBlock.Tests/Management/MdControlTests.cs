@@ -166,6 +166,9 @@ public sealed class MdControlTests : IDisposable
         Md(s, "mirrored", "fail", "0");
         Assert.Contains("the array needs", MdError(s, "mirrored", "add", "pmem:" + _scratch.NewNamespace(2 << 20)));
         Assert.Equal(["faulty", "in_sync"], States(Md(s, "mirrored")));
+        // So is a device the server uses elsewhere (a member of the other array): rebuilding onto it would overwrite it.
+        Assert.Contains($"replacement {s.Raid5[0]} is in use by this server", MdError(s, "mirrored", "add", s.Raid5[0]));
+        Assert.Equal(["faulty", "in_sync"], States(Md(s, "mirrored")));
 
         (int exit, _, string err) = Cli("ctl", "stats", "--watch", "--control", s.Control);
         Assert.Equal(2, exit);

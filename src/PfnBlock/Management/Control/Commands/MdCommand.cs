@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
+using PfnBlock.Devices;
 using PfnBlock.Targets.Md;
 
 namespace PfnBlock.Management.Control.Commands;
@@ -44,6 +45,7 @@ public sealed class MdCommand : IRegisteredControlCommand
                 array.FailMember(slot);
                 break;
             case "add" when argc == 1:
+                RefuseServed(request.Server, array, request.Args[2]);
                 try { array.AddReplacement(request.Args[2]); }
                 catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException or FormatException)
                 {
@@ -97,6 +99,22 @@ public sealed class MdCommand : IRegisteredControlCommand
             return slot < members.Count ? slot : throw new ControlException($"md {array.Name} has slots 0 to {members.Count - 1}, not {slot}");
         MdMemberStatus? m = members.FirstOrDefault(s => s.Spec == member);
         return m?.Slot ?? throw new ControlException($"md {array.Name} has no member '{member}' (members: {string.Join(", ", members.Select(s => $"{s.Slot}={s.Spec}"))})");
+    }
+
+    /// <summary>
+    /// Refuses a replacement the server already uses outside this array (an export, a table's
+    /// lower device, another array's member): rebuilding onto it would overwrite live data. A
+    /// member this array failed may come back.
+    /// </summary>
+    private static void RefuseServed(ServerContext server, MdArray array, string spec)
+    {
+        string key;
+        try { key = DeviceSpec.Parse(spec).Key; }
+        catch (FormatException e) { throw new ControlException($"md {array.Name}: replacement {spec}: {e.Message}", e); }
+        bool own = array.Members.Any(m => m.Spec == spec || m.Spec == key);
+        ServedDevice? used = server.ServedDevices().FirstOrDefault(d => d.Label == key);
+        if (used is not null && !own)
+            throw new ControlException($"md {array.Name}: replacement {spec} is in use by this server ({(used.Exports.Count > 0 ? "export " + string.Join(", ", used.Exports) : "below another device")})");
     }
 
     private static int Speed(string text, string what) =>
