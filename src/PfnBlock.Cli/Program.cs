@@ -21,6 +21,7 @@ public static class Program
             BenchCommand.Create(),
             ServeCommand.Create(),
             CheckCommand.Create(),
+            RaidCommands.Create(),
             DevicesCommand.Create(),
             StatCommand.Create(),
             CtlCommand.Create(),

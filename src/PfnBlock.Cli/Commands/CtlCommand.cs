@@ -10,6 +10,7 @@ namespace PfnBlock.Cli.Commands;
 /// <c>pfnblock ctl COMMAND [ARGS…] [--json]</c>: the generic client of a running server's control
 /// socket. Sends one request and prints the result: as indented <c>key: value</c> lines for
 /// people, or with <c>--json</c> as one line of JSON. An error reply is one error line and exit 1.
+/// With <c>md … --watch</c> it then follows the arrays' sync until idle (<see cref="MdWatch"/>).
 /// </summary>
 internal static class CtlCommand
 {
@@ -19,12 +20,24 @@ internal static class CtlCommand
         var json = new Option<bool>("--json") { Description = "Print the result as one line of JSON." };
         var command = new Argument<string>("COMMAND") { Description = "The command ('help' lists what the server answers: stats, devices, exports, …)." };
         var args = new Argument<string[]>("ARGS") { Description = "The command's arguments.", Arity = ArgumentArity.ZeroOrMore };
-        var cmd = new Command("ctl", "Send a command to a running server's control socket and print its reply.") { command, args, control, json };
+        var watch = new Option<bool>("--watch") { Description = "With md: after the command, follow the arrays' rebuild, resync or check with a live progress bar (speed, ETA) until idle." };
+        var cmd = new Command("ctl", "Send a command to a running server's control socket and print its reply.") { command, args, control, json, watch };
         cmd.SetAction(r => Cli.Run(() =>
         {
             using ControlClient client = ControlClient.Connect(r.GetValue(control) ?? ServeCommand.DefaultControlSocket());
+            string name = r.GetValue(command)!;
+            string[] words = r.GetValue(args) ?? [];
+            if (r.GetValue(watch) && name != "md") throw new ArgumentException("--watch follows md arrays only: pfnblock ctl md [NAME …] --watch");
             JsonNode? result;
-            try { result = client.Result(r.GetValue(command)!, r.GetValue(args) ?? []); }
+            try
+            {
+                result = client.Result(name, words);
+                if (r.GetValue(watch))
+                {
+                    MdWatch.Run(client, words.Length > 0 ? words[0] : null);
+                    return 0;
+                }
+            }
             catch (ControlException e)
             {
                 Console.Error.WriteLine($"pfnblock: error: {e.Message}");

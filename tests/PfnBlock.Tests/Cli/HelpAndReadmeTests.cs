@@ -24,7 +24,7 @@ public sealed partial class HelpAndReadmeTests : IDisposable
         }
     }
 
-    public static TheoryData<string> Commands => ["namespace create", "namespace info", "namespace destroy", "namespace inject-error", "namespace clear-errors", "bench", "serve", "check", "stat", "copy", "memmap"];
+    public static TheoryData<string> Commands => ["namespace create", "namespace info", "namespace destroy", "namespace inject-error", "namespace clear-errors", "bench", "serve", "check", "stat", "copy", "memmap", "raid create", "raid examine", "raid assemble", "ctl"];
 
     [Theory]
     [MemberData(nameof(Commands))]
@@ -33,7 +33,8 @@ public sealed partial class HelpAndReadmeTests : IDisposable
         string[] words = command.Split(' ');
         (int exit, string help, string err) = Cli([.. words, "--help"]);
         Assert.True(exit == 0, err);
-        Assert.Contains($"  pfnblock {command} [options]", help);
+        // Arguments, if any, come between the command and its options ("pfnblock raid create <MEMBER>... [options]").
+        Assert.Matches($@"(?m)^  pfnblock {Regex.Escape(command)}( \S+)* \[options\]$", help);
         Assert.DoesNotContain("PfnBlock.Cli", help);
         string readme = File.ReadAllText(Path.Combine(RepoRoot, "README.md"));
         // An option line lists its name and aliases ("--jobs, --numjobs"); the README must use one of them.

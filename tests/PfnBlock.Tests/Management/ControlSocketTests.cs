@@ -131,7 +131,7 @@ public sealed class ControlSocketTests
         Assert.Contains("\"args\" must be an array", Error(client.Call("{\"command\":\"echo\",\"args\":\"x\"}")));
         Assert.Contains("\"args\" must hold strings", Error(client.Call("{\"command\":\"echo\",\"args\":[{}]}")));
         JsonObject unknown = client.Call("{\"command\":\"nosuch\",\"id\":\"q1\"}");
-        Assert.StartsWith("unknown command 'nosuch' (known: devices, echo, explode, exports, help, stats", Error(unknown));
+        Assert.StartsWith("unknown command 'nosuch' (known: devices, echo, explode, exports, help, md, stats", Error(unknown));
         Assert.Equal("q1", unknown["id"]!.GetValue<string>());
         Assert.Equal("stats: expected 0 arguments, got 1", Error(client.Call("{\"command\":\"stats\",\"args\":[\"x\"]}")));
         Assert.Equal("explode: internal error: boom", Error(client.Call("{\"command\":\"explode\"}")));

@@ -92,7 +92,7 @@ public sealed partial class StatAndCtlCommandTests : IDisposable
 
         (exit, _, stderr) = Cli("ctl", "nosuch", "--control", control);
         Assert.Equal(1, exit);
-        Assert.StartsWith("pfnblock: error: unknown command 'nosuch' (known: devices, exports, help, stats", stderr);
+        Assert.StartsWith("pfnblock: error: unknown command 'nosuch' (known: devices, exports, help, md, stats", stderr);
         Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
 
         (exit, _, stderr) = Cli("ctl", "stats", "extra", "--control", control);
