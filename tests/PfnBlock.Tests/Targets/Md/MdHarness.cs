@@ -59,6 +59,19 @@ public sealed class MdHarness : IDisposable
         }
     }
 
+    /// <summary>Writes a stamp of <paramref name="length"/> bytes at <paramref name="offset"/> through <paramref name="device"/> and into <paramref name="model"/>.</summary>
+    public void WriteToModel(IBlockDevice device, byte[] model, int offset, int length, int seed)
+    {
+        byte[] data = Stamp.Make(offset, length, seed);
+        Assert.Equal(BlockStatus.Ok, Write(device, offset, data));
+        data.CopyTo(model, offset);
+    }
+
+    /// <summary>Reads <paramref name="length"/> bytes at <paramref name="offset"/> and compares them with <paramref name="model"/> (the array's log in the message).</summary>
+    public void AssertModel(IBlockDevice device, byte[] model, int offset, int length, MdArray array) =>
+        Assert.True(model.AsSpan(offset, length).SequenceEqual(Read(device, offset, length)),
+            $"read of {length} bytes at {offset} differs from the model: {string.Join(" | ", array.Log)}");
+
     /// <summary>Reads <paramref name="length"/> bytes at byte <paramref name="offset"/>; throws on a failed read.</summary>
     public byte[] Read(IBlockDevice device, long offset, int length)
     {

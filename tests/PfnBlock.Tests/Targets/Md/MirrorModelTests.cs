@@ -43,12 +43,10 @@ public sealed class MirrorModelTests
                 switch (op.Kind)
                 {
                     case 0:
-                        byte[] data = Stamp.Make(offset, length, op.Seed);
-                        Assert.Equal(BlockStatus.Ok, h.Write(md, offset, data));
-                        data.CopyTo(model, offset);
+                        h.WriteToModel(md, model, offset, length, op.Seed);
                         break;
                     case 1:
-                        Assert.True(model.AsSpan(offset, length).SequenceEqual(h.Read(md, offset, length)), $"read of {length} bytes at {offset} differs from the model: {string.Join(" | ", array.Log)}");
+                        h.AssertModel(md, model, offset, length, array);
                         break;
                     // A failure that would leave leg 0 with uncured media errors as the only copy would
                     // make those sectors unreadable (rightly): the model run does not go there.

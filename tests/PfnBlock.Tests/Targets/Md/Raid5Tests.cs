@@ -166,12 +166,10 @@ public sealed unsafe class Raid5Tests : IDisposable
                 switch (op.Kind)
                 {
                     case 0:
-                        byte[] data = Stamp.Make(offset, length, op.Seed);
-                        Assert.Equal(BlockStatus.Ok, h.Write(md, offset, data));
-                        data.CopyTo(model, offset);
+                        h.WriteToModel(md, model, offset, length, op.Seed);
                         break;
                     case 1:
-                        Assert.True(model.AsSpan(offset, length).SequenceEqual(h.Read(md, offset, length)), $"read of {length} at {offset} differs: {string.Join(" | ", array.Log)}");
+                        h.AssertModel(md, model, offset, length, array);
                         break;
                     case 2 or 3:
                         Assert.Equal(BlockStatus.Ok, md.SubmitAndWait(Ranged(op.Kind == 2 ? BioOp.WriteZeroes : BioOp.Discard, op.Sector, length)));
