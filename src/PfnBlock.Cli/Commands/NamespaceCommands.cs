@@ -41,7 +41,10 @@ internal static class NamespaceCommands
         map.AcceptOnlyFromAmong([.. DescriptorMaps.All.Select(DescriptorMaps.Name)]);
         var name = new Option<string>("--name") { Description = "A label stored in the info block.", DefaultValueFactory = _ => "" };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing namespace or other data at PATH." };
-        var cmd = new Command("create", "Format a file or device as a namespace.") { path, size, mode, sectorSize, align, map, name, force };
+        Option<long> pageSize = Cli.SizeOption("--page-size",
+            "Page size that must back the mapping: 4k, or 2M (hugetlbfs, or tmpfs mounted huge=always); refused where the filesystem gives another. " +
+            "Default: what the filesystem gives. Separate from --map huge, the descriptors' granularity.", 0);
+        var cmd = new Command("create", "Format a file or device as a namespace.") { path, size, mode, sectorSize, align, map, name, pageSize, force };
         cmd.SetAction(r => Cli.Run(() =>
         {
             long alignBytes = r.GetValue(align);
@@ -54,6 +57,7 @@ internal static class NamespaceCommands
                 Align = (uint)alignBytes,
                 MapKind = DescriptorMaps.Parse(r.GetValue(map)!),
                 Name = r.GetValue(name) ?? "",
+                PageSize = r.GetValue(pageSize),
                 Force = r.GetValue(force),
             };
             using PmemNamespace ns = PmemNamespace.Create(r.GetValue(path)!, options);
@@ -62,6 +66,7 @@ internal static class NamespaceCommands
                 Console.WriteLine($"btt: {Namespaces.Btt.Btt.ExternalNlbaFor(ns.DataSize, ns.Info.SectorSize, Namespaces.Btt.BttFlavor.Kernel)} atomic sectors of {ns.Info.SectorSize} bytes (kernel BTT v1.1 layout at offset 4096)");
             if (ns.Info.MapSize != 0)
                 Console.WriteLine($"descriptors: {DescriptorMaps.Name(ns.Info.MapKind)}, {ns.Info.MapSize} bytes reserved at offset {ns.Info.MapOffset} for {ns.Region.FrameCount} frames (no DRAM)");
+            Console.WriteLine($"pages: {ns.MeasureBacking().Describe()}");
             Console.WriteLine($"persistence: {ns.PersistenceDescription}");
             return 0;
         }));
@@ -79,6 +84,7 @@ internal static class NamespaceCommands
             // The probe says what else the path is when it is not a namespace (a PMDK pool, a directory…).
             NamespaceInfoBlock info = NamespaceProbe.Probe(p).RequireNamespace(out bool fromBackup);
             BadBlockList bad = MediaErrors.List(p);
+            PageBacking pages = PmemNamespace.ProbeBacking(p);
             if (r.GetValue(json))
             {
                 var doc = new
@@ -97,6 +103,16 @@ internal static class NamespaceCommands
                     map_offset = info.MapOffset,
                     map_size = info.MapSize,
                     info_block = fromBackup ? "backup" : "primary",
+                    // The TLB's page size (where the file lives), not the descriptors' granularity (map).
+                    page_backing = new
+                    {
+                        filesystem = pages.Filesystem.ToString().ToLowerInvariant(),
+                        detail = pages.Detail,
+                        page_size = pages.PageSize,
+                        offered_page_size = pages.OfferedPageSize,
+                        mapped_bytes = pages.MappedBytes,
+                        huge_mapped_bytes = pages.HugeMappedBytes,
+                    },
                     // As ndctl list --media-errors: runs of 512-byte blocks from the data area's start.
                     badblock_count = bad.TotalBlocks,
                     badblocks = bad.Ranges.Select(b => new { offset = b.Start, length = b.Count }),
@@ -109,6 +125,7 @@ internal static class NamespaceCommands
                 Console.WriteLine($"  uuid {info.Uuid}  name '{info.Name}'  version {info.Major}.{info.Minor}");
                 Console.WriteLine($"  data offset {info.DataOffset}  data size {info.DataSize}  align {info.Align}  descriptors {DescriptorMaps.Name(info.MapKind)}"
                     + (info.MapSize != 0 ? $" (reserve of {info.MapSize} bytes at {info.MapOffset}: 64 B per 4 KiB data frame)" : ""));
+                Console.WriteLine($"  pages: {pages.Describe()}");
                 Console.WriteLine($"  badblocks: {NamespaceErrorCommands.Describe(bad)}");
                 if (fromBackup) Console.WriteLine("  warning: primary info block is invalid; described from the backup copy (opening the namespace repairs it)");
             }
