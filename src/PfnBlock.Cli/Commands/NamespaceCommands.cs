@@ -26,10 +26,14 @@ internal static class NamespaceCommands
     {
         Option<string> path = PathOption();
         Option<long> size = Cli.SizeOption("--size", "Namespace size, e.g. 1G.");
-        var mode = new Option<NamespaceMode>("--mode") { Description = "raw (byte-addressable) or sector (BTT, atomic sectors).", DefaultValueFactory = _ => NamespaceMode.Raw };
+        var mode = new Option<NamespaceMode>("--mode")
+        {
+            Description = "raw (byte-addressable), sector (BTT, atomic sectors) or devdax (2M-aligned data that applications map, several at once; no block I/O).",
+            DefaultValueFactory = _ => NamespaceMode.Raw,
+        };
         var sectorSize = new Option<uint>("--sector-size") { Description = "Logical block size: 512 or 4096.", DefaultValueFactory = _ => 512 };
         sectorSize.AcceptOnlyFromAmong("512", "4096");
-        mode.AcceptOnlyFromAmong("raw", "sector");
+        mode.AcceptOnlyFromAmong("raw", "sector", "devdax");
         Option<long> align = Cli.SizeOption("--align", "Data alignment (default: 2M for namespaces of 256M or more, else 4k).", 0);
         var map = new Option<string>("--map")
         {

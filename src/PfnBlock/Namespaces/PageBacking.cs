@@ -56,6 +56,7 @@ public sealed record PageBacking
         if (!Measured) return $"{size} pages offered ({Detail})";
         if (Filesystem == BackingFilesystem.Hugetlbfs) return $"{size} pages ({Detail})";
         string share = MappedBytes == 0 ? "nothing mapped yet"
+            : HugeMappedBytes == 0 ? $"{SizeParser.Format(MappedBytes)} mapped, none by {SizeParser.Format(PmdPageSize)} pages"
             : $"{SizeParser.Format(HugeMappedBytes)} of {SizeParser.Format(MappedBytes)} mapped by {SizeParser.Format(PmdPageSize)} pages";
         return $"{size} pages: {share} ({Detail})";
     }

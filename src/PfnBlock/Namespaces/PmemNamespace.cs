@@ -147,6 +147,13 @@ public sealed unsafe partial class PmemNamespace : IDisposable
         if (deviceMap && sector)
             throw new ArgumentException("--map device keeps its descriptor reserve at offset 4096, where a sector namespace's BTT lives (kernel BTT v1.1); use another map for sector mode");
         if (!Enum.IsDefined(options.MapKind)) throw new ArgumentException($"unknown descriptor map kind {(int)options.MapKind}");
+        if (options.Mode == NamespaceMode.DevDax)
+        {
+            // As the kernel's device-DAX: whole 2 MiB pages from a 2 MiB-aligned data offset.
+            if (options.Align == 0) align = DaxNamespace.DevDaxAlign;
+            else if (align < DaxNamespace.DevDaxAlign) throw new ArgumentException($"alignment {align}: devdax data is 2M-aligned (use --align 2M or more)");
+        }
+        else if (!Enum.IsDefined(options.Mode)) throw new ArgumentException($"unknown namespace mode {(uint)options.Mode}");
         PageBacking? backing = CheckPageBacking(path, options, ref align);
         // The reserve's geometry is checked before the file is touched.
         (long DataOffset, long ReserveSize, long Frames)? reserveLayout = deviceMap ? DescriptorReserve.Layout(options.Size, align) : null;
@@ -232,6 +239,8 @@ public sealed unsafe partial class PmemNamespace : IDisposable
         try
         {
             NamespaceInfoBlock info = ReadValidInfo(file, out bool fromBackup);
+            if (info.Mode == NamespaceMode.DevDax)
+                throw new InvalidNamespaceException($"'{path}' is a devdax namespace: it has no block I/O; applications map it (DaxNamespace.Map), as they map /dev/daxX.Y");
             (map, PersistenceMode mode) = Map(file, info.NamespaceSize, writable: !readOnly, privateCopy: readOnly && info.Mode == NamespaceMode.Sector);
             if (fromBackup && !readOnly)
             {
