@@ -214,6 +214,54 @@ public sealed class RbdWriteCacheTests(CephCluster cluster) : IDisposable
         Assert.True(writtenBack > 0, "the restarted caches had nothing to write back: the kills never left data in a cache");
     }
 
+    /// <summary>
+    /// The cluster goes away under a cache (a private one-OSD cluster whose OSD is SIGKILLed): writes
+    /// acknowledged into the cache stay readable through it, write-back fails after the OSD request
+    /// timeout and is reported (and retried), and the cache keeps every block, as <c>pfnblock check</c>
+    /// of the cache device shows after the server is killed.
+    /// </summary>
+    [Fact]
+    public void AClusterThatDiesUnderTheCacheFailsWritebackAndTheCacheKeepsTheData()
+    {
+        const long size = 4 << 20;
+        string dir = Path.Combine("/dev/shm", $"pfnblock-rbdwc-dead-{Guid.NewGuid():N}"[..32]);
+        string conf = CephCluster.Script("start", dir).Trim().Split('\n')[^1];
+        try
+        {
+            string image = $"dead{Environment.ProcessId}";
+            Tool.Run("rbd", "--conf", conf, "create", "--size", "4M", "rbd/" + image);
+            string cache = _scratch.NewNamespace(16 << 20);
+            string table = Path.Combine(_dir, "dead.table");
+            File.WriteAllText(table, $"0 {size >> 9} writecache p rbd:rbd/{image},conf={conf},op-timeout=2,lock-wait=5 pmem:{cache} 4096 0\n");
+            string control = Path.Combine(_dir, "dead.sock");
+            string src = Tool.RandomFile(_dir, size, seed: 9);
+            using ServeProcess server = Serve("table:" + table, control);
+            string device = Ctl(control).AsArray().Single()!["device"]!.GetValue<string>();
+            Ctl(control, device, "pause");
+            Tool.Run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, Uri(server)); // ends with a flush: acknowledged as durable
+            CephCluster.Script("kill-osd", dir, "0");
+            Ctl(control, device, "resume");
+            JsonNode status = Ctl(control, device);
+            for (int i = 0; i < 300 && status["writeback_errors"]!.GetValue<long>() == 0; i++)
+            {
+                Thread.Sleep(100);
+                status = Ctl(control, device);
+            }
+            Assert.True(status["writeback_errors"]!.GetValue<long>() > 0, $"write-back to a dead cluster reported no error: {status}");
+            Assert.Equal(size / BlockSize, status["dirty"]!.GetValue<long>());
+            // Every block is in the cache, so reads never reach the dead cluster.
+            Tool.Run("qemu-img", "compare", "-f", "raw", "-F", "raw", src, Uri(server));
+            server.Kill();
+            (int exit, string report, string err) = ChildProcess.Run(ChildProcess.CliDll, ["check", "--path", cache]);
+            Assert.True(exit == 0, $"check of the cache failed ({exit}): {err}{report}");
+            Assert.Contains($"of {size / BlockSize} distinct blocks", report);
+        }
+        finally
+        {
+            CephCluster.Script("stop", dir);
+        }
+    }
+
     private static void Write(IBlockDevice dev, long block, byte[] data)
     {
         using var buffers = new IoBuffers(dev.AddressSpace, 1 << 20);
