@@ -147,7 +147,7 @@ public sealed class RbdWriteCacheTests(CephCluster cluster) : IDisposable
 
     /// <summary>
     /// ≥ 10 SIGKILLs of <c>serve</c> of a writecache over <c>rbd:</c> while a client writes and
-    /// flushes (PFNBLOCK_RBDCACHE_KILLS raises it; scripts/rbdcache-crash-soak.sh runs 50). The cache
+    /// flushes (PFNBLOCK_RBDCACHE_KILLS raises it; scripts/rbd-crash-soak.sh cache runs 50). The cache
     /// is small (watermarks 20/5), so write-back to the image runs during most writes and kills land
     /// in it. After each kill the image's next server replays the cache, writes it all back, and
     /// <c>rbd export</c> must hold every write acknowledged before an acknowledged flush, and every
@@ -232,7 +232,7 @@ public sealed class RbdWriteCacheTests(CephCluster cluster) : IDisposable
             Tool.Run("rbd", "--conf", conf, "create", "--size", "4M", "rbd/" + image);
             string cache = _scratch.NewNamespace(16 << 20);
             string table = Path.Combine(_dir, "dead.table");
-            File.WriteAllText(table, $"0 {size >> 9} writecache p rbd:rbd/{image},conf={conf},op-timeout=2,lock-wait=5 pmem:{cache} 4096 0\n");
+            File.WriteAllText(table, $"0 {size >> 9} writecache p rbd:rbd/{image},conf={conf},op-timeout=2,lock-wait=5 pmem:{cache} 4096 2 max_age 200\n");
             string control = Path.Combine(_dir, "dead.sock");
             string src = Tool.RandomFile(_dir, size, seed: 9);
             using ServeProcess server = Serve("table:" + table, control);
@@ -242,9 +242,10 @@ public sealed class RbdWriteCacheTests(CephCluster cluster) : IDisposable
             CephCluster.Script("kill-osd", dir, "0");
             Ctl(control, device, "resume");
             JsonNode status = Ctl(control, device);
-            for (int i = 0; i < 300 && status["writeback_errors"]!.GetValue<long>() == 0; i++)
+            // Data older than max_age is written back: the first attempt fails after op-timeout.
+            for (int i = 0; i < 60 && status["writeback_errors"]!.GetValue<long>() == 0; i++)
             {
-                Thread.Sleep(100);
+                Thread.Sleep(500);
                 status = Ctl(control, device);
             }
             Assert.True(status["writeback_errors"]!.GetValue<long>() > 0, $"write-back to a dead cluster reported no error: {status}");
