@@ -81,7 +81,7 @@ run_client() { # run_client CLIENT RW QD -> IOPS
     qemu-nbd)
       qemu-nbd -f raw --cache=none -b 127.0.0.1 -p "$port" -x disk --persistent "rbd:rbd/bench:conf=$conf" >"$work/qemu.log" 2>&1 &
       p=$!; pids+=("$p")
-      for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$port/disk" >/dev/null 2>&1 && break; sleep 0.1; done
+      for _ in $(seq 600); do nbdinfo "nbd://127.0.0.1:$port/disk" >/dev/null 2>&1 && break; sleep 0.1; done
       fio --ioengine=nbd --uri="nbd://127.0.0.1:$port/disk" $(fio_common "$rw" "$qd") >"$out"
       stop_pid "$p"
       fio_iops "$rw" "$out" ;;
