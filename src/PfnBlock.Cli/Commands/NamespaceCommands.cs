@@ -6,15 +6,16 @@ using PfnBlock.Namespaces;
 
 namespace PfnBlock.Cli.Commands;
 
-/// <summary><c>pfnblock namespace create|info|destroy|inject-error|clear-errors</c>.</summary>
+/// <summary><c>pfnblock namespace create|info|destroy|resize|inject-error|clear-errors</c>.</summary>
 internal static class NamespaceCommands
 {
     public static Command Create()
     {
-        var cmd = new Command("namespace", "Create, describe and destroy pmem namespaces; inject and clear media errors.");
+        var cmd = new Command("namespace", "Create, describe, shrink and destroy pmem namespaces; inject and clear media errors.");
         cmd.Subcommands.Add(CreateCommand());
         cmd.Subcommands.Add(InfoCommand());
         cmd.Subcommands.Add(DestroyCommand());
+        cmd.Subcommands.Add(ResizeCommand());
         cmd.Subcommands.Add(NamespaceErrorCommands.InjectCommand());
         cmd.Subcommands.Add(NamespaceErrorCommands.ClearCommand());
         return cmd;
@@ -133,6 +134,21 @@ internal static class NamespaceCommands
                 Console.WriteLine($"  badblocks: {NamespaceErrorCommands.Describe(bad)}");
                 if (fromBackup) Console.WriteLine("  warning: primary info block is invalid; described from the backup copy (opening the namespace repairs it)");
             }
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command ResizeCommand()
+    {
+        Option<string> path = PathOption();
+        Option<long> size = Cli.SizeOption("--size", "The new, smaller namespace size, e.g. 512M.");
+        var cmd = new Command("resize", "Shrink a namespace, keeping the data below the new end (refused while it is open, and so while any of its frames is pinned).") { path, size };
+        cmd.SetAction(r => Cli.Run(() =>
+        {
+            string p = r.GetValue(path)!;
+            NamespaceInfoBlock info = PmemNamespace.Shrink(p, r.GetValue(size));
+            Console.WriteLine($"resized {p}: {Describe(info)}");
             return 0;
         }));
         return cmd;
