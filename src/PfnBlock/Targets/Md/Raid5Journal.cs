@@ -290,6 +290,35 @@ internal sealed unsafe class Raid5Journal : IDisposable
             (stop is not null && records.Count > 0 ? $" (the log ends where {stop})" : "");
     }
 
+    /// <summary>
+    /// What <c>pfnblock check</c> and <c>raid examine</c> print for a journal device: its superblock,
+    /// and what an assembly would replay. Null when the device holds no journal superblock at all;
+    /// otherwise the lines and whether the metadata is consistent. Reads only.
+    /// </summary>
+    public static (bool Consistent, List<string> Lines)? Describe(IBlockDevice device)
+    {
+        using var io = new MdMetadataIo(device.AddressSpace);
+        var block = new byte[Raid5JournalLayout.BlockBytes];
+        io.Read(device, 0, block);
+        bool magic = BitConverter.ToUInt64(block) == Raid5JournalSuperblock.Magic;
+        io.Read(device, Raid5JournalLayout.BlockBytes, block);
+        if (!magic && BitConverter.ToUInt64(block) != Raid5JournalSuperblock.Magic) return null;
+        Raid5JournalSuperblock sb;
+        try { sb = ReadSuperblock(device, io); }
+        catch (InvalidDataException e) { return (false, [$"RAID5 journal: {e.Message}"]); }
+        (List<Record> records, long endBlock, long endSeq, string? stop) = Scan(device, sb, io);
+        var lines = new List<string>
+        {
+            $"RAID5 journal of md array {sb.ArrayUuidText} ({sb.RaidDisks} members, {sb.ChunkSectors / 2}K chunks), {ModeName(sb.Mode)}",
+            $"log: {sb.Blocks - Raid5JournalLayout.LogStart} blocks of 4 KiB, superblock generation {sb.Generation}, {(sb.IsClean ? "clean" : "active")}",
+            $"tail: block {sb.TailBlock}, record {sb.TailSeq}; committed records after it end at block {endBlock}, record {endSeq}",
+            records.Count == 0 ? "assembly would replay nothing"
+                : $"assembly would replay {records.Count} record(s) onto {records.Select(r => r.MemberSector).Distinct().Count()} stripe(s) ({records.Sum(r => (long)r.PayloadBlocks) * 4} KiB)",
+        };
+        if (stop is not null && !sb.IsClean) lines.Add($"the log ends where {stop}");
+        return (true, lines);
+    }
+
     // ---- the write path --------------------------------------------------------------------------
 
     /// <summary>

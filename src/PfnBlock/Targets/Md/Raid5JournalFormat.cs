@@ -293,3 +293,16 @@ public static unsafe class Crc32C
         return crc;
     }
 }
+
+/// <summary>What tools outside the array ask of a RAID5 journal: its mode's names, and a read-only description of a journal device (<c>pfnblock check</c>, <c>raid examine</c>).</summary>
+public static class Raid5JournalInfo
+{
+    /// <inheritdoc cref="Raid5Journal.Describe"/>
+    public static (bool Consistent, List<string> Lines)? Describe(Block.IBlockDevice device) => Raid5Journal.Describe(device);
+
+    /// <inheritdoc cref="Raid5Journal.ModeName"/>
+    public static string ModeName(Raid5JournalMode mode) => Raid5Journal.ModeName(mode);
+
+    /// <inheritdoc cref="Raid5Journal.ParseMode"/>
+    public static Raid5JournalMode ParseMode(string text) => Raid5Journal.ParseMode(text);
+}
