@@ -28,8 +28,9 @@ echo "|---|---|---|---|---|"
 run() { # NAME SPEC RW BS JOBS [FLAGS]
   pfnblock bench --device "$plain" --vs "$2" --rw "$3" --bs "$4" --jobs "$5" \
     --runtime "$RUNTIME" --slices "$SLICES" --ramp 1 --json > "$out"
-  jq -r --arg name "$1" --arg jobs "$5" '.comparisons[0] |
-      "| \($name) | \(.rw) \(.bs) ×\($jobs) | \(.median_a / 1e3 | round) k IOPS | \(.median_b / 1e3 | round) k IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"' "$out"
+  jq -r --arg name "$1" --arg jobs "$5" '.comparisons[0] | if .unit == "IOPS"
+      then "| \($name) | \(.rw) \(.bs) ×\($jobs) | \(.median_a / 1e3 | round) k IOPS | \(.median_b / 1e3 | round) k IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
+      else "| \($name) | \(.rw) \(.bs) ×\($jobs) | \(.median_a / 1e9 * 100 | round / 100) GB/s | \(.median_b / 1e9 * 100 | round / 100) GB/s | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |" end' "$out"
 }
 run "raid5 + write-through journal" "$journalled" randwrite 4k 1
 run "raid5 + write-through journal" "$journalled" write 192k 1

@@ -80,6 +80,26 @@ public sealed class Raid5JournalTests : IDisposable
     }
 
     [Fact]
+    public void TheRaid5KindFormatsItsJournalOnFirstOpen()
+    {
+        string[] m = _h.Members(4);
+        string j = "pmem:" + _h.Scratch.NewNamespace(4 << 20);
+        string spec = $"raid5:{DeviceSpec.Quote(string.Join('+', m))},chunk=16K,journal={DeviceSpec.Quote(j)}";
+        IBlockDevice md = _h.Open(spec);
+        Assert.Equal(Raid5JournalMode.WriteThrough, MdArray.Of(md)!.JournalStatus!.Mode);
+        byte[] data = Stamp.Make(4096, 3 * 4096, 3);
+        Assert.Equal(BlockStatus.Ok, _h.Write(md, 4096, data));
+        _h.Reopen();
+        md = _h.Open(spec); // assembled now, not formatted again
+        Assert.True(data.AsSpan().SequenceEqual(_h.Read(md, 4096, data.Length)));
+        _h.Reopen();
+        string[] m2 = _h.Members(4);
+        string j2 = "pmem:" + _h.Scratch.NewNamespace(4 << 20);
+        var e = Assert.Throws<ArgumentException>(() => _h.Open($"raid5:{DeviceSpec.Quote(string.Join('+', m2))},journal={DeviceSpec.Quote(j2)},journal_mode=write-back"));
+        Assert.Contains("not implemented", e.Message);
+    }
+
+    [Fact]
     public void AFullLogWaitsForReclaimAndWraps()
     {
         // The smallest journal this array takes: two full-stripe records. Writes wrap it many times.
