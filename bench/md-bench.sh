@@ -58,17 +58,14 @@ Y
   pfnblock ctl md rb add "pmem:$ns.bs" --watch --control "$ns.ctl" >/dev/null
   t1=$(date +%s.%N)
   pfnblock ctl md rb --json --control "$ns.ctl" | jq -e '.degraded == 0' >/dev/null || { echo "rebuild did not finish" >&2; exit 1; }
+  # What the watch costs with nothing to follow (client start, first poll): subtracted in the last column.
+  local i0 i1
+  i0=$(date +%s.%N); pfnblock ctl md rb --watch --control "$ns.ctl" >/dev/null; i1=$(date +%s.%N)
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
-  awk -v s="$sectors" -v a="$t0" -v b="$t1" 'BEGIN { t = b - a; printf "| mirror rebuild, speed_limit_max raised | %.0f MiB per member | %.2f s | %.2f GB/s (goal ≥ 1 GB/s) |\n", s * 512 / 1048576, t, s * 512 / t / 1e9 }'
+  awk -v s="$sectors" -v a="$t0" -v b="$t1" -v c="$i0" -v d="$i1" 'BEGIN { t = b - a; o = d - c; printf "| mirror rebuild, speed_limit_max raised | %.0f MiB per member | %.2f s (idle watch: %.2f s) | %.2f GB/s; %.2f GB/s without the idle watch (goal ≥ 1 GB/s) |\n", s * 512 / 1048576, t, o, s * 512 / t / 1e9, s * 512 / (t - o) / 1e9 }'
 }
 
-case " $ROWS " in *" rebuild "*)
-  echo "# REBUILD_SIZE=$REBUILD_SIZE: wall time of \`ctl md rb add SPARE --watch\` (the watch polls; the time includes its last poll)"
-  echo "| workload | data | time | rate |"
-  echo "|---|---|---|---|"
-  rebuild ;;
-esac
-case " $ROWS " in *" arrays "*) ;; *) exit 0 ;; esac
+arrays() {
 for n in raw m0 m1 r0 r1 r2 r3; do pfnblock namespace create --path "$ns.$n" --size "$SIZE" --force >/dev/null; done
 bytes=$(pfnblock namespace info --path "$ns.raw" --json | jq -r .data_size)
 pfnblock bench --device "pmem:$ns.raw" --rw write --bs 1M --size "$((bytes >> 20))M" --ramp 0 >/dev/null   # touch every page once
@@ -85,3 +82,13 @@ run raid5 "$raid5" randread 4k 1
 run raid5 "$raid5" randwrite 4k 1
 run raid5 "$raid5" write 192k 1
 run raid5 "$raid5" read 1M 1
+rm -f -- "$ns".raw "$ns".m? "$ns".r?   # room in /dev/shm for the rebuild's namespaces
+}
+
+case " $ROWS " in *" arrays "*) arrays ;; esac
+case " $ROWS " in *" rebuild "*)
+  echo "# REBUILD_SIZE=$REBUILD_SIZE: wall time of \`ctl md rb add SPARE --watch\` (client start and 250 ms polls included; an idle watch measures that part)"
+  echo "| workload | data | time | rate |"
+  echo "|---|---|---|---|"
+  rebuild ;;
+esac
