@@ -31,6 +31,7 @@ machine="$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xar
 failed=()
 summary="$OUT/summary.md"
 { echo "# PfnBlock benchmarks $stamp"; echo; echo "$machine${QUICK:+ — QUICK run, figures not meaningful}"; echo; } > "$summary"
+export TLB_TSV="$OUT/tlb.tsv"   # tlb-bench.sh's table, drawn below
 for script in "$here"/bench/*-bench.sh; do
   name=$(basename "$script" -bench.sh)
   if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
@@ -59,6 +60,9 @@ if "$here/pfnblock" namespace create --path "$ns" --size "${SIZE:-1G}" --force >
   "$plot" timeline "$PLOTS/pmem-iops-over-time.png" "pmem namespace, 4 KiB, 1 job, iodepth 1 ($stamp)" \
     "randwrite=$OUT/timeline-randwrite.json" "randread=$OUT/timeline-randread.json" >/dev/null
   rm -f "$ns"
+fi
+if [ -s "$OUT/tlb.tsv" ]; then
+  "$plot" lines "$PLOTS/tlb-iops.png" "4 KiB random I/O, 4 KiB vs 2 MiB pages behind the mapping ($stamp)" "working set (MiB, log)" "IOPS (1 job, QD1)" "$OUT/tlb.tsv" >/dev/null
 fi
 if [ -f "$OUT/stack.log" ]; then
   # Rows: | workload | A | B | ratio [min..max] |

@@ -11,6 +11,7 @@ namespace PfnBlock.Plot;
 /// (its <c>timeline</c> samples; one line per file, reads and writes summed);
 /// <c>bars OUT.png TITLE XLABEL TABLE.tsv</c> — one bar per row <c>label TAB value [TAB min TAB max]</c>
 /// (a ratio table: medians with their range as error bars, a line at 1.0 when the values are ratios);
+/// <c>lines OUT.png TITLE XLABEL YLABEL TABLE.tsv</c> — one line per series over a log2 x axis, see <see cref="LinesPlot"/>;
 /// <c>on-demand OUT.png</c> — measured here, see <see cref="OnDemandTouch"/>.
 /// </summary>
 public static class Program
@@ -23,6 +24,7 @@ public static class Program
             {
                 ["timeline", string png, string title, .. var series] when series.Length > 0 => Timeline(png, title, series),
                 ["bars", string png, string title, string xLabel, string tsv] => Bars(png, title, xLabel, tsv),
+                ["lines", string png, string title, string xLabel, string yLabel, string tsv] => LinesPlot.Draw(png, title, xLabel, yLabel, tsv),
                 ["on-demand", string png] => OnDemandTouch.Draw(png),
                 _ => Usage(),
             };
@@ -38,6 +40,7 @@ public static class Program
     {
         Console.Error.WriteLine("usage: pfnblock-plot timeline OUT.png TITLE LABEL=BENCH.json [LABEL=BENCH.json ...]");
         Console.Error.WriteLine("       pfnblock-plot bars OUT.png TITLE XLABEL TABLE.tsv   (rows: label TAB value [TAB min TAB max])");
+        Console.Error.WriteLine("       pfnblock-plot lines OUT.png TITLE XLABEL YLABEL TABLE.tsv   (rows: series TAB x TAB y [TAB min TAB max]; x on a log2 axis)");
         Console.Error.WriteLine("       pfnblock-plot on-demand OUT.png   (measures the on-demand descriptor map's DRAM against frames touched)");
         return 2;
     }

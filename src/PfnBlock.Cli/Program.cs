@@ -29,7 +29,9 @@ public static class Program
             CopyCommand.Create(),
             MemmapCommand.Create(),
         };
-        ParseResult result = root.Parse(args);
+        // No response files: "@NAME" names a device (config devices, ctl's device labels), and
+        // System.CommandLine would otherwise read it as a file of more arguments.
+        ParseResult result = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
         if (result.Errors.Count > 0)
         {
             // One clear line and a usage exit code, not a page of help. An unknown word explains the

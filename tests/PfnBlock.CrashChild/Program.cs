@@ -40,6 +40,7 @@ public static class Program
             return args switch
             {
                 ["hold", string path] => Hold(path),
+                ["dax", string path] => Dax(path),
                 ["open", string path] => TryOpen(path),
                 ["write", string path, string seed, string first, string blocks] => Write(path, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
                 ["badblocks", string path] => BadBlocks(path),
@@ -56,7 +57,7 @@ public static class Program
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: crashchild hold PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS | write-spec SPEC SEED FIRST_VERSION BLOCKS | badblocks PATH");
+        Console.Error.WriteLine("usage: crashchild hold PATH | dax PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS | write-spec SPEC SEED FIRST_VERSION BLOCKS | badblocks PATH");
         return 2;
     }
 
@@ -67,6 +68,39 @@ public static class Program
         Console.WriteLine("held");
         Console.Out.Flush();
         while (Console.In.ReadLine() is not null) { }
+        return 0;
+    }
+
+    /// <summary>
+    /// Maps a devdax namespace (a shared claim) and obeys stdin until it closes:
+    /// "fill OFFSET LENGTH BYTE" stores and persists, answering "filled";
+    /// "sum OFFSET LENGTH" answers "sum N", the sum of those bytes as read through the mapping.
+    /// </summary>
+    private static unsafe int Dax(string path)
+    {
+        using DaxNamespace dax = DaxNamespace.Map(path);
+        Console.WriteLine($"mapped {dax.Size}");
+        Console.Out.Flush();
+        while (Console.In.ReadLine() is string line)
+        {
+            string[] f = line.Split(' ');
+            long offset = long.Parse(f[1]);
+            int length = int.Parse(f[2]);
+            var bytes = new Span<byte>(dax.Address + offset, length);
+            if (f[0] == "fill")
+            {
+                bytes.Fill(byte.Parse(f[3]));
+                dax.Persist(offset, length);
+                Console.WriteLine("filled");
+            }
+            else
+            {
+                long sum = 0;
+                foreach (byte b in bytes) sum += b;
+                Console.WriteLine($"sum {sum}");
+            }
+            Console.Out.Flush();
+        }
         return 0;
     }
 

@@ -19,7 +19,8 @@ internal static class CheckCommand
         {
             BttCheckReport report = BttCheck.Run(r.GetValue(path)!, r.GetValue(repair));
             WriteCacheCheckReport? cache = !report.HasBtt && report.Consistent ? CheckCache(report.Path) : null;
-            bool consistent = report.Consistent && cache?.Consistent != false;
+            (bool Consistent, List<string> Lines)? journal = !report.HasBtt && report.Consistent && cache is null ? CheckJournal(report.Path) : null;
+            bool consistent = report.Consistent && cache?.Consistent != false && journal?.Consistent != false;
             if (r.GetValue(json))
             {
                 var doc = new
@@ -47,6 +48,7 @@ internal static class CheckCommand
                         dirty_blocks = cache.DirtyBlocks,
                         holes = cache.Scan?.Holes,
                     },
+                    raid5_journal = journal is { } jr ? new { consistent = jr.Consistent, report = jr.Lines } : null,
                 };
                 Console.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
             }
@@ -58,14 +60,25 @@ internal static class CheckCommand
                 foreach (CheckFinding f in report.Findings) Console.WriteLine($"  {f.Severity.ToString().ToLowerInvariant()}: {f.Message}");
                 if (cache is not null)
                     foreach (string line in cache.Lines()) Console.WriteLine("  " + line);
+                if (journal is { } j)
+                    foreach (string line in j.Lines) Console.WriteLine("  " + line);
                 Console.WriteLine(report.Consistent
                     ? $"result: consistent{(report.HasBtt ? "" : " (info blocks)")}{(report.Repairs > 0 ? $" after {report.Repairs} repair(s)" : "")}"
                     : $"result: INCONSISTENT ({report.Unrepaired} error(s){(r.GetValue(repair) ? "" : "; --repair restores invalid info blocks from their copies, nothing else")})");
             }
             if (cache is { Consistent: false } && !r.GetValue(json)) Console.WriteLine("result: write cache INCONSISTENT (not opened; nothing was changed)");
+            if (journal is { Consistent: false } && !r.GetValue(json)) Console.WriteLine("result: RAID5 journal INCONSISTENT (an array would refuse it; nothing was changed)");
             return consistent ? 0 : Cli.ExitFailure;
         }));
         return cmd;
+    }
+
+    /// <summary>A raw namespace's RAID5 journal, read through a read-only device; null when it holds none.</summary>
+    private static (bool Consistent, List<string> Lines)? CheckJournal(string path)
+    {
+        using var set = new Devices.DeviceSet(readOnly: true);
+        using Devices.DeviceHandle h = set.Acquire("pmem:" + Devices.DeviceSpec.Quote(path));
+        return Targets.Md.Raid5JournalInfo.Describe(h.Device);
     }
 
     /// <summary>A raw namespace's write cache, read through a read-only mapping (shared claim, nothing written); null when it holds none.</summary>

@@ -6,15 +6,16 @@ using PfnBlock.Namespaces;
 
 namespace PfnBlock.Cli.Commands;
 
-/// <summary><c>pfnblock namespace create|info|destroy|inject-error|clear-errors</c>.</summary>
+/// <summary><c>pfnblock namespace create|info|destroy|resize|inject-error|clear-errors</c>.</summary>
 internal static class NamespaceCommands
 {
     public static Command Create()
     {
-        var cmd = new Command("namespace", "Create, describe and destroy pmem namespaces; inject and clear media errors.");
+        var cmd = new Command("namespace", "Create, describe, shrink and destroy pmem namespaces; inject and clear media errors.");
         cmd.Subcommands.Add(CreateCommand());
         cmd.Subcommands.Add(InfoCommand());
         cmd.Subcommands.Add(DestroyCommand());
+        cmd.Subcommands.Add(ResizeCommand());
         cmd.Subcommands.Add(NamespaceErrorCommands.InjectCommand());
         cmd.Subcommands.Add(NamespaceErrorCommands.ClearCommand());
         return cmd;
@@ -26,10 +27,14 @@ internal static class NamespaceCommands
     {
         Option<string> path = PathOption();
         Option<long> size = Cli.SizeOption("--size", "Namespace size, e.g. 1G.");
-        var mode = new Option<NamespaceMode>("--mode") { Description = "raw (byte-addressable) or sector (BTT, atomic sectors).", DefaultValueFactory = _ => NamespaceMode.Raw };
+        var mode = new Option<NamespaceMode>("--mode")
+        {
+            Description = "raw (byte-addressable), sector (BTT, atomic sectors) or devdax (2M-aligned data that applications map, several at once; no block I/O).",
+            DefaultValueFactory = _ => NamespaceMode.Raw,
+        };
         var sectorSize = new Option<uint>("--sector-size") { Description = "Logical block size: 512 or 4096.", DefaultValueFactory = _ => 512 };
         sectorSize.AcceptOnlyFromAmong("512", "4096");
-        mode.AcceptOnlyFromAmong("raw", "sector");
+        mode.AcceptOnlyFromAmong("raw", "sector", "devdax");
         Option<long> align = Cli.SizeOption("--align", "Data alignment (default: 2M for namespaces of 256M or more, else 4k).", 0);
         var map = new Option<string>("--map")
         {
@@ -41,7 +46,10 @@ internal static class NamespaceCommands
         map.AcceptOnlyFromAmong([.. DescriptorMaps.All.Select(DescriptorMaps.Name)]);
         var name = new Option<string>("--name") { Description = "A label stored in the info block.", DefaultValueFactory = _ => "" };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing namespace or other data at PATH." };
-        var cmd = new Command("create", "Format a file or device as a namespace.") { path, size, mode, sectorSize, align, map, name, force };
+        Option<long> pageSize = Cli.SizeOption("--page-size",
+            "Page size that must back the mapping: 4k, or 2M (hugetlbfs, or tmpfs mounted huge=always); refused where the filesystem gives another. " +
+            "Default: what the filesystem gives. Separate from --map huge, the descriptors' granularity.", 0);
+        var cmd = new Command("create", "Format a file or device as a namespace.") { path, size, mode, sectorSize, align, map, name, pageSize, force };
         cmd.SetAction(r => Cli.Run(() =>
         {
             long alignBytes = r.GetValue(align);
@@ -54,6 +62,7 @@ internal static class NamespaceCommands
                 Align = (uint)alignBytes,
                 MapKind = DescriptorMaps.Parse(r.GetValue(map)!),
                 Name = r.GetValue(name) ?? "",
+                PageSize = r.GetValue(pageSize),
                 Force = r.GetValue(force),
             };
             using PmemNamespace ns = PmemNamespace.Create(r.GetValue(path)!, options);
@@ -62,6 +71,7 @@ internal static class NamespaceCommands
                 Console.WriteLine($"btt: {Namespaces.Btt.Btt.ExternalNlbaFor(ns.DataSize, ns.Info.SectorSize, Namespaces.Btt.BttFlavor.Kernel)} atomic sectors of {ns.Info.SectorSize} bytes (kernel BTT v1.1 layout at offset 4096)");
             if (ns.Info.MapSize != 0)
                 Console.WriteLine($"descriptors: {DescriptorMaps.Name(ns.Info.MapKind)}, {ns.Info.MapSize} bytes reserved at offset {ns.Info.MapOffset} for {ns.Region.FrameCount} frames (no DRAM)");
+            Console.WriteLine($"pages: {ns.MeasureBacking().Describe()}");
             Console.WriteLine($"persistence: {ns.PersistenceDescription}");
             return 0;
         }));
@@ -79,6 +89,7 @@ internal static class NamespaceCommands
             // The probe says what else the path is when it is not a namespace (a PMDK pool, a directory…).
             NamespaceInfoBlock info = NamespaceProbe.Probe(p).RequireNamespace(out bool fromBackup);
             BadBlockList bad = MediaErrors.List(p);
+            PageBacking pages = PmemNamespace.ProbeBacking(p);
             if (r.GetValue(json))
             {
                 var doc = new
@@ -97,6 +108,16 @@ internal static class NamespaceCommands
                     map_offset = info.MapOffset,
                     map_size = info.MapSize,
                     info_block = fromBackup ? "backup" : "primary",
+                    // The TLB's page size (where the file lives), not the descriptors' granularity (map).
+                    page_backing = new
+                    {
+                        filesystem = pages.Filesystem.ToString().ToLowerInvariant(),
+                        detail = pages.Detail,
+                        page_size = pages.PageSize,
+                        offered_page_size = pages.OfferedPageSize,
+                        mapped_bytes = pages.MappedBytes,
+                        huge_mapped_bytes = pages.HugeMappedBytes,
+                    },
                     // As ndctl list --media-errors: runs of 512-byte blocks from the data area's start.
                     badblock_count = bad.TotalBlocks,
                     badblocks = bad.Ranges.Select(b => new { offset = b.Start, length = b.Count }),
@@ -109,9 +130,25 @@ internal static class NamespaceCommands
                 Console.WriteLine($"  uuid {info.Uuid}  name '{info.Name}'  version {info.Major}.{info.Minor}");
                 Console.WriteLine($"  data offset {info.DataOffset}  data size {info.DataSize}  align {info.Align}  descriptors {DescriptorMaps.Name(info.MapKind)}"
                     + (info.MapSize != 0 ? $" (reserve of {info.MapSize} bytes at {info.MapOffset}: 64 B per 4 KiB data frame)" : ""));
+                Console.WriteLine($"  pages: {pages.Describe()}");
                 Console.WriteLine($"  badblocks: {NamespaceErrorCommands.Describe(bad)}");
                 if (fromBackup) Console.WriteLine("  warning: primary info block is invalid; described from the backup copy (opening the namespace repairs it)");
             }
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command ResizeCommand()
+    {
+        Option<string> path = PathOption();
+        Option<long> size = Cli.SizeOption("--size", "The new, smaller namespace size, e.g. 512M.");
+        var cmd = new Command("resize", "Shrink a namespace, keeping the data below the new end (refused while it is open, and so while any of its frames is pinned).") { path, size };
+        cmd.SetAction(r => Cli.Run(() =>
+        {
+            string p = r.GetValue(path)!;
+            NamespaceInfoBlock info = PmemNamespace.Shrink(p, r.GetValue(size));
+            Console.WriteLine($"resized {p}: {Describe(info)}");
             return 0;
         }));
         return cmd;

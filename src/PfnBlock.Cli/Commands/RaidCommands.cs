@@ -36,9 +36,11 @@ internal static class RaidCommands
         var name = new Option<string>("--name") { Description = "The array's name, stored in the superblocks.", DefaultValueFactory = _ => "pfnblock" };
         var force = new Option<bool>("--force") { Description = "Overwrite members that already carry an md superblock." };
         var assumeClean = new Option<bool>("--assume-clean") { Description = "Do not resync on first assembly (the members are known to agree, e.g. all zeros)." };
+        var journal = new Option<string>("--journal") { Description = "RAID5: make this pmem namespace the array's write journal (mdadm --write-journal); serve with md:…,journal=SPEC." };
+        var journalMode = new Option<string>("--journal-mode") { Description = "The journal's mode: write-through (md's default; write-back is not implemented yet).", DefaultValueFactory = _ => "write-through" };
         Argument<string[]> members = Members(1);
         var cmd = new Command("create", "Write md v1.2 superblocks and write-intent bitmaps to the members (mdadm --create); serve the array as md:A+B+….")
-            { level, chunk, bitmapChunk, name, force, assumeClean, members };
+            { level, chunk, bitmapChunk, name, force, assumeClean, journal, journalMode, members };
         cmd.SetAction(r => Cli.Run(() =>
         {
             string[] specs = r.GetValue(members) ?? [];
@@ -51,12 +53,16 @@ internal static class RaidCommands
                 Name = r.GetValue(name)!,
                 Force = r.GetValue(force),
                 AssumeClean = r.GetValue(assumeClean),
+                Journal = r.GetValue(journal),
+                JournalMode = Raid5JournalInfo.ParseMode(r.GetValue(journalMode)!),
             }, set);
             MdSuperblock sb = created[0].Superblock;
             Console.WriteLine($"created {MdExamine.LevelName(sb.Level)} '{sb.SetName}' {sb.UuidText}: {created.Count} members, {sb.ArraySectors * 512} bytes of data"
                 + (sb.Level == 5 ? $", chunk {sb.ChunkSectors / 2}K" : ""));
             foreach (MdCreatedMember m in created) Console.WriteLine($"  {MdExamine.RoleName(m.Superblock.Role)}: {m.Spec}");
-            Console.WriteLine($"serve it as md:{DeviceSpec.Quote(string.Join('+', created.Select(m => m.Spec)))}");
+            if (r.GetValue(journal) is { } j) Console.WriteLine($"  journal: {j}");
+            Console.WriteLine($"serve it as md:{DeviceSpec.Quote(string.Join('+', created.Select(m => m.Spec)))}"
+                + (r.GetValue(journal) is { } js ? ",journal=" + DeviceSpec.Quote(js) : ""));
             return 0;
         }));
         return cmd;
@@ -65,8 +71,8 @@ internal static class RaidCommands
     private static Command ExamineCommand()
     {
         var json = new Option<bool>("--json") { Description = "Print one JSON document." };
-        var member = new Argument<string>("MEMBER") { Description = "A member device spec (pmem:/dev/shm/r0)." };
-        var cmd = new Command("examine", "Print the md superblock and bitmap a member carries (mdadm --examine); exit 1 when it has none.") { json, member };
+        var member = new Argument<string>("MEMBER") { Description = "A member device spec (pmem:/dev/shm/r0), or a RAID5 journal's." };
+        var cmd = new Command("examine", "Print the md superblock and bitmap a member carries (mdadm --examine), or a RAID5 journal's superblock and what it would replay; exit 1 when it has none.") { json, member };
         cmd.SetAction(r => Cli.Run(() =>
         {
             string spec = r.GetValue(member)!;
@@ -74,7 +80,13 @@ internal static class RaidCommands
             using DeviceHandle h = set.Acquire(spec);
             MdMemberInfo info;
             try { info = MdExamine.Examine(h.Device); }
-            catch (InvalidDataException e) { throw new IOException($"{spec}: {e.Message}", e); }
+            catch (InvalidDataException e)
+            {
+                if (Raid5JournalInfo.Describe(h.Device) is not { } journal) throw new IOException($"{spec}: {e.Message}", e);
+                if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { journal = spec, consistent = journal.Consistent, report = journal.Lines }, new JsonSerializerOptions { WriteIndented = true }));
+                else foreach (string line in journal.Lines) Console.WriteLine($"{spec}: {line}");
+                return journal.Consistent ? 0 : Cli.ExitFailure;
+            }
             if (!r.GetValue(json))
             {
                 Console.Write(MdExamine.Format(spec, info));
@@ -113,13 +125,15 @@ internal static class RaidCommands
     {
         Argument<string[]> members = Members(1);
         var dirty = new Option<bool>("--start-dirty-degraded") { Description = "Start a RAID5 that stopped uncleanly with a member missing (stale parity may return wrong data)." };
-        var cmd = new Command("assemble", "Assemble the members into their array (as serving md:A+B+… would; 'missing' for an absent member), print its state as /proc/mdstat does, and stop it again (marked clean).") { dirty, members };
+        var journal = new Option<string>("--journal") { Description = "The array's write journal (its records are replayed onto the members)." };
+        var cmd = new Command("assemble", "Assemble the members into their array (as serving md:A+B+… would; 'missing' for an absent member), print its state as /proc/mdstat does, and stop it again (marked clean).") { dirty, journal, members };
         cmd.SetAction(r => Cli.Run(() =>
         {
             string[] specs = r.GetValue(members) ?? [];
             MdArray.MessageSink = line => Console.Error.WriteLine(line);
             using var set = new DeviceSet();
-            using DeviceHandle h = set.Acquire($"md:{DeviceSpec.Quote(string.Join('+', specs))}" + (r.GetValue(dirty) ? ",start_dirty_degraded" : ""));
+            using DeviceHandle h = set.Acquire($"md:{DeviceSpec.Quote(string.Join('+', specs))}" + (r.GetValue(dirty) ? ",start_dirty_degraded" : "")
+                + (r.GetValue(journal) is { } j ? ",journal=" + DeviceSpec.Quote(j) : ""));
             MdArray array = MdArray.Of(h.Device) ?? throw new InvalidOperationException("md: did not open an md array");
             Console.WriteLine($"{array.Name} : {array.StatusLine} {array.Uuid}");
             foreach (MdMemberStatus m in array.Members) Console.WriteLine($"  [{m.Slot}] {m.Spec}: {(m.State == MdMemberState.InSync ? "in_sync" : m.State.ToString().ToLowerInvariant())}");

@@ -12,6 +12,7 @@ internal static unsafe partial class Libc
 
     // <sys/mman.h>
     public const int MADV_POPULATE_READ = 22;
+    public const int MADV_POPULATE_WRITE = 23;
 
     // <errno.h>
     public const int ENXIO = 6;

@@ -54,6 +54,14 @@ internal static unsafe partial class Librbd
     [LibraryImport(Rados)]
     public static partial void rados_ioctx_destroy(nint ioctx);
 
+    /// <summary><c>int rados_cluster_fsid(rados_t cluster, char *buf, size_t len)</c>: the cluster's fsid (a uuid string); its length, or -ERANGE.</summary>
+    [LibraryImport(Rados)]
+    public static partial int rados_cluster_fsid(nint cluster, byte* buf, nuint len);
+
+    /// <summary><c>int64_t rados_ioctx_get_id(rados_ioctx_t io)</c>: the pool's id, which a pool keeps when renamed.</summary>
+    [LibraryImport(Rados)]
+    public static partial long rados_ioctx_get_id(nint ioctx);
+
     // ---- librbd: images ----
 
     /// <summary><c>int rbd_create(rados_ioctx_t io, const char *name, uint64_t size, int *order)</c> (order 0: the default, 4 MiB objects).</summary>
@@ -79,6 +87,14 @@ internal static unsafe partial class Librbd
     /// <summary><c>int rbd_get_stripe_unit(rbd_image_t image, uint64_t *stripe_unit)</c>: the object size unless fancy striping.</summary>
     [LibraryImport(Rbd)]
     public static partial int rbd_get_stripe_unit(nint image, out ulong stripeUnit);
+
+    /// <summary>
+    /// <c>int rbd_get_id(rbd_image_t image, char *id, size_t id_len)</c>: the image's id, made at
+    /// creation and kept across renames (a new image of the same name gets another); -ERANGE when
+    /// <c>id_len</c> is too small.
+    /// </summary>
+    [LibraryImport(Rbd)]
+    public static partial int rbd_get_id(nint image, byte* id, nuint idLen);
 
     // ---- librbd: the exclusive lock ----
 

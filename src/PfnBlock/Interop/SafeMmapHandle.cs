@@ -44,6 +44,40 @@ internal sealed unsafe class SafeMmapHandle : SafeHandle
         return mapping;
     }
 
+    /// <summary>
+    /// As <see cref="TryMap"/>, at a virtual address that is a multiple of <paramref name="alignment"/>:
+    /// a transparent huge page can back a file mapping only where the virtual address and the file
+    /// offset agree modulo 2 MiB. An inaccessible reservation of length + alignment is made first,
+    /// the file is mapped over its aligned part (MAP_FIXED), and the slack on either side is
+    /// returned, so only the mapping itself is ever released.
+    /// </summary>
+    public static SafeMmapHandle? TryMapAligned(nuint length, nuint alignment, int prot, int flags, int fd, long offset)
+    {
+        var mapping = new SafeMmapHandle(length);
+        nint reserved = Libc.mmap(0, length + alignment, Libc.PROT_NONE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+        if (reserved == Libc.MAP_FAILED)
+        {
+            GC.SuppressFinalize(mapping);
+            return null;
+        }
+        nint aligned = (nint)(((nuint)reserved + alignment - 1) & ~(alignment - 1));
+        nint p = Libc.mmap(aligned, length, prot, flags | Libc.MAP_FIXED, fd, offset);
+        if (p == Libc.MAP_FAILED)
+        {
+            int errno = Libc.Errno;
+            _ = Libc.munmap(reserved, length + alignment);
+            Marshal.SetLastPInvokeError(errno); // the caller reports the mmap's errno, not the cleanup's
+            GC.SuppressFinalize(mapping);
+            return null;
+        }
+        nuint head = (nuint)(aligned - reserved);
+        if (head != 0) _ = Libc.munmap(reserved, head);
+        nuint tail = alignment - head;
+        if (tail != 0) _ = Libc.munmap(aligned + (nint)length, tail);
+        mapping.SetHandle(p);
+        return mapping;
+    }
+
     /// <inheritdoc/>
     protected override bool ReleaseHandle() => Libc.munmap(handle, Length) == 0;
 }

@@ -37,8 +37,15 @@ internal sealed class NamespaceFile : IDisposable
     /// <summary>Opens <paramref name="path"/> read-only without a claim, to describe a namespace that may be in use.</summary>
     public static NamespaceFile OpenUnclaimed(string path) => Open(path, create: false, writable: false, claim: false);
 
-    private static NamespaceFile Open(string path, bool create, bool writable, bool claim)
+    /// <summary>
+    /// Opens <paramref name="path"/> read-write with a shared claim (<c>LOCK_SH</c>): devdax mappers
+    /// share the namespace with each other, and every exclusive opener is refused meanwhile.
+    /// </summary>
+    public static NamespaceFile OpenShared(string path) => Open(path, create: false, writable: true, claim: true, exclusive: false);
+
+    private static NamespaceFile Open(string path, bool create, bool writable, bool claim, bool? exclusive = null)
     {
+        bool exclusiveClaim = exclusive ?? writable;
         int flags = (writable ? Libc.O_RDWR : Libc.O_RDONLY) | Libc.O_CLOEXEC | (create ? Libc.O_CREAT : 0);
         SafeFdHandle fd = SafeFdHandle.Open(path, flags, 0x1B0 /* 0660 */);
         if (fd.IsInvalid)
@@ -51,12 +58,13 @@ internal sealed class NamespaceFile : IDisposable
         try
         {
             if (FileType(fd.Fd, path) == Libc.S_IFDIR) throw IsDirectory(path);
-            if (claim && !Claim(fd.Fd, writable))
+            if (claim && !Claim(fd.Fd, exclusiveClaim))
             {
                 int errno = Libc.Errno;
                 if (errno == Libc.EWOULDBLOCK)
-                    throw new NamespaceInUseException(writable
+                    throw new NamespaceInUseException(exclusiveClaim
                         ? $"'{path}' is in use by another process (exclusive claim held)"
+                        : writable ? $"'{path}' is open as a block device by another process (exclusive claim held); a devdax mapping shares only with other mappers"
                         : $"'{path}' is in use for writing by another process (exclusive claim held)");
                 throw Libc.ErrnoException(errno, "flock", path);
             }
@@ -76,9 +84,9 @@ internal sealed class NamespaceFile : IDisposable
     /// on a loaded machine, for a few hundred (seen with a test process starting children while
     /// the crash explorer reopened a namespace thousands of times): up to a second.
     /// </summary>
-    private static bool Claim(int fd, bool writable)
+    private static bool Claim(int fd, bool exclusive)
     {
-        int op = (writable ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB;
+        int op = (exclusive ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB;
         long deadline = Environment.TickCount64 + 1000;
         while (true)
         {

@@ -11,6 +11,11 @@ public enum NamespaceMode : uint
     Raw = 1,
     /// <summary>A Block Translation Table makes sector writes atomic (ndctl "sector").</summary>
     Sector = 2,
+    /// <summary>
+    /// No block I/O: the 2 MiB-aligned data area is mapped by applications (<see cref="DaxNamespace"/>),
+    /// any number at once, like the kernel's device-DAX (ndctl "devdax"); block opens are refused.
+    /// </summary>
+    DevDax = 3,
 }
 
 /// <summary>
@@ -33,7 +38,7 @@ public enum NamespaceMode : uint
 ///  64     8 dataoff        byte offset of the data area, a multiple of align
 ///  72     8 datasize       bytes of the data area
 ///  80     4 align          data alignment in bytes (power of two, ≥ 4096)
-///  84     4 mode           1 raw, 2 sector
+///  84     4 mode           1 raw, 2 sector, 3 devdax (dataoff and align then multiples of 2 MiB; 1.1 readers before devdax refuse it as an unknown mode)
 ///  88     4 sector_size    logical block size exposed (512 or 4096)
 ///  92     4 map_kind       page-descriptor map (0 none, 1 dense, 2 device, 3 huge, 4 on demand, 5 temporary)
 ///  96     8 map_off        byte offset of in-device descriptors (map_kind 2: 4096, right after this block), else 0
@@ -81,7 +86,7 @@ public sealed record NamespaceInfoBlock
     public long DataSize { get; init; }
     /// <summary>Alignment of the data area in bytes: a power of two of at least 4096 (4096 for sector namespaces, whose BTT starts at offset 4096).</summary>
     public uint Align { get; init; }
-    /// <summary>Raw: the data area is read and written directly; sector: it holds a BTT that makes each sector write atomic.</summary>
+    /// <summary>Raw: the data area is read and written directly; sector: it holds a BTT that makes each sector write atomic; devdax: applications map it, no block I/O.</summary>
     public NamespaceMode Mode { get; init; }
     /// <summary>Logical block size of the namespace's device, 512 or 4096; in sector mode also the BTT's sector size.</summary>
     public uint SectorSize { get; init; }
@@ -188,7 +193,9 @@ public sealed record NamespaceInfoBlock
     public string? CheckGeometry(long deviceSize)
     {
         if (Major != CurrentMajor) return $"unsupported format version {Major}.{Minor} (this build reads {CurrentMajor}.x)";
-        if (Mode is not (NamespaceMode.Raw or NamespaceMode.Sector)) return $"unknown mode {(uint)Mode}";
+        if (Mode is not (NamespaceMode.Raw or NamespaceMode.Sector or NamespaceMode.DevDax)) return $"unknown mode {(uint)Mode}";
+        if (Mode == NamespaceMode.DevDax && (Align < DaxNamespace.DevDaxAlign || DataOffset % DaxNamespace.DevDaxAlign != 0))
+            return $"devdax namespace with data at {DataOffset} aligned to {Align}: devdax data is 2 MiB-aligned";
         if (SectorSize is not (512 or 4096)) return $"invalid sector size {SectorSize}";
         if (Align < Pfn.PageSize || !uint.IsPow2(Align)) return $"invalid alignment {Align}";
         if (!Enum.IsDefined(MapKind)) return $"unknown descriptor map kind {(uint)MapKind}";

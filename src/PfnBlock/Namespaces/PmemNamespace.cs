@@ -1,3 +1,4 @@
+using PfnBlock.Common;
 using PfnBlock.Interop;
 using PfnBlock.Memory;
 
@@ -18,6 +19,12 @@ public sealed record NamespaceCreateOptions
     public DescriptorMapKind MapKind { get; init; } = DescriptorMapKind.None;
     /// <summary>A name shown by info.</summary>
     public string Name { get; init; } = "";
+    /// <summary>
+    /// The page size that must back the mapping: 0 takes what the filesystem gives, 4096 insists
+    /// on base pages, the huge page size (2 MiB) insists on huge pages (hugetlbfs, or tmpfs mounted
+    /// huge=always). A filesystem that gives another size is refused before the file is touched.
+    /// </summary>
+    public long PageSize { get; init; }
     /// <summary>Overwrite an existing namespace or foreign data.</summary>
     public bool Force { get; init; }
     /// <summary>A deliberate ordering bug, for the crash explorer's mutation tests.</summary>
@@ -140,6 +147,14 @@ public sealed unsafe partial class PmemNamespace : IDisposable
         if (deviceMap && sector)
             throw new ArgumentException("--map device keeps its descriptor reserve at offset 4096, where a sector namespace's BTT lives (kernel BTT v1.1); use another map for sector mode");
         if (!Enum.IsDefined(options.MapKind)) throw new ArgumentException($"unknown descriptor map kind {(int)options.MapKind}");
+        if (options.Mode == NamespaceMode.DevDax)
+        {
+            // As the kernel's device-DAX: whole 2 MiB pages from a 2 MiB-aligned data offset.
+            if (options.Align == 0) align = DaxNamespace.DevDaxAlign;
+            else if (align < DaxNamespace.DevDaxAlign) throw new ArgumentException($"alignment {align}: devdax data is 2M-aligned (use --align 2M or more)");
+        }
+        else if (!Enum.IsDefined(options.Mode)) throw new ArgumentException($"unknown namespace mode {(uint)options.Mode}");
+        PageBacking? backing = CheckPageBacking(path, options, ref align);
         // The reserve's geometry is checked before the file is touched.
         (long DataOffset, long ReserveSize, long Frames)? reserveLayout = deviceMap ? DescriptorReserve.Layout(options.Size, align) : null;
 
@@ -149,7 +164,7 @@ public sealed unsafe partial class PmemNamespace : IDisposable
         try
         {
             if (!options.Force) RefuseToOverwrite(file);
-            if (!file.IsDeviceDax) file.Resize(options.Size);
+            if (!file.IsDeviceDax) ResizeForBacking(file, options.Size, backing);
             else if (file.Size < options.Size) throw new ArgumentException($"device '{path}' has only {file.Size} bytes");
 
             long dataOffset = reserveLayout?.DataOffset ?? AlignUp(NamespaceInfoBlock.Size, align);
@@ -170,6 +185,7 @@ public sealed unsafe partial class PmemNamespace : IDisposable
                 Name = options.Name,
             };
             (map, PersistenceMode mode) = Map(file, options.Size);
+            if (options.PageSize > PageBacking.SmallPage) RequireHugeMapping(path, backing!, map, options.Size);
             byte* p = map.Address;
             RetireInfoBlocks(p, options.Size, mode);
             void LayOutBtt()
@@ -223,6 +239,8 @@ public sealed unsafe partial class PmemNamespace : IDisposable
         try
         {
             NamespaceInfoBlock info = ReadValidInfo(file, out bool fromBackup);
+            if (info.Mode == NamespaceMode.DevDax)
+                throw new InvalidNamespaceException($"'{path}' is a devdax namespace: it has no block I/O; applications map it (DaxNamespace.Map), as they map /dev/daxX.Y");
             (map, PersistenceMode mode) = Map(file, info.NamespaceSize, writable: !readOnly, privateCopy: readOnly && info.Mode == NamespaceMode.Sector);
             if (fromBackup && !readOnly)
             {
@@ -284,6 +302,94 @@ public sealed unsafe partial class PmemNamespace : IDisposable
         }
     }
 
+    /// <summary>
+    /// Checks the requested page size against what the filesystem offers and the geometry huge pages
+    /// need (size a multiple of the page); a raw namespace that asks for huge pages gets them as
+    /// its default alignment. Null for device-DAX, whose pages the driver decides.
+    /// </summary>
+    private static PageBacking? CheckPageBacking(string path, NamespaceCreateOptions options, ref uint align)
+    {
+        long want = options.PageSize;
+        if (want != 0 && want != PageBacking.SmallPage && want != PageBacking.PmdPageSize)
+            throw new ArgumentException($"page size {SizeParser.Format(want)} is not one this machine maps files with: use 4k or {SizeParser.Format(PageBacking.PmdPageSize)}");
+        if (path.StartsWith("/dev/dax", StringComparison.Ordinal))
+        {
+            if (want != 0) throw new ArgumentException("device-DAX pages are decided by the device's own alignment (daxctl); --page-size applies to namespace files");
+            return null;
+        }
+        PageBacking offered = PageBacking.Offered(path);
+        if (want != 0 && want != offered.OfferedPageSize)
+            throw new ArgumentException(want > PageBacking.SmallPage
+                ? $"'{path}' is on {offered.Detail}, which maps files with {SizeParser.Format(offered.OfferedPageSize)} pages, not {SizeParser.Format(want)}: " +
+                  "create it on hugetlbfs (mount -t hugetlbfs -o pagesize=2M) or on a tmpfs mounted with huge=always"
+                : $"'{path}' is on {offered.Detail}, which maps files with {SizeParser.Format(offered.OfferedPageSize)} pages, not 4 KiB: use a tmpfs without huge= or another filesystem");
+        long page = offered.OfferedPageSize;
+        if (page > PageBacking.SmallPage)
+        {
+            // hugetlbfs refuses sizes and mappings that are not whole huge pages; on tmpfs a partial last page would be small.
+            if ((options.Size % page != 0) && (want != 0 || offered.Filesystem == BackingFilesystem.Hugetlbfs))
+                throw new ArgumentException($"namespace size {options.Size} is not a multiple of the {SizeParser.Format(page)} pages of {offered.Detail}");
+            // The TLB sees the mapping, which is aligned whatever the data offset; aligning the data
+            // area too lets a DAX range of the data be handed out in whole huge pages.
+            if (want != 0 && options.Align == 0 && options.Mode == NamespaceMode.Raw) align = (uint)page;
+        }
+        return offered;
+    }
+
+    /// <summary>Sizes the file; on hugetlbfs a failed reservation is reported as the pool being too small.</summary>
+    private static void ResizeForBacking(NamespaceFile file, long size, PageBacking? backing)
+    {
+        try
+        {
+            file.Resize(size);
+        }
+        catch (IOException e) when (backing?.Filesystem == BackingFilesystem.Hugetlbfs && e.HResult == Libc.ENOSPC)
+        {
+            throw new IOException($"'{file.Path}': {backing.Detail} has too few free huge pages for {SizeParser.Format(size)} " +
+                $"({size / backing.OfferedPageSize} needed; the pool is /proc/sys/vm/nr_hugepages, or the mount's size= limit)", e);
+        }
+    }
+
+    /// <summary>Populates the whole mapping and refuses it unless the kernel backed it with huge pages throughout (a fragmented memory gives small ones silently).</summary>
+    private static void RequireHugeMapping(string path, PageBacking backing, SafeMmapHandle map, long size)
+    {
+        // fallocate allocated every page already, so filling the page tables costs no memory; a
+        // fallocated tmpfs page counts as resident only once faulted (until then it is not uptodate).
+        if (Libc.madvise((nint)map.Address, (nuint)size, Libc.MADV_POPULATE_WRITE) != 0) Libc.ThrowErrno("madvise(MADV_POPULATE_WRITE)", path);
+        PageBacking measured = backing.Measure(map.Address, size);
+        if (measured.HugeMappedBytes < size)
+            throw new IOException($"'{path}': the kernel mapped only {SizeParser.Format(measured.HugeMappedBytes)} of {SizeParser.Format(size)} " +
+                $"with {SizeParser.Format(backing.OfferedPageSize)} pages ({backing.Detail}; memory too fragmented for huge pages?)");
+    }
+
+    /// <summary>
+    /// Which page size backs this namespace's mapping now: what the filesystem offers, and what
+    /// <c>/proc/self/smaps</c> shows in the page tables of the whole mapping.
+    /// </summary>
+    public PageBacking MeasureBacking() =>
+        (_file.IsDeviceDax ? new PageBacking { Detail = "device-DAX" } : PageBacking.Offered(_file.Fd, _file.Path)).Measure(_mapping.Address, (long)_mapping.Length);
+
+    /// <summary>
+    /// Which page size backs a mapping of the namespace at <paramref name="path"/>, without claiming
+    /// it (it may be open elsewhere): maps it read-only, fills the page tables where the file has
+    /// pages (never its holes, which a read would fill on tmpfs) and measures them.
+    /// </summary>
+    public static PageBacking ProbeBacking(string path)
+    {
+        using NamespaceFile file = NamespaceFile.OpenUnclaimed(path);
+        if (file.IsDeviceDax) return new PageBacking { Detail = "device-DAX" };
+        if (!file.IsRegularFile) return new PageBacking { Detail = "block device" };
+        NamespaceInfoBlock info = ReadValidInfo(file, out _);
+        (SafeMmapHandle map, _) = Map(file, info.NamespaceSize, writable: false);
+        using (map)
+        {
+            PageBacking offered = PageBacking.Offered(file.Fd, path);
+            // A hugetlbfs mapping's page size is the VMA's own; populating it could only allocate pages.
+            if (offered.Filesystem != BackingFilesystem.Hugetlbfs) NamespaceHoles.PopulateResident(map.Address, info.NamespaceSize);
+            return offered.Measure(map.Address, info.NamespaceSize);
+        }
+    }
+
     private static void RefuseToOverwrite(NamespaceFile file)
     {
         if (file.Size == 0) return;
@@ -305,24 +411,29 @@ public sealed unsafe partial class PmemNamespace : IDisposable
     /// </summary>
     internal static (SafeMmapHandle Map, PersistenceMode Mode) Map(NamespaceFile file, long size, bool writable = true, bool privateCopy = false)
     {
+        // Huge pages back a file mapping only where the virtual address is aligned to them (PageBacking.cs).
+        long page = file.IsRegularFile ? PageBacking.Offered(file.Fd, file.Path).OfferedPageSize : PageBacking.SmallPage;
+        SafeMmapHandle? TryMap(int prot, int flags) => page > PageBacking.SmallPage
+            ? SafeMmapHandle.TryMapAligned((nuint)size, (nuint)page, prot, flags, file.Fd, 0)
+            : SafeMmapHandle.TryMap((nuint)size, prot, flags, file.Fd, 0);
         if (!writable)
         {
             SafeMmapHandle ro = (privateCopy
-                ? SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE, file.Fd, 0)
-                : SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ, Libc.MAP_SHARED, file.Fd, 0))
+                ? TryMap(Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE)
+                : TryMap(Libc.PROT_READ, Libc.MAP_SHARED))
                 ?? throw Libc.ErrnoException(Libc.Errno, "mmap", file.Path);
             return (ro, PersistenceMode.Msync);
         }
         // MAP_SYNC only exists for DAX mappings; elsewhere fall back to page-cache semantics and say so.
         // MAP_POPULATE builds the page tables now, so the first I/O to each page pays no fault.
-        SafeMmapHandle? p = SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED_VALIDATE | Libc.MAP_SYNC | Libc.MAP_POPULATE, file.Fd, 0);
+        SafeMmapHandle? p = TryMap(Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED_VALIDATE | Libc.MAP_SYNC | Libc.MAP_POPULATE);
         if (p is not null) return (p, PersistenceMode.CpuCache);
         int errno = Libc.Errno;
         if (errno is not (Libc.EOPNOTSUPP or Libc.EINVAL)) throw Libc.ErrnoException(errno, "mmap(MAP_SYNC)", file.Path);
         // On tmpfs, populating would fill every hole of a sparse namespace with a new page: only the
         // pages that exist are populated (PmemNamespace.Holes.cs).
         bool sparse = file.IsRegularFile && Libc.IsTmpfs(file.Fd);
-        p = SafeMmapHandle.TryMap((nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | (sparse ? 0 : Libc.MAP_POPULATE), file.Fd, 0)
+        p = TryMap(Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | (sparse ? 0 : Libc.MAP_POPULATE))
             ?? throw Libc.ErrnoException(Libc.Errno, "mmap", file.Path);
         if (sparse) NamespaceHoles.PopulateResident(p.Address, size);
         return (p, PersistenceMode.Msync);

@@ -150,6 +150,10 @@ public sealed partial class StatAndCtlCommandTests : IDisposable
         (exit, _, stderr) = Cli("serve", "--metrics", "unix:/tmp/m.sock", "--control", "none");
         Assert.Equal(2, exit);
         Assert.StartsWith("pfnblock: error: invalid metrics address 'unix:/tmp/m.sock'", stderr);
+        // "@NAME" is a device (a config's named device, a ctl label), not a response file to expand.
+        (exit, _, stderr) = Cli("ctl", "writecache", "@vm1", "writeback", "--control", Path.Combine(_dir, "nothing.sock"));
+        Assert.Equal(1, exit);
+        Assert.StartsWith("pfnblock: error: cannot connect to the control socket", stderr.Trim());
     }
 
     [GeneratedRegex(@"metrics at (http://127\.0\.0\.1:\d+/metrics)")]

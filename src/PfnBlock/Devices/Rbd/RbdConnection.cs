@@ -120,6 +120,23 @@ internal sealed unsafe class RbdConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// Who the open image is, independent of how it is named: <c>rbd:FSID/POOL_ID/IMAGE_ID</c> (the
+    /// cluster's fsid, the pool's id, the image's id). A renamed image keeps it; an image deleted and
+    /// made again under the same name, or one of the same name in another pool or cluster, does not.
+    /// </summary>
+    public string Identity()
+    {
+        byte* buf = stackalloc byte[128];
+        int n = Librbd.rados_cluster_fsid(_cluster, buf, 128);
+        if (n < 0) throw Fail(Options, "reading the cluster's fsid failed", n);
+        string fsid = new((sbyte*)buf, 0, n);
+        int r = Librbd.rbd_get_id(_image, buf, 128);
+        if (r < 0) throw Fail(Options, "reading the image's id failed", r);
+        string id = new((sbyte*)buf);
+        return string.Create(CultureInfo.InvariantCulture, $"rbd:{fsid}/{Librbd.rados_ioctx_get_id(_ioctx)}/{id}");
+    }
+
     /// <summary>Creates an image of <paramref name="bytes"/> in the pool (4 MiB objects, the pool's default features).</summary>
     public void CreateImage(string name, long bytes)
     {

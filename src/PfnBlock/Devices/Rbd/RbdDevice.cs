@@ -162,7 +162,8 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
             long capacity = (long)size & ~(long)(Bio.SectorSize - 1);
             if (capacity == 0) throw new RbdException($"rbd:{options.Name}: the image is {size} bytes, smaller than one sector", 0);
             int objectSize = Librbd.rbd_get_stripe_unit(c.Image, out ulong unit) == 0 && unit is > 0 and <= int.MaxValue ? (int)unit : 4 << 20;
-            return new RbdDevice(c, capacity, objectSize, queueDepth, space);
+            string identity = c.Identity();
+            return new RbdDevice(c, capacity, objectSize, queueDepth, space) { Identity = identity };
         }
         catch
         {
@@ -178,6 +179,12 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
 
     /// <summary>The image's options.</summary>
     public RbdOptions Options => _connection.Options;
+    /// <summary>
+    /// Who the image is, whatever spec named it: <c>rbd:FSID/POOL_ID/IMAGE_ID</c>. A write cache
+    /// records it, so the cache is refused in front of any other image (one made again under the
+    /// same name included) and still accepted after the image or its pool is renamed.
+    /// </summary>
+    public required string Identity { get; init; }
     /// <summary>True while this device holds the image's exclusive lock.</summary>
     public bool HoldsLock => _connection.Locked;
     /// <summary>Requests in flight at most.</summary>

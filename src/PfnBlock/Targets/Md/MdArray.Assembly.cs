@@ -53,7 +53,15 @@ public sealed partial class MdArray
     /// then resumes what an unclean stop or an interrupted rebuild left to do.
     /// </summary>
     /// <exception cref="IOException">The members do not make a startable array; the message says why.</exception>
-    internal static MappedDevice Assemble(IReadOnlyList<string> memberSpecs, string? name, bool startDirtyDegraded, DeviceOpenContext ctx)
+    /// <remarks>
+    /// An array whose superblocks record a write journal (MD_FEATURE_JOURNAL) needs it:
+    /// <paramref name="journalSpec"/> is opened, checked to be this array's, and its committed
+    /// records are replayed onto the members before I/O starts, so a dirty array needs no parity
+    /// resync and may start degraded. Without it the array is refused, or with
+    /// <paramref name="journalMissing"/> started read-only, as md forces an array with a missing journal.
+    /// </remarks>
+    internal static MappedDevice Assemble(IReadOnlyList<string> memberSpecs, string? name, bool startDirtyDegraded, DeviceOpenContext ctx,
+        string? journalSpec = null, bool journalMissing = false)
     {
         var opened = new List<(string Spec, IBlockDevice Device, IDisposable Handle, MdSuperblock Sb)>();
         var messages = new List<string>();
@@ -158,8 +166,20 @@ public sealed partial class MdArray
             if (inSync < needed)
                 throw new IOException($"md: cannot start RAID{level}: only {inSync} of {fresh.RaidDisks} members are in sync; it needs {needed}" +
                     (messages.Count > 0 ? $" ({string.Join("; ", messages)})" : ""));
+            bool hasJournal = (fresh.FeatureMap & MdSuperblock.FeatureJournal) != 0;
+            bool readOnly = ctx.ReadOnly;
+            if (journalSpec is not null && !hasJournal)
+                throw new IOException($"md: array {fresh.UuidText} has no write journal (its superblocks lack MD_FEATURE_JOURNAL); create it with one: pfnblock raid create --journal SPEC");
+            if (hasJournal && journalSpec is null)
+            {
+                if (!journalMissing)
+                    throw new IOException($"md: array {fresh.UuidText} has a write journal but none was given: add ',journal=SPEC', or ',journal_missing' to start it read-only without it (as md does)");
+                readOnly = true;
+                messages.Add("write journal missing: the array starts read-only (md forces an array whose journal is missing read-only)");
+            }
             bool dirty = !fresh.IsClean;
-            if (level == 5 && dirty && inSync < fresh.RaidDisks)
+            // With its journal the array replays every stripe write a crash may have torn: no write hole.
+            if (level == 5 && dirty && inSync < fresh.RaidDisks && journalSpec is null)
             {
                 if (!startDirtyDegraded)
                     throw new IOException("md: cannot start dirty degraded RAID5: it stopped uncleanly and a member is missing, so the parity of stripes written at the crash may be stale " +
@@ -175,8 +195,9 @@ public sealed partial class MdArray
             // Members left out (stale, faulty) are recorded as faulty from now on, as md kicks them.
             foreach (MdMember m in retiredStale)
                 if (m.DevNumber < roles.Length && roles[m.DevNumber] < MdSuperblock.RoleMax) roles[m.DevNumber] = MdSuperblock.RoleFaulty;
-            array = new MdArray(fresh.Clone(), [.. slots.Select(m => m!)], roles, ctx, arrayName, ctx.ReadOnly);
+            array = new MdArray(fresh.Clone(), [.. slots.Select(m => m!)], roles, ctx, arrayName, readOnly);
             array._retired.AddRange(retiredStale);
+            if (journalSpec is not null) array.OpenJournal(journalSpec, claimed, ctx);
             lock (s_claimLock)
                 foreach (IBlockDevice dev in claimed) s_claims[dev] = array;
             return array.Start(dirty, messages, first!);
@@ -190,6 +211,25 @@ public sealed partial class MdArray
             else for (int i = opened.Count - 1; i >= 0; i--) opened[i].Handle.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Opens and claims the journal device (released with the members).</summary>
+    private void OpenJournal(string spec, List<IBlockDevice> claimed, DeviceOpenContext ctx)
+    {
+        DeviceHandle h;
+        try { h = ctx.Acquire(spec); }
+        catch (Exception e) when (e is FormatException or ArgumentException) { throw new IOException($"md: journal {spec}: {e.Message}", e); }
+        _journalHandle = ctx.TakeAcquired();
+        lock (s_claimLock)
+        {
+            if (s_claims.TryGetValue(h.Device, out MdArray? other))
+                throw new IOException($"md: journal {spec} is already in use by md array {other?.Name ?? Name}");
+            s_claims[h.Device] = this;
+            claimed.Add(h.Device);
+        }
+        if (h.Device.AddressSpace != _slots.First(m => m.Device is not null).Device!.AddressSpace)
+            throw new IOException($"md: journal {spec} is not in the members' address space");
+        Journal = Raid5Journal.Open(this, h.Device, spec, _template.SetUuid);
     }
 
     /// <summary>Loads the bitmap, builds the personality and the mapped device, marks the array active and starts the worker.</summary>
@@ -237,7 +277,8 @@ public sealed partial class MdArray
             else bitmap.Encode(Regions.Shadow);
             Regions.MarkAllDirty();
         }
-        if (dirty && !IsReadOnly)
+        if (Journal is not null && !IsReadOnly) messages.Add(Journal.Replay());
+        if (dirty && !IsReadOnly && Journal is null)
         {
             // What an unclean stop left: the regions whose bit is set, or everything when no bitmap says.
             bool guided = image is not null;

@@ -54,6 +54,7 @@ public sealed partial class MdArray
     private MappedDevice? _device;
     private MdTarget? _personality;
     private bool _disposed;
+    private IDisposable? _journalHandle;
 
     private MdArray(MdSuperblock template, MdMember[] slots, ushort[] roles, DeviceOpenContext context, string name, bool readOnly)
     {
@@ -99,6 +100,12 @@ public sealed partial class MdArray
     internal WriteIntentBitmap Regions { get; private set; } = null!;
     /// <summary>The data path.</summary>
     internal MdTarget Personality => _personality!;
+    /// <summary>The RAID5 write journal the array runs with, or null.</summary>
+    internal Raid5Journal? Journal { get; private set; }
+    /// <summary>What the write journal holds and did, or null without one.</summary>
+    public Raid5JournalStatus? JournalStatus => Journal?.Status;
+    /// <summary>The members' superblocks say the array has a write journal (MD_FEATURE_JOURNAL), whether or not it runs with it.</summary>
+    public bool HasJournal => (_template.FeatureMap & MdSuperblock.FeatureJournal) != 0;
     /// <summary>What happened to the array, oldest first (also sent to <see cref="MessageSink"/>).</summary>
     public IReadOnlyList<string> Log { get { lock (_log) return [.. _log]; } }
 
@@ -266,6 +273,9 @@ public sealed partial class MdArray
         if (due) WriteSuperblocks(clean: false);
     }
 
+    /// <summary>The journal device failed: reported; the personality refuses writes from now on.</summary>
+    internal void JournalFailed(string message) => Report(message);
+
     private void Report(string message)
     {
         string line = $"md {Name}: {message}";
@@ -330,6 +340,8 @@ public sealed partial class MdArray
             while (Regions.InFlight > 0 && Environment.TickCount64 < deadline) Thread.Sleep(1);
             foreach (MdMember m in WritableMembers())
                 if ((m.Device!.Features & DeviceFeatures.WriteCache) != 0) m.Device.SubmitAndWait(new Bio().Init(BioOp.Flush, 0));
+            // Every record's stripe is on the flushed members now: the journal can forget them all.
+            Journal?.Stop(clean: true);
             bool keepBits = Degraded > 0 || Regions.UnsyncedRegions > 0;
             if (!keepBits) Regions.SetAll(false);
             try { WriteSuperblocks(clean: Regions.UnsyncedRegions == 0); }
@@ -345,6 +357,8 @@ public sealed partial class MdArray
         lock (s_claimLock)
             foreach (MdMember m in _slots.Concat(_retired))
                 if (m.Device is not null && s_claims.TryGetValue(m.Device, out MdArray? a) && a == this) s_claims.Remove(m.Device);
+        lock (s_claimLock)
+            if (Journal is not null && s_claims.TryGetValue(Journal.Device, out MdArray? a) && a == this) s_claims.Remove(Journal.Device);
         Regions.Dispose();
         DisposeSyncBuffers();
         _io.Dispose();
@@ -355,6 +369,8 @@ public sealed partial class MdArray
     {
         public void Dispose()
         {
+            array.Journal?.Dispose();
+            array._journalHandle?.Dispose();
             foreach (MdMember m in array._slots.Concat(array._retired).Reverse()) m.Handle?.Dispose();
         }
     }

@@ -16,6 +16,10 @@ public sealed record MdCreateOptions
     public string Name { get; init; } = "pfnblock";
     /// <summary>Overwrite members that already carry an md superblock.</summary>
     public bool Force { get; init; }
+    /// <summary>RAID5 only: a pmem namespace made the array's write journal (mdadm's --write-journal); the members' superblocks record MD_FEATURE_JOURNAL.</summary>
+    public string? Journal { get; init; }
+    /// <summary>The journal's mode (only write-through is implemented).</summary>
+    public Raid5JournalMode JournalMode { get; init; } = Raid5JournalMode.WriteThrough;
     /// <summary>Skip zeroing the members' data (mdadm's --assume-clean): the caller promises the members already agree (parity, mirrors).</summary>
     public bool AssumeClean { get; init; }
 }
@@ -59,6 +63,9 @@ public static class MdCreate
         if (n < min) throw new ArgumentException($"RAID{options.Level} needs at least {min} members, got {n}");
         if (n > 256) throw new ArgumentException($"{n} members is more than this implementation supports (256)");
         if (memberSpecs.Any(s => s == "missing")) throw new ArgumentException("create needs every member present ('missing' is for assembling a degraded array)");
+        if (options.Journal is not null && options.Level != 5) throw new ArgumentException("a write journal is for RAID5 arrays only");
+        if (options.Journal is not null && options.JournalMode != Raid5JournalMode.WriteThrough)
+            throw new ArgumentException($"journal mode {Raid5Journal.ModeName(options.JournalMode)} is not implemented yet (only write-through)");
 
         var handles = new List<DeviceHandle>();
         try
@@ -120,13 +127,22 @@ public static class MdCreate
                     throw new ArgumentException($"{h.Spec} is already a member of md array {old.UuidText} ('{old.SetName}'); use --force to overwrite it");
             }
 
+            if (options.Journal is not null)
+            {
+                // The journal before the members: a create that fails on it leaves the members untouched.
+                DeviceHandle j = acquire(options.Journal);
+                handles.Add(j);
+                if (handles.Take(handles.Count - 1).Any(o => ReferenceEquals(o.Device, j.Device))) throw new ArgumentException($"journal {options.Journal} is also listed as a member");
+                if (j.Device.AddressSpace != first.AddressSpace) throw new ArgumentException($"journal {options.Journal} is not in the members' address space");
+                Raid5Journal.Format(j.Device, options.Journal, setUuid, n, chunkSectors, options.JournalMode);
+            }
             var created = new List<MdCreatedMember>();
             for (int i = 0; i < n; i++)
             {
                 IBlockDevice dev = handles[i].Device;
                 var sb = new MdSuperblock
                 {
-                    FeatureMap = MdSuperblock.FeatureBitmap,
+                    FeatureMap = MdSuperblock.FeatureBitmap | (options.Journal is not null ? MdSuperblock.FeatureJournal : 0),
                     SetUuid = setUuid,
                     SetName = setName,
                     CTime = now,

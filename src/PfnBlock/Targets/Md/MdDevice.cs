@@ -24,16 +24,25 @@ public sealed class MdDevice : IRegisteredDevice
         [
             new("name", ArgumentKind.Text, "the array's device name (default: the name in its superblock)", "NAME"),
             new("start_dirty_degraded", null, "start a RAID5 that stopped uncleanly with a member missing (md's start_dirty_degraded): stale parity may return wrong data"),
+            .. JournalOptions,
         ],
-        Open = (spec, ctx) => MdArray.Assemble(MdArray.SplitMembers(spec.Arguments[0]), spec.Option("name"), spec.Has("start_dirty_degraded"), ctx),
+        Open = (spec, ctx) => MdArray.Assemble(MdArray.SplitMembers(spec.Arguments[0]), spec.Option("name"), spec.Has("start_dirty_degraded"), ctx, spec.Option("journal"), spec.Has("journal_missing")),
         Samples =
         [
             new("raid1 of 2 pmem namespaces", s => Sample(s, 1, 2, missing: -1)),
             new("raid1 of 3, one missing (degraded)", s => Sample(s, 1, 3, missing: 1)),
             new("raid5 of 4 pmem namespaces, 64 KiB chunks", s => Sample(s, 5, 4, missing: -1)),
             new("raid5 of 4, one missing (degraded)", s => Sample(s, 5, 4, missing: 2)),
+            new("raid5 of 4 pmem namespaces with a write-through journal on a fifth", s => Sample(s, 5, 4, missing: -1, journal: true)),
         ],
     };
+
+    /// <summary>The options that name a RAID5's write journal.</summary>
+    internal static SpecOption[] JournalOptions =>
+    [
+        new("journal", ArgumentKind.Text, "the array's write journal (md's --write-journal): a pmem namespace made one by raid create --journal; in [ ] when it holds a comma", "SPEC"),
+        new("journal_missing", null, "start an array whose journal is lost without it: read-only, as md does"),
+    ];
 
     /// <summary>
     /// Opens a <c>mirror:</c> or <c>raid5:</c> spec: members that carry no md superblock at all are
@@ -69,11 +78,13 @@ public sealed class MdDevice : IRegisteredDevice
                     ChunkBytes = spec.Option("chunk") is { } c ? SizeParser.Parse(c) : 512 << 10,
                     BitmapChunkBytes = spec.Option("bitmap_chunk") is { } b ? SizeParser.Parse(b) : 0,
                     Name = spec.Option("name") ?? kind,
+                    Journal = level == 5 ? spec.Option("journal") : null,
+                    JournalMode = spec.Option("journal_mode") is { } jm ? Raid5Journal.ParseMode(jm) : Raid5JournalMode.WriteThrough,
                 }, ctx.Acquire);
             else if (blank.Count > 0)
                 throw new IOException($"{kind}: members {string.Join(", ", blank)} carry no md superblock but the others do; refusing to overwrite (create the array with pfnblock raid create, or add them as replacements)");
         }
-        return MdArray.Assemble(members, spec.Option("name"), spec.Has("start_dirty_degraded"), ctx);
+        return MdArray.Assemble(members, spec.Option("name"), spec.Has("start_dirty_degraded"), ctx, spec.Option("journal"), spec.Has("journal_missing"));
     }
 
     /// <summary>The options <c>mirror:</c> and <c>raid5:</c> take.</summary>
@@ -83,6 +94,7 @@ public sealed class MdDevice : IRegisteredDevice
         new("bitmap_chunk", ArgumentKind.Size, "bytes per write-intent bitmap bit when formatted (default: mdadm's, 64M or more)", "SIZE"),
         new("name", ArgumentKind.Text, "the array's name (stored in its superblock; the device name)", "NAME"),
         new("start_dirty_degraded", null, "start an array that stopped uncleanly with a member missing (RAID5: stale parity may return wrong data)"),
+        .. level == 5 ? [.. JournalOptions, new SpecOption("journal_mode", ArgumentKind.Text, "the journal's mode when formatted: write-through (md's default; write-back is not implemented yet)", "MODE")] : Array.Empty<SpecOption>(),
     ];
 
     /// <summary>A sample of <paramref name="count"/> blank pmem namespaces for the level kinds (formatted on first open).</summary>
@@ -94,13 +106,14 @@ public sealed class MdDevice : IRegisteredDevice
     }
 
     /// <summary>Creates <paramref name="count"/> 16 MiB pmem namespaces (the pmem kind's own sample), makes them an array, and names it by spec.</summary>
-    private static string Sample(SampleContext s, int level, int count, int missing)
+    private static string Sample(SampleContext s, int level, int count, int missing, bool journal = false)
     {
         DeviceType pmem = DeviceTypes.Find("pmem") ?? throw new InvalidOperationException("the pmem device kind is not registered");
         string[] members = [.. Enumerable.Range(0, count).Select(_ => pmem.Samples[0].Create(s))];
+        string? journalSpec = journal ? pmem.Samples[0].Create(s) : null;
         using (var set = new DeviceSet())
-            MdCreate.Create(members, new MdCreateOptions { Level = level, ChunkBytes = 64 << 10, BitmapChunkBytes = 256 << 10, Name = "sample" }, set);
+            MdCreate.Create(members, new MdCreateOptions { Level = level, ChunkBytes = 64 << 10, BitmapChunkBytes = 256 << 10, Name = "sample", Journal = journalSpec }, set);
         if (missing >= 0) members[missing] = "missing";
-        return "md:" + DeviceSpec.Quote(string.Join('+', members));
+        return "md:" + DeviceSpec.Quote(string.Join('+', members)) + (journalSpec is null ? "" : ",journal=" + DeviceSpec.Quote(journalSpec));
     }
 }

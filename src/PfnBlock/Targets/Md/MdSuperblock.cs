@@ -14,8 +14,9 @@ namespace PfnBlock.Targets.Md;
 ///   0 magic u32 *            0xa92b4efc (MD_SB_MAGIC)
 ///   4 major_version u32 *    1
 ///   8 feature_map u32 *      bit 0 MD_FEATURE_BITMAP_OFFSET (an internal write-intent bitmap at bitmap_offset),
-///                            bit 1 MD_FEATURE_RECOVERY_OFFSET (this member is being rebuilt: recovery_offset counts);
-///                            any other bit (reshape, journal, PPL, bad blocks…) is refused on open
+///                            bit 1 MD_FEATURE_RECOVERY_OFFSET (this member is being rebuilt: recovery_offset counts),
+///                            bit 9 MD_FEATURE_JOURNAL (RAID5 with a write journal, Raid5Journal);
+///                            any other bit (reshape, PPL, bad blocks…) is refused on open
 ///  12 pad0 u32               0
 ///  16 set_uuid[16] *         the array's uuid: equal on every member
 ///  32 set_name[32] *         "host:name", NUL-padded
@@ -61,6 +62,8 @@ public sealed class MdSuperblock
     public const uint FeatureBitmap = 1;
     /// <summary>feature_map bit 1: <see cref="RecoveryOffset"/> is meaningful (the member is being rebuilt).</summary>
     public const uint FeatureRecoveryOffset = 2;
+    /// <summary>feature_map bit 9 (MD_FEATURE_JOURNAL): the array has a write journal, and assembly refuses to run it read-write without one.</summary>
+    public const uint FeatureJournal = 512;
     /// <summary>dev_roles value of a spare.</summary>
     public const ushort RoleSpare = 0xffff;
     /// <summary>dev_roles value of a faulty member.</summary>
@@ -263,8 +266,8 @@ public sealed class MdSuperblock
     private string? Validate(long memberSectors)
     {
         if (SuperOffset != SuperOffsetSectors) return $"md superblock records super_offset {SuperOffset}, but a v1.2 superblock sits at sector {SuperOffsetSectors}";
-        uint unsupported = FeatureMap & ~(FeatureBitmap | FeatureRecoveryOffset);
-        if (unsupported != 0) return $"md superblock has features 0x{unsupported:x} (reshape, journal, PPL or bad-block log) that are not supported";
+        uint unsupported = FeatureMap & ~(FeatureBitmap | FeatureRecoveryOffset | FeatureJournal);
+        if (unsupported != 0) return $"md superblock has features 0x{unsupported:x} (reshape, PPL or bad-block log) that are not supported";
         if (Level is not (1 or 5)) return $"RAID level {unchecked((int)Level)} is not supported (only 1 and 5)";
         if (Level == 5 && Layout != LayoutLeftSymmetric) return $"RAID5 layout {Layout} is not supported (only {LayoutLeftSymmetric}, left-symmetric)";
         if (Level == 5 && (ChunkSectors == 0 || !uint.IsPow2(ChunkSectors))) return $"RAID5 chunk of {ChunkSectors} sectors is not a power of two";

@@ -3,7 +3,7 @@ using PfnBlock.Devices;
 namespace PfnBlock.Targets.Md;
 
 /// <summary>
-/// The <c>raid5:</c> device kind: <c>raid5:MEMBER+MEMBER+MEMBER…[,chunk=SIZE][,bitmap_chunk=SIZE][,name=NAME]</c>
+/// The <c>raid5:</c> device kind: <c>raid5:MEMBER+MEMBER+MEMBER…[,chunk=SIZE][,bitmap_chunk=SIZE][,name=NAME][,journal=SPEC]</c>
 /// is an md RAID5 (left-symmetric) of its members, formatted with md v1.2 superblocks on first
 /// use (when none of them carries one) and assembled like <c>md:</c> afterwards. For a config
 /// file: <c>raid5:@a+@b+@c+@d,chunk=64K</c>.

@@ -41,12 +41,14 @@ internal sealed unsafe class Raid5Target : MdTarget
     private readonly Lock _queueLock = new();
     private readonly AutoResetEvent _wake = new(false);
     private readonly Thread _thread;
+    private readonly Raid5Journal? _journal;
     private volatile bool _stopping;
     private long _fullStripeWrites, _rmwWrites, _rcwWrites, _degradedWrites, _reconstructedReads;
 
     public Raid5Target(MdArray array, IBlockDevice[] devices) : base(array, devices)
     {
         _layout = new Raid5Layout(array.RaidDisks, array.ChunkSectors);
+        _journal = array.Journal;
         _chunkBytes = checked((int)(array.ChunkSectors << Bio.SectorShift));
         _space = devices[0].AddressSpace;
         _splits = new BioPool(new BioPoolOptions { Name = $"md-{array.Name}-r5-parts", MaxVecs = 1 });
@@ -90,6 +92,7 @@ internal sealed unsafe class Raid5Target : MdTarget
     /// <summary>True when every member completes bios on the submitting thread (stripe work may then run inline).</summary>
     private bool MembersSynchronous()
     {
+        if (_journal is { Synchronous: false }) return false;
         for (int i = 0; i < Array.RaidDisks; i++)
         {
             MdMember m = Array.Slot(i);
@@ -198,6 +201,12 @@ internal sealed unsafe class Raid5Target : MdTarget
 
     private MapResult MapWrite(Bio bio)
     {
+        // An array whose journal is missing or failed is read-only (md's behaviour): no write may bypass it.
+        if (Array.IsReadOnly || _journal is { Failed: true })
+        {
+            bio.Complete(BlockStatus.IoError);
+            return MapResult.Submitted;
+        }
         if (!_writes.TryRent(out Bio? carrier)) return MapResult.Requeue;
         // The regions of the member sectors of every stripe the write touches (parity included).
         long first = bio.Sector / _layout.StripeSectors, last = (bio.Sector + (bio.Size >> Bio.SectorShift) - 1) / _layout.StripeSectors;
@@ -274,7 +283,8 @@ internal sealed unsafe class Raid5Target : MdTarget
         bool fullStripe = touched == data && rowLo == 0 && rowHi == c;
         for (int i = 0; i < data && fullStripe; i++) fullStripe = a[i] == 0 && b[i] == c;
 
-        if (fullStripe && bio.Op == BioOp.Discard && DiscardsZero())
+        // (Not with a journal: its records hold member contents, and a discard has none to replay.)
+        if (fullStripe && bio.Op == BioOp.Discard && DiscardsZero() && _journal is null)
         {
             // Zero data has zero parity: every member discards its chunk.
             for (int j = 0; j < disks; j++)
@@ -366,8 +376,24 @@ internal sealed unsafe class Raid5Target : MdTarget
 
         void WriteTouchedAndParity(bool parity)
         {
+            long seq = 0;
+            if (_journal is not null)
+            {
+                // Write-through: the new data and parity are durable in the journal before any member changes.
+                Raid5JournalEntry[] entries = set.JournalEntries;
+                int n = 0;
+                for (int i = 0; i < data; i++)
+                    if (a[i] < b[i]) entries[n++] = new Raid5JournalEntry(SlotOfData(i), (int)a[i], (int)(b[i] - a[i]));
+                if (parity) entries[n++] = new Raid5JournalEntry(pd, (int)rowLo, (int)rowSectors);
+                if (!_journal.Append(memberBase, entries.AsSpan(0, n), set, out seq))
+                {
+                    w.Error = BlockStatus.IoError;
+                    return;
+                }
+            }
             for (int i = 0; i < data; i++) Write(SlotOfData(i), a[i], b[i]);
             if (parity) Write(pd, rowLo, rowHi);
+            _journal?.Done(seq);
         }
 
         int Full()

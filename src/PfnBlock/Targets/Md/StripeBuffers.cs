@@ -22,6 +22,8 @@ internal sealed unsafe class StripeBuffers(DramArena arena, long firstByte, int 
     public long[] From { get; } = new long[count];
     /// <summary>Per data chunk, the sector after the last one a stripe write touches.</summary>
     public long[] To { get; } = new long[count];
+    /// <summary>The member ranges a stripe write changes, for its journal record (scratch for the writer holding the set).</summary>
+    public Raid5JournalEntry[] JournalEntries { get; } = new Raid5JournalEntry[count];
     /// <summary>Its index in the pool.</summary>
     public int Index { get; init; }
 

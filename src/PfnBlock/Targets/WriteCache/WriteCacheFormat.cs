@@ -170,7 +170,7 @@ public readonly record struct WriteCacheEntry(long Seq, long Block, long Epoch, 
 /// Who the cache belongs to: the origin device it caches. Opening a cache with another origin is refused.
 /// </summary>
 /// <param name="CapacitySectors">The origin's capacity in 512-byte sectors.</param>
-/// <param name="SpecHash">FNV-1a 64 (<see cref="HashSpec"/>) of what names the origin: a file device's full path, another device's name; 0 for a namespace.</param>
+/// <param name="SpecHash">FNV-1a 64 (<see cref="HashSpec"/>) of what names the origin: a file device's full path, an RBD image's identity (<c>rbd:FSID/POOL_ID/IMAGE_ID</c>), another device's name; 0 for a namespace.</param>
 /// <param name="NamespaceUuid">The origin's namespace uuid when the origin is a pmem namespace, else empty.</param>
 public readonly record struct WriteCacheOrigin(long CapacitySectors, ulong SpecHash, Guid NamespaceUuid)
 {
@@ -208,7 +208,8 @@ public readonly record struct WriteCacheOrigin(long CapacitySectors, ulong SpecH
 ///  12     4   sb_size          4096
 ///  16    16   cache_uuid       made at format; seeds the entry and tail checksums
 ///  32     8   origin_sectors   origin capacity in 512-byte sectors
-///  40     8   origin_spec_hash FNV-1a 64 of the origin's full path (file) or name (other devices); 0 for a namespace
+///  40     8   origin_spec_hash FNV-1a 64 of the origin's full path (file), rbd:FSID/POOL_ID/IMAGE_ID (RBD image)
+///                                or name (other devices); 0 for a namespace
 ///  48    16   origin_ns_uuid   the origin namespace's uuid, or zeros when the origin is not a namespace
 ///  64     4   block_size       4096
 ///  68     4   entry_size       64

@@ -2,6 +2,7 @@ using PfnBlock.Block;
 using PfnBlock.Devices;
 using PfnBlock.Devices.DirectFile;
 using PfnBlock.Devices.Pmem;
+using PfnBlock.Devices.Rbd;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Targets.WriteCache;
@@ -109,11 +110,12 @@ internal sealed unsafe class WriteCacheInstance
         catch (IOException) { return BlockStatus.IoError; }
     }
 
-    /// <summary>Who the origin is: its size and, for a namespace, its uuid, else its full path or name.</summary>
+    /// <summary>Who the origin is: its size and, for a namespace, its uuid, for an RBD image its cluster, pool and image ids, else its full path or name.</summary>
     private static WriteCacheOrigin IdentityOf(IBlockDevice origin) => origin switch
     {
         PmemDevice p => new WriteCacheOrigin(origin.CapacitySectors, 0, p.NamespaceUuid),
         FileDevice f => new WriteCacheOrigin(origin.CapacitySectors, WriteCacheOrigin.HashSpec(Path.GetFullPath(f.Path)), Guid.Empty),
+        RbdDevice r => new WriteCacheOrigin(origin.CapacitySectors, WriteCacheOrigin.HashSpec(r.Identity), Guid.Empty),
         _ => new WriteCacheOrigin(origin.CapacitySectors, WriteCacheOrigin.HashSpec(origin.Name), Guid.Empty),
     };
 

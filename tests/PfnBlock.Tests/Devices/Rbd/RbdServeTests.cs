@@ -1,5 +1,3 @@
-using System.Net;
-using PfnBlock.Exports.Nbd;
 using PfnBlock.Tests.Nbd;
 
 namespace PfnBlock.Tests.Devices.Rbd;
@@ -12,7 +10,7 @@ namespace PfnBlock.Tests.Devices.Rbd;
 [Collection(CephCollection.Name)]
 public sealed class RbdServeTests(CephCluster cluster) : IDisposable
 {
-    private const int BlockSize = 4096;
+    private const int BlockSize = FlushedWriteWriter.BlockSize;
     private readonly string _dir = Directory.CreateTempSubdirectory("pfnblock-rbd-serve-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
@@ -81,7 +79,7 @@ public sealed class RbdServeTests(CephCluster cluster) : IDisposable
             int img = round % images.Length;
             int[] durable = generation[img];
             using ServeProcess server = ServeProcess.Start("--export", "disk=" + cluster.Spec(images[img], "lock-wait=30"), "--listen", "tcp:127.0.0.1:0");
-            var writer = new Writer(server.TcpPort, round, rng.Next(), blocks);
+            var writer = new FlushedWriteWriter(server.TcpPort, round, rng.Next(), blocks);
             var thread = new Thread(writer.Run) { IsBackground = true, Name = "rbd-crash-writer" };
             thread.Start();
             // Kill at a random moment once writes flow (a flush acknowledged at least once).
@@ -91,73 +89,8 @@ public sealed class RbdServeTests(CephCluster cluster) : IDisposable
             server.Kill();
             thread.Join();
 
-            byte[] exported = cluster.Export(images[img], _dir);
-            int[] flushed = writer.Flushed();
-            totalFlushed += flushed.Length;
-            foreach (int b in flushed) durable[b] = round;
-            foreach ((int b, int _) in writer.Written())
-            {
-                ReadOnlySpan<byte> got = exported.AsSpan(b * BlockSize, BlockSize);
-                bool isNew = got.SequenceEqual(Block(b, round));
-                bool isOld = durable[b] == 0 ? got.IndexOfAnyExcept((byte)0) < 0 : got.SequenceEqual(Block(b, durable[b]));
-                Assert.True(isNew || (isOld && durable[b] != round), $"kill {round}: block {b} holds neither the flushed write nor an older one");
-                if (isNew) durable[b] = round;
-            }
-            // Blocks this round did not touch still hold what earlier rounds made durable.
-            for (int b = 0; b < blocks; b += 97)
-                if (durable[b] != 0 && durable[b] != round)
-                    Assert.True(exported.AsSpan(b * BlockSize, BlockSize).SequenceEqual(Block(b, durable[b])), $"kill {round}: block {b} lost");
+            totalFlushed += writer.Check(cluster.Export(images[img], _dir), durable, $"kill {round}");
         }
         Assert.True(totalFlushed >= kills * 8, "the writers barely wrote");
-    }
-
-    private static byte[] Block(int block, int round) => Stamp.Make((long)block * BlockSize, BlockSize, round);
-
-    /// <summary>Writes random distinct blocks over NBD, flushing every eight, until the server dies; records what was acknowledged.</summary>
-    private sealed class Writer(int port, int round, int seed, int blocks)
-    {
-        private readonly List<(int Block, int Round)> _written = [];
-        private readonly List<int> _flushed = [];
-        public int FlushedCount;
-        public Exception? Failure;
-
-        public int[] Flushed() { lock (_flushed) return [.. _flushed]; }
-        public (int Block, int Round)[] Written() { lock (_written) return [.. _written]; }
-
-        public void Run()
-        {
-            var rng = new Random(seed);
-            var pending = new List<int>();
-            NbdRawClient? c = null;
-            try
-            {
-                c = NbdRawClient.ConnectTcp(new IPEndPoint(IPAddress.Loopback, port));
-                c.Socket.NoDelay = true; // header and payload go in two sends: no Nagle wait between
-                c.Negotiate("disk");
-                byte[] reply = new byte[16];
-                ulong cookie = 0;
-                // Each block at most once per round, so its expected contents are unambiguous.
-                int[] order = [.. Enumerable.Range(0, blocks).OrderBy(_ => rng.Next())];
-                foreach (int b in order)
-                {
-                    lock (_written) _written.Add((b, round)); // sent: may land, acknowledged or not
-                    c.Request(NbdCommand.Write, 0, ++cookie, (ulong)b * BlockSize, BlockSize, Block(b, round));
-                    if (c.ReadReply(reply).Error != NbdError.None) return;
-                    pending.Add(b);
-                    if (pending.Count < 8) continue;
-                    c.Request(NbdCommand.Flush, 0, ++cookie, 0, 0);
-                    if (c.ReadReply(reply).Error != NbdError.None) return;
-                    lock (_flushed) _flushed.AddRange(pending);
-                    pending.Clear();
-                    Interlocked.Increment(ref FlushedCount);
-                }
-            }
-            catch (Exception e)
-            {
-                // The server was killed mid-request: expected.
-                if (Volatile.Read(ref FlushedCount) == 0) Failure = e;
-            }
-            finally { c?.Dispose(); }
-        }
     }
 }

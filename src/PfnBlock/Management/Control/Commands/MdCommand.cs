@@ -136,6 +136,17 @@ public sealed class MdCommand : IRegisteredControlCommand
             ["chunk_bytes"] = array.ChunkSectors * 512,
             ["sectors"] = array.Sectors,
             ["events"] = array.Events,
+            ["journal"] = array.JournalStatus is { } j ? new JsonObject
+            {
+                ["spec"] = j.Spec,
+                ["mode"] = Raid5Journal.ModeName(j.Mode),
+                ["state"] = j.Failed ? "failed" : "active",
+                ["blocks"] = j.Blocks,
+                ["used_blocks"] = j.UsedBlocks,
+                ["records"] = j.Records,
+                ["replayed"] = j.Replayed,
+                ["reclaims"] = j.Reclaims,
+            } : array.HasJournal ? new JsonObject { ["state"] = "missing" } : null,
             ["members"] = new JsonArray([.. array.Members.Select(m => (JsonNode?)new JsonObject
             {
                 ["slot"] = m.Slot,

@@ -1,0 +1,478 @@
+using PfnBlock.Block;
+using PfnBlock.Memory;
+
+namespace PfnBlock.Targets.Md;
+
+/// <summary>What a journal reports (<c>ctl md</c>, <c>pfnblock check</c>).</summary>
+/// <param name="Spec">The journal device's spec.</param>
+/// <param name="Mode">Its mode.</param>
+/// <param name="Blocks">Log size in 4 KiB blocks.</param>
+/// <param name="UsedBlocks">Blocks between the durable tail and the head (records a replay would walk).</param>
+/// <param name="Records">Records appended since assembly.</param>
+/// <param name="Replayed">Records replayed onto the members at assembly.</param>
+/// <param name="Reclaims">Superblock updates that reclaimed log space since assembly.</param>
+/// <param name="Failed">The journal device failed: the array refuses writes.</param>
+public sealed record Raid5JournalStatus(string Spec, Raid5JournalMode Mode, long Blocks, long UsedBlocks, long Records, long Replayed, long Reclaims, bool Failed);
+
+/// <summary>
+/// A RAID5 array's write journal on a pmem namespace (md's raid5-cache, <c>mdadm --write-journal</c>),
+/// in write-through mode: before a stripe's members are written, the new contents of every member
+/// range the stripe write changes (data and parity) go to the journal as one record and are made
+/// durable; the members are written after. A crash between the two leaves the record, which
+/// assembly replays onto the members, so a stripe is never left with data and parity that
+/// disagree (the RAID5 write hole) and a dirty array needs no parity resync.
+/// </summary>
+/// <remarks>
+/// <para>Appends are serialised: one record is written and flushed before the next starts, so the
+/// log has no holes and a replay stops at the first record that fails its checksums. Records are
+/// done once their members were written; the oldest done ones are reclaimed when the log needs
+/// their space: the members are flushed, then the superblock's tail moves past them (md's
+/// r5l_do_reclaim). A writer that finds the log full waits for reclaim, it does not fail.</para>
+/// <para>The hot path allocates nothing: the record's header is encoded into one preallocated
+/// DRAM frame and the bio gathers it with the stripe buffers that hold the new contents.</para>
+/// </remarks>
+internal sealed unsafe class Raid5Journal : IDisposable
+{
+    /// <summary>Records that may be between written and done at once (more than the stripe buffer sets).</summary>
+    private const int Ring = 256;
+
+    private readonly MdArray _array;
+    private readonly IBlockDevice _device;
+    private readonly Raid5JournalSuperblock _sb;
+    private readonly DramArena _arena; // frame 0: a record header; frame 1: zeros for payload padding
+    private readonly Bio _bio;
+    private readonly Bio _flush = new(1);
+    private readonly MdMetadataIo _io;
+    private readonly object _sync = new();
+    private readonly long[] _ringBlock = new long[Ring];
+    private readonly bool[] _ringDone = new bool[Ring];
+    private readonly uint _seed;
+    private long _head, _headSeq;            // where and which the next record is
+    private long _memTailBlock, _memTailSeq; // the oldest record not yet done (or the head)
+    private long _durTailBlock, _durTailSeq; // the tail the superblock records
+    private long _records, _replayed, _reclaims;
+    private volatile bool _failed;
+    private bool _stopped;
+
+    private Raid5Journal(MdArray array, IBlockDevice device, string spec, Raid5JournalSuperblock sb, MdMetadataIo io)
+    {
+        _array = array;
+        _device = device;
+        Spec = spec;
+        _sb = sb;
+        _io = io;
+        _seed = sb.RecordSeed;
+        _arena = DramArena.Create(2 * Raid5JournalLayout.BlockBytes, device.AddressSpace, $"md-{array.Name}-journal");
+        new Span<byte>(_arena.BaseAddress, 2 * Raid5JournalLayout.BlockBytes).Clear();
+        _bio = new Bio(sb.RaidDisks + 2);
+        _head = _memTailBlock = _durTailBlock = sb.TailBlock;
+        _headSeq = _memTailSeq = _durTailSeq = sb.TailSeq;
+    }
+
+    /// <summary>The journal device's spec.</summary>
+    public string Spec { get; }
+    /// <summary>The journal device.</summary>
+    public IBlockDevice Device => _device;
+    /// <summary>Its mode.</summary>
+    public Raid5JournalMode Mode => _sb.Mode;
+    /// <summary>The journal device failed a write: the array refuses writes (md forces the array read-only).</summary>
+    public bool Failed => _failed;
+    /// <summary>Test seam: the next stop leaves the log as a crash would (records kept, superblock not marked clean).</summary>
+    internal bool LeaveLogOnStop { get; set; }
+    /// <summary>True when the journal's device completes bios on the submitting thread.</summary>
+    public bool Synchronous => (_device.Features & DeviceFeatures.Synchronous) != 0;
+
+    /// <summary>What the journal holds and did.</summary>
+    public Raid5JournalStatus Status
+    {
+        get
+        {
+            lock (_sync)
+                return new Raid5JournalStatus(Spec, _sb.Mode, _sb.Blocks - Raid5JournalLayout.LogStart, Used(_durTailBlock, _durTailSeq), _records, _replayed, _reclaims, _failed);
+        }
+    }
+
+    // ---- format and open -------------------------------------------------------------------------
+
+    /// <summary>Makes <paramref name="device"/> an empty journal of the array with uuid <paramref name="arrayUuid"/>.</summary>
+    /// <exception cref="ArgumentException">The device is too small for the array's largest record twice over.</exception>
+    /// <exception cref="IOException">The device cannot be written.</exception>
+    public static void Format(IBlockDevice device, string spec, byte[] arrayUuid, int raidDisks, long chunkSectors, Raid5JournalMode mode)
+    {
+        long blocks = device.CapacityBytes / Raid5JournalLayout.BlockBytes;
+        long min = Raid5JournalLayout.MinBlocks(raidDisks, chunkSectors);
+        if (blocks < min)
+            throw new ArgumentException($"journal {spec} has {device.CapacityBytes} bytes; an array of {raidDisks} members with {chunkSectors / 2} KiB chunks needs at least {min * Raid5JournalLayout.BlockBytes} (superblocks and two full-stripe records)");
+        if ((device.Features & DeviceFeatures.ReadOnly) != 0) throw new ArgumentException($"journal {spec} is read-only");
+        var sb = new Raid5JournalSuperblock
+        {
+            Generation = 1,
+            ArrayUuid = (byte[])arrayUuid.Clone(),
+            JournalUuid = Guid.NewGuid().ToByteArray(),
+            Blocks = blocks,
+            TailBlock = Raid5JournalLayout.LogStart,
+            TailSeq = 1,
+            Mode = mode,
+            RaidDisks = raidDisks,
+            ChunkSectors = chunkSectors,
+            Flags = Raid5JournalSuperblock.FlagClean,
+        };
+        var block = new byte[Raid5JournalLayout.BlockBytes];
+        sb.Encode(block);
+        using var io = new MdMetadataIo(device.AddressSpace);
+        // Both copies, and the first log block zeroed so no record of an earlier journal sits where the log starts.
+        io.Zero(device, Raid5JournalLayout.LogStart * Raid5JournalLayout.BlockBytes, Raid5JournalLayout.BlockBytes);
+        io.Write(device, 0, block);
+        sb.Generation = 0; // the older copy
+        sb.Encode(block);
+        io.Write(device, Raid5JournalLayout.BlockBytes, block);
+    }
+
+    /// <summary>Reads the current superblock of a journal device: the valid copy with the higher generation.</summary>
+    /// <exception cref="InvalidDataException">Neither copy is valid; the message says why.</exception>
+    public static Raid5JournalSuperblock ReadSuperblock(IBlockDevice device, MdMetadataIo io)
+    {
+        long deviceBlocks = device.CapacityBytes / Raid5JournalLayout.BlockBytes;
+        var block = new byte[Raid5JournalLayout.BlockBytes];
+        Raid5JournalSuperblock? best = null;
+        string? error = null;
+        for (int copy = 0; copy < 2; copy++)
+        {
+            io.Read(device, copy * Raid5JournalLayout.BlockBytes, block);
+            Raid5JournalSuperblock? sb = Raid5JournalSuperblock.Decode(block, deviceBlocks, out string? e);
+            error ??= e;
+            if (sb is not null && (best is null || sb.Generation > best.Generation)) best = sb;
+        }
+        return best ?? throw new InvalidDataException($"{device.Name}: {error}");
+    }
+
+    /// <summary>
+    /// Opens the journal <paramref name="device"/> of <paramref name="array"/> (uuid, geometry and mode checked).
+    /// </summary>
+    /// <exception cref="IOException">Not a journal, another array's, a geometry that does not match, or a mode this build cannot run.</exception>
+    public static Raid5Journal Open(MdArray array, IBlockDevice device, string spec, byte[] arrayUuid)
+    {
+        var io = new MdMetadataIo(device.AddressSpace);
+        try
+        {
+            Raid5JournalSuperblock sb;
+            try { sb = ReadSuperblock(device, io); }
+            catch (InvalidDataException e) { throw new IOException($"md: journal {spec}: {e.Message}", e); }
+            if (!sb.ArrayUuid.AsSpan().SequenceEqual(arrayUuid))
+                throw new IOException($"md: journal {spec} belongs to another array ({sb.ArrayUuidText}, not {MdSuperblock.FormatUuid(arrayUuid)})");
+            if (sb.RaidDisks != array.RaidDisks || sb.ChunkSectors != array.ChunkSectors)
+                throw new IOException($"md: journal {spec} records {sb.RaidDisks} members and {sb.ChunkSectors}-sector chunks; the array has {array.RaidDisks} and {array.ChunkSectors}");
+            if (sb.Mode != Raid5JournalMode.WriteThrough)
+                throw new IOException($"md: journal {spec} is in {ModeName(sb.Mode)} mode, which this build does not implement (only write-through)");
+            return new Raid5Journal(array, device, spec, sb, io);
+        }
+        catch
+        {
+            io.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The mode as md's journal_mode names it.</summary>
+    public static string ModeName(Raid5JournalMode mode) => mode switch
+    {
+        Raid5JournalMode.WriteThrough => "write-through",
+        Raid5JournalMode.WriteBack => "write-back",
+        _ => $"unknown ({(uint)mode})",
+    };
+
+    /// <summary>Parses md's journal_mode words.</summary>
+    /// <exception cref="ArgumentException">Another word.</exception>
+    public static Raid5JournalMode ParseMode(string text) => text switch
+    {
+        "write-through" => Raid5JournalMode.WriteThrough,
+        "write-back" => Raid5JournalMode.WriteBack,
+        _ => throw new ArgumentException($"journal mode '{text}' is not write-through or write-back"),
+    };
+
+    // ---- replay ----------------------------------------------------------------------------------
+
+    /// <summary>One committed record found by <see cref="Scan"/>.</summary>
+    internal readonly record struct Record(long Seq, long Block, long MemberSector, int PayloadBlocks, Raid5JournalEntry[] Entries);
+
+    /// <summary>
+    /// Walks the log from the superblock's tail: every committed record in order, and where the
+    /// walk ended (the first block and seq that hold no committed record). Reads only.
+    /// </summary>
+    internal static (List<Record> Records, long EndBlock, long EndSeq, string? Stop) Scan(IBlockDevice device, Raid5JournalSuperblock sb, MdMetadataIo io)
+    {
+        var records = new List<Record>();
+        var header = new byte[Raid5JournalLayout.BlockBytes];
+        var entries = new Raid5JournalEntry[sb.RaidDisks];
+        long at = sb.TailBlock, seq = sb.TailSeq;
+        string? stop = null;
+        if (sb.IsClean) return (records, at, seq, null);
+        while (records.Count < sb.Blocks)
+        {
+            if (!TryRecordAt(at, out Record r, out stop) && (at == Raid5JournalLayout.LogStart || !TryRecordAt(Raid5JournalLayout.LogStart, out r, out _))) break;
+            records.Add(r);
+            seq++;
+            at = r.Block + 1 + r.PayloadBlocks;
+            if (at >= sb.Blocks) at = Raid5JournalLayout.LogStart;
+        }
+        return (records, at, seq, stop);
+
+        bool TryRecordAt(long block, out Record r, out string? why)
+        {
+            r = default;
+            why = null;
+            if (block + 1 > sb.Blocks) { why = "end of log"; return false; }
+            io.Read(device, block * Raid5JournalLayout.BlockBytes, header);
+            if (!Raid5JournalRecord.TryDecodeHeader(header, sb.RecordSeed, block, sb.RaidDisks, sb.ChunkSectors, out long s, out long memberSector, out int payload, out uint crc, entries, out int n))
+            {
+                why = $"no valid record header at block {block}";
+                return false;
+            }
+            if (s != seq) { why = $"block {block} holds record {s}, not {seq} (an older lap of the log)"; return false; }
+            if (block + 1 + payload > sb.Blocks) { why = $"record {s} runs past the log's end"; return false; }
+            // The payload's checksum: a record whose payload did not fully reach the journal is torn.
+            uint c = sb.RecordSeed;
+            var buffer = new byte[Math.Min(MdMetadataIo.BufferBytes, (long)payload * Raid5JournalLayout.BlockBytes)];
+            for (long done = 0, total = (long)payload * Raid5JournalLayout.BlockBytes; done < total;)
+            {
+                int len = (int)Math.Min(buffer.Length, total - done);
+                io.Read(device, (block + 1) * Raid5JournalLayout.BlockBytes + done, buffer.AsSpan(0, len));
+                c = Crc32C.Compute(c, buffer.AsSpan(0, len));
+                done += len;
+            }
+            if (c != crc) { why = $"record {s} at block {block} is torn (payload checksum mismatch)"; return false; }
+            r = new Record(s, block, memberSector, payload, entries[..n]);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Replays every committed record onto the members present (each entry's bytes to its slot's
+    /// member, in log order: the last record of a stripe wins), flushes them, and starts an empty
+    /// log after the records. Returns what to report.
+    /// </summary>
+    /// <exception cref="IOException">A journal read or member write failed.</exception>
+    public string Replay()
+    {
+        bool wasClean = _sb.IsClean;
+        (List<Record> records, long endBlock, long endSeq, string? stop) = Scan(_device, _sb, _io);
+        var buffer = new byte[MdMetadataIo.BufferBytes];
+        var stripes = new HashSet<long>();
+        foreach (Record r in records)
+        {
+            long payloadByte = (r.Block + 1) * Raid5JournalLayout.BlockBytes;
+            foreach (Raid5JournalEntry e in r.Entries)
+            {
+                MdMember m = _array.Slot(e.Slot);
+                long bytes = (long)e.Sectors << Bio.SectorShift;
+                if (m.Device is not null && m.State is MdMemberState.InSync or MdMemberState.Recovering)
+                    for (long done = 0; done < bytes;)
+                    {
+                        int len = (int)Math.Min(buffer.Length, bytes - done);
+                        _io.Read(_device, payloadByte + done, buffer.AsSpan(0, len));
+                        _io.Write(m.Device, ((m.DataOffset + r.MemberSector + e.First) << Bio.SectorShift) + done, buffer.AsSpan(0, len));
+                        done += len;
+                    }
+                payloadByte += bytes;
+            }
+            stripes.Add(r.MemberSector);
+        }
+        FlushMembers();
+        _replayed = records.Count;
+        lock (_sync)
+        {
+            _head = _memTailBlock = _durTailBlock = endBlock;
+            _headSeq = _memTailSeq = _durTailSeq = endSeq;
+            WriteSuperblock(clean: false);
+        }
+        if (wasClean) return $"journal {Spec} ({ModeName(Mode)}): clean, nothing to replay";
+        return $"journal {Spec} ({ModeName(Mode)}): replayed {records.Count} record(s) onto {stripes.Count} stripe(s); parity needs no resync" +
+            (stop is not null && records.Count > 0 ? $" (the log ends where {stop})" : "");
+    }
+
+    /// <summary>
+    /// What <c>pfnblock check</c> and <c>raid examine</c> print for a journal device: its superblock,
+    /// and what an assembly would replay. Null when the device holds no journal superblock at all;
+    /// otherwise the lines and whether the metadata is consistent. Reads only.
+    /// </summary>
+    public static (bool Consistent, List<string> Lines)? Describe(IBlockDevice device)
+    {
+        using var io = new MdMetadataIo(device.AddressSpace);
+        var block = new byte[Raid5JournalLayout.BlockBytes];
+        io.Read(device, 0, block);
+        bool magic = BitConverter.ToUInt64(block) == Raid5JournalSuperblock.Magic;
+        io.Read(device, Raid5JournalLayout.BlockBytes, block);
+        if (!magic && BitConverter.ToUInt64(block) != Raid5JournalSuperblock.Magic) return null;
+        Raid5JournalSuperblock sb;
+        try { sb = ReadSuperblock(device, io); }
+        catch (InvalidDataException e) { return (false, [$"RAID5 journal: {e.Message}"]); }
+        (List<Record> records, long endBlock, long endSeq, string? stop) = Scan(device, sb, io);
+        var lines = new List<string>
+        {
+            $"RAID5 journal of md array {sb.ArrayUuidText} ({sb.RaidDisks} members, {sb.ChunkSectors / 2}K chunks), {ModeName(sb.Mode)}",
+            $"log: {sb.Blocks - Raid5JournalLayout.LogStart} blocks of 4 KiB, superblock generation {sb.Generation}, {(sb.IsClean ? "clean" : "active")}",
+            $"tail: block {sb.TailBlock}, record {sb.TailSeq}; committed records after it end at block {endBlock}, record {endSeq}",
+            records.Count == 0 ? "assembly would replay nothing"
+                : $"assembly would replay {records.Count} record(s) onto {records.Select(r => r.MemberSector).Distinct().Count()} stripe(s) ({records.Sum(r => (long)r.PayloadBlocks) * 4} KiB)",
+        };
+        if (stop is not null && !sb.IsClean) lines.Add($"the log ends where {stop}");
+        return (true, lines);
+    }
+
+    // ---- the write path --------------------------------------------------------------------------
+
+    /// <summary>
+    /// Writes the record of one stripe write: member ranges <paramref name="entries"/> of the stripe
+    /// at member sector <paramref name="memberSector"/>, their new bytes in <paramref name="set"/>'s
+    /// buffers at the same places; returns when it is durable. Waits while the log is full.
+    /// False when the journal device failed (the write must fail; nothing reached the members).
+    /// </summary>
+    public bool Append(long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, out long seq)
+    {
+        long sectors = 0;
+        uint crc = _seed;
+        foreach (Raid5JournalEntry e in entries)
+        {
+            sectors += e.Sectors;
+            crc = Crc32C.Compute(crc, set.At(e.Slot, (long)e.First << Bio.SectorShift), (long)e.Sectors << Bio.SectorShift);
+        }
+        int payload = (int)((sectors + Raid5JournalLayout.BlockSectors - 1) / Raid5JournalLayout.BlockSectors);
+        int pad = (int)(((long)payload * Raid5JournalLayout.BlockSectors - sectors) << Bio.SectorShift);
+        byte* zeros = _arena.BaseAddress + Raid5JournalLayout.BlockBytes;
+        crc = Crc32C.Compute(crc, zeros, pad);
+        long size = 1 + payload;
+        lock (_sync)
+        {
+            long at;
+            while (true)
+            {
+                if (_failed || _stopped) { seq = 0; return false; }
+                if (_headSeq - _memTailSeq < Ring && (at = Place(size)) >= 0) break;
+                if (_memTailSeq > _durTailSeq && !_failed)
+                {
+                    Reclaim();
+                    continue;
+                }
+                // Full of records still being written to the members: their writers' Done frees space.
+                Monitor.Wait(_sync);
+            }
+            seq = _headSeq;
+            var header = new Span<byte>(_arena.BaseAddress, Raid5JournalLayout.BlockBytes);
+            Raid5JournalRecord.EncodeHeader(header, seq, at, memberSector, entries, payload, crc, _seed);
+            Bio bio = _bio.Init(BioOp.Write, at * Raid5JournalLayout.BlockSectors, BioFlags.Fua).AddVec(_arena.PfnAt(0), 0, Raid5JournalLayout.BlockBytes);
+            foreach (Raid5JournalEntry e in entries)
+            {
+                (Pfn pfn, uint inFrame) = set.FrameOf(e.Slot, (long)e.First << Bio.SectorShift);
+                bio.AddVec(pfn, inFrame, (uint)e.Sectors << Bio.SectorShift);
+            }
+            if (pad > 0) bio.AddVec(_arena.PfnAt(1), 0, (uint)pad);
+            // FUA: the whole record is durable when the bio completes (the pmem device fences it).
+            if (_device.SubmitAndWait(bio) != BlockStatus.Ok)
+            {
+                JournalFailed("record write");
+                return false;
+            }
+            _ringBlock[seq % Ring] = at;
+            _ringDone[seq % Ring] = false;
+            _head = at + size;
+            _headSeq = seq + 1;
+            _records++;
+            return true;
+        }
+    }
+
+    /// <summary>Record <paramref name="seq"/>'s member writes are done: its space may be reclaimed once the members are flushed.</summary>
+    public void Done(long seq)
+    {
+        lock (_sync)
+        {
+            _ringDone[seq % Ring] = true;
+            while (_memTailSeq < _headSeq && _ringDone[_memTailSeq % Ring]) _memTailSeq++;
+            _memTailBlock = _memTailSeq == _headSeq ? _head : _ringBlock[_memTailSeq % Ring];
+            Monitor.PulseAll(_sync);
+        }
+    }
+
+    /// <summary>Where a record of <paramref name="size"/> blocks goes, or −1 when the log has no room before the durable tail. Under the lock.</summary>
+    private long Place(long size)
+    {
+        long end = _sb.Blocks, start = Raid5JournalLayout.LogStart;
+        if (_durTailSeq == _headSeq) return _head + size <= end ? _head : start; // nothing live
+        if (_head > _durTailBlock)
+            return _head + size <= end ? _head : start + size <= _durTailBlock ? start : -1;
+        return _head + size <= _durTailBlock ? _head : -1; // wrapped: up to the tail
+    }
+
+    /// <summary>Blocks from a tail to the head.</summary>
+    private long Used(long tailBlock, long tailSeq) =>
+        tailSeq == _headSeq ? 0 : _head > tailBlock ? _head - tailBlock : _sb.Blocks - tailBlock + _head - Raid5JournalLayout.LogStart;
+
+    /// <summary>Moves the durable tail to the oldest record not done: members flushed first (what they hold must survive a crash once the journal forgets it). Under the lock.</summary>
+    private void Reclaim()
+    {
+        if (!FlushMembers()) return;
+        _durTailBlock = _memTailBlock;
+        _durTailSeq = _memTailSeq;
+        _reclaims++;
+        try { WriteSuperblock(clean: false); }
+        catch (IOException) { JournalFailed("superblock write"); }
+    }
+
+    private bool FlushMembers()
+    {
+        bool ok = true;
+        foreach (MdMember m in _array.WritableMembers())
+            if ((m.Device!.Features & DeviceFeatures.WriteCache) != 0 && m.Device.SubmitAndWait(_flush.Init(BioOp.Flush, 0)) != BlockStatus.Ok)
+            {
+                _array.MemberFailed(m, BlockStatus.IoError, "flush before journal reclaim");
+                ok = false;
+            }
+        return ok;
+    }
+
+    /// <summary>Writes the superblock with the durable tail into the older copy. Under the lock (or before I/O starts).</summary>
+    private void WriteSuperblock(bool clean)
+    {
+        _sb.Generation++;
+        _sb.TailBlock = _durTailBlock >= _sb.Blocks ? Raid5JournalLayout.LogStart : _durTailBlock;
+        _sb.TailSeq = _durTailSeq;
+        _sb.Flags = clean ? Raid5JournalSuperblock.FlagClean : 0;
+        var block = new byte[Raid5JournalLayout.BlockBytes];
+        _sb.Encode(block);
+        _io.Write(_device, (long)(_sb.Generation % 2) * Raid5JournalLayout.BlockBytes, block);
+    }
+
+    private void JournalFailed(string what)
+    {
+        if (_failed) return;
+        _failed = true;
+        Monitor.PulseAll(_sync);
+        _array.JournalFailed($"journal {Spec} failed ({what}): writes are refused from now on, the array is read-only (as md does)");
+    }
+
+    /// <summary>
+    /// Stops the journal: with <paramref name="clean"/> (every write done, the members flushed by the
+    /// caller) the log is emptied and the superblock marked clean; otherwise left as it is for replay.
+    /// </summary>
+    public void Stop(bool clean)
+    {
+        lock (_sync)
+        {
+            if (_stopped) return;
+            _stopped = true;
+            Monitor.PulseAll(_sync);
+            if (!clean || _failed || _memTailSeq != _headSeq || LeaveLogOnStop) return;
+            _durTailBlock = _head;
+            _durTailSeq = _headSeq;
+            try { WriteSuperblock(clean: true); }
+            catch (IOException) { _failed = true; }
+        }
+    }
+
+    public void Dispose()
+    {
+        Stop(clean: false);
+        _arena.Dispose();
+        _io.Dispose();
+    }
+}
