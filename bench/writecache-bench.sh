@@ -6,11 +6,13 @@
 # far less than either figure). The cache is made afresh for every pair and is large enough
 # that it never reaches its high watermark during the run: this measures "while the cache has
 # room". Prints a markdown table.
-# Env: RUNTIME (seconds per pair, 4), SLICES (pairs, 8), ORIGIN (1G), CACHE (3G), DISKDIR (/var/tmp).
+# Env: RUNTIME (seconds per pair, 4), SLICES (pairs, 8), ORIGIN (1G), CACHE (3G), DISKDIR (/var/tmp);
+# to run only some rows: QDS ("1 32"), FUAS ("plain fua"), PEERS ("file pmem").
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
 RUNTIME=${RUNTIME:-4}; SLICES=${SLICES:-8}; ORIGIN=${ORIGIN:-1G}; CACHE=${CACHE:-3G}; DISKDIR=${DISKDIR:-/var/tmp}
+QDS=${QDS:-1 32}; FUAS=${FUAS:-plain fua}; PEERS=${PEERS:-file pmem}
 work=$(mktemp -d /tmp/pfnblock-wc-bench.XXXXXX)
 file=$DISKDIR/pfnblock-wc-bench-origin.$$
 cache=/dev/shm/pfnblock-wc-bench-cache.$$
@@ -46,15 +48,15 @@ echo "# $(date -u +%FT%TZ) $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo 
 echo "# RUNTIME=$RUNTIME SLICES=$SLICES ORIGIN=$ORIGIN CACHE=$CACHE; table: $(cat "$table")"
 echo "| workload | A | B | B/A, median of pairs [min..max] |"
 echo "|---|---|---|---|"
-for qd in 1 32; do
-  for fua in "" --fua; do
-    fresh_cache
-    pfnblock bench --device "file:$file" --vs "table:$table" --rw randwrite --bs 4k --iodepth "$qd" $fua \
-      --runtime "$RUNTIME" --slices "$SLICES" --ramp 0 --json > "$work/file.json"
-    row "file" "writecache" "$work/file.json" | sed "s/qd?/qd$qd/; s/4k qd$qd |/4k qd$qd${fua:+ FUA} |/"
-    fresh_cache
-    pfnblock bench --device "pmem:$raw" --vs "table:$table" --rw randwrite --bs 4k --iodepth "$qd" $fua \
-      --runtime "$RUNTIME" --slices "$SLICES" --ramp 0 --json > "$work/pmem.json"
-    row "pmem" "writecache" "$work/pmem.json" | sed "s/qd?/qd$qd/; s/4k qd$qd |/4k qd$qd${fua:+ FUA} |/"
+for qd in $QDS; do
+  for mode in $FUAS; do
+    fua=""; [ "$mode" = fua ] && fua=--fua
+    for peer in $PEERS; do
+      case $peer in file) dev="file:$file" ;; pmem) dev="pmem:$raw" ;; *) echo "unknown peer $peer" >&2; exit 2 ;; esac
+      fresh_cache
+      pfnblock bench --device "$dev" --vs "table:$table" --rw randwrite --bs 4k --iodepth "$qd" $fua \
+        --runtime "$RUNTIME" --slices "$SLICES" --ramp 0 --json > "$work/$peer.json"
+      row "$peer" "writecache" "$work/$peer.json" | sed "s/qd?/qd$qd/; s/4k qd$qd |/4k qd$qd${fua:+ FUA} |/"
+    done
   done
 done

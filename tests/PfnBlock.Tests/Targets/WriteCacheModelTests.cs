@@ -3,6 +3,7 @@ using CsCheck;
 using PfnBlock.Block;
 using PfnBlock.Devices;
 using PfnBlock.Memory;
+using PfnBlock.Namespaces;
 using PfnBlock.Targets.WriteCache;
 using PfnBlock.Tests.Block;
 
@@ -12,13 +13,17 @@ namespace PfnBlock.Tests.Targets;
 /// The write cache against a model: random sequences of writes (1..8 blocks, some FUA), flushes,
 /// discards, write-back steps, read checks and crashes, on a cache small enough to wrap often.
 /// Reads through the cache equal the model at every check; after each write-back step the origin
-/// alone equals the model's state after exactly the log's written-back prefix; after a crash that
-/// loses any subset of the entries not yet made durable (by FUA or a flush), every durable write
-/// is there and reads equal the model without the lost writes.
+/// alone equals the model's state after exactly the log's written-back prefix. The commit rule:
+/// a write is durable once FUA, once a flush followed it, or once <c>autocommit_blocks</c> plain
+/// blocks were written since the last commit (the model counts them as dm-writecache does). A
+/// power loss loses every write not durable by that rule (some of their lines torn, the others
+/// whole but uncommitted: recovery must erase them, or a later commit would revive them); a clean
+/// close loses nothing. After either, reads equal the model without the lost writes.
 /// </summary>
 public sealed class WriteCacheModelTests
 {
     private const int Blocks = 64;
+    private const int AutocommitBlocks = 16;
     private const int BlockSize = WriteCacheLayout.BlockSize;
     static WriteCacheModelTests() => DeviceTypes.RegisterAssembly(typeof(WriteCacheModelTests).Assembly);
 
@@ -27,7 +32,7 @@ public sealed class WriteCacheModelTests
     /// <param name="Block">First block.</param>
     /// <param name="Count">Blocks (writes and discards).</param>
     /// <param name="Fua">FUA on a write or discard.</param>
-    /// <param name="Lose">For a crash: bit i loses the i-th non-durable entry.</param>
+    /// <param name="Lose">For a crash: bit 63 set, a power loss, which tears the line of the i-th non-durable entry when bit i (i &lt; 63) is set; else a clean close.</param>
     public sealed record Step(int Kind, int Block, int Count, bool Fua, long Lose);
 
     /// <summary>A block's write or a range's discard, as the log holds it.</summary>
@@ -52,18 +57,31 @@ public sealed class WriteCacheModelTests
         Run([new Step(0, 3, 4, false, 0), new Step(0, 5, 1, true, 0), new Step(7, 0, 2, false, 0), new Step(11, 0, 0, false, 0), new Step(10, 0, 0, false, 0)]);
     }
 
+    /// <summary>
+    /// Unflushed writes lost in a power loss stay lost: recovery erases their whole but uncommitted
+    /// entries, so the flush after the next writes (which reuse their sequence numbers and commit
+    /// past them) does not bring them back at the following recovery.
+    /// </summary>
+    [Fact]
+    public void UncommittedEntriesAreErasedAndNeverRevived()
+    {
+        Run([new Step(0, 10, 6, false, 0), new Step(11, 0, 0, false, long.MinValue), new Step(0, 20, 2, false, 0), new Step(6, 0, 0, false, 0),
+            new Step(11, 0, 0, false, long.MinValue), new Step(10, 0, 0, false, 0)]);
+    }
+
     private void Run(Step[] steps)
     {
         using var s = new Scratch();
         string origin = "pmem:" + s.NewNamespace(1 << 20);
         // The cache: 352 KiB of a namespace through a linear table, so the log has ~80 entries and wraps often.
-        string cacheTable = s.NewPath("cache.table");
-        File.WriteAllText(cacheTable, $"0 704 linear pmem:{s.NewNamespace(1 << 20)} 0\n");
+        string cacheTable = s.NewPath("cache.table"), cacheNs = s.NewNamespace(1 << 20);
+        File.WriteAllText(cacheTable, $"0 704 linear pmem:{cacheNs} 0\n");
         string table = s.NewPath("wc.table");
-        File.WriteAllText(table, $"0 {Blocks * 8} writecache p {origin} table:{cacheTable} 4096 4 high_watermark 100 low_watermark 100\n");
+        File.WriteAllText(table, $"0 {Blocks * 8} writecache p {origin} table:{cacheTable} 4096 8 high_watermark 100 low_watermark 100 "
+            + $"autocommit_blocks {AutocommitBlocks} autocommit_time 0\n");
 
         var ops = new List<Logged>();
-        long version = 0;
+        long version = 0, uncommitted = 0;
         var set = new DeviceSet();
         try
         {
@@ -102,11 +120,18 @@ public sealed class WriteCacheModelTests
                         else
                             for (int j = 0; j < step.Count; j++) ops.Add(new Logged(head + j, step.Block + j, 1, ++version, false) { Durable = step.Fua });
                         Assert.Equal(head + (discard ? 1 : step.Count), log.Head);
+                        // autocommit_blocks: plain entries count (a discard is one), FUA ones are durable anyway.
+                        if (!step.Fua && (uncommitted += discard ? 1 : step.Count) >= AutocommitBlocks)
+                        {
+                            foreach (Logged o in ops) o.Durable = true;
+                            uncommitted = 0;
+                        }
                         break;
                     }
                     case 6:
                         Assert.Equal(BlockStatus.Ok, TargetSeamProperties.RunOnce(dev, new Bio().Init(BioOp.Flush, 0)));
                         foreach (Logged o in ops) o.Durable = true;
+                        uncommitted = 0;
                         break;
                     case 8 or 9:
                         wc.Writeback.Step();
@@ -117,21 +142,29 @@ public sealed class WriteCacheModelTests
                         break;
                     default:
                     {
-                        // Power fails: any entry not yet durable may be lost (its line zeroed); durable ones stay.
+                        // Power fails: every entry not yet durable is lost, some of them torn (line zeroed),
+                        // the others whole; durable ones stay. A clean close commits everything.
+                        bool powerLoss = step.Lose < 0;
                         long tail = log.Tail;
-                        int i = 0;
+                        int i = 0, torn = 0;
                         var lost = new HashSet<Logged>();
                         foreach (Logged o in ops)
                         {
-                            if (o.Durable || o.Seq < tail) continue;
-                            if ((step.Lose >> (i++ & 63) & 1) != 0) lost.Add(o);
+                            if (!powerLoss || o.Durable || o.Seq < tail) continue;
+                            if (!lost.Add(o) || (step.Lose >> (i++ % 63) & 1) == 0) continue;
+                            Zero(log, o.Seq);
+                            torn++;
                         }
-                        foreach (Logged o in lost) Zero(log, o.Seq);
                         ops.RemoveAll(lost.Contains);
+                        ulong commitWord = CommitWord(log);
                         set.Dispose();
+                        // A power loss never ran the close: its commit did not happen.
+                        if (powerLoss) SetCommitWord(cacheNs, commitWord);
                         set = new DeviceSet();
+                        uncommitted = 0;
                         (dev, wc) = Open(set, table);
                         Assert.Equal(ops.Count(o => o.Seq >= wc.Log.Tail), wc.Log.RecoveredEntries);
+                        Assert.Equal(lost.Count - torn, wc.Log.UncommittedFound);
                         foreach (Logged o in ops) o.Durable = true; // whatever recovery found is on the cache device now
                         CheckReads(dev, ops, buffers, rng);
                         CheckOrigin(set, origin, ops, wc.Log.Tail, buffers);
@@ -160,6 +193,16 @@ public sealed class WriteCacheModelTests
 
     private static unsafe void Zero(WriteCacheLog log, long seq) =>
         PmemStore.Clear(log.Base + log.Layout.EntryOffset(seq), WriteCacheLayout.EntrySize);
+
+    private static unsafe ulong CommitWord(WriteCacheLog log) => *(ulong*)(log.Base + WriteCacheSuperblock.CommitOffset);
+
+    /// <summary>Puts the commit word back as it was before the close (the linear table maps the namespace from byte 0).</summary>
+    private static unsafe void SetCommitWord(string ns, ulong word)
+    {
+        using PmemNamespace n = PmemNamespace.Open(ns);
+        *(ulong*)(n.DataAddress + WriteCacheSuperblock.CommitOffset) = word;
+        n.Flush();
+    }
 
     /// <summary>The model's blocks after the logged operations with sequence below <paramref name="upTo"/>: a version per block, 0 for zeros.</summary>
     private static long[] State(List<Logged> ops, long upTo)

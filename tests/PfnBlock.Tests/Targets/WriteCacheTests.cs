@@ -211,6 +211,7 @@ public sealed class WriteCacheTests : IDisposable
         Assert.True(exit == 0, stdout + stderr);
         Assert.Contains("would replay 4 entries (4 writes of 2 distinct blocks, 0 discards, 0 write-zeroes)", stdout);
         Assert.Contains("written back below sequence 1; log head 5", stdout);
+        Assert.Contains("committed below sequence 5; 0 uncommitted entries", stdout); // the close committed the plain writes
 
         Patch(cachePath, 4096 + 64 * 6, Bytes(cachePath, 4096 + 64 * 2, 64));
         (exit, stdout, stderr) = ChildProcess.Run(ChildProcess.CliDll, ["check", "--path", cachePath]);
@@ -237,6 +238,40 @@ public sealed class WriteCacheTests : IDisposable
         using PmemNamespace n = PmemNamespace.Open(ns);
         data.CopyTo(new Span<byte>(n.DataAddress + offset, data.Length));
         n.Flush();
+    }
+
+    [Fact]
+    public void ACacheOfFormat10TakesEveryEntryAsCommittedAndGetsACommitWord()
+    {
+        string origin = Pmem(), cachePath = _scratch.NewNamespace(1 << 20);
+        string line = $"0 1024 writecache p {origin} pmem:{cachePath} 4096 0";
+        using (var set = new DeviceSet())
+        {
+            IBlockDevice dev = set.Open(Table(line));
+            Cache(dev).PauseWriteback();
+            for (int i = 0; i < 3; i++) Assert.Equal(BlockStatus.Ok, Write(dev, i, Block(20 + i, i)));
+        }
+        // A 1.1 cache without its commit word is damaged, not "everything committed".
+        byte[] word = Bytes(cachePath, WriteCacheSuperblock.CommitOffset, 8);
+        Patch(cachePath, WriteCacheSuperblock.CommitOffset, new byte[8]);
+        Assert.Contains("committed-sequence word is damaged", Refused(line));
+        // As a 1.0 build leaves a cache (version 1.0, no commit word; each entry was durable when written): all three count.
+        WriteCacheSuperblock sb = WriteCacheSuperblock.TryParse(Bytes(cachePath, 0, 4096), long.MaxValue, out _, out string? error) ?? throw new InvalidOperationException(error);
+        byte[] block = new byte[4096];
+        (sb with { Minor = 0 }).Encode(block);
+        Patch(cachePath, 0, block[..WriteCacheSuperblock.ChecksummedBytes]);
+        (int exit, string stdout, string stderr) = ChildProcess.Run(ChildProcess.CliDll, ["check", "--path", cachePath]);
+        Assert.True(exit == 0, stdout + stderr);
+        Assert.Contains("no commit word", stdout);
+        Assert.Contains("would replay 3 entries", stdout);
+        using (var set = new DeviceSet())
+        {
+            IBlockDevice again = set.Open(Table(line));
+            Assert.Equal(3L, Cache(again).Log.RecoveredEntries);
+            for (int i = 0; i < 3; i++) Assert.Equal(Block(20 + i, i), Read(again, i));
+        }
+        // The writable open wrote the word: new entries follow the commit rule.
+        Assert.Equal(word, Bytes(cachePath, WriteCacheSuperblock.CommitOffset, 8));
     }
 
     [Fact]

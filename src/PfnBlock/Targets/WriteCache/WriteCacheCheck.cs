@@ -30,7 +30,9 @@ public sealed record WriteCacheCheckReport
                 yield return $"would replay {s.Live.Count} entries ({s.Live.Count(e => e.Kind == WriteCacheEntryKind.Write)} writes of {DirtyBlocks} distinct blocks, "
                     + $"{s.Live.Count(e => e.Kind == WriteCacheEntryKind.Discard)} discards, {s.Live.Count(e => e.Kind == WriteCacheEntryKind.WriteZeroes)} write-zeroes)"
                     + (s.Live.Count > 0 ? $", flush epochs {s.Live[0].Epoch}..{s.Live[^1].Epoch}, oldest written {DateTimeOffset.FromUnixTimeMilliseconds(s.Live[0].TimeMs):u}" : "");
-                yield return $"{s.Holes} hole(s) (writes torn by a crash, never acknowledged as durable), {s.Stale} written-back entries, {s.Empty} empty or torn lines";
+                yield return $"{s.Holes} hole(s) (writes torn by a crash or never flushed), {s.Stale} written-back entries, {s.Empty} empty or torn lines";
+                yield return s.Committed == long.MaxValue ? "no commit word (a 1.0 cache: every entry counts as committed)"
+                    : $"committed below sequence {s.Committed}; {s.Uncommitted.Count} uncommitted entries (written, never flushed: opening the cache erases them)";
             }
         }
         if (Error is not null) yield return "error: " + Error;

@@ -79,6 +79,11 @@ public enum WriteCacheEntryFlags : ushort
     None = 0,
     /// <summary>A write-zeroes that must not deallocate (the bio's NO_UNMAP), passed on at write-back.</summary>
     NoUnmap = 1,
+    /// <summary>
+    /// A FUA write, discard or write-zeroes: its data was made durable before the entry was written
+    /// and the entry before the write completed, so the entry is valid without a commit of its epoch.
+    /// </summary>
+    Fua = 2,
 }
 
 /// <summary>
@@ -90,18 +95,21 @@ public enum WriteCacheEntryFlags : ushort
 /// offset size field
 ///  0      8   seq       sequence number of the write (1, 2, …; 0 = never written). Lives in entry seq mod N.
 ///  8      8   block     origin block (4 KiB units) the data belongs to, or the first block of a range
-/// 16      8   epoch     flush epoch: writes between two flushes share one; write-back goes epoch by epoch
+/// 16      8   epoch     flush epoch: writes between two commits share one; write-back goes epoch by epoch
 /// 24      4   count     blocks covered: 1 for a write, the range's length for discard and write-zeroes
 /// 28      2   kind      1 write, 2 discard, 3 write-zeroes (<see cref="WriteCacheEntryKind"/>)
-/// 30      2   flags     bit 0: NO_UNMAP (write-zeroes); other bits zero
+/// 30      2   flags     bit 0: NO_UNMAP (write-zeroes); bit 1: FUA (valid without a commit); other bits zero
 /// 32      8   time      Unix time in ms when the entry was written (the age of dirty data survives a restart)
 /// 40     16   reserved  zero
 /// 56      8   checksum  over bytes 0..55, seeded with the cache uuid (<see cref="WriteCacheSuperblock.EntrySeed"/>)
 /// </code>
-/// An entry is live when its checksum holds, its seq is at least the written-back sequence, and it
-/// lives in entry <c>seq mod N</c>. Its data slot was made durable before the entry was written,
-/// so a live write entry's slot holds its data. Seeding the checksum with the cache uuid makes entries
-/// of an earlier cache formatted on the same device fail it.
+/// An entry is live when its checksum holds, its seq is at least the written-back sequence, it
+/// lives in entry <c>seq mod N</c>, and it is committed (seq below the superblock's commit word)
+/// or has the FUA flag. A plain write stores its data and its entry and then fences once, so
+/// either may reach the media first: only a commit (a FLUSH or an autocommit), done after every
+/// write below it has fenced, vouches for the data. A FUA entry is written
+/// after its data was persisted, so it vouches for its own. Seeding the checksum with the cache
+/// uuid makes entries of an earlier cache formatted on the same device fail it.
 /// </remarks>
 public readonly record struct WriteCacheEntry(long Seq, long Block, long Epoch, uint Count, WriteCacheEntryKind Kind, WriteCacheEntryFlags Flags, long TimeMs)
 {
@@ -132,7 +140,7 @@ public readonly record struct WriteCacheEntry(long Seq, long Block, long Epoch, 
         if (w[0] == 0 || w[7] != Checksum(w, seed) || w[5] != 0 || w[6] != 0) return false;
         var kind = (WriteCacheEntryKind)(ushort)(w[3] >> 32);
         var flags = (WriteCacheEntryFlags)(ushort)(w[3] >> 48);
-        if (kind is < WriteCacheEntryKind.Write or > WriteCacheEntryKind.WriteZeroes || (flags & ~WriteCacheEntryFlags.NoUnmap) != 0) return false;
+        if (kind is < WriteCacheEntryKind.Write or > WriteCacheEntryKind.WriteZeroes || (flags & ~(WriteCacheEntryFlags.NoUnmap | WriteCacheEntryFlags.Fua)) != 0) return false;
         entry = new WriteCacheEntry((long)w[0], (long)w[1], (long)w[2], (uint)w[3], kind, flags, (long)w[4]);
         return true;
     }
@@ -196,7 +204,7 @@ public readonly record struct WriteCacheOrigin(long CapacitySectors, ulong SpecH
 /// offset size field
 ///   0     8   magic            "PFNBWCSB"
 ///   8     2   version_major    1 (a reader refuses another major)
-///  10     2   version_minor    0
+///  10     2   version_minor    1 (1.0 caches have no commit word: every entry of theirs was durable when written)
 ///  12     4   sb_size          4096
 ///  16    16   cache_uuid       made at format; seeds the entry and tail checksums
 ///  32     8   origin_sectors   origin capacity in 512-byte sectors
@@ -213,13 +221,23 @@ public readonly record struct WriteCacheOrigin(long CapacitySectors, ulong SpecH
 /// 112     8   checksum         a 64-bit hash of the words of bytes 0..119, this field taken as zero: the static fields
 /// 120   136   reserved         zero
 /// 256     8   tail             the written-back sequence (see below), alone on its cache line
-/// 264  3832   reserved         zero
+/// 264    56   reserved         zero
+/// 320     8   commit           the committed sequence (see below), alone on its cache line (1.1 on)
+/// 328  3768   reserved         zero
 /// </code>
 /// <para>The <b>tail</b> is the lowest sequence number not yet written back: entries below it are
 /// on the origin (written, then the origin flushed, before the tail moved past them). It is updated
 /// by one atomic 8-byte store followed by a persist, and encoded as <c>seq | check &lt;&lt; 56</c>
 /// (<c>seq</c> in the low 56 bits, <c>check</c> a byte of a hash of seq and the cache uuid), so a
 /// damaged word is detected. A fresh cache has tail 1 (sequence numbers start at 1).</para>
+/// <para>The <b>commit</b> word is the lowest sequence number not committed: every entry below it
+/// and its data are durable. Entries from it on are valid only with the FUA flag (recovery erases
+/// the others: no FLUSH promised their writes). A commit waits for the writers below its
+/// sequence to have fenced, persists the log (msync where stores alone are not durable), then
+/// stores the word with one atomic 8-byte store and persists it; encoded as the tail is
+/// (<c>seq | check &lt;&lt; 56</c>). Format writes 1. A 1.0 cache has zero here, so its entries
+/// are all taken as committed (each was durable when written), until its first writable open
+/// writes the word.</para>
 /// <para>The static fields never change after the format, which writes the zeroed metadata area
 /// first, then the superblock, and persists each: a crash during it leaves an all-zero superblock,
 /// formatted again at the next open.</para>
@@ -230,14 +248,16 @@ public sealed record WriteCacheSuperblock
     public static readonly ulong Magic = BinaryPrimitives.ReadUInt64LittleEndian("PFNBWCSB"u8);
     /// <summary>The major version this build writes and reads.</summary>
     public const ushort VersionMajor = 1;
-    /// <summary>The minor version this build writes.</summary>
-    public const ushort VersionMinor = 0;
+    /// <summary>The minor version this build writes (1: the commit word).</summary>
+    public const ushort VersionMinor = 1;
     /// <summary>Offset of the checksum field.</summary>
     public const int ChecksumOffset = 112;
     /// <summary>Bytes the checksum covers (the static fields and the checksum field, taken as zero).</summary>
     public const int ChecksummedBytes = 120;
     /// <summary>Offset of the written-back sequence word (its own cache line).</summary>
     public const int TailOffset = 256;
+    /// <summary>Offset of the committed-sequence word (its own cache line).</summary>
+    public const int CommitOffset = 320;
     /// <summary>The largest sequence number the tail word can hold (56 bits).</summary>
     public const long MaxSeq = (1L << 56) - 1;
 
@@ -374,6 +394,26 @@ public sealed record WriteCacheSuperblock
     }
 
     private byte TailCheck(long seq) => (byte)WriteCacheEntry.Mix((ulong)seq ^ EntrySeed ^ 0x7A11UL);
+
+    /// <summary>The commit word for sequence <paramref name="seq"/>: seq in the low 56 bits, a check byte on top.</summary>
+    public ulong EncodeCommit(long seq) => (ulong)seq | (ulong)CommitCheck(seq) << 56;
+
+    /// <summary>
+    /// Decodes a commit word into the committed sequence; false when its check byte does not match
+    /// (a damaged word). A 1.0 cache has none (zero): every entry counts as committed.
+    /// </summary>
+    public bool TryDecodeCommit(ulong word, out long seq)
+    {
+        if (word == 0 && Minor == 0)
+        {
+            seq = long.MaxValue;
+            return true;
+        }
+        seq = (long)(word & MaxSeq);
+        return seq > 0 && (byte)(word >> 56) == CommitCheck(seq);
+    }
+
+    private byte CommitCheck(long seq) => (byte)WriteCacheEntry.Mix((ulong)seq ^ EntrySeed ^ 0xC0_4417UL);
 
     /// <summary>The superblock checksum: the little-endian words of <paramref name="data"/> chained through <see cref="WriteCacheEntry.Mix"/>.</summary>
     private static ulong StaticChecksum(ReadOnlySpan<byte> data)

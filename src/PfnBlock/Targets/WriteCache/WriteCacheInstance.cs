@@ -19,7 +19,6 @@ internal sealed unsafe class WriteCacheInstance
     private static readonly Dictionary<IBlockDevice, WriteCacheInstance> s_open = new(ReferenceEqualityComparer.Instance);
 
     private readonly IBlockDevice _cacheDevice;
-    private readonly IDaxDevice _dax;
     private readonly DaxRange[] _pins;
     private readonly bool _ntStoresDurable;
     private int _references = 1;
@@ -39,18 +38,18 @@ internal sealed unsafe class WriteCacheInstance
             throw TargetContext.Fail($"Cache device {cache.Spec} has no direct access (a pmem namespace, or a DAX stack over one, is needed)");
         if ((_cacheDevice.Features & DeviceFeatures.ReadOnly) != 0) throw TargetContext.Fail($"Cache device {cache.Spec} is read-only");
         if (_cacheDevice.AddressSpace != origin.AddressSpace) throw TargetContext.Fail("Origin and cache devices number their frames in different address spaces");
-        _dax = dax;
         _pins = PinWhole(dax, _cacheDevice.CapacityBytes, out byte* baseAddress, out Pfn firstPfn);
         try
         {
             _ntStoresDurable = _cacheDevice is PmemDevice p && p.Persistence == PersistenceMode.CpuCache;
             Log = WriteCacheLog.Open(baseAddress, _cacheDevice.CapacityBytes, dax.PersistRange, IdentityOf(origin), ntStoresDurable: _ntStoresDurable);
+            Log.AutocommitBlocks = options.AutocommitBlocks;
             if (options.Cleaner) Log.TrySeal();
         }
         catch (WriteCacheRefusedException e) { Unpin(); throw TargetContext.Fail($"Cache device {cache.Spec}: {e.Message}"); }
         catch (IOException e) { Unpin(); throw TargetContext.Fail($"Cache device {cache.Spec} is damaged: {e.Message} (pfnblock check shows what it holds)"); }
         catch { Unpin(); throw; }
-        Writeback = new WriteCacheWriteback(Log, origin, firstPfn, options, Commit, cache.Spec);
+        Writeback = new WriteCacheWriteback(Log, origin, firstPfn, options, () => Commit(flush: false), cache.Spec);
     }
 
     /// <summary>The origin device.</summary>
@@ -72,6 +71,7 @@ internal sealed unsafe class WriteCacheInstance
                     throw TargetContext.Fail($"Cache device {cache.Spec} is in use by a writecache for another origin ({open.Origin.Name})");
                 open._references++;
                 open.Writeback.Options = options;
+                open.Log.AutocommitBlocks = options.AutocommitBlocks;
                 open.Writeback.Cleaner = options.Cleaner;
                 if (!options.Cleaner) open.Log.Unseal();
                 return open;
@@ -82,7 +82,7 @@ internal sealed unsafe class WriteCacheInstance
         }
     }
 
-    /// <summary>Drops a table's reference; the last one stops write-back and unpins the cache device.</summary>
+    /// <summary>Drops a table's reference; the last one commits what was written (a clean close loses nothing), stops write-back and unpins the cache device.</summary>
     public void Release()
     {
         lock (s_open)
@@ -90,18 +90,21 @@ internal sealed unsafe class WriteCacheInstance
             if (--_references > 0) return;
             s_open.Remove(_cacheDevice);
         }
+        if (Commit(flush: false) != BlockStatus.Ok)
+            System.Diagnostics.Trace.TraceWarning($"pfnblock: writecache on {_cacheDevice.Name}: the commit at close failed; writes since the last flush may be lost");
         Writeback.Dispose();
         Unpin();
     }
 
-    /// <summary>What FLUSH does: the writes completed so far become durable and end their epoch.</summary>
-    public BlockStatus Commit()
+    /// <summary>
+    /// Commits the writes completed so far (<see cref="WriteCacheLog.Commit"/>): what FLUSH does
+    /// (<paramref name="flush"/>: their epoch ends too) and what an autocommit does.
+    /// </summary>
+    public BlockStatus Commit(bool flush)
     {
-        Log.CloseEpoch();
-        if (_ntStoresDurable) return BlockStatus.Ok; // every write was durable when it completed
         try
         {
-            _dax.PersistRange(0, Log.Layout.Bytes);
+            Log.Commit(flush);
             return BlockStatus.Ok;
         }
         catch (IOException) { return BlockStatus.IoError; }

@@ -35,10 +35,14 @@ public sealed class WriteCacheRefusedException(string message) : ArgumentExcepti
 /// sequence (persisted in the superblock), <c>head</c> the next to hand out. A writer reserves
 /// k consecutive numbers at once, so a k-block bio is k consecutive slots (wrapping at N).</para>
 /// <para><b>Write ordering</b> (<see cref="AppendWrites"/>): reserve; mark the slots busy; copy the
-/// data into the slots with non-temporal stores; <c>sfence</c>; (FUA: persist the slots); store
-/// the entries (one non-temporal line each); <c>sfence</c>; (FUA: persist the entries); record the
-/// blocks in the index; publish each slot's sequence number. An entry is never durable before its
-/// data, so a live entry always names whole data.</para>
+/// data into the slots with non-temporal stores; store the entries (one non-temporal line each);
+/// one <c>sfence</c>; record the blocks in the index; publish each slot's sequence number. Data
+/// and entry may reach the media in either order, so such an entry is valid only once a
+/// <b>commit</b> (<see cref="Commit"/>: a FLUSH, or an autocommit after <c>autocommit_blocks</c>
+/// blocks or <c>autocommit_time</c>) has moved the persistent committed sequence past it, as
+/// dm-writecache commits at FLUSH: one fence per write instead of two. A FUA write keeps the
+/// strict order instead (data, <c>sfence</c>, persist; entry flagged FUA, <c>sfence</c>, persist):
+/// its entry is valid by itself. Recovery erases uncommitted plain entries (never flushed).</para>
 /// <para><b>Slot state words</b> (DRAM, one per slot): 0 free (set by <see cref="Retire"/> before the tail moves past the slot), <see cref="Busy"/> while a writer
 /// fills it, <c>seq</c> once committed, <c>seq | </c><see cref="HoleBit"/> for a sequence number
 /// recovery found no valid entry for. They are the seqlock readers check around a copy out of a
@@ -64,7 +68,11 @@ internal sealed unsafe class WriteCacheLog
     private readonly long _n;
 
     private readonly Lock _reserveLock = new();
+    private readonly Lock _commitLock = new();
     private long _head;
+    private long _uncommittedBlocks; // plain blocks reserved since the last commit (autocommit_blocks)
+    private long _committed; // the persisted commit word: entries below it are committed
+    private long _commitChecked; // every writer below it has published (a commit waits for those above)
     private long _tail;
     private long _epoch;
     private bool _epochHasWrites;
@@ -135,6 +143,18 @@ internal sealed unsafe class WriteCacheLog
     public long RecoveredEntries { get; private set; }
     /// <summary>Sequence numbers between the tail and the head for which recovery found no valid entry (torn or unfinished writes).</summary>
     public long RecoveredHoles { get; private set; }
+    /// <summary>Entries recovery found whole but uncommitted (written, never flushed) and erased.</summary>
+    public long UncommittedFound { get; private set; }
+    /// <summary>The committed sequence: every entry below it is durable with its data.</summary>
+    public long Committed => Volatile.Read(ref _committed);
+    /// <summary>Plain blocks written after which a writer commits (dm: <c>autocommit_blocks</c>; 0 = never).</summary>
+    public long AutocommitBlocks { get; set; }
+    /// <summary>True when <see cref="AutocommitBlocks"/> plain blocks were written since the last commit.</summary>
+    public bool CommitDue
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => AutocommitBlocks > 0 && Volatile.Read(ref _uncommittedBlocks) >= AutocommitBlocks;
+    }
     /// <summary>True when the open formatted the device.</summary>
     public bool Formatted { get; private set; }
     /// <summary>True once the log was sealed (cleaner mode, drained): it takes no new entries and every write goes to the origin.</summary>
@@ -179,7 +199,7 @@ internal sealed unsafe class WriteCacheLog
             Formatted = formatted,
             _ntStoresDurable = ntStoresDurable,
         };
-        log.Recover();
+        log.Recover(readOnly);
         return log;
     }
 
@@ -203,6 +223,7 @@ internal sealed unsafe class WriteCacheLog
         byte[] block = new byte[WriteCacheLayout.SuperblockSize];
         sb.Encode(block);
         BinaryPrimitives.WriteUInt64LittleEndian(block.AsSpan(WriteCacheSuperblock.TailOffset), sb.EncodeTail(1));
+        BinaryPrimitives.WriteUInt64LittleEndian(block.AsSpan(WriteCacheSuperblock.CommitOffset), sb.EncodeCommit(1));
         // The magic goes last: until it lands the area is an interrupted format, which the next open formats again.
         PmemStore.Copy(b + 8, block.AsSpan(8));
         persist(0, WriteCacheLayout.SuperblockSize);
@@ -211,13 +232,31 @@ internal sealed unsafe class WriteCacheLog
         return sb;
     }
 
-    /// <summary>Recovery: the live entries are those with a valid checksum and a sequence number from the tail on; the rest of [tail, head) are holes.</summary>
-    private void Recover()
+    /// <summary>
+    /// Recovery: the live entries are those with a valid checksum, a sequence number from the tail
+    /// on, and committed (or FUA); the rest of [tail, head) are holes. Uncommitted entries are
+    /// erased (unless <paramref name="readOnly"/>): new writes will reuse their sequence numbers
+    /// and commit past them, which must not make the old lines valid.
+    /// </summary>
+    private void Recover(bool readOnly)
     {
         WriteCacheScan scan = WriteCacheScan.Run(_base, Superblock, OriginBlocks);
         if (scan.Error is not null) throw new IOException($"cache device: {scan.Error}");
         _tail = scan.Tail;
         _head = scan.Head;
+        if (!readOnly)
+        {
+            foreach (long entry in scan.Uncommitted)
+            {
+                long offset = Layout.MetadataOffset + entry * WriteCacheLayout.EntrySize;
+                PmemStore.Clear(_base + offset, WriteCacheLayout.EntrySize);
+                _persist(offset, WriteCacheLayout.EntrySize);
+            }
+            // Everything live is committed now; a 1.0 cache gets its commit word here.
+            if (scan.Committed != _head) PersistCommit(_head);
+        }
+        _committed = _commitChecked = readOnly ? Math.Min(scan.Committed, _head) : _head;
+        UncommittedFound = scan.Uncommitted.Count;
         long maxEpoch = 0;
         long now = NowMs();
         foreach (WriteCacheEntry e in scan.Live)
@@ -253,7 +292,7 @@ internal sealed unsafe class WriteCacheLog
     public byte* SlotAddress(long seq) => _base + Layout.SlotOffset(seq);
 
     /// <summary>Takes <paramref name="count"/> consecutive sequence numbers; false when the log has no room (write-back must free some first).</summary>
-    public bool TryReserve(int count, out long seq, out long epoch)
+    public bool TryReserve(int count, bool fua, out long seq, out long epoch)
     {
         lock (_reserveLock)
         {
@@ -266,6 +305,7 @@ internal sealed unsafe class WriteCacheLog
             if (h + count > WriteCacheSuperblock.MaxSeq) throw new IOException("write cache sequence numbers exhausted (2^56 blocks written); reformat the cache");
             _head = h + count;
             _epochHasWrites = true;
+            if (!fua) _uncommittedBlocks += count;
             seq = h;
             epoch = _epoch;
             return true;
@@ -273,19 +313,48 @@ internal sealed unsafe class WriteCacheLog
     }
 
     /// <summary>
-    /// Starts a new flush epoch if anything was written in the current one (a FLUSH, an autocommit).
-    /// Writes completed before this call keep the older epoch, writes started after it get the new one.
+    /// Commits every write reserved before the call: waits for those still copying to publish
+    /// (each fenced its own stores before), persists the log where stores alone are not durable,
+    /// then persists the committed sequence. With <paramref name="flush"/> (a FLUSH) it also starts
+    /// a new flush epoch if anything was written in the current one: writes completed before the
+    /// call keep the older epoch, writes started after it get the new one, and write-back puts a
+    /// flush of the origin between them. An autocommit does not: it is no ordering point.
     /// </summary>
-    /// <returns>True when a new epoch began.</returns>
-    public bool CloseEpoch()
+    /// <exception cref="IOException">Persisting failed.</exception>
+    public void Commit(bool flush)
     {
-        lock (_reserveLock)
+        lock (_commitLock)
         {
-            if (!_epochHasWrites) return false;
-            _epoch++;
-            _epochHasWrites = false;
-            return true;
+            long head;
+            lock (_reserveLock)
+            {
+                if (flush && _epochHasWrites)
+                {
+                    _epoch++;
+                    _epochHasWrites = false;
+                }
+                head = _head;
+                _uncommittedBlocks = 0;
+            }
+            if (head == _committed) return;
+            // Writers below the head hold no lock while they copy: wait for each to publish. A slot
+            // written back meanwhile (below the tail) was published before.
+            var spin = new SpinWait();
+            for (long s = _commitChecked; s < head; s++)
+                while (Volatile.Read(ref _slotState[Slot(s)]) is long state && state != s && state != (s | HoleBit) && s >= Volatile.Read(ref _tail))
+                    spin.SpinOnce(-1);
+            _commitChecked = head;
+            if (!_ntStoresDurable) _persist(Layout.MetadataOffset, Layout.Bytes - Layout.MetadataOffset);
+            PersistCommit(head);
         }
+    }
+
+    /// <summary>Stores the committed sequence word (one atomic 8-byte store) and persists its line.</summary>
+    private void PersistCommit(long seq)
+    {
+        PmemStore.Write64((ulong*)(_base + WriteCacheSuperblock.CommitOffset), Superblock.EncodeCommit(seq));
+        _persist(WriteCacheSuperblock.CommitOffset, sizeof(ulong));
+        Volatile.Write(ref _committed, seq);
     }
 
     /// <summary>
@@ -302,7 +371,7 @@ internal sealed unsafe class WriteCacheLog
         where TSource : IWriteCacheSource, allows ref struct
     {
         overwrites = 0;
-        if (!TryReserve(blocks, out long seq, out long epoch)) return 0;
+        if (!TryReserve(blocks, fua, out long seq, out long epoch)) return 0;
         long now = NowMs();
         for (int j = 0; j < blocks; j++)
         {
@@ -314,9 +383,13 @@ internal sealed unsafe class WriteCacheLog
             SetSlotMeta(slot, block0 + j, epoch, now, 1, WriteCacheEntryKind.Write, WriteCacheEntryFlags.None);
         }
         for (int j = 0; j < blocks; j++) source.CopyBlock(j, SlotAddress(seq + j));
-        PersistentMemory.Drain();
-        if (fua) PersistRun(Layout.DataOffset, seq, blocks, WriteCacheLayout.BlockSize);
-        StoreEntries(seq, blocks, block0, epoch, now, WriteCacheEntryKind.Write, WriteCacheEntryFlags.None, 1, fua);
+        if (fua)
+        {
+            // The entry vouches for its data by itself: the data is durable before it is written.
+            PersistentMemory.Drain();
+            PersistRun(Layout.DataOffset, seq, blocks, WriteCacheLayout.BlockSize);
+        }
+        StoreEntries(seq, blocks, block0, epoch, now, WriteCacheEntryKind.Write, fua ? WriteCacheEntryFlags.Fua : WriteCacheEntryFlags.None, 1, fua);
         lock (_indexLock)
             for (int j = 0; j < blocks; j++)
                 if (_index.Upsert(block0 + j, seq + j)) overwrites++;
@@ -332,10 +405,11 @@ internal sealed unsafe class WriteCacheLog
     /// <returns>Its sequence number, or 0 when the log has no room.</returns>
     public long AppendRange(long block, long count, WriteCacheEntryKind kind, WriteCacheEntryFlags flags, bool fua)
     {
-        if (!TryReserve(1, out long seq, out long epoch)) return 0;
+        if (!TryReserve(1, fua, out long seq, out long epoch)) return 0;
         long now = NowMs();
         int slot = Slot(seq);
         Volatile.Write(ref _slotState[slot], Busy);
+        if (fua) flags |= WriteCacheEntryFlags.Fua;
         SetSlotMeta(slot, block, epoch, now, (uint)count, kind, flags);
         StoreEntries(seq, 1, block, epoch, now, kind, flags, (uint)count, fua);
         lock (_indexLock) _ranges[_rangeCount++] = new WriteCachePendingRange(seq, block, count);
@@ -353,7 +427,7 @@ internal sealed unsafe class WriteCacheLog
         _slotFlags[slot] = (byte)flags;
     }
 
-    /// <summary>Writes the entries of <c>[seq, seq + count)</c> (one line each, non-temporal) and fences; with FUA persists them.</summary>
+    /// <summary>Writes the entries of <c>[seq, seq + count)</c> (one line each, non-temporal) and fences (for a plain write, the one fence that also covers its data); with FUA persists them.</summary>
     [SkipLocalsInit] // the staging lines are written whole before they are copied
     private void StoreEntries(long seq, int count, long block0, long epoch, long now, WriteCacheEntryKind kind, WriteCacheEntryFlags flags, uint blocksEach, bool fua)
     {

@@ -6,13 +6,15 @@ namespace PfnBlock.Targets.WriteCache;
 /// inconsistency found, if any.
 /// </summary>
 /// <remarks>
-/// Rules: the tail word must decode; an entry is live when its checksum holds and its sequence
-/// number is at least the tail; a live entry must sit in entry <c>seq mod N</c>, lie below
+/// Rules: the tail and commit words must decode; an entry counts when its checksum holds and its
+/// sequence number is at least the tail; it is live when, besides, it is below the committed
+/// sequence or has the FUA flag (the others are uncommitted: writes never flushed, which recovery erases).
+/// A counted entry must sit in entry <c>seq mod N</c>, lie below
 /// <c>tail + N</c> (no writer can get further ahead of the tail), cover blocks inside the origin,
 /// and have an epoch no smaller than any live entry before it. Valid entries below the tail are
 /// written back (stale); invalid ones are empty or torn. Sequence numbers in <c>[tail, head)</c>
-/// without a live entry are holes: writes that never completed (none was acknowledged, since an
-/// acknowledged write's entry was durable first), skipped by write-back.
+/// without a live entry are holes: writes that never completed, or completed but were never
+/// flushed (no FLUSH or FUA promised them), skipped by write-back.
 /// </remarks>
 public sealed class WriteCacheScan
 {
@@ -22,6 +24,10 @@ public sealed class WriteCacheScan
     public long Head { get; private set; }
     /// <summary>The live entries, in sequence order.</summary>
     public List<WriteCacheEntry> Live { get; } = [];
+    /// <summary>The committed sequence: entries below it are committed (<see cref="long.MaxValue"/> for a 1.0 cache: all are).</summary>
+    public long Committed { get; private init; }
+    /// <summary>Entry numbers (0..N-1) of entries with a valid checksum from the tail and the committed sequence on that are not FUA: unflushed writes, not live.</summary>
+    public List<long> Uncommitted { get; } = [];
     /// <summary>Sequence numbers in [tail, head) with no live entry.</summary>
     public long Holes { get; private set; }
     /// <summary>Entries with a valid checksum below the tail (written back, their slots reusable).</summary>
@@ -39,7 +45,9 @@ public sealed class WriteCacheScan
     {
         ulong tailWord = *(ulong*)(baseAddress + WriteCacheSuperblock.TailOffset);
         if (!sb.TryDecodeTail(tailWord, out long tail)) return new WriteCacheScan { Error = $"the written-back sequence word is damaged (0x{tailWord:x16})" };
-        var scan = new WriteCacheScan { Tail = tail, Head = tail };
+        ulong commitWord = *(ulong*)(baseAddress + WriteCacheSuperblock.CommitOffset);
+        if (!sb.TryDecodeCommit(commitWord, out long committed)) return new WriteCacheScan { Error = $"the committed-sequence word is damaged (0x{commitWord:x16})" };
+        var scan = new WriteCacheScan { Tail = tail, Head = tail, Committed = committed };
         long n = sb.Layout.Entries;
         ulong seed = sb.EntrySeed;
         var bySlot = new WriteCacheEntry[n];
@@ -53,6 +61,7 @@ public sealed class WriteCacheScan
                 return scan.Fail($"entry {i} (sequence {e.Seq}) is a {e.Kind} of {e.Count} blocks");
             if (e.Block < 0 || e.Block > originBlocks - e.Count)
                 return scan.Fail($"entry {i} (sequence {e.Seq}) names origin blocks {e.Block}..{e.Block + e.Count - 1}, beyond the origin's {originBlocks} blocks");
+            if (e.Seq >= committed && (e.Flags & WriteCacheEntryFlags.Fua) == 0) { scan.Uncommitted.Add(i); continue; }
             bySlot[i] = e;
             scan.Head = Math.Max(scan.Head, e.Seq + 1);
         }

@@ -12,9 +12,10 @@ namespace PfnBlock.Targets.WriteCache;
 /// <see cref="WriteCacheOptions"/> lists them.
 /// </summary>
 /// <remarks>
-/// <para><b>Writes</b> are appended to the circular log of <see cref="WriteCacheLog"/> (data with
-/// non-temporal stores, then the entry) and complete at memory speed; a FUA write is persisted
-/// before it completes, a FLUSH persists everything and ends the flush epoch.</para>
+/// <para><b>Writes</b> are appended to the circular log of <see cref="WriteCacheLog"/> (data and
+/// entry with non-temporal stores, one fence) and complete at memory speed; a FUA write is
+/// persisted before it completes, a FLUSH commits everything and ends the flush epoch, and a
+/// write after <c>autocommit_blocks</c> plain blocks commits too (without ending the epoch).</para>
 /// <para><b>Reads</b> are split per 4 KiB block: blocks whose newest data is in the cache are
 /// copied out of their slot (then the slot's state is checked again, seqlock-style: a slot that was
 /// written back and reused meanwhile is read again), blocks under a pending discard read as zeros,
@@ -59,10 +60,10 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
     public static TargetType TargetType { get; } = new()
     {
         Name = "writecache",
-        Version = new(1, 6, 0),
+        Version = new(1, 7, 0),
         Arguments = "p ORIGIN CACHE 4096 COUNT [OPTION…]",
         Summary = "a persistent write-back cache on the pmem namespace CACHE in front of ORIGIN (dm-writecache); options: "
-            + "high_watermark PCT, low_watermark PCT, writeback_jobs N, autocommit_time MS, pause_writeback MS, max_age MS, cleaner",
+            + "high_watermark PCT, low_watermark PCT, writeback_jobs N, autocommit_blocks N, autocommit_time MS, pause_writeback MS, max_age MS, cleaner",
         Create = Create,
         Samples =
         [
@@ -163,7 +164,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         }
     }
 
-    private BlockStatus FlushCache() => _cache.Commit();
+    private BlockStatus FlushCache() => _cache.Commit(flush: true);
 
     private MapResult MapWrite(Bio bio)
     {
@@ -198,6 +199,11 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             return MapResult.Requeue;
         }
         if (hits != 0) Interlocked.Add(ref _cache.WriteHits, hits);
+        if (_log.CommitDue)
+        {
+            BlockStatus st = _cache.Commit(flush: false);
+            if (st != BlockStatus.Ok) { bio.Complete(st); return MapResult.Submitted; }
+        }
         _writeback.NoteWrite();
         bio.Complete(BlockStatus.Ok);
         return MapResult.Submitted;

@@ -62,7 +62,7 @@ internal sealed class WriteCacheWriteback : IDisposable
     /// <param name="origin">Where the data goes.</param>
     /// <param name="cachePfn">The frame of the cache device's byte 0 (slots are named by frame in the bios).</param>
     /// <param name="options">Watermarks, jobs, ages.</param>
-    /// <param name="commit">What a flush of the cache does (persist, new epoch): autocommit calls it.</param>
+    /// <param name="commit">An autocommit of the cache (the writes so far made durable).</param>
     /// <param name="name">For the thread's name.</param>
     public WriteCacheWriteback(WriteCacheLog log, IBlockDevice origin, Pfn cachePfn, WriteCacheOptions options, Func<BlockStatus> commit, string name)
     {
@@ -303,7 +303,7 @@ internal sealed class WriteCacheWriteback : IDisposable
         if (Interlocked.Decrement(ref _pending) == 0) _batchDone.Set();
     }
 
-    /// <summary>autocommit_time: after that long without a flush, persist and start a new epoch as a flush would.</summary>
+    /// <summary>autocommit_time: every that long, commit what was written (durable, but no flush: the epoch goes on).</summary>
     private void Autocommit()
     {
         if (_options.AutocommitMs <= 0) return;
