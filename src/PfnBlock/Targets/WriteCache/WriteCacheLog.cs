@@ -344,7 +344,12 @@ internal sealed unsafe class WriteCacheLog
                 while (Volatile.Read(ref _slotState[Slot(s)]) is long state && state != s && state != (s | HoleBit) && s >= Volatile.Read(ref _tail))
                     spin.SpinOnce(-1);
             _commitChecked = head;
-            if (!_ntStoresDurable) _persist(Layout.MetadataOffset, Layout.Bytes - Layout.MetadataOffset);
+            // Where stores alone are not durable (a page-cache mapping), persist what was written
+            // since the last commit: its slots and its entries, not the whole cache (msync walks
+            // every page of the range it is given, and a commit comes every 64 writes).
+            int count = (int)Math.Min(head - _committed, _n);
+            PersistRun(Layout.DataOffset, head - count, count, WriteCacheLayout.BlockSize);
+            PersistRun(Layout.MetadataOffset, head - count, count, WriteCacheLayout.EntrySize);
             PersistCommit(head);
         }
     }
