@@ -300,6 +300,43 @@ public sealed class WriteCacheTests : IDisposable
     }
 
     [Fact]
+    public void AFullCacheWhoseOriginKeepsFailingFailsNewWritesAfterTheStallTimeoutAndKeepsWhatItHolds()
+    {
+        DeviceSet set = NewSet();
+        string lower = Pmem();
+        string origin = Table($"0 1024 flakey {lower} 0 3600 3600 1 error_writes");
+        IBlockDevice dev = set.Open(Table($"0 1024 writecache p {origin} {Pmem()} 4096 2 stall_timeout 200"));
+        var flakey = (FlakeyTarget)((MappedDevice)set.Open(origin)).Table[0].Target;
+        flakey.ForcedDown = true;
+        WriteCacheTarget wc = Cache(dev);
+        long slots = wc.Log.Entries;
+        // Overwrites take new log slots, so 128 blocks fill any number of slots.
+        var acked = new Dictionary<int, long>();
+        BlockStatus last = BlockStatus.Ok;
+        long v = 0;
+        while (v <= slots + 1)
+        {
+            v++;
+            int block = (int)(v % 128);
+            last = Write(dev, block, Block(v, block));
+            if (last != BlockStatus.Ok) break;
+            acked[block] = v;
+        }
+        Assert.Equal(BlockStatus.IoError, last); // after stall_timeout, not never
+        Assert.True(v > slots, $"the write failed at {v} with {slots} slots: before the cache was full");
+        Assert.True(wc.Status.WritebackErrors > 0);
+        foreach ((int block, long version) in acked) Assert.Equal(Block(version, block), Read(dev, block)); // nothing acknowledged is lost
+
+        // The origin is back: write-back drains the cache and writes are taken again.
+        flakey.ForcedDown = false;
+        Assert.True(wc.WriteBackAll(TimeSpan.FromSeconds(30)));
+        Assert.Equal(BlockStatus.Ok, Write(dev, 5, Block(v + 1, 5)));
+        IBlockDevice bare = set.Open(lower);
+        foreach ((int block, long version) in acked)
+            if (block != 5) Assert.Equal(Block(version, block), Read(bare, block));
+    }
+
+    [Fact]
     public void CleanerModeWritesEverythingBackThenPassesWritesToTheOrigin()
     {
         DeviceSet set = NewSet();

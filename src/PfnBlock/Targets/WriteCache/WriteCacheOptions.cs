@@ -33,6 +33,13 @@ public sealed record WriteCacheOptions
     public int PauseWritebackMs { get; init; }
     /// <summary>Data older than this many milliseconds is written back whatever the watermarks say (dm: <c>max_age</c>; 0 = no limit, the default).</summary>
     public int MaxAgeMs { get; init; }
+    /// <summary>
+    /// When the cache is full and write-back has been failing for this many milliseconds (the
+    /// origin is gone: a dead cluster, a failed disk), writes that need a slot fail with an I/O
+    /// error instead of waiting without end; what the cache holds stays there. 0 = wait forever.
+    /// Default 30000. Not a dm-writecache option (dm waits); <c>stall_timeout</c> in a table.
+    /// </summary>
+    public int StallTimeoutMs { get; init; } = 30000;
     /// <summary>Write everything back, then pass writes straight to the origin (dm: <c>cleaner</c>).</summary>
     public bool Cleaner { get; init; }
     /// <summary>Words the line gave (printed back in the same form).</summary>
@@ -60,9 +67,10 @@ public sealed record WriteCacheOptions
                 "autocommit_blocks" => o with { AutocommitBlocks = v },
                 "pause_writeback" => o with { PauseWritebackMs = v },
                 "max_age" => o with { MaxAgeMs = v },
+                "stall_timeout" => o with { StallTimeoutMs = v },
                 "high_watermark" or "low_watermark" => throw TargetContext.Fail($"Invalid {name}: '{text}' (a percentage from 0 to 100)"),
                 "writeback_jobs" => throw TargetContext.Fail($"Invalid writeback_jobs: '{text}' (from 1 to {1 << 20})"),
-                _ => throw TargetContext.Fail($"Invalid optional argument '{name}' (known: high_watermark, low_watermark, writeback_jobs, autocommit_blocks, autocommit_time, pause_writeback, max_age, cleaner)"),
+                _ => throw TargetContext.Fail($"Invalid optional argument '{name}' (known: high_watermark, low_watermark, writeback_jobs, autocommit_blocks, autocommit_time, pause_writeback, max_age, stall_timeout, cleaner)"),
             };
         }
         if (o.LowWatermark > o.HighWatermark)

@@ -193,8 +193,11 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         }
         if (seq == 0)
         {
-            // Sealed meanwhile (cleaner finished): the origin takes it. Else the log is full: wait for write-back.
+            // Sealed meanwhile (cleaner finished): the origin takes it. Else the log is full: wait for
+            // write-back, unless write-back has been failing for stall_timeout (the origin is gone),
+            // where waiting would hang the client for good: fail this write, keep what is cached.
             if (_log.Sealed) return MapResult.Remapped;
+            if (_writeback.Stalled) { bio.Complete(BlockStatus.IoError); return MapResult.Submitted; }
             _writeback.Wake(full: true);
             return MapResult.Requeue;
         }

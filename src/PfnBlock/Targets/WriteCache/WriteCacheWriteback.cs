@@ -47,6 +47,8 @@ internal sealed class WriteCacheWriteback : IDisposable
     private bool _stop;
     private bool _draining;
     private bool _full;
+    // When the first of the current streak of failed runs happened (Stopwatch ticks); 0 while runs succeed.
+    private long _failingSinceTicks;
     private long _demandUpTo;
     private long _lastWriteTicks;
     private long _lastCommitTicks;
@@ -102,6 +104,20 @@ internal sealed class WriteCacheWriteback : IDisposable
     public long Errors => Interlocked.Read(ref _errors);
     /// <summary>The last failure, or null.</summary>
     public string? LastError => Volatile.Read(ref _lastError);
+
+    /// <summary>
+    /// True when write-back has failed for at least <see cref="WriteCacheOptions.StallTimeoutMs"/>
+    /// without a run succeeding since: a full cache will not get room back by waiting.
+    /// </summary>
+    public bool Stalled
+    {
+        get
+        {
+            long since = Volatile.Read(ref _failingSinceTicks);
+            int limit = Options.StallTimeoutMs;
+            return since != 0 && limit > 0 && (Stopwatch.GetTimestamp() - since) * 1000 >= limit * Stopwatch.Frequency;
+        }
+    }
     /// <summary>Background write-back is paused (demands still run).</summary>
     public bool Paused { get; set; }
 
@@ -234,6 +250,7 @@ internal sealed class WriteCacheWriteback : IDisposable
         _log.PersistTail(end);
         _log.Retire(start, end);
         Interlocked.Add(ref _writtenBack, range.Kind != WriteCacheEntryKind.None ? range.Count : items);
+        Volatile.Write(ref _failingSinceTicks, 0);
         return RunResult.Done;
     }
 
@@ -241,6 +258,7 @@ internal sealed class WriteCacheWriteback : IDisposable
     {
         Interlocked.Increment(ref _errors);
         Volatile.Write(ref _lastError, message);
+        Interlocked.CompareExchange(ref _failingSinceTicks, Stopwatch.GetTimestamp(), 0);
         Trace.TraceWarning($"pfnblock: writecache write-back: {message}; retrying, the data stays in the cache");
         return RunResult.Failed;
     }
