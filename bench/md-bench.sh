@@ -44,7 +44,9 @@ exports:
   - { name: rb, device: "@rb" }
 listen: [ "unix:$ns.nbd" ]
 Y
-  pfnblock serve --config "$ns.yaml" --control "$ns.ctl" >/dev/null 2>&1 &
+  # Not through the pfnblock() function: a function run in the background is a subshell, and $!
+  # would be the subshell, whose kill leaves the server running. The script execs the binary.
+  "$here/pfnblock" serve --config "$ns.yaml" --control "$ns.ctl" >/dev/null 2>&1 &
   server=$!
   for _ in $(seq 200); do [ -S "$ns.ctl" ] && break; sleep 0.1; done
   pfnblock ctl md rb speed 1000 2147483647 --control "$ns.ctl" >/dev/null
