@@ -1,6 +1,8 @@
 using PfnBlock.Block;
 using PfnBlock.Devices;
 using PfnBlock.Devices.Pmem;
+using PfnBlock.Devices.Ram;
+using PfnBlock.Memory;
 
 namespace PfnBlock.Tests.Devices;
 
@@ -16,6 +18,20 @@ public sealed class DeviceSetTests : IDisposable
         string path = _scratch.NewPath("set.table");
         File.WriteAllLines(path, lines);
         return path;
+    }
+
+    [Fact]
+    public void ARamDiskKeepsTheDescriptorMapItsSpecAsksForAndRefusesOneItCannotHold()
+    {
+        using var set = new DeviceSet();
+        var dense = (RamDevice)set.Open("ram:16M,name=rd,map=dense");
+        Assert.Equal(DescriptorMapKind.Dense, dense.Arena.Descriptors.Kind);
+        Assert.Contains("dense descriptor map", dense.Description);
+        var huge = (RamDevice)set.Open("ram:16M,name=rh,map=huge");
+        Assert.Equal(DescriptorMapKind.Huge, huge.Arena.Descriptors.Kind);
+        Assert.Equal(DescriptorMapKind.None, ((RamDevice)set.Open("ram:16M,name=rn")).Arena.Descriptors.Kind);
+        Assert.Contains("map=device", Assert.ThrowsAny<Exception>(() => set.Open("ram:16M,name=rx,map=device")).Message);
+        Assert.Contains("unknown descriptor map", Assert.ThrowsAny<Exception>(() => set.Open("ram:16M,name=ry,map=bogus")).Message);
     }
 
     [Fact]
