@@ -24,6 +24,26 @@ internal abstract class MdTarget : Target
     /// <summary>The members, as an md: spec lists them.</summary>
     public override string Arguments => string.Join('+', Array.Members.Select(m => m.Spec));
 
+    /// <summary>A failed array fails everything; reads and writes go to the level, flushes to every member.</summary>
+    public sealed override MapResult Map(Bio bio, out IBlockDevice? lower)
+    {
+        if (Array.IsFailed) return Fail(bio, out lower);
+        switch (bio.Op)
+        {
+            case BioOp.Read: return MapRead(bio, out lower);
+            case BioOp.Flush: return MapFlush(bio, out lower);
+            default:
+                lower = null;
+                return MapWrite(bio);
+        }
+    }
+
+    /// <summary>Maps a read of a working array: to one member, or by reconstruction.</summary>
+    protected abstract MapResult MapRead(Bio bio, out IBlockDevice? lower);
+
+    /// <summary>Takes a write, discard or write-zeroes of a working array; it is always carried out by the target (<see cref="MapResult.Submitted"/> or a requeue).</summary>
+    protected abstract MapResult MapWrite(Bio bio);
+
     /// <summary>Sends a flush to the member of slot <see cref="Bio.TargetBioNumber"/>; an empty slot has nothing to flush.</summary>
     protected MapResult MapFlush(Bio bio, out IBlockDevice? lower)
     {

@@ -36,22 +36,10 @@ internal sealed class Raid1Target : MdTarget
     /// <summary>Clones and carriers still out (0 when idle: a leak check).</summary>
     public long Outstanding => _writes.Outstanding + _clones.Outstanding;
 
-    public override MapResult Map(Bio bio, out IBlockDevice? lower)
-    {
-        if (Array.IsFailed) return Fail(bio, out lower);
-        switch (bio.Op)
-        {
-            case BioOp.Read: return MapRead(bio, out lower);
-            case BioOp.Flush: return MapFlush(bio, out lower);
-            default:
-                lower = null;
-                return MapWrite(bio);
-        }
-    }
-
     // ---- reads ---------------------------------------------------------------------------------------
 
-    private MapResult MapRead(Bio bio, out IBlockDevice? lower)
+    /// <inheritdoc/>
+    protected override MapResult MapRead(Bio bio, out IBlockDevice? lower)
     {
         long sector = bio.Sector, sectors = bio.Size >> Bio.SectorShift;
         MdMember? leg = Unsynced(sector, sectors) ? Primary() : Choose(sector, sectors, 0);
@@ -129,7 +117,8 @@ internal sealed class Raid1Target : MdTarget
 
     // ---- writes (and discard, write-zeroes) ---------------------------------------------------------
 
-    private MapResult MapWrite(Bio bio)
+    /// <inheritdoc/>
+    protected override MapResult MapWrite(Bio bio)
     {
         // Array sectors are member sectors in a mirror: the regions are the bio's own.
         WriteIntentBitmap regions = Array.Regions;

@@ -17,7 +17,7 @@ namespace PfnBlock.Targets.Md;
 /// <remarks>
 /// <para>Stripe work is synchronous member I/O on stripe buffers from a fixed pool. When every
 /// member completes bios synchronously (pmem) it runs on the submitting thread; otherwise, or
-/// when the pool is empty, on the target's own thread (md's raid5d), so <see cref="Map"/> never
+/// when the pool is empty, on the target's own thread (md's raid5d), so <see cref="MapWrite"/> never
 /// blocks on a slow member.</para>
 /// <para>Discard and write-zeroes become writes of zeros (parity stays right), except that a
 /// discard of whole stripes goes down as discards when every member guarantees discarded sectors
@@ -76,19 +76,6 @@ internal sealed unsafe class Raid5Target : MdTarget
     /// <summary>Chunk pieces read by reconstruction (a member missing or failing the read).</summary>
     public long ReconstructedReads => Interlocked.Read(ref _reconstructedReads);
 
-    public override MapResult Map(Bio bio, out IBlockDevice? lower)
-    {
-        if (Array.IsFailed) return Fail(bio, out lower);
-        switch (bio.Op)
-        {
-            case BioOp.Read: return MapRead(bio, out lower);
-            case BioOp.Flush: return MapFlush(bio, out lower);
-            default:
-                lower = null;
-                return MapWrite(bio);
-        }
-    }
-
     /// <summary>True when every member completes bios on the submitting thread (stripe work may then run inline).</summary>
     private bool MembersSynchronous()
     {
@@ -103,7 +90,8 @@ internal sealed unsafe class Raid5Target : MdTarget
 
     // ---- reads -----------------------------------------------------------------------------------------
 
-    private MapResult MapRead(Bio bio, out IBlockDevice? lower)
+    /// <inheritdoc/>
+    protected override MapResult MapRead(Bio bio, out IBlockDevice? lower)
     {
         while (true)
         {
@@ -199,7 +187,8 @@ internal sealed unsafe class Raid5Target : MdTarget
 
     // ---- writes ----------------------------------------------------------------------------------------
 
-    private MapResult MapWrite(Bio bio)
+    /// <inheritdoc/>
+    protected override MapResult MapWrite(Bio bio)
     {
         // An array whose journal is missing or failed is read-only (md's behaviour): no write may bypass it.
         if (Array.IsReadOnly || _journal is { Failed: true })
