@@ -48,6 +48,7 @@ internal static unsafe partial class Libc
 
     // <errno.h>
     public const int EINTR = 4;
+    public const int EIO = 5;
     public const int EAGAIN = 11;
     public const int EWOULDBLOCK = 11;
     public const int EINVAL = 22;

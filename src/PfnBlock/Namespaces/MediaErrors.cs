@@ -8,12 +8,14 @@ namespace PfnBlock.Namespaces;
 /// and <c>clear-errors</c>, ndctl's <c>inject-error</c> and <c>clear-errors</c>). Blocks are 512-byte
 /// units of the namespace's data area as its device exports it, as ndctl counts badblocks: of a raw
 /// namespace, its data area; of a sector namespace, its sectors (whose size both the block and the
-/// count must then be a multiple of).
+/// count must then be a multiple of); of a devdax namespace, its data area as mapped.
 /// </summary>
 /// <remarks>
-/// A raw namespace keeps the list in its info block (<see cref="BadBlockList"/>); a sector
-/// namespace marks the sectors with the BTT's error flag, which fails their reads until they are
-/// written. Both claim the namespace, so neither works while another process serves it.
+/// A raw or devdax namespace keeps the list in its info block (<see cref="BadBlockList"/>); a
+/// sector namespace marks the sectors with the BTT's error flag, which fails their reads until
+/// they are written. Injecting and clearing claim the namespace exclusively, so neither works
+/// while another process serves it or maps it (devdax): the list a mapper checked when it mapped
+/// (<see cref="DaxNamespace.MapRange"/>) stays true while it maps.
 /// </remarks>
 public static class MediaErrors
 {
@@ -21,7 +23,7 @@ public static class MediaErrors
     /// <exception cref="ArgumentException">The range leaves the data area, is empty, or (sector namespace) is not whole sectors.</exception>
     public static BadBlockList Inject(string path, long start, long count)
     {
-        using PmemNamespace ns = PmemNamespace.Open(path);
+        using PmemNamespace ns = PmemNamespace.OpenForMetadata(path);
         if (ns.Info.Mode != NamespaceMode.Sector) return ns.AddBadBlocks(start, count);
         BlockTranslationTable btt = OpenBtt(ns);
         foreach (long lba in Sectors(ns, btt, start, count)) Require(btt.SetError(lba, durable: true), ns, lba, "mark");
@@ -35,7 +37,7 @@ public static class MediaErrors
     /// </summary>
     public static BadBlockList Clear(string path, long? start = null, long count = 1)
     {
-        using PmemNamespace ns = PmemNamespace.Open(path);
+        using PmemNamespace ns = PmemNamespace.OpenForMetadata(path);
         if (ns.Info.Mode != NamespaceMode.Sector)
         {
             if (start is long s) return ns.ClearBadBlocks(s, count, zeroData: true);

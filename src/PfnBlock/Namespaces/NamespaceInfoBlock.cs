@@ -25,7 +25,8 @@ public enum NamespaceMode : uint
 /// described without outside state.
 /// </summary>
 /// <remarks>
-/// Layout, little-endian (PfnBlock format 1.1; 1.0 is the same with the bad-block table's area reserved and map kinds 0 and 1 only):
+/// Layout, little-endian (PfnBlock format 1.2; 1.1 is the same without mode 3; 1.0 is 1.1 with the
+/// bad-block table's area reserved and map kinds 0 and 1 only):
 /// <code>
 /// off  size field
 ///   0    16 signature      "PFNBLOCK_NSINFO\0"
@@ -33,12 +34,12 @@ public enum NamespaceMode : uint
 ///  32    16 parent_uuid    zero, or the device the namespace was carved from
 ///  48     4 flags          bit 0 = error (the namespace was marked failed)
 ///  52     2 major          1: readers refuse any other major
-///  54     2 minor          0: readers accept any minor
+///  54     2 minor          2 written; readers accept any minor whose fields they know (see CheckGeometry)
 ///  56     8 size           namespace size in bytes when created (the file may be larger, never smaller)
 ///  64     8 dataoff        byte offset of the data area, a multiple of align
 ///  72     8 datasize       bytes of the data area
 ///  80     4 align          data alignment in bytes (power of two, ≥ 4096)
-///  84     4 mode           1 raw, 2 sector, 3 devdax (dataoff and align then multiples of 2 MiB; 1.1 readers before devdax refuse it as an unknown mode)
+///  84     4 mode           1 raw, 2 sector, 3 devdax (1.2; dataoff and align then multiples of 2 MiB)
 ///  88     4 sector_size    logical block size exposed (512 or 4096)
 ///  92     4 map_kind       page-descriptor map (0 none, 1 dense, 2 device, 3 huge, 4 on demand, 5 temporary)
 ///  96     8 map_off        byte offset of in-device descriptors (map_kind 2: 4096, right after this block), else 0
@@ -49,6 +50,14 @@ public enum NamespaceMode : uint
 /// 4040   48 reserved       zero
 /// 4088    8 checksum       Fletcher-64 of the 4 KiB block with this field zeroed
 /// </code>
+/// Versions: the major changes only when an old reader would misread a new block, and readers
+/// refuse any other. A minor adds values an old reader does not know (a mode, a map kind) in
+/// fields it already checks, so an old reader refuses what it does not know rather than misreading
+/// it; since 1.2 a reader names the cause: a block with a minor newer than its own and a value it
+/// does not know is refused as written by a newer PfnBlock. 1.2 added devdax (mode 3): a 1.1
+/// reader refuses it as "unknown mode 3", a 1.2 reader opens every 1.0 and 1.1 block (and the 1.1
+/// devdax blocks written before the bump). Bad-block updates keep the block's minor, or raise it
+/// to 1.1 for a 1.0 block, whose reserved area the table then fills.
 /// The backup copy at <c>size - 4096</c> is written first and read when the primary fails
 /// validation (as the BTT does with its info2 block). Every rewrite (create, a bad-block list
 /// update) writes and persists the backup before the primary.
@@ -61,8 +70,16 @@ public sealed record NamespaceInfoBlock
     public const int ChecksumOffset = 4088;
     /// <summary>The major version this code reads and writes.</summary>
     public const ushort CurrentMajor = 1;
-    /// <summary>The minor version this code writes: 1 added the bad-block table and the map kinds device (with its reserve), huge, on-demand and temporary (a 1.0 reader refuses those maps).</summary>
-    public const ushort CurrentMinor = 1;
+    /// <summary>
+    /// The minor version this code writes: 1 added the bad-block table and the map kinds device
+    /// (with its reserve), huge, on-demand and temporary (a 1.0 reader refuses those maps); 2 added
+    /// devdax mode (a 1.1 reader refuses mode 3).
+    /// </summary>
+    public const ushort CurrentMinor = 2;
+    /// <summary>Part of the reason <see cref="CheckGeometry"/> gives for a value this build does not know in a block of a newer minor.</summary>
+    public const string NewerFormat = "is newer than this build";
+    /// <summary>The first minor version with devdax mode (<see cref="NamespaceMode.DevDax"/>).</summary>
+    public const ushort DevDaxMinor = 2;
     /// <summary>The first minor version with a bad-block table.</summary>
     public const ushort BadBlocksMinor = 1;
     /// <summary>The first 16 bytes of a namespace ("PFNBLOCK_NSINFO" and a NUL); checked before the checksum, so a foreign file is told from a damaged namespace.</summary>
@@ -193,12 +210,14 @@ public sealed record NamespaceInfoBlock
     public string? CheckGeometry(long deviceSize)
     {
         if (Major != CurrentMajor) return $"unsupported format version {Major}.{Minor} (this build reads {CurrentMajor}.x)";
-        if (Mode is not (NamespaceMode.Raw or NamespaceMode.Sector or NamespaceMode.DevDax)) return $"unknown mode {(uint)Mode}";
+        // A newer minor is read as long as its values are known; one that is not was added by a newer build.
+        string newer = Minor > CurrentMinor ? $" (format {Major}.{Minor} {NewerFormat}, which reads up to {CurrentMajor}.{CurrentMinor}: open it with a newer PfnBlock)" : "";
+        if (Mode is not (NamespaceMode.Raw or NamespaceMode.Sector or NamespaceMode.DevDax)) return $"unknown mode {(uint)Mode}{newer}";
         if (Mode == NamespaceMode.DevDax && (Align < DaxNamespace.DevDaxAlign || DataOffset % DaxNamespace.DevDaxAlign != 0))
             return $"devdax namespace with data at {DataOffset} aligned to {Align}: devdax data is 2 MiB-aligned";
         if (SectorSize is not (512 or 4096)) return $"invalid sector size {SectorSize}";
         if (Align < Pfn.PageSize || !uint.IsPow2(Align)) return $"invalid alignment {Align}";
-        if (!Enum.IsDefined(MapKind)) return $"unknown descriptor map kind {(uint)MapKind}";
+        if (!Enum.IsDefined(MapKind)) return $"unknown descriptor map kind {(uint)MapKind}{newer}";
         if (NamespaceSize < 3 * Size || NamespaceSize > deviceSize) return $"namespace size {NamespaceSize} does not fit the device ({deviceSize} bytes)";
         if (DataOffset < Size || DataOffset % Align != 0) return $"data offset {DataOffset} is not an aligned offset past the info block";
         // Differences, not sums: the fields come from the media, and offset + size can wrap past the check.

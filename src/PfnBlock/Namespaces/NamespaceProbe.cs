@@ -164,7 +164,11 @@ public static unsafe class NamespaceProbe
             else if (!primarySigned && !NamespaceInfoBlock.HasSignature(block))
                 return Result(path, NamespaceKind.Unknown, $"'{path}' is not a PfnBlock namespace (no info block signature) nor a PMDK pool", size);
             else
-                return Result(path, NamespaceKind.CorruptNamespace, $"'{path}': corrupt namespace info block (primary: {primaryError}; backup: {backupError})", size);
+            {
+                // A block a newer build wrote is not damaged: say so, so nobody "repairs" it.
+                string what = primaryError!.Contains(NamespaceInfoBlock.NewerFormat, StringComparison.Ordinal) ? "namespace info block of a newer format" : "corrupt namespace info block";
+                return Result(path, NamespaceKind.CorruptNamespace, $"'{path}': {what} (primary: {primaryError}; backup: {backupError})", size);
+            }
         }
         bool sector = info!.Mode == NamespaceMode.Sector;
         return Result(path, sector ? NamespaceKind.SectorNamespace : NamespaceKind.RawNamespace,

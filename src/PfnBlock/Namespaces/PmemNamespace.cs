@@ -232,14 +232,21 @@ public sealed unsafe partial class PmemNamespace : IDisposable
     public static PmemNamespace Open(string path, PhysicalAddressSpace? space = null, bool readOnly = false) =>
         OpenMutated(path, space, readOnly, OrderingMutation.None);
 
-    internal static PmemNamespace OpenMutated(string path, PhysicalAddressSpace? space, bool readOnly, OrderingMutation mutation)
+    /// <summary>
+    /// Opens a namespace of any mode with the exclusive claim to change its metadata (the bad-block
+    /// list of <see cref="MediaErrors"/>): unlike <see cref="Open"/> it takes devdax namespaces too,
+    /// whose data nothing here reads or writes as blocks.
+    /// </summary>
+    internal static PmemNamespace OpenForMetadata(string path) => OpenMutated(path, null, readOnly: false, OrderingMutation.None, anyMode: true);
+
+    internal static PmemNamespace OpenMutated(string path, PhysicalAddressSpace? space, bool readOnly, OrderingMutation mutation, bool anyMode = false)
     {
         NamespaceFile file = NamespaceFile.OpenClaimed(path, create: false, writable: !readOnly);
         SafeMmapHandle? map = null;
         try
         {
             NamespaceInfoBlock info = ReadValidInfo(file, out bool fromBackup);
-            if (info.Mode == NamespaceMode.DevDax)
+            if (info.Mode == NamespaceMode.DevDax && !anyMode)
                 throw new InvalidNamespaceException($"'{path}' is a devdax namespace: it has no block I/O; applications map it (DaxNamespace.Map), as they map /dev/daxX.Y");
             (map, PersistenceMode mode) = Map(file, info.NamespaceSize, writable: !readOnly, privateCopy: readOnly && info.Mode == NamespaceMode.Sector);
             if (fromBackup && !readOnly)

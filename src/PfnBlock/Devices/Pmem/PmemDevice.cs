@@ -192,7 +192,7 @@ public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegis
         if (pageOffset < 0 || pages <= 0 || pageOffset > total - pages)
             throw new ArgumentOutOfRangeException(nameof(pageOffset), $"pages [{pageOffset}, +{pages}) are not inside the namespace's {total} pages");
         long got = DirectAccess(pageOffset, pages, out DaxRange range);
-        if (got == pages) return new DaxMapping(_ns, range, pageOffset);
+        if (got == pages) return new DaxMapping(_ns.Region, _ns.Persistence, range.Pin);
         if (got > 0) range.Unpin();
         throw new InvalidOperationException($"pages [{pageOffset}, +{pages}) of {_ns.Path} cannot be pinned now (a discard of them is pending, or the device is closing)");
     }

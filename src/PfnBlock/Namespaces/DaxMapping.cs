@@ -1,15 +1,15 @@
-using PfnBlock.Block;
 using PfnBlock.Memory;
-using PfnBlock.Namespaces;
 
-namespace PfnBlock.Devices.Pmem;
+namespace PfnBlock.Namespaces;
 
 /// <summary>
-/// A range of a namespace handed to an application for direct loads and stores (a DAX mapping):
-/// pinned for its whole life, so discard, write-zeroes and teardown wait for it; writes through
-/// <see cref="Write"/> mark their frames dirty in the region's dirty tracking, and
-/// <see cref="Persist"/> writes back only the dirty frames, as the kernel's DAX fsync writes back
-/// only the entries tagged dirty.
+/// A range of a namespace handed to an application for direct loads and stores (a DAX mapping),
+/// from a block-mode namespace (<c>PmemDevice.MapDax</c>) or a devdax one
+/// (<see cref="DaxNamespace.MapRange"/>): pinned through the region's pin seam for its whole life,
+/// so the pin is the descriptor's reference count wherever the map keeps descriptors, and
+/// discard, write-zeroes and teardown wait for it; writes through <see cref="Write"/> mark their
+/// frames dirty in the region's dirty tracking, and <see cref="Persist"/> writes back only the
+/// dirty frames, as the kernel's DAX fsync writes back only the entries tagged dirty.
 /// </summary>
 /// <remarks>
 /// Why an explicit write call rather than catching stores: soft-dirty bits need
@@ -22,25 +22,31 @@ namespace PfnBlock.Devices.Pmem;
 /// </remarks>
 public sealed unsafe class DaxMapping : IDisposable
 {
-    private readonly PmemNamespace _ns;
-    private DaxRange _range;
+    private readonly MemoryRegion _region;
+    private readonly PersistenceMode _persistence;
+    private FramePin _pin;
     private int _disposed;
 
-    internal DaxMapping(PmemNamespace ns, DaxRange range, long firstPage)
+    /// <summary>Wraps a pin already taken on <paramref name="pin"/>'s frames of <paramref name="region"/> (the data area of a namespace mapped with <paramref name="persistence"/>).</summary>
+    internal DaxMapping(MemoryRegion region, PersistenceMode persistence, FramePin pin)
     {
-        _ns = ns;
-        _range = range;
-        FirstPage = firstPage;
+        _region = region;
+        _persistence = persistence;
+        _pin = pin;
+        FirstPage = pin.First;
+        Pages = pin.Frames;
     }
 
     /// <summary>The mapping's first page in the namespace's data area.</summary>
     public long FirstPage { get; }
+    /// <summary>Pages mapped (and pinned).</summary>
+    public long Pages { get; }
     /// <summary>Where the range starts in this process.</summary>
-    public byte* Address => _range.Address;
+    public byte* Address => _region.BaseAddress + (FirstPage << Pfn.PageShift);
     /// <summary>Bytes mapped.</summary>
-    public long Length => _range.Pages << Pfn.PageShift;
+    public long Length => Pages << Pfn.PageShift;
     /// <summary>The pfn of the first page.</summary>
-    public Pfn Pfn => _range.Pfn;
+    public Pfn Pfn => _region.PfnAt(FirstPage);
 
     /// <summary>Copies <paramref name="data"/> to <paramref name="offset"/> of the mapping and marks the frames it touched dirty.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The write leaves the mapping.</exception>
@@ -54,7 +60,7 @@ public sealed unsafe class DaxMapping : IDisposable
         data.CopyTo(new Span<byte>(Address + offset, data.Length));
         long first = offset >> Pfn.PageShift;
         long last = (offset + data.Length - 1) >> Pfn.PageShift;
-        _ns.Region.Dirty.MarkDirty(FirstPage + first, last - first + 1);
+        _region.Dirty.MarkDirty(FirstPage + first, last - first + 1);
     }
 
     /// <summary>
@@ -67,10 +73,10 @@ public sealed unsafe class DaxMapping : IDisposable
     public long Persist(Action<long, long>? writtenBack = null)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        IDirtyFrames dirty = _ns.Region.Dirty;
+        IDirtyFrames dirty = _region.Dirty;
         long frames = dirty.TakeDirty((first, count) =>
         {
-            try { _ns.PersistRange(first << Pfn.PageShift, count << Pfn.PageShift); }
+            try { PmemNamespace.PersistMapped(_region.BaseAddress + (first << Pfn.PageShift), count << Pfn.PageShift, _persistence); }
             catch (IOException)
             {
                 dirty.MarkDirty(first, count); // not written back: the next flush tries again
@@ -86,14 +92,14 @@ public sealed unsafe class DaxMapping : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         if (offset < 0 || length < 0 || offset > Length - length) throw new ArgumentOutOfRangeException(nameof(offset), $"[{offset}, +{length}) leaves the {Length}-byte mapping");
-        _ns.PersistRange((FirstPage << Pfn.PageShift) + offset, length);
+        PmemNamespace.PersistMapped(Address + offset, length, _persistence);
     }
 
     /// <summary>Unmaps: releases the pin (dirty frames stay dirty until a <see cref="Persist"/>).</summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        _range.Unpin();
-        _range = default;
+        _pin.Unpin();
+        _pin = default;
     }
 }
