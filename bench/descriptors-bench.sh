@@ -7,12 +7,15 @@
 #      pinned through the map's pin store while it waits to leave;
 #   3. pfnblock copy from an O_DIRECT file into pmem (one map per rep, rotating) against fio's
 #      io_uring O_DIRECT read of the same file with the same block size and depth (the peer).
-# Env: REPS (3), RUNTIME (10), RAMP (2), OPS (1000000, per memmap loop), MEASURE (4G), NS_SIZE (1G), COPY_SIZE (1G), BS (1M), DEPTH (4)
+# Env: REPS (3), RUNTIME (10), RAMP (2), OPS (1000000, per memmap loop), MEASURE (4G), NS_SIZE (1G), COPY_SIZE (1G), BS (1M), DEPTH (4),
+#      PARTS ("1 2 3": which parts run), COPY_MAPS (the maps part 3 rotates through; default all)
 set -euo pipefail
 export LC_ALL=C
 REPS=${REPS:-3}; RUNTIME=${RUNTIME:-10}; RAMP=${RAMP:-2}
 OPS=${OPS:-1000000}; MEASURE=${MEASURE:-4G}; NS_SIZE=${NS_SIZE:-1G}; COPY_SIZE=${COPY_SIZE:-1G}; BS=${BS:-1M}; DEPTH=${DEPTH:-4}
 MAPS="none dense device huge temporary on-demand"
+PARTS=${PARTS:-1 2 3}; COPY_MAPS=${COPY_MAPS:-$MAPS}
+part() { case " $PARTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/descriptors-bench.XXXXXX)
 SRC=/var/tmp/descriptors-bench-src.$$.img
@@ -31,9 +34,12 @@ median() { sort -g | awk '{a[NR]=$1} END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[N
 echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), fio $(fio --version), .NET $(dotnet --version)"
 echo "# $(date -u +%FT%TZ)"
 
+if part 1; then
 echo "## 1. pfnblock memmap --size 1T --measure $MEASURE --ops $OPS --rounds $REPS"
 "$here/pfnblock" memmap --size 1T --measure "$MEASURE" --ops "$OPS" --rounds "$REPS" --dir /dev/shm 2>/dev/null
+fi
 
+if part 2; then
 echo "## 2. NBD 4 KiB randread, iodepth 32, $RUNTIME s per run, namespace $NS_SIZE, maps interleaved"
 SOCK="$WORK/nbd.sock"; URI="nbd+unix:///ns?socket=$SOCK"
 for rep in $(seq 1 "$REPS"); do
@@ -52,6 +58,8 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 for map in $MAPS; do printf 'RESULT nbd-4k-randread-qd32 %-10s IOPS=%s\n' "$map" "$(median < "$WORK/nbd.$map")"; done
+fi
+part 3 || exit 0
 
 echo "## 3. copy $COPY_SIZE from an O_DIRECT file on $(df -T /var/tmp | awk 'NR==2{print $2}') into pmem vs fio io_uring O_DIRECT read, bs $BS, depth $DEPTH"
 head -c "$COPY_SIZE" /dev/urandom > "$SRC"
@@ -62,7 +70,8 @@ for rep in $(seq 1 "$REPS"); do
   fio --name=read --filename="$SRC" --rw=read --bs="$BS" --iodepth="$DEPTH" --ioengine=io_uring --direct=1 --size="$COPY_SIZE" \
       --output-format=json --output="$WORK/fio.json" >/dev/null
   fbw=$(jq '.jobs[0].read.bw_bytes / 1048576' "$WORK/fio.json")
-  map=$(echo $MAPS | cut -d' ' -f$(( (rep - 1) % 6 + 1 )))
+  n=$(echo $COPY_MAPS | wc -w)
+  map=$(echo $COPY_MAPS | cut -d' ' -f$(( (rep - 1) % n + 1 )))
   rm -f "$NS"; "$here/pfnblock" namespace create --path "$NS" --size "$(( $(numfmt --from=iec "$COPY_SIZE") + (64 << 20) ))" --map "$map" >/dev/null
   # A first, unmeasured pass gives the fresh namespace its pages (tmpfs allocates them on first
   # touch); fio reads into a buffer it reuses, so only the second pass compares like with like.
@@ -71,7 +80,7 @@ for rep in $(seq 1 "$REPS"); do
   cbw=$(jq '.bytes_per_second / 1048576' "$WORK/copy.json")
   cpu=$(jq '.cpu_copied_bytes' "$WORK/copy.json")
   echo "$fbw" >> "$WORK/fio.bw"; echo "$cbw" >> "$WORK/copy.bw"
-  awk -v r="$rep" -v f="$fbw" -v c="$cbw" -v m="$map" -v cpu="$cpu" 'BEGIN { printf "  rep %s: fio %.0f MiB/s, copy (map %s) %.0f MiB/s = %.1f %%, CPU-copied bytes %s\n", r, f, m, c, 100 * c / f, cpu }'
+  awk -v r="$rep" -v f="$fbw" -v c="$cbw" -v m="$map" -v cpu="$cpu" -v l="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN { printf "  rep %s: fio %.0f MiB/s, copy (map %s) %.0f MiB/s = %.1f %%, CPU-copied bytes %s, load %s\n", r, f, m, c, 100 * c / f, cpu, l }'
 done
 printf 'RESULT fio-io_uring-direct-read MiB/s=%s\n' "$(median < "$WORK/fio.bw")"
 printf 'RESULT pfnblock-copy-into-pmem  MiB/s=%s\n' "$(median < "$WORK/copy.bw")"
