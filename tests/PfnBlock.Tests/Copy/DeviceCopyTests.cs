@@ -77,6 +77,24 @@ public sealed class DeviceCopyTests : IDisposable
     }
 
     [Fact]
+    public void AFailedChunkIsReportedWithItsRangeAfterTheOthersFinishAndLeavesNoPin()
+    {
+        // A media error in the fourth 256 KiB chunk of the source: it cannot be pinned (bad
+        // blocks are never handed out), goes through DRAM and its read fails; the other chunks,
+        // completed on the file engine's thread, finish before Run reports it.
+        string nsPath = PmemNamespaceAt(DescriptorMapKind.Dense);
+        MediaErrors.Inject(nsPath, (3 * (256 << 10) >> 9) + 5, 1);
+        PmemDevice pmem = (PmemDevice)_set.Open($"pmem:{nsPath}");
+        IBlockDevice file = _set.Open($"file:{_scratch.NewSizedFile("/var/tmp", Size, "dst")}");
+        var progress = new List<long>();
+        var e = Assert.Throws<IOException>(() => new DeviceCopy(pmem, file, new DeviceCopyOptions { Size = Size, BlockSize = 256 << 10, QueueDepth = 4 }).Run(progress.Add));
+        Assert.Contains($"read of [{3 * (256 << 10)}, +{256 << 10})", e.Message);
+        Assert.Contains("MediaError", e.Message);
+        Assert.False(pmem.Pins.AnyPinned);
+        Assert.True(progress.Count > 0 && progress[^1] < Size);
+    }
+
+    [Fact]
     public void ChunksAPendingDiscardFencesOffGoThroughDramAndStillArrive()
     {
         string src = RandomFile(Size, 7);
