@@ -36,7 +36,8 @@ public sealed class NamespaceTests : IDisposable
     }
 
     /// <summary>Writes a changed info block, with a correct checksum, over both copies.</summary>
-    private static void RewriteBothInfoBlocks(string path, Func<NamespaceInfoBlock, NamespaceInfoBlock> change)
+    /// <summary>Replaces both info blocks of the namespace at <paramref name="path"/> with a changed copy of the valid one (checksummed, as a writer of that format leaves it).</summary>
+    internal static void RewriteBothInfoBlocks(string path, Func<NamespaceInfoBlock, NamespaceInfoBlock> change)
     {
         NamespaceInfoBlock info = PmemNamespace.ReadInfo(path, out _);
         byte[] block = new byte[NamespaceInfoBlock.Size];

@@ -48,14 +48,10 @@ public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedByte
 /// </summary>
 /// <remarks>
 /// Up to <see cref="DeviceCopyOptions.QueueDepth"/> chunks are in flight, each in a slot with its
-/// own bio and bounce buffer (used only when a chunk cannot be pinned), all allocated before the
-/// first I/O. A slot is driven by its completions: the thread that completes a chunk (for an
-/// O_DIRECT file, the io_uring completion thread) persists it and submits the slot's next chunk
-/// at once, so no chunk waits for another thread to be scheduled; on this loaded 2-vCPU machine
-/// the wake-up of the calling thread per chunk, and its wake-up of the ring thread, were the gap
-/// to fio's single-thread loop (BENCHMARKS §12). Frames written by a read into them are made
-/// durable with the destination's <see cref="IDaxDevice.PersistRange"/> before they are
-/// unpinned; the destination is flushed at the end.
+/// own bio, completion event and bounce buffer (used only when a chunk cannot be pinned), all
+/// allocated before the first I/O. Frames written by a read into them are made durable with the
+/// destination's <see cref="IDaxDevice.PersistRange"/> before they are unpinned; the destination
+/// is flushed at the end.
 /// </remarks>
 public sealed unsafe class DeviceCopy
 {
@@ -95,126 +91,54 @@ public sealed unsafe class DeviceCopy
     /// <summary>The path the chunks take (a chunk that cannot be pinned falls back to the bounce buffer).</summary>
     public CopyPath Path { get; }
 
-    /// <summary>
-    /// Runs the copy; the calling thread starts it, hears <paramref name="progress"/> (bytes done)
-    /// about ten times a second and at the end, and returns when every chunk is done.
-    /// </summary>
+    /// <summary>Runs the copy on the calling thread; <paramref name="progress"/> hears the bytes done after each chunk.</summary>
     /// <exception cref="IOException">A read or write failed; the message names the range and the device.</exception>
     public DeviceCopyResult Run(Action<long>? progress = null)
     {
         var clock = Stopwatch.StartNew();
         using DramArena bounce = DramArena.Create((long)_depth * _bs, _from.AddressSpace, "copy-bounce");
         var slots = new Slot[_depth];
-        for (int i = 0; i < _depth; i++) slots[i] = new Slot(this, bounce.PfnAt((long)i * _bs / Pfn.PageSize));
-        using var allDone = new ManualResetEventSlim(false);
-        _allDone = allDone;
-        _next = 0;
-        _done = _pinned = _bounced = _cpu = 0;
-        _failure = null;
-        // The caller's own reference: no completion can see zero before every slot was started.
-        _busy = 1;
-        foreach (Slot s in slots)
+        for (int i = 0; i < _depth; i++) slots[i] = new Slot(bounce.PfnAt((long)i * _bs / Pfn.PageSize));
+        long next = 0, done = 0, pinned = 0, bounced = 0, cpu = 0;
+        try
         {
-            long offset = Interlocked.Add(ref _next, _bs) - _bs;
-            if (offset >= _size) break;
-            Interlocked.Increment(ref _busy);
-            bool inFlight;
-            try
+            int busy = 0;
+            for (int i = 0; next < _size || busy > 0; i = (i + 1) % _depth)
             {
-                Start(s, offset, (int)Math.Min(_bs, _size - offset));
-                inFlight = true;
+                Slot s = slots[i];
+                if (s.Stage != Stage.Idle)
+                {
+                    s.Done.Wait();
+                    s.Done.Reset();
+                    if (s.Bio.Status != BlockStatus.Ok) Fail(s);
+                    if (Advance(s)) continue; // its second half is in flight
+                    done += s.Length;
+                    if (s.Pinned) pinned += s.Length; else bounced += s.Length;
+                    cpu += s.CpuBytes;
+                    busy--;
+                    progress?.Invoke(done);
+                }
+                if (next >= _size) continue;
+                int length = (int)Math.Min(_bs, _size - next);
+                Start(s, next, length);
+                next += length;
+                busy++;
             }
-            catch (Exception e) when (e is IOException or InvalidOperationException or ArgumentException)
-            {
-                Record($"{Describe(_from)} to {Describe(_to)} at {offset}: {e.Message}");
-                inFlight = false;
-            }
-            if (!inFlight) Retire();
-            else if (Interlocked.Exchange(ref s.Handoff, 1) != 0) Continue(s); // done already, inline
+            // Durable at the destination as a whole (the file's cache, the namespace's msync).
+            Bio flush = new Bio(1).Init(BioOp.Flush, 0);
+            BlockStatus fs = _to.SubmitAndWait(flush);
+            if (fs != BlockStatus.Ok) throw new IOException($"flush of {_to.Name} failed: {fs}");
         }
-        Retire();
-        while (!allDone.Wait(ProgressInterval)) progress?.Invoke(Volatile.Read(ref _done));
-        progress?.Invoke(_done);
-        if (_failure is string failure) throw new IOException(failure);
-        // Durable at the destination as a whole (the file's cache, the namespace's msync).
-        Bio flush = new Bio(1).Init(BioOp.Flush, 0);
-        BlockStatus fs = _to.SubmitAndWait(flush);
-        if (fs != BlockStatus.Ok) throw new IOException($"flush of {_to.Name} failed: {fs}");
-        return new DeviceCopyResult(_done, Path, _pinned, _bounced, _cpu, clock.Elapsed);
-    }
-
-    private static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(100);
-
-    // Run's state, shared by the threads that complete the chunks.
-    private ManualResetEventSlim? _allDone;
-    private long _next, _done, _pinned, _bounced, _cpu;
-    private int _busy;
-    private string? _failure;
-
-    /// <summary>
-    /// A slot's bio completed: finishes its chunk and starts the next one, on the completing thread
-    /// (the file engine's completion thread for an O_DIRECT read), so a chunk goes back to the
-    /// kernel without waking another thread first, as fio's own loop does. Loops while the new
-    /// bio completes before its submission returns (a memory device), instead of recursing.
-    /// </summary>
-    private void Continue(Slot s)
-    {
-        while (true)
+        finally
         {
-            bool inFlight;
-            try { inFlight = Step(s); }
-            catch (Exception e) when (e is IOException or InvalidOperationException or ArgumentException)
+            foreach (Slot s in slots)
             {
-                // Never into the engine's completion thread: the caller reports it.
-                Record($"[{s.Offset}, +{s.Length}) from {Describe(_from)} to {Describe(_to)}: {e.Message}");
-                Release(s);
-                inFlight = false;
+                if (s.Stage != Stage.Idle) s.Done.Wait(); // never free a buffer under an I/O
+                if (s.Pinned && s.Pin.Pages != 0) s.Pin.Unpin();
+                s.Done.Dispose();
             }
-            if (!inFlight)
-            {
-                Retire();
-                return;
-            }
-            // Whoever comes second of this thread (its submit returned) and the completion continues.
-            if (Interlocked.Exchange(ref s.Handoff, 1) == 0) return;
         }
-    }
-
-    /// <summary>Handles the completed bio of <paramref name="s"/>; true when the slot has a new bio in flight.</summary>
-    private bool Step(Slot s)
-    {
-        if (s.Bio.Status != BlockStatus.Ok)
-        {
-            Record(FailureMessage(s));
-            Release(s);
-            return false;
-        }
-        if (Advance(s)) return true; // its second half is in flight
-        Interlocked.Add(ref _done, s.Length);
-        if (s.Pinned) Interlocked.Add(ref _pinned, s.Length);
-        else Interlocked.Add(ref _bounced, s.Length);
-        Interlocked.Add(ref _cpu, s.CpuBytes);
-        if (Volatile.Read(ref _failure) is not null) return false;
-        long offset = Interlocked.Add(ref _next, _bs) - _bs;
-        if (offset >= _size) return false;
-        Start(s, offset, (int)Math.Min(_bs, _size - offset));
-        return true;
-    }
-
-    private void Retire()
-    {
-        if (Interlocked.Decrement(ref _busy) == 0) _allDone!.Set();
-    }
-
-    private void Record(string failure) => Interlocked.CompareExchange(ref _failure, failure, null);
-
-    /// <summary>Drops a failed slot's pin (its frames may hold half a chunk; nobody reads them as done).</summary>
-    private static void Release(Slot s)
-    {
-        if (s.Pinned) s.Pin.Unpin();
-        s.Pin = default;
-        s.Pinned = false;
-        s.Stage = Stage.Idle;
+        return new DeviceCopyResult(done, Path, pinned, bounced, cpu, clock.Elapsed);
     }
 
     private void Start(Slot s, long offset, int length)
@@ -273,15 +197,21 @@ public sealed unsafe class DeviceCopy
         if (IsCpuCopying(device)) s.CpuBytes += s.Length;
         s.Bio.Init(op, s.Offset >> Bio.SectorShift).AddVec(pfn, 0, (uint)s.Length);
         s.Bio.EndIo = s.EndIo;
-        Volatile.Write(ref s.Handoff, 0);
         device.Submit(s.Bio);
     }
 
-    private static string FailureMessage(Slot s)
+    private void Fail(Slot s)
     {
         string what = s.Stage is Stage.ReadIntoPin or Stage.BounceRead ? "read" : "write";
         string hint = s.Bio.Status == BlockStatus.Invalid ? " (an O_DIRECT device refuses transfers not aligned to its logical block size)" : "";
-        return $"{what} of [{s.Offset}, +{s.Length}) on {Describe(s.Device!)} failed: {s.Bio.Status}{hint}";
+        string failure = $"{what} of [{s.Offset}, +{s.Length}) on {Describe(s.Device!)} failed: {s.Bio.Status}{hint}";
+        // Its bio has completed and its event was reset: Run's finally must not wait for it again
+        // (it did, for ever: a copy whose read failed hung instead of reporting it).
+        if (s.Pinned) s.Pin.Unpin();
+        s.Pin = default;
+        s.Pinned = false;
+        s.Stage = Stage.Idle;
+        throw new IOException(failure);
     }
 
     private static bool IsDax(IBlockDevice d) => d is IDaxDevice && (d.Features & DeviceFeatures.Dax) != 0;
@@ -300,11 +230,9 @@ public sealed unsafe class DeviceCopy
     private sealed class Slot
     {
         public readonly Bio Bio = new(1);
+        public readonly ManualResetEventSlim Done = new(false);
         public readonly Action<Bio> EndIo;
         public readonly Pfn BouncePfn;
-        // 0 while the submitting thread is still in Submit; the second of it and the completion to
-        // set it to 1 continues the slot (DeviceCopy.Continue).
-        public int Handoff;
         public Stage Stage;
         public IBlockDevice? Device;
         public DaxRange Pin;
@@ -313,13 +241,10 @@ public sealed unsafe class DeviceCopy
         public int Length;
         public long CpuBytes;
 
-        public Slot(DeviceCopy copy, Pfn bounce)
+        public Slot(Pfn bounce)
         {
             BouncePfn = bounce;
-            EndIo = _ =>
-            {
-                if (Interlocked.Exchange(ref Handoff, 1) != 0) copy.Continue(this);
-            };
+            EndIo = _ => Done.Set();
         }
     }
 }
