@@ -5,7 +5,7 @@ namespace PfnBlock.Targets.Md;
 
 /// <summary>
 /// The mirror personality (md's raid1): a write goes to every writable leg as clones of the
-/// array's bio, a read to one leg chosen in turn (remapped in place, with a per-leg end_io hook).
+/// array's bio, a read to the leg that owns its 2 MiB granule (remapped in place, with a per-leg end_io hook).
 /// A leg that fails a bio is marked faulty; a failed read is retried on another leg from its
 /// end_io hook (<see cref="EndIoResult.Incomplete"/> and a resubmission), and a write that
 /// reached at least one leg completes once the superblocks record the failure.
@@ -18,7 +18,8 @@ namespace PfnBlock.Targets.Md;
 internal sealed class Raid1Target : MdTarget
 {
     private static readonly Action<Bio> s_legDone = LegDone;
-    [ThreadStatic] private static uint t_next;
+    /// <summary>Reads are spread over the legs by 2 MiB granule of the address (log2 of its sectors).</summary>
+    private const int ReadGranuleShift = 12;
     /// <summary>The write whose legs this thread is submitting (inline completions are noted, not settled).</summary>
     [ThreadStatic] private static R1Write? t_issuing;
 
@@ -74,11 +75,18 @@ internal sealed class Raid1Target : MdTarget
         return null;
     }
 
-    /// <summary>The next leg in turn (per thread, so threads share no counter) that can serve the range and is not in the <paramref name="tried"/> mask of slots.</summary>
+    /// <summary>
+    /// The leg that serves reads of the range's 2 MiB granule (the granule number modulo the legs),
+    /// or the next one that can serve the range and is not in the <paramref name="tried"/> mask of
+    /// slots. Dividing the address space, rather than taking legs in turn, keeps each leg's
+    /// share of a random read's footprint at 1/n: every leg's pages, TLB entries and cache lines
+    /// then serve one part of the array, where taking turns touches both copies of every block
+    /// (measured in docs/BENCHMARKS.md §9). Any leg is as fast as another for memory.
+    /// </summary>
     private MdMember? Choose(long sector, long sectors, int tried)
     {
         int n = Array.RaidDisks;
-        int start = (int)(t_next++ % (uint)n);
+        int start = (int)((ulong)(sector >> ReadGranuleShift) % (uint)n);
         for (int k = 0; k < n; k++)
         {
             int slot = (start + k) % n;
