@@ -19,4 +19,12 @@ public interface IOwnedDevice
     /// with it, and checks its lock state locally); once non-null it stays so.
     /// </summary>
     string? LostOwnership { get; }
+
+    /// <summary>
+    /// Asks the owner of record whether this process still owns the device (one round trip to it,
+    /// bounded by the device's request timeout) and returns <see cref="LostOwnership"/> after. For
+    /// a caller that may go a long time without any request failing on the device: a cache that
+    /// absorbs every write and has nothing to write back.
+    /// </summary>
+    string? ProbeOwnership();
 }

@@ -219,10 +219,23 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice, IOwnedDev
         }
     }
 
+    /// <summary>
+    /// Reads the image's lock owners from the cluster (one round trip): a blocklisted client gets
+    /// <c>EBLOCKLISTED</c> for it, which librbd alone does not notice until a request fails (its
+    /// local lock state still says "owner" long after another client broke the lock).
+    /// </summary>
+    public string? ProbeOwnership()
+    {
+        string? lost = LostOwnership;
+        if (lost is not null || !_connection.Locked) return lost;
+        if (_connection.ProbeLock() == -ESHUTDOWN) NoteLost("the cluster blocklisted this client (another client broke its lock)");
+        return Volatile.Read(ref _lost);
+    }
+
     private void NoteLost(string why)
     {
         if (Interlocked.CompareExchange(ref _lost, why, null) is null)
-            System.Diagnostics.Trace.TraceError($"pfnblock: {Name}: lost to this host: {why}; writes fail with EIO from now on (docs/DESIGN.md, rbd failure semantics)");
+            Console.Error.WriteLine($"pfnblock: {Name}: lost to this host: {why}; writes fail with EIO from now on (docs/DESIGN.md, rbd failure semantics)");
     }
 
     /// <inheritdoc/>

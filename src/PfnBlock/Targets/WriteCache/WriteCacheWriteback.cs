@@ -26,7 +26,8 @@ namespace PfnBlock.Targets.WriteCache;
 /// report it.</para>
 /// <para>Lost origin: an origin that another host can take over (<see cref="IOwnedDevice"/>, an RBD
 /// image whose lock was broken and whose client was blocklisted) is checked on every pass of the
-/// thread and after every failed run. Once it is lost, write-back stops for good in this process
+/// thread and after every failed run, and probed (one round trip) once a second while the thread is
+/// idle, since a cache that absorbs every write may not touch the origin for a long time. Once it is lost, write-back stops for good in this process
 /// (writing behind the new owner's back would corrupt its image), <see cref="Lost"/> says why, the
 /// target fails new writes with EIO, and every cached entry stays in the cache for the operator.</para>
 /// </remarks>
@@ -59,6 +60,7 @@ internal sealed class WriteCacheWriteback : IDisposable
     private long _demandUpTo;
     private long _lastWriteTicks;
     private long _lastCommitTicks;
+    private long _lastProbeTicks;
     private long _writtenBack;
     private long _errors;
     private string? _lastError;
@@ -122,6 +124,16 @@ internal sealed class WriteCacheWriteback : IDisposable
     /// </summary>
     public string? Lost => Volatile.Read(ref _lost);
 
+    /// <summary>Asks an owned origin's owner of record at most once a second (outside <c>_lock</c>: it is a round trip).</summary>
+    private void Probe()
+    {
+        if (_owned is null || Volatile.Read(ref _lost) is not null) return;
+        long now = Stopwatch.GetTimestamp();
+        if (now - _lastProbeTicks < Stopwatch.Frequency) return;
+        _lastProbeTicks = now;
+        _owned.ProbeOwnership();
+    }
+
     /// <summary>Asks the origin whether it is still ours; true (and <see cref="Lost"/> set, once, with a log line) when it is not.</summary>
     private bool CheckLost()
     {
@@ -129,7 +141,8 @@ internal sealed class WriteCacheWriteback : IDisposable
         if (_owned?.LostOwnership is not { } why) return false;
         if (Interlocked.CompareExchange(ref _lost, why, null) is null)
         {
-            Trace.TraceError($"pfnblock: writecache {_name}: origin {_origin.Name} is lost to this host ({why}). New writes fail with EIO; "
+            // stderr, not Trace: this is the operator's cue (serve's log), and nothing listens to Trace there.
+            Console.Error.WriteLine($"pfnblock: writecache {_name}: origin {_origin.Name} is lost to this host ({why}). New writes fail with EIO; "
                 + $"the {_log.Used} cached entries ({_log.Dirty} dirty blocks) stay in the cache and nothing more is written back. "
                 + "Decide which copy wins: restart serve here once the new owner has let the image go (the restart replays the cache and writes it "
                 + "back over the new owner's writes), or keep the new owner's image and reformat this cache (pfnblock check shows what it holds).");
@@ -219,6 +232,7 @@ internal sealed class WriteCacheWriteback : IDisposable
         int failures = 0;
         while (true)
         {
+            Probe();
             lock (_lock)
             {
                 if (_stop) return;
