@@ -26,10 +26,11 @@ namespace PfnBlock.Targets.WriteCache;
 /// report it.</para>
 /// <para>Lost origin: an origin that another host can take over (<see cref="IOwnedDevice"/>, an RBD
 /// image whose lock was broken and whose client was blocklisted) is checked on every pass of the
-/// thread and after every failed run, and probed (one round trip) once a second while the thread is
-/// idle, since a cache that absorbs every write may not touch the origin for a long time. Once it is lost, write-back stops for good in this process
-/// (writing behind the new owner's back would corrupt its image), <see cref="Lost"/> says why, the
-/// target fails new writes with EIO, and every cached entry stays in the cache for the operator.</para>
+/// thread and after every failed run, and probed (one round trip) at most once a second, since a
+/// cache that absorbs every write may not touch the origin for a long time. Once it is lost,
+/// write-back stops for good in this process (writing behind the new owner's back would corrupt
+/// its image), <see cref="Lost"/> says why, the target fails new writes with EIO, and every cached
+/// entry stays in the cache for the operator.</para>
 /// </remarks>
 internal sealed class WriteCacheWriteback : IDisposable
 {
