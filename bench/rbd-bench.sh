@@ -7,7 +7,8 @@
 # /dev/shm for every run, so every run starts with an empty cache; the in-process run lasts
 # WC_RUNTIME seconds, no ramp, so it measures the cache while it has room). Each workload runs on
 # every client before the next workload starts (REPS rounds, clients interleaved), so drift in
-# machine load hits all alike. Prints a markdown table of IOPS (median of REPS runs) and ratios;
+# machine load hits all alike. Prints a markdown table of IOPS (median of REPS runs) and ratios,
+# then every round's figures and serve / qemu-nbd within each round;
 # with TIMELINE=FILE.svg, then plots IOPS over time as a writecache over the image fills
 # (bench/writecache-timeline.sh with the image as origin).
 # Env: REPS (3), RUNTIME (8), RAMP (2), IMAGE_SIZE (512M), CACHE (3G), WC_RUNTIME (2), CLIENTS
