@@ -36,6 +36,8 @@ public sealed record FileDeviceOptions
     public bool ReadOnly { get; init; }
     /// <summary>Test hook: behave as if io_uring_setup had failed.</summary>
     internal bool SimulateIoUringUnavailable { get; init; }
+    /// <summary>Test hook: set io_uring up without SINGLE_ISSUER | DEFER_TASKRUN, as on a kernel older than 6.1.</summary>
+    internal bool SimulateNoDeferTaskrun { get; init; }
 }
 
 /// <summary>
@@ -235,7 +237,7 @@ public sealed partial class FileDevice : BlockDevice, IRegisteredDevice
             if (options.SimulateIoUringUnavailable)
                 throw new IoUringUnavailableException("io_uring_setup failed: simulated for a test", Libc.ENOSYS);
             kind = FileEngineKind.IoUring;
-            return IoUringEngine.Create(fd, slots, space, name);
+            return IoUringEngine.Create(fd, slots, space, name, options.SimulateNoDeferTaskrun);
         }
         catch (IoUringUnavailableException e)
         {
