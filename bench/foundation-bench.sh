@@ -11,7 +11,8 @@
 # Prints one markdown table row per workload: medians [min..max] of REPS runs and the ratio of medians.
 # Env: REPS (3), RUNTIME (5), RAMP (1), SIZE (1G), EXT4_DIR (/var/tmp), FILE_QDS ("1 8 32"), SKIP_FILE,
 #      SKIP_MEMBW, ONLY_FILE; PFNBLOCK=path runs that binary instead of this checkout's ./pfnblock (so a
-#      run is not rebuilt halfway when sources change under it).
+#      run is not rebuilt halfway when sources change under it); BASELINE=path also runs that (older)
+#      binary's file rows in the same interleaving and prints them as a before/after table.
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -101,6 +102,10 @@ for rep in $(seq "$REPS"); do
     for qd in $FILE_QDS; do
       for rw in randread randwrite; do
         ours "file-4k-$rw-qd$qd" iops --device "file:$extfile" --rw "$rw" --bs 4k --iodepth "$qd"
+        if [ -n "${BASELINE:-}" ]; then
+          "$BASELINE" bench --device "file:$extfile" --rw "$rw" --bs 4k --iodepth "$qd" --runtime "$RUNTIME" --ramp "$RAMP" --json > "$work/out.json"
+          jq -r '.jobs[0] | ([.read.iops, .write.iops] | add / 1000000), .cpu_ns_per_io' "$work/out.json" | paste - - >> "$work/file-4k-$rw-qd$qd.base"
+        fi
         peer "file-4k-$rw-qd$qd" iops --name=uring --ioengine=io_uring --filename="$extfile" --size="$SIZE" --direct=1 --bs=4k --rw="$rw" --iodepth="$qd"
       done
     done
@@ -118,6 +123,19 @@ for f in "$work"/*.ours; do
   c=$(awk -v a="$(med < "$work/$label.ourscpu")" -v b="$(med < "$work/$label.peercpu")" 'BEGIN {printf "%.0f / %.0f", a, b}')
   echo "| $label | $o | $p | $r | $a | $c |"
 done
+
+if [ -n "${BASELINE:-}" ] && [ -z "${SKIP_FILE:-}" ]; then
+  echo
+  echo "| file workload (same run) | before: $BASELINE (M IOPS) | after | after / before | CPU ns/IO before / after |"
+  echo "|---|---|---|---|---|"
+  for f in "$work"/file-*.base; do
+    label=$(basename "$f" .base)
+    b=$(cut -f1 "$f" | median); a=$(median < "$work/$label.ours")
+    r=$(awk -v x="$(med < "$work/$label.ours")" -v y="$(cut -f1 "$f" | med)" 'BEGIN {printf "%.2f", x/y}')
+    c=$(awk -v x="$(cut -f2 "$f" | med)" -v y="$(med < "$work/$label.ourscpu")" 'BEGIN {printf "%.0f / %.0f", x, y}')
+    echo "| $label | $b | $a | $r | $c |"
+  done
+fi
 
 if [ -z "${SKIP_BTT:-}" ] && [ -z "${ONLY_FILE:-}" ]; then
   echo
