@@ -51,7 +51,7 @@ public sealed record FileDeviceOptions
 /// Vectors must be aligned to <see cref="DeviceLimits.DmaAlignment"/> in offset and length
 /// (O_DIRECT's rule); misaligned ones are refused with <see cref="BlockStatus.Invalid"/> before any
 /// system call.</para>
-/// <para>Completions arrive on the engine's completion context: io_uring's dedicated completion
+/// <para>Completions arrive on the engine's completion context: io_uring's dedicated ring
 /// thread (which is also the only thread that enters the ring), or the worker thread that did the
 /// I/O. A submitter that finds all <see cref="QueueDepth"/> slots busy blocks until one frees
 /// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
