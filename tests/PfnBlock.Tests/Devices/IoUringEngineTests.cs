@@ -152,6 +152,31 @@ public sealed unsafe class IoUringEngineTests(ITestOutputHelper output)
         Assert.Equal(1, e.RegisteredBufferCount);
     }
 
+    [Fact]
+    public void FixedBuffers_ArenaDisposed_KernelPinsDropped_AndItsAddressesNeverGoFixed()
+    {
+        using var file = TestFile.Create(TestFile.Ext4Dir, 1 << 20);
+        using var keep = DramArena.Create(1 << 20);
+        using FileDevice dev = Open(file);
+        IoUringEngine e = Engine(dev);
+        var gone = DramArena.Create(1 << 20);
+        RoundTrip(dev, file, gone.Allocator.Allocate(1), 0, 4096, 1);
+        Assert.Equal(1, e.RegisteredBufferCount);
+        gone.Dispose();
+        // The ring thread notices before it next sleeps, which this I/O makes it do.
+        FrameRun buf = keep.Allocator.Allocate(1);
+        RoundTrip(dev, file, buf, 4096, 4096, 2);
+        RoundTrip(dev, file, buf, 8192, 4096, 3);
+        Assert.Equal(1, e.ReleasedBuffers);
+        Assert.Equal(2, e.RegisteredBufferCount); // the disposed arena's slot is not reused
+        // A new arena, possibly mapped where the old one was, is registered on its own.
+        using var again = DramArena.Create(1 << 20);
+        FrameRun b2 = again.Allocator.Allocate(1);
+        RoundTrip(dev, file, b2, 12288, 4096, 4);
+        RoundTrip(dev, file, b2, 16384, 4096, 5);
+        Assert.Equal(3, e.RegisteredBufferCount);
+    }
+
     [Theory]
     [InlineData(512)]  // O_DIRECT: a short count the kernel could return stays block-aligned
     [InlineData(4096)]

@@ -88,6 +88,8 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     internal int SimulateBufferRegistrationErrno;
     /// <summary>The errno of the last refused buffer registration (diagnostics; 0 = none refused).</summary>
     internal int LastBufferRegistrationErrno;
+    /// <summary>Registered arenas whose pins were dropped because they left the address space.</summary>
+    internal int ReleasedBuffers;
     /// <summary>Reads and writes issued as READ_FIXED/WRITE_FIXED (counted racily: diagnostics).</summary>
     internal long FixedBufferIos;
     /// <summary>Reads and writes issued as READV/WRITEV (counted racily: diagnostics).</summary>
@@ -97,7 +99,8 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     {
         public readonly byte* Start = start;
         public readonly nuint Length = length;
-        public readonly MemoryRegion Region = region;
+        /// <summary>The arena; null once its slot was emptied.</summary>
+        public readonly MemoryRegion? Region = region;
     }
 
     private IoUringEngine(SafeFdHandle fd, int slots, PhysicalAddressSpace space, IoUringRing ring, SafeFdHandle eventFd,
@@ -281,7 +284,7 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
             nuint at = (nuint)(p - b.Start);
             // The arena must still be in the address space: a removed one's addresses may have
             // been mapped again for something else, which the kernel's pinned pages are not.
-            if (p >= b.Start && at + length <= b.Length && b.Region.AddressSpace == _space) return i;
+            if (b.Region is not null && p >= b.Start && at + length <= b.Length && b.Region.AddressSpace == _space) return i;
         }
         return -1;
     }
@@ -299,6 +302,27 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
             if (_tried[i] == region) return;
         Interlocked.CompareExchange(ref _pendingRegion, region, null);
         // The ring thread registers it before it next waits; no wake needed, this I/O is on its way.
+    }
+
+    /// <summary>
+    /// Ring thread: empties the slot of every registered arena that has left the address space, so
+    /// the kernel drops its pins and the arena's memory really goes (it would otherwise stay pinned
+    /// until the device closes). The slot is not reused: at most <see cref="MaxBuffers"/> arenas
+    /// are ever registered per device.
+    /// </summary>
+    private void ReleaseRemovedBuffers()
+    {
+        for (int i = 0; i < _bufferCount; i++)
+        {
+            ref RegisteredBuffer b = ref _buffers[i];
+            if (b.Region is null || b.Region.AddressSpace == _space) continue;
+            // A fixed I/O still in flight holds its own reference to the buffer in the kernel.
+            _ = _ring.UpdateBuffer((uint)i, null, 0);
+            // Submitters may read the entry meanwhile: any mix of old fields and zeros fails
+            // FindBuffer's checks (a null region, a zero length, or a region no longer in the space).
+            b = default;
+            ReleasedBuffers++;
+        }
     }
 
     /// <summary>Ring thread: registers the proposed arena as the next fixed buffer, or remembers the kernel's refusal.</summary>
@@ -379,6 +403,7 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
                 SubmitPending();
             }
             if (Closing && InFlight == 0) break;
+            ReleaseRemovedBuffers();
             RegisterProposed();
             if (!_wakeArmed) ArmWake();
 
