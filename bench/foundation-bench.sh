@@ -4,16 +4,19 @@
 #   pmem   : pfnblock bench on a 1 GiB pmem namespace in /dev/shm
 #            vs fio's libpmem engine on a 1 GiB /dev/shm file (PMEM_IS_PMEM_FORCE=1, NT + drain writes)
 #   file   : pfnblock bench --device file:F (O_DIRECT, io_uring) vs fio --ioengine=io_uring --direct=1
-#            on the same ext4 file (SKIP_FILE=1 skips)
+#            on the same ext4 file, 4k randread and randwrite at each iodepth of FILE_QDS (SKIP_FILE=1 skips)
 #   btt    : pfnblock bench on a 1 GiB sector namespace (BTT, 4 KiB sectors)
 #            vs fio's pmemblk engine (PMDK libpmemblk) on a 1 GiB pool, both filled first (SKIP_BTT=1 skips)
 #   limits : ../shared/bench/peers/01-membw.sh rnd4k kernels (raw memcpy / NT ceilings)
 # Prints one markdown table row per workload: medians [min..max] of REPS runs and the ratio of medians.
-# Env: REPS (3), RUNTIME (5), RAMP (1), SIZE (1G), EXT4_DIR (/var/tmp), SKIP_FILE, SKIP_MEMBW, ONLY_FILE.
+# Env: REPS (3), RUNTIME (5), RAMP (1), SIZE (1G), EXT4_DIR (/var/tmp), FILE_QDS ("1 8 32"), SKIP_FILE,
+#      SKIP_MEMBW, ONLY_FILE; PFNBLOCK=path runs that binary instead of this checkout's ./pfnblock (so a
+#      run is not rebuilt halfway when sources change under it); BASELINE=path also runs that (older)
+#      binary's file rows in the same interleaving and prints them as a before/after table.
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
-REPS=${REPS:-3}; RUNTIME=${RUNTIME:-5}; RAMP=${RAMP:-1}; SIZE=${SIZE:-1G}
+REPS=${REPS:-3}; RUNTIME=${RUNTIME:-5}; RAMP=${RAMP:-1}; SIZE=${SIZE:-1G}; FILE_QDS=${FILE_QDS:-1 8 32}
 EXT4_DIR=${EXT4_DIR:-/var/tmp}
 peers=$here/../shared/bench/peers
 work=$(mktemp -d /tmp/pfnblock-bench.XXXXXX)
@@ -31,7 +34,7 @@ command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteracti
 dpkg -s fio-engine-libpmem >/dev/null 2>&1 || fio --enghelp=libpmem >/dev/null 2>&1 || \
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio-engine-libpmem >/dev/null 2>&1 || true
 
-pfnblock() { "$here/pfnblock" "$@"; }
+pfnblock() { "${PFNBLOCK:-$here/pfnblock}" "$@"; }
 pfnblock --help >/dev/null   # build once, outside the timed runs
 pfnblock namespace create --path "$ns" --size "$SIZE" --force >/dev/null
 fallocate -l "$SIZE" "$raw"
@@ -56,11 +59,14 @@ ours() { local label=$1 field=$2; shift 2
   pfnblock bench "$@" --runtime "$RUNTIME" --ramp "$RAMP" --json > "$work/out.json"
   jq -r "[.jobs[0].read.$field, .jobs[0].write.$field] | add / $(scale "$field")" "$work/out.json" >> "$work/$label.ours"
   jq -r '.jobs[0].alloc_bytes_per_io' "$work/out.json" >> "$work/$label.alloc"
+  jq -r '.jobs[0].cpu_ns_per_io' "$work/out.json" >> "$work/$label.ourscpu"
 }
 # peer LABEL FIELD ARGS... : one fio run, appends FIELD to $work/LABEL.peer
 peer() { local label=$1 field=$2; shift 2
   fio "$@" --runtime="$RUNTIME" --ramp_time="$RAMP" --time_based --group_reporting --output-format=json > "$work/out.json"
   jq -r "[.jobs[0].read.$field, .jobs[0].write.$field] | add / $(scale "$field")" "$work/out.json" >> "$work/$label.peer"
+  # fio's usr_cpu/sys_cpu are percent of one CPU over the job's runtime: ns of CPU per I/O = %/100 * 1e9 / IOPS
+  jq -r '.jobs[0] | (.usr_cpu + .sys_cpu) * 1e7 / ([.read.iops, .write.iops] | add)' "$work/out.json" >> "$work/$label.peercpu"
 }
 
 P=(--name=libpmem --ioengine=libpmem --filename="$raw" --size="$SIZE" --iodepth=1)
@@ -93,23 +99,43 @@ for rep in $(seq "$REPS"); do
   fi
   if [ -z "${SKIP_FILE:-}" ]; then
     [ -f "$extfile" ] || fio --name=lay --filename="$extfile" --size="$SIZE" --rw=write --bs=1m --direct=1 --iodepth=8 --ioengine=io_uring --output=/dev/null
-    for rw in randread randwrite; do
-      ours "file-4k-$rw-qd32" iops --device "file:$extfile" --rw "$rw" --bs 4k --iodepth 32
-      peer "file-4k-$rw-qd32" iops --name=uring --ioengine=io_uring --filename="$extfile" --size="$SIZE" --direct=1 --bs=4k --rw="$rw" --iodepth=32
+    for qd in $FILE_QDS; do
+      for rw in randread randwrite; do
+        ours "file-4k-$rw-qd$qd" iops --device "file:$extfile" --rw "$rw" --bs 4k --iodepth "$qd"
+        if [ -n "${BASELINE:-}" ]; then
+          "$BASELINE" bench --device "file:$extfile" --rw "$rw" --bs 4k --iodepth "$qd" --runtime "$RUNTIME" --ramp "$RAMP" --json > "$work/out.json"
+          jq -r '.jobs[0] | ([.read.iops, .write.iops] | add / 1000000), .cpu_ns_per_io' "$work/out.json" | paste - - >> "$work/file-4k-$rw-qd$qd.base"
+        fi
+        peer "file-4k-$rw-qd$qd" iops --name=uring --ioengine=io_uring --filename="$extfile" --size="$SIZE" --direct=1 --bs=4k --rw="$rw" --iodepth="$qd"
+      done
     done
   fi
 done
 
 echo
-echo "| workload | pfnblock (M IOPS or GB/s) | peer (same unit) | ratio of medians | pfnblock bytes alloc/IO |"
-echo "|---|---|---|---|---|"
+echo "| workload | pfnblock (M IOPS or GB/s) | peer (same unit) | ratio of medians | pfnblock bytes alloc/IO | CPU ns/IO pfnblock / peer |"
+echo "|---|---|---|---|---|---|"
 for f in "$work"/*.ours; do
   label=$(basename "$f" .ours)
   o=$(median < "$f"); p=$(median < "$work/$label.peer")
   r=$(awk -v a="$(med < "$f")" -v b="$(med < "$work/$label.peer")" 'BEGIN {printf "%.2f", a/b}')
   a=$(med < "$work/$label.alloc" | awk '{printf "%.4f", $1}')
-  echo "| $label | $o | $p | $r | $a |"
+  c=$(awk -v a="$(med < "$work/$label.ourscpu")" -v b="$(med < "$work/$label.peercpu")" 'BEGIN {printf "%.0f / %.0f", a, b}')
+  echo "| $label | $o | $p | $r | $a | $c |"
 done
+
+if [ -n "${BASELINE:-}" ] && [ -z "${SKIP_FILE:-}" ]; then
+  echo
+  echo "| file workload (same run) | before: $BASELINE (M IOPS) | after | after / before | CPU ns/IO before / after |"
+  echo "|---|---|---|---|---|"
+  for f in "$work"/file-*.base; do
+    label=$(basename "$f" .base)
+    b=$(cut -f1 "$f" | median); a=$(median < "$work/$label.ours")
+    r=$(awk -v x="$(med < "$work/$label.ours")" -v y="$(cut -f1 "$f" | med)" 'BEGIN {printf "%.2f", x/y}')
+    c=$(awk -v x="$(cut -f2 "$f" | med)" -v y="$(med < "$work/$label.ourscpu")" 'BEGIN {printf "%.0f / %.0f", x, y}')
+    echo "| $label | $b | $a | $r | $c |"
+  done
+fi
 
 if [ -z "${SKIP_BTT:-}" ] && [ -z "${ONLY_FILE:-}" ]; then
   echo

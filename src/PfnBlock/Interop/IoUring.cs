@@ -84,6 +84,29 @@ internal struct io_uring_cqe
     public uint flags;
 }
 
+/// <summary><c>struct io_uring_rsrc_register</c>: argument of IORING_REGISTER_BUFFERS2 / FILES2.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct io_uring_rsrc_register
+{
+    public uint nr;
+    public uint flags;
+    public ulong resv2;
+    public ulong data;
+    public ulong tags;
+}
+
+/// <summary><c>struct io_uring_rsrc_update2</c>: argument of IORING_REGISTER_BUFFERS_UPDATE.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct io_uring_rsrc_update2
+{
+    public uint offset;
+    public uint resv;
+    public ulong data;
+    public ulong tags;
+    public uint nr;
+    public uint resv2;
+}
+
 /// <summary><c>struct io_uring_probe_op</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct io_uring_probe_op
@@ -116,7 +139,13 @@ internal static unsafe partial class IoUring
     public const byte IORING_OP_READV = 1;
     public const byte IORING_OP_WRITEV = 2;
     public const byte IORING_OP_FSYNC = 3;
+    public const byte IORING_OP_READ_FIXED = 4;
+    public const byte IORING_OP_WRITE_FIXED = 5;
     public const byte IORING_OP_FALLOCATE = 17;
+    public const byte IORING_OP_READ = 22;
+
+    // sqe->flags
+    public const byte IOSQE_FIXED_FILE = 1 << 0;
 
     // sqe->fsync_flags
     public const uint IORING_FSYNC_DATASYNC = 1U << 0;
@@ -124,6 +153,10 @@ internal static unsafe partial class IoUring
     // io_uring_setup flags
     public const uint IORING_SETUP_CQSIZE = 1U << 3;
     public const uint IORING_SETUP_CLAMP = 1U << 4;
+    public const uint IORING_SETUP_R_DISABLED = 1U << 6;
+    public const uint IORING_SETUP_SUBMIT_ALL = 1U << 7;
+    public const uint IORING_SETUP_SINGLE_ISSUER = 1U << 12;
+    public const uint IORING_SETUP_DEFER_TASKRUN = 1U << 13;
 
     // io_uring_params.features
     public const uint IORING_FEAT_SINGLE_MMAP = 1U << 0;
@@ -139,8 +172,14 @@ internal static unsafe partial class IoUring
     public const uint IORING_ENTER_GETEVENTS = 1U << 0;
 
     // io_uring_register opcodes
+    public const uint IORING_REGISTER_FILES = 2;
     public const uint IORING_REGISTER_EVENTFD = 4;
     public const uint IORING_REGISTER_PROBE = 8;
+    public const uint IORING_REGISTER_ENABLE_RINGS = 12;
+    public const uint IORING_REGISTER_BUFFERS2 = 15;
+    public const uint IORING_REGISTER_BUFFERS_UPDATE = 16;
+    // io_uring_rsrc_register.flags: a table of empty slots, filled later by *_UPDATE (5.19)
+    public const uint IORING_RSRC_REGISTER_SPARSE = 1U << 0;
     public const ushort IO_URING_OP_SUPPORTED = 1 << 0;
 
     // <linux/fs.h> per-I/O flags for sqe->rw_flags (preadv2/pwritev2)

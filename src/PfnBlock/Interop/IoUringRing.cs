@@ -86,21 +86,23 @@ internal sealed unsafe class IoUringRing : IDisposable
     public uint Features { get; }
 
     /// <summary>
-    /// Sets up a ring of at least <paramref name="entries"/> SQEs and twice as many CQEs, maps it,
-    /// and checks that every opcode in <paramref name="requiredOps"/> is supported.
+    /// Sets up a ring of at least <paramref name="entries"/> SQEs and twice as many CQEs, with the
+    /// extra IORING_SETUP_* <paramref name="setupFlags"/>, maps it, and checks that every opcode in
+    /// <paramref name="requiredOps"/> is supported.
     /// </summary>
-    /// <exception cref="IoUringUnavailableException">Setup failed or a needed feature is missing.</exception>
-    public static IoUringRing Create(uint entries, ReadOnlySpan<byte> requiredOps)
+    /// <exception cref="IoUringUnavailableException">Setup failed (its <c>HResult</c>
+    /// is the errno: EINVAL for setup flags this kernel does not know) or a needed feature is missing.</exception>
+    public static IoUringRing Create(uint entries, ReadOnlySpan<byte> requiredOps, uint setupFlags = 0)
     {
         io_uring_params p = default;
-        p.flags = IoUring.IORING_SETUP_CQSIZE | IoUring.IORING_SETUP_CLAMP;
+        p.flags = IoUring.IORING_SETUP_CQSIZE | IoUring.IORING_SETUP_CLAMP | setupFlags;
         p.cq_entries = entries * 2;
         var fd = new SafeFdHandle();
         fd.Own(IoUring.io_uring_setup(entries, &p));
         if (fd.IsInvalid)
         {
             int errno = Libc.Errno;
-            throw new IoUringUnavailableException($"io_uring_setup failed: {Libc.StrError(errno)} (errno {errno}){DisabledNote()}", errno);
+            throw new IoUringUnavailableException($"io_uring_setup(flags 0x{p.flags:x}) failed: {Libc.StrError(errno)} (errno {errno}){DisabledNote()}", errno);
         }
         // NODROP (5.5) guarantees no completion is ever lost to a full CQ; the engine sizes the CQ
         // so it cannot fill, but a kernel without NODROP predates the ops we need anyway.
@@ -109,7 +111,7 @@ internal sealed unsafe class IoUringRing : IDisposable
             fd.Dispose();
             throw new IoUringUnavailableException($"io_uring lacks IORING_FEAT_NODROP (kernel older than 5.5; features 0x{p.features:x})", Libc.EOPNOTSUPP);
         }
-        var ring = new IoUringRing(fd, p);
+        var ring = new IoUringRing(fd, p) { SetupFlags = p.flags };
         foreach (byte op in requiredOps)
         {
             if (!ring.IsSupported(op))
@@ -119,6 +121,57 @@ internal sealed unsafe class IoUringRing : IDisposable
             }
         }
         return ring;
+    }
+
+    /// <summary>The IORING_SETUP_* flags the ring was created with.</summary>
+    public uint SetupFlags { get; private init; }
+
+    /// <summary>
+    /// Enables a ring created with IORING_SETUP_R_DISABLED (IORING_REGISTER_ENABLE_RINGS). With
+    /// IORING_SETUP_SINGLE_ISSUER the calling thread becomes the only one allowed to submit,
+    /// and to register resources from then on. Returns 0 or -errno.
+    /// </summary>
+    public int Enable() => Math.Min(0, Register(IoUring.IORING_REGISTER_ENABLE_RINGS, null, 0));
+
+    /// <summary>Registers <paramref name="fd"/> as fixed file 0 (IORING_REGISTER_FILES); SQEs then name it with IOSQE_FIXED_FILE. Returns 0 or -errno.</summary>
+    public int RegisterFile(int fd) => Math.Min(0, Register(IoUring.IORING_REGISTER_FILES, &fd, 1));
+
+    /// <summary>Creates an empty table of <paramref name="count"/> fixed buffers (IORING_REGISTER_BUFFERS2, sparse; 5.19). Returns 0 or -errno.</summary>
+    public int RegisterSparseBuffers(uint count)
+    {
+        io_uring_rsrc_register reg = default;
+        reg.nr = count;
+        reg.flags = IoUring.IORING_RSRC_REGISTER_SPARSE;
+        return Math.Min(0, Register(IoUring.IORING_REGISTER_BUFFERS2, &reg, (uint)sizeof(io_uring_rsrc_register)));
+    }
+
+    /// <summary>
+    /// Fills fixed-buffer slot <paramref name="index"/> with <paramref name="length"/> bytes at
+    /// <paramref name="address"/> (IORING_REGISTER_BUFFERS_UPDATE). The kernel pins the pages for as
+    /// long as the registration lasts (faulting in any not yet present); it refuses memory it cannot
+    /// pin long-term. Returns 0 or -errno.
+    /// </summary>
+    public int UpdateBuffer(uint index, void* address, nuint length)
+    {
+        iovec iov = new() { iov_base = address, iov_len = length };
+        io_uring_rsrc_update2 upd = default;
+        upd.offset = index;
+        upd.data = (ulong)&iov;
+        upd.nr = 1;
+        int r = Register(IoUring.IORING_REGISTER_BUFFERS_UPDATE, &upd, (uint)sizeof(io_uring_rsrc_update2));
+        return r < 0 ? r : r == 1 ? 0 : -Libc.EINVAL;
+    }
+
+    /// <summary>io_uring_register, EINTR retried: the kernel's result (a count for some opcodes), or -errno.</summary>
+    private int Register(uint opcode, void* arg, uint nrArgs)
+    {
+        while (true)
+        {
+            int r = IoUring.io_uring_register(_fd, opcode, arg, nrArgs);
+            if (r >= 0) return r;
+            int errno = Libc.Errno;
+            if (errno != Libc.EINTR) return -errno;
+        }
     }
 
     /// <summary>Makes the kernel signal <paramref name="eventFd"/> whenever it posts a completion (IORING_REGISTER_EVENTFD).</summary>

@@ -237,7 +237,7 @@ public sealed unsafe class FileDeviceTests(ITestOutputHelper output)
 
         var loop = new ClosedLoop(dev, arena, depth: 32)
         {
-            CompletionThreadPrefix = engine == FileEngineKind.IoUring ? "iou-cq" : null,
+            CompletionThreadPrefix = engine == FileEngineKind.IoUring ? "iou-ring" : null,
         };
         int chunks = (int)(FileSize / ClosedLoop.ChunkBytes);
         loop.Run(BioOp.Write, seed: 0xfeed, ios: chunks);

@@ -29,6 +29,8 @@ public sealed class InteropLayoutTests
         new(typeof(io_uring_cqe), "struct io_uring_cqe"),
         new(typeof(io_uring_probe_op), "struct io_uring_probe_op"),
         new(typeof(io_uring_probe), "struct io_uring_probe"),
+        new(typeof(io_uring_rsrc_register), "struct io_uring_rsrc_register"),
+        new(typeof(io_uring_rsrc_update2), "struct io_uring_rsrc_update2"),
         new(typeof(iovec), "struct iovec"),
         new(typeof(statx_t), "struct statx"),
         new(typeof(Libc.IoVec), "struct iovec", new() { ["Base"] = "iov_base", ["Length"] = "iov_len" }),

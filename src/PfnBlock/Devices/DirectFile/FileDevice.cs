@@ -36,6 +36,8 @@ public sealed record FileDeviceOptions
     public bool ReadOnly { get; init; }
     /// <summary>Test hook: behave as if io_uring_setup had failed.</summary>
     internal bool SimulateIoUringUnavailable { get; init; }
+    /// <summary>Test hook: set io_uring up without SINGLE_ISSUER | DEFER_TASKRUN, as on a kernel older than 6.1.</summary>
+    internal bool SimulateNoDeferTaskrun { get; init; }
 }
 
 /// <summary>
@@ -49,7 +51,7 @@ public sealed record FileDeviceOptions
 /// Vectors must be aligned to <see cref="DeviceLimits.DmaAlignment"/> in offset and length
 /// (O_DIRECT's rule); misaligned ones are refused with <see cref="BlockStatus.Invalid"/> before any
 /// system call.</para>
-/// <para>Completions arrive on the engine's completion context: io_uring's dedicated completion
+/// <para>Completions arrive on the engine's completion context: io_uring's dedicated ring
 /// thread (which is also the only thread that enters the ring), or the worker thread that did the
 /// I/O. A submitter that finds all <see cref="QueueDepth"/> slots busy blocks until one frees
 /// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
@@ -235,7 +237,7 @@ public sealed partial class FileDevice : BlockDevice, IRegisteredDevice
             if (options.SimulateIoUringUnavailable)
                 throw new IoUringUnavailableException("io_uring_setup failed: simulated for a test", Libc.ENOSYS);
             kind = FileEngineKind.IoUring;
-            return IoUringEngine.Create(fd, slots, space, name);
+            return IoUringEngine.Create(fd, slots, space, name, options.SimulateNoDeferTaskrun);
         }
         catch (IoUringUnavailableException e)
         {

@@ -124,6 +124,10 @@ internal abstract unsafe class FileIoEngine : IDisposable
 
     /// <summary>Test hook: treat every transfer as moving at most this many bytes (simulates short I/O); 0 = off.</summary>
     internal int DebugMaxTransfer;
+    /// <summary>Test hook: the next this-many kernel results of any request are replaced by -<see cref="DebugInjectErrno"/>.</summary>
+    internal int DebugInjectCount;
+    /// <summary>The errno <see cref="DebugInjectCount"/> injects (EAGAIN and EINTR are retried, others fail the bio).</summary>
+    internal int DebugInjectErrno;
     /// <summary>The last errno a request failed with (diagnostics).</summary>
     internal int LastErrno;
     /// <summary>Exceptions thrown by completion callbacks, swallowed so the completion context survives.</summary>
@@ -169,6 +173,7 @@ internal abstract unsafe class FileIoEngine : IDisposable
     /// </summary>
     protected bool OnResult(FileRequest r, long res)
     {
+        if (Volatile.Read(ref DebugInjectCount) > 0 && Interlocked.Decrement(ref DebugInjectCount) >= 0) res = -DebugInjectErrno;
         if (res == -Libc.EINTR || res == -Libc.EAGAIN) return false;
         switch (r.Step)
         {

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using PfnBlock.Block;
 using PfnBlock.Interop;
 using PfnBlock.Memory;
 
@@ -6,94 +7,215 @@ namespace PfnBlock.Devices.DirectFile;
 
 /// <summary>
 /// The file engine on io_uring. Each slot owns the SQE of the same number. Submitters only fill
-/// and publish SQEs; one dedicated completion thread is the ring's single issuer: it hands
-/// published SQEs to the kernel and waits for completions in the same <c>io_uring_enter</c>,
+/// and publish SQEs; one dedicated ring thread is the ring's single issuer: it hands published
+/// SQEs to the kernel and waits for completions in the same <c>io_uring_enter(GETEVENTS)</c>,
 /// runs the step machine (resubmitting short transfers and follow-up steps) and completes the bios.
 /// </summary>
 /// <remarks>
-/// <para>Why a single issuer: io_uring completes O_DIRECT and punted I/O through task_work queued
-/// to the task that submitted it, and that work only runs when the task enters the kernel. If
-/// submitters entered the ring themselves, one busy in user space (spinning, computing) would
-/// hold back its completions until its next system call or a timer tick. This was measured here:
-/// a spinning submitter at queue depth 1 got about 1K IOPS. With the completion thread as the
-/// only issuer, the task_work is always its own, and it runs it while it waits.</para>
-/// <para>Waiting and waking: the ring signals an eventfd on every completion
-/// (IORING_REGISTER_EVENTFD), and the completion thread sleeps in a plain blocking <c>read</c> of
-/// it. A completion, a submitter's <c>write</c> to it, or task_work (TWA_SIGNAL interrupts the
-/// read; the kernel runs the work, which posts the CQE and signals the eventfd) all end the
-/// sleep. An earlier version kept an io_uring READ of the eventfd pending and slept in
-/// <c>io_uring_enter(GETEVENTS)</c>, but each cross-thread wake then took milliseconds here.
-/// Before it sleeps, the thread sets <c>_sleeping</c>, issues a full fence and re-reads the SQ
-/// tail. A submitter stores the tail, issues a full fence and reads <c>_sleeping</c> (Dekker).
-/// So either the thread sees the new SQE, or the submitter sees the flag and writes the
-/// eventfd. An awake, busy thread costs submitters no system call at all. While it drains the
-/// CQ it submits what was published after each completion it handles, so a refilled slot goes
-/// back to the kernel at once instead of waiting for the rest of the batch.</para>
+/// <para>Ring setup: <c>IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN</c> (6.1) when the
+/// kernel accepts them, else a plain ring (the reason is in <see cref="Description"/>). With
+/// DEFER_TASKRUN the kernel queues completion work to the ring and runs it only when the issuer
+/// waits in <c>io_uring_enter(GETEVENTS)</c>: no task_work signal interrupts the thread while it
+/// is busy completing bios, and one system call both submits and waits. The ring is created
+/// disabled (<c>R_DISABLED</c>) and enabled by the ring thread itself, because SINGLE_ISSUER binds
+/// the ring to the task that enables it.</para>
+/// <para>Why one ring thread rather than the submitters entering the ring: the block layer's
+/// contract is asynchronous (a submitter never has to come back to reap), and io_uring completes
+/// O_DIRECT I/O through work that only the submitting task runs. A submitter that went on with
+/// other work would hold back its own completions. So all submission and reaping is one thread's.</para>
+/// <para>Waking the ring thread: it keeps one <c>IORING_OP_READ</c> of an eventfd pending in the
+/// ring (SQE number <see cref="FileIoEngine.Slots"/>, tag <see cref="WakeTag"/>). A submitter's
+/// <c>write</c> to the eventfd completes that read, which ends the thread's wait. Before it waits,
+/// the thread sets <c>_sleeping</c>, issues a full fence and re-reads the SQ tail; a submitter
+/// stores the tail, issues a full fence and reads <c>_sleeping</c> (Dekker). So either the thread
+/// submits the new SQE in the wait's own system call, or the submitter sees the flag and writes
+/// the eventfd; an awake thread costs submitters no system call at all. While it drains the CQ it
+/// submits what was published after each completion it handles, so a refilled slot goes back to
+/// the kernel at once instead of waiting for the rest of the batch.</para>
+/// <para>Registered resources: the file is registered (fixed file 0, <c>IOSQE_FIXED_FILE</c>), which
+/// saves the kernel a file-table lookup and reference per I/O. A sparse table of fixed buffers is
+/// registered at setup; the first time a single-iovec read or write comes from a DRAM arena not in
+/// the table, the ring thread registers the whole arena (the kernel pins it), and later I/O from it
+/// goes out as READ_FIXED/WRITE_FIXED, which skips pinning the user pages per I/O. Everything else
+/// (several iovecs, pmem frames, arenas the kernel refused, a full table) is plain READV/WRITEV.</para>
 /// </remarks>
 internal sealed unsafe class IoUringEngine : FileIoEngine
 {
+    /// <summary>user_data of the eventfd read that wakes the ring thread.</summary>
+    private const ulong WakeTag = ulong.MaxValue;
+    /// <summary>Fixed-buffer table size: DRAM arenas registered at most.</summary>
+    internal const int MaxBuffers = 16;
+    /// <summary>The kernel refuses a fixed buffer above 1 GiB; larger arenas stay on READV/WRITEV.</summary>
+    private const long MaxBufferBytes = 1L << 30;
+
     private static readonly byte[] RequiredOps =
     [
         IoUring.IORING_OP_READV, IoUring.IORING_OP_WRITEV, IoUring.IORING_OP_FSYNC,
-        IoUring.IORING_OP_FALLOCATE,
+        IoUring.IORING_OP_FALLOCATE, IoUring.IORING_OP_READ,
     ];
 
     private readonly IoUringRing _ring;
+    private readonly PhysicalAddressSpace _space;
     private readonly Lock _sqLock = new();
     private readonly Thread _thread;
-    // Owned; closed in ReleaseResources after the completion thread has stopped. Wake and the
-    // completion loop use the raw _eventFd taken at setup.
+    // Owned; closed in ReleaseResources after the ring thread has stopped. Wake and the loop use
+    // the raw _eventFd taken at setup.
     private readonly SafeFdHandle _eventFdHandle;
     private readonly int _eventFd;
     private readonly ulong* _eventBuf;
+    private readonly uint _wakeIndex;
+    private readonly bool _fixedFile;
+    private readonly bool _fixedBuffers;
+    private readonly string _setupNote;
+    private readonly ManualResetEventSlim _started = new(false);
+    private int _enableResult;
+    private bool _wakeArmed;
     private int _sleeping;
     private bool _selfTeardown;
     private int _resourcesReleased;
 
-    private IoUringEngine(SafeFdHandle fd, int slots, PhysicalAddressSpace space, IoUringRing ring, SafeFdHandle eventFd, string name) : base(fd, slots, space)
+    // Fixed buffers: entries [0, _bufferCount) are registered; written by the ring thread only,
+    // published by the count. _tried remembers every arena the thread attempted (registered or
+    // refused), so a refused one is not retried; submitters read it racily (a stale read only
+    // proposes an arena again, and the ring thread checks).
+    private readonly RegisteredBuffer[] _buffers = new RegisteredBuffer[MaxBuffers];
+    private int _bufferCount;
+    private readonly MemoryRegion?[] _tried = new MemoryRegion?[MaxBuffers];
+    private int _triedCount;
+    private MemoryRegion? _pendingRegion;
+
+    /// <summary>Test hook: fail every buffer registration with this errno instead of asking the kernel; 0 = off.</summary>
+    internal int SimulateBufferRegistrationErrno;
+    /// <summary>The errno of the last refused buffer registration (diagnostics; 0 = none refused).</summary>
+    internal int LastBufferRegistrationErrno;
+    /// <summary>Registered arenas whose pins were dropped because they left the address space.</summary>
+    internal int ReleasedBuffers;
+    /// <summary>Reads and writes issued as READ_FIXED/WRITE_FIXED (counted racily: diagnostics).</summary>
+    internal long FixedBufferIos;
+    /// <summary>Reads and writes issued as READV/WRITEV (counted racily: diagnostics).</summary>
+    internal long VectoredIos;
+
+    private readonly struct RegisteredBuffer(byte* start, nuint length, MemoryRegion region)
     {
-        _ring = ring;
-        _eventFdHandle = eventFd;
-        _eventFd = eventFd.Fd;
-        _eventBuf = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
-        _thread = new Thread(CompletionLoop) { IsBackground = true, Name = $"iou-cq {name}" };
-        _thread.UnsafeStart();
+        public readonly byte* Start = start;
+        public readonly nuint Length = length;
+        /// <summary>The arena; null once its slot was emptied.</summary>
+        public readonly MemoryRegion? Region = region;
     }
 
-    /// <summary>Sets up a ring for <paramref name="slots"/> requests on <paramref name="fd"/>.</summary>
-    /// <exception cref="IoUringUnavailableException">io_uring cannot be used; the message says why.</exception>
-    public static IoUringEngine Create(SafeFdHandle fd, int slots, PhysicalAddressSpace space, string name)
+    private IoUringEngine(SafeFdHandle fd, int slots, PhysicalAddressSpace space, IoUringRing ring, SafeFdHandle eventFd,
+        string name, bool fixedFile, bool fixedBuffers, string setupNote) : base(fd, slots, space)
     {
-        IoUringRing ring = IoUringRing.Create((uint)slots, RequiredOps);
+        _ring = ring;
+        _space = space;
+        _eventFdHandle = eventFd;
+        _eventFd = eventFd.Fd;
+        _wakeIndex = (uint)slots;
+        _fixedFile = fixedFile;
+        _fixedBuffers = fixedBuffers;
+        _setupNote = setupNote;
+        _eventBuf = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
+        _thread = new Thread(RingLoop) { IsBackground = true, Name = $"iou-ring {name}" };
+    }
+
+    /// <summary>True when the ring runs with SINGLE_ISSUER | DEFER_TASKRUN.</summary>
+    internal bool DeferTaskrun => (_ring.SetupFlags & IoUring.IORING_SETUP_DEFER_TASKRUN) != 0;
+    /// <summary>True when the file is registered (IOSQE_FIXED_FILE).</summary>
+    internal bool FixedFile => _fixedFile;
+    /// <summary>Fixed buffers registered now.</summary>
+    internal int RegisteredBufferCount => Volatile.Read(ref _bufferCount);
+
+    /// <summary>Sets up a ring for <paramref name="slots"/> requests on <paramref name="fd"/>.</summary>
+    /// <param name="fd">The file (owned by the engine once this returns).</param>
+    /// <param name="slots">Requests in flight at most.</param>
+    /// <param name="space">Where the bios' frames live.</param>
+    /// <param name="name">For the thread's name.</param>
+    /// <param name="plainRing">Test hook: skip SINGLE_ISSUER | DEFER_TASKRUN as if the kernel had refused them.</param>
+    /// <exception cref="IoUringUnavailableException">io_uring cannot be used; the message says why.</exception>
+    public static IoUringEngine Create(SafeFdHandle fd, int slots, PhysicalAddressSpace space, string name, bool plainRing = false)
+    {
+        // One SQE per slot plus the wake read; each has at most one CQE outstanding.
+        uint entries = (uint)slots + 1;
+        IoUringRing ring;
+        string note;
+        if (plainRing)
+        {
+            ring = IoUringRing.Create(entries, RequiredOps);
+            note = "plain ring (DEFER_TASKRUN not requested)";
+        }
+        else
+        {
+            try
+            {
+                ring = IoUringRing.Create(entries, RequiredOps, IoUring.IORING_SETUP_SINGLE_ISSUER | IoUring.IORING_SETUP_DEFER_TASKRUN
+                    | IoUring.IORING_SETUP_R_DISABLED | IoUring.IORING_SETUP_SUBMIT_ALL);
+                note = "SINGLE_ISSUER|DEFER_TASKRUN";
+            }
+            catch (IoUringUnavailableException e) when (e.HResult == Libc.EINVAL)
+            {
+                // Kernels before 6.1 do not know the flags: a plain ring works the same way, with
+                // completion work signalled to the ring thread instead of deferred to its wait.
+                ring = IoUringRing.Create(entries, RequiredOps);
+                note = "plain ring (SINGLE_ISSUER|DEFER_TASKRUN refused with EINVAL: kernel older than 6.1)";
+            }
+        }
         var efd = new SafeFdHandle();
+        IoUringEngine? engine = null;
         try
         {
-            // Each slot has at most one SQE in the SQ and one CQE in the CQ, so neither can overflow.
-            if (ring.SqEntries < (uint)slots || ring.CqEntries < (uint)slots)
+            if (ring.SqEntries < entries || ring.CqEntries < entries)
                 throw new IoUringUnavailableException($"io_uring granted only {ring.SqEntries} SQ / {ring.CqEntries} CQ entries for {slots} slots", Libc.EINVAL);
             efd.Own(Libc.eventfd(0, Libc.EFD_CLOEXEC));
             if (efd.IsInvalid) Libc.ThrowErrno("eventfd");
-            ring.RegisterEventFd(efd.Fd);
-            return new IoUringEngine(fd, slots, space, ring, efd, name);
+            // Registration before the ring is enabled: SINGLE_ISSUER allows it from any thread now.
+            bool fixedFile = ring.RegisterFile(fd.Fd) == 0;
+            bool fixedBuffers = ring.IsSupported(IoUring.IORING_OP_READ_FIXED) && ring.IsSupported(IoUring.IORING_OP_WRITE_FIXED)
+                && ring.RegisterSparseBuffers(MaxBuffers) == 0;
+            engine = new IoUringEngine(fd, slots, space, ring, efd, name, fixedFile, fixedBuffers, note);
+            engine.Start();
+            return engine;
         }
         catch
         {
-            efd.Dispose();
-            ring.Dispose();
+            if (engine is null)
+            {
+                efd.Dispose();
+                ring.Dispose();
+            }
             throw;
         }
     }
 
+    /// <summary>Starts the ring thread and waits until it has enabled the ring.</summary>
+    private void Start()
+    {
+        _thread.UnsafeStart();
+        _started.Wait();
+        if (_enableResult == 0) return;
+        // The thread has exited without touching the ring; the file goes too (its owner's
+        // Dispose on the failure path is then a no-op).
+        ReleaseResources();
+        int errno = -_enableResult;
+        throw new IoUringUnavailableException($"IORING_REGISTER_ENABLE_RINGS failed: {Libc.StrError(errno)} (errno {errno})", errno);
+    }
+
     /// <inheritdoc/>
     public override string Description =>
-        $"io_uring: {Slots} slots (SQ {_ring.SqEntries}, CQ {_ring.CqEntries}), READV/WRITEV/FSYNC/FALLOCATE, " +
+        $"io_uring: {Slots} slots (SQ {_ring.SqEntries}, CQ {_ring.CqEntries}), {_setupNote}, " +
+        $"{(_fixedFile ? "registered file" : "unregistered file")}, " +
+        $"{(_fixedBuffers ? $"fixed buffers over DRAM arenas ({RegisteredBufferCount} registered)" : "no fixed buffers")}, " +
         $"submitted and completed by thread '{_thread.Name}'";
 
     /// <inheritdoc/>
     protected override void Issue(FileRequest r)
     {
         io_uring_sqe* sqe = _ring.Sqe((uint)r.Index);
-        sqe->fd = Fd;
+        if (_fixedFile)
+        {
+            sqe->fd = 0;
+            sqe->flags = IoUring.IOSQE_FIXED_FILE;
+        }
+        else sqe->fd = Fd;
         sqe->user_data = (ulong)r.Index;
         switch (r.Step)
         {
@@ -103,18 +225,12 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
                 sqe->rw_flags = IoUring.IORING_FSYNC_DATASYNC;
                 break;
             case FileStep.Read:
-                sqe->opcode = IoUring.IORING_OP_READV;
-                sqe->addr = (ulong)(r.Iov + r.IovIndex);
-                sqe->len = (uint)(r.IovCount - r.IovIndex);
-                sqe->off = (ulong)r.Offset;
+                PrepareTransfer(r, sqe, IoUring.IORING_OP_READ_FIXED, IoUring.IORING_OP_READV);
                 break;
             case FileStep.Write:
             case FileStep.WriteZeros:
                 if (r.Step == FileStep.WriteZeros) PrepareZeroIov(r);
-                sqe->opcode = IoUring.IORING_OP_WRITEV;
-                sqe->addr = (ulong)(r.Iov + r.IovIndex);
-                sqe->len = (uint)(r.IovCount - r.IovIndex);
-                sqe->off = (ulong)r.Offset;
+                PrepareTransfer(r, sqe, IoUring.IORING_OP_WRITE_FIXED, IoUring.IORING_OP_WRITEV);
                 sqe->rw_flags = r.Dsync ? IoUring.RWF_DSYNC : 0;
                 break;
             case FileStep.ZeroRange:
@@ -132,14 +248,132 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
         if (Volatile.Read(ref _sleeping) != 0 && Interlocked.Exchange(ref _sleeping, 0) != 0) Wake();
     }
 
+    /// <summary>
+    /// A read or write of the slot's remaining iovecs: one iovec inside a registered buffer goes as
+    /// <paramref name="fixedOp"/> with its buffer index, anything else as <paramref name="vectoredOp"/>.
+    /// </summary>
+    private void PrepareTransfer(FileRequest r, io_uring_sqe* sqe, byte fixedOp, byte vectoredOp)
+    {
+        iovec* v = r.Iov + r.IovIndex;
+        int count = r.IovCount - r.IovIndex;
+        sqe->off = (ulong)r.Offset;
+        int buffer = count == 1 ? FindBuffer((byte*)v->iov_base, v->iov_len) : -1;
+        if (buffer >= 0)
+        {
+            sqe->opcode = fixedOp;
+            sqe->addr = (ulong)v->iov_base;
+            sqe->len = (uint)v->iov_len;
+            sqe->buf_index = (ushort)buffer;
+            FixedBufferIos++;
+            return;
+        }
+        sqe->opcode = vectoredOp;
+        sqe->addr = (ulong)v;
+        sqe->len = (uint)count;
+        VectoredIos++;
+        if (count == 1 && r.Step != FileStep.WriteZeros) ProposeRegistration(r);
+    }
+
+    /// <summary>The fixed buffer holding all of [<paramref name="p"/>, +<paramref name="length"/>), or -1.</summary>
+    private int FindBuffer(byte* p, nuint length)
+    {
+        int n = Volatile.Read(ref _bufferCount);
+        for (int i = 0; i < n; i++)
+        {
+            ref readonly RegisteredBuffer b = ref _buffers[i];
+            nuint at = (nuint)(p - b.Start);
+            // The arena must still be in the address space: a removed one's addresses may have
+            // been mapped again for something else, which the kernel's pinned pages are not.
+            if (b.Region is not null && p >= b.Start && at + length <= b.Length && b.Region.AddressSpace == _space) return i;
+        }
+        return -1;
+    }
+
+    /// <summary>Hands the DRAM arena of <paramref name="r"/>'s first frame to the ring thread for registration, once.</summary>
+    private void ProposeRegistration(FileRequest r)
+    {
+        if (!_fixedBuffers || Volatile.Read(ref _triedCount) >= MaxBuffers || Volatile.Read(ref _pendingRegion) is not null) return;
+        Bio? bio = r.Bio;
+        if (bio is null || bio.VecCount == 0) return;
+        MemoryRegion? region = _space.FindRegion(bio.Vecs[0].Pfn);
+        if (region is null || region.Kind != RegionKind.Dram || !region.IsCpuAddressable || region.Size > MaxBufferBytes) return;
+        int tried = Volatile.Read(ref _triedCount);
+        for (int i = 0; i < tried; i++)
+            if (_tried[i] == region) return;
+        Interlocked.CompareExchange(ref _pendingRegion, region, null);
+        // The ring thread registers it before it next waits; no wake needed, this I/O is on its way.
+    }
+
+    /// <summary>
+    /// Ring thread: empties the slot of every registered arena that has left the address space, so
+    /// the kernel drops its pins and the arena's memory really goes (it would otherwise stay pinned
+    /// until the device closes). The slot is not reused: at most <see cref="MaxBuffers"/> arenas
+    /// are ever registered per device.
+    /// </summary>
+    private void ReleaseRemovedBuffers()
+    {
+        for (int i = 0; i < _bufferCount; i++)
+        {
+            ref RegisteredBuffer b = ref _buffers[i];
+            if (b.Region is null || b.Region.AddressSpace == _space) continue;
+            // A fixed I/O still in flight holds its own reference to the buffer in the kernel.
+            _ = _ring.UpdateBuffer((uint)i, null, 0);
+            // Submitters may read the entry meanwhile: any mix of old fields and zeros fails
+            // FindBuffer's checks (a null region, a zero length, or a region no longer in the space).
+            b = default;
+            ReleasedBuffers++;
+        }
+    }
+
+    /// <summary>Ring thread: registers the proposed arena as the next fixed buffer, or remembers the kernel's refusal.</summary>
+    private void RegisterProposed()
+    {
+        MemoryRegion? region = Interlocked.Exchange(ref _pendingRegion, null);
+        if (region is null || _triedCount >= MaxBuffers) return;
+        for (int i = 0; i < _triedCount; i++)
+            if (_tried[i] == region) return;
+        _tried[_triedCount] = region;
+        Volatile.Write(ref _triedCount, _triedCount + 1);
+        if (region.AddressSpace != _space) return; // removed meanwhile
+        int index = _bufferCount;
+        int res = SimulateBufferRegistrationErrno != 0 ? -SimulateBufferRegistrationErrno
+            : _ring.UpdateBuffer((uint)index, region.BaseAddress, (nuint)region.Size);
+        if (res < 0)
+        {
+            // ENOMEM (RLIMIT_MEMLOCK), EFAULT or EOPNOTSUPP (memory that cannot be pinned long-term):
+            // the arena's I/O simply stays on READV/WRITEV.
+            LastBufferRegistrationErrno = -res;
+            return;
+        }
+        _buffers[index] = new RegisteredBuffer(region.BaseAddress, (nuint)region.Size, region);
+        Volatile.Write(ref _bufferCount, index + 1);
+    }
+
     private void Wake()
     {
         ulong one = 1;
         while (Libc.write(_eventFd, &one, sizeof(ulong)) < 0 && Libc.Errno == Libc.EINTR) { }
     }
 
-    private void CompletionLoop()
+    /// <summary>Queues the eventfd read that a submitter's <see cref="Wake"/> completes.</summary>
+    private void ArmWake()
     {
+        io_uring_sqe* sqe = _ring.Sqe(_wakeIndex);
+        sqe->opcode = IoUring.IORING_OP_READ;
+        sqe->fd = _eventFd;
+        sqe->addr = (ulong)_eventBuf;
+        sqe->len = sizeof(ulong);
+        sqe->user_data = WakeTag;
+        lock (_sqLock) _ring.Publish(_wakeIndex);
+        _wakeArmed = true;
+    }
+
+    private void RingLoop()
+    {
+        if ((_ring.SetupFlags & IoUring.IORING_SETUP_R_DISABLED) != 0) _enableResult = _ring.Enable();
+        bool started = _enableResult == 0;
+        _started.Set();
+        if (!started) return;
         while (true)
         {
             io_uring_cqe* cqe;
@@ -148,6 +382,11 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
                 ulong tag = cqe->user_data;
                 int res = cqe->res;
                 _ring.Advance();
+                if (tag == WakeTag)
+                {
+                    _wakeArmed = false;
+                    continue;
+                }
                 FileRequest r = Requests[(int)tag];
                 try
                 {
@@ -164,40 +403,60 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
                 SubmitPending();
             }
             if (Closing && InFlight == 0) break;
+            ReleaseRemovedBuffers();
+            RegisterProposed();
+            if (!_wakeArmed) ArmWake();
 
             Volatile.Write(ref _sleeping, 1);
             Interlocked.MemoryBarrier();
-            uint toSubmit = _ring.SqPending;
-            if (toSubmit > 0)
-            {
-                Volatile.Write(ref _sleeping, 0);
-                int n = _ring.Enter(toSubmit, 0, 0);
-                if (n < 0)
-                {
-                    // EAGAIN/EBUSY: short of resources or the CQ is backed up; reaping and trying
-                    // again is the remedy. Anything else would be a bug; note it and go on.
-                    if (n != -Libc.EAGAIN && n != -Libc.EBUSY) LastErrno = -n;
-                    Thread.Yield();
-                }
-                continue;
-            }
-            if (!_ring.CqReady)
-            {
-                // Sleeps until a completion, a submitter's wake or shutdown; EINTR just loops.
-                _ = Libc.read(_eventFd, _eventBuf, sizeof(ulong));
-            }
+            // Submits everything published (the wake read included) and sleeps until a completion:
+            // one of ours, or the wake read that a submitter's eventfd write (or Dispose) completes.
+            int n = _ring.Enter(_ring.SqPending, 1, IoUring.IORING_ENTER_GETEVENTS);
             Volatile.Write(ref _sleeping, 0);
+            if (n < 0)
+            {
+                // EAGAIN/EBUSY: short of resources or the CQ is backed up; reaping and trying
+                // again is the remedy. Anything else would be a bug; note it and go on.
+                if (n != -Libc.EAGAIN && n != -Libc.EBUSY) LastErrno = -n;
+                Thread.Yield();
+            }
         }
+        DisarmWake();
         if (_selfTeardown) ReleaseResources();
     }
 
-    /// <summary>Submits the published SQEs without waiting; the loop retries EAGAIN/EBUSY before it sleeps.</summary>
+    /// <summary>
+    /// Submits the published SQEs; with DEFER_TASKRUN, GETEVENTS (no minimum) also runs the
+    /// completion work already queued, so the CQ drain that follows finds it. The loop retries
+    /// EAGAIN/EBUSY before it sleeps.
+    /// </summary>
     private void SubmitPending()
     {
         uint toSubmit = _ring.SqPending;
         if (toSubmit == 0) return;
-        int n = _ring.Enter(toSubmit, 0, 0);
+        int n = _ring.Enter(toSubmit, 0, IoUring.IORING_ENTER_GETEVENTS);
         if (n < 0 && n != -Libc.EAGAIN && n != -Libc.EBUSY) LastErrno = -n;
+    }
+
+    /// <summary>
+    /// Completes the pending wake read before the ring goes away, so the kernel holds no request
+    /// that could still write into <see cref="_eventBuf"/> once it is freed.
+    /// </summary>
+    private void DisarmWake()
+    {
+        if (!_wakeArmed) return;
+        Wake();
+        while (_wakeArmed)
+        {
+            int n = _ring.Enter(_ring.SqPending, 1, IoUring.IORING_ENTER_GETEVENTS);
+            io_uring_cqe* cqe;
+            while ((cqe = _ring.PeekCqe()) != null)
+            {
+                if (cqe->user_data == WakeTag) _wakeArmed = false;
+                _ring.Advance();
+            }
+            if (n < 0 && n != -Libc.EAGAIN && n != -Libc.EBUSY && n != -Libc.EINTR) break; // leak the buffer rather than hang
+        }
     }
 
     /// <inheritdoc/>
@@ -222,10 +481,11 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     protected override void ReleaseResources()
     {
         if (Interlocked.Exchange(ref _resourcesReleased, 1) != 0) return;
-        // No request is left in the kernel: every slot drained.
+        // No request is left in the kernel: every slot drained and the wake read completed.
         _ring.Dispose();
         _eventFdHandle.Dispose();
-        NativeMemory.Free(_eventBuf);
+        if (!_wakeArmed) NativeMemory.Free(_eventBuf);
+        _started.Dispose();
         base.ReleaseResources();
     }
 }
