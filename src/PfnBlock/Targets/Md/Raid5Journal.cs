@@ -74,6 +74,9 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private long _nextOut;                // no pending data record has a lower seq
     private volatile int _pending;
     private long _writtenOut;
+    private long _dataRecords;            // data records appended since assembly (the write-out's idle test)
+    private bool _draining;               // a stop waits for every record to be written out
+    private bool _outWoken;               // the write-out thread was woken past the high watermark and has not gone idle since
     private long _head, _headSeq;            // where and which the next record is
     private long _memTailBlock, _memTailSeq; // the oldest record not yet done (or the head)
     private long _durTailBlock, _durTailSeq; // the tail the superblock records
@@ -528,7 +531,40 @@ internal sealed unsafe class Raid5Journal : IDisposable
         else chain.Head = slot;
         chain.Tail = slot;
         _pending++;
-        if (_pending == 1 || Used(_durTailBlock, _durTailSeq) * 4 > _sb.Blocks) OutWake.Set();
+        _dataRecords++;
+        // Write-out is lazy (as md's r5c): woken past the high watermark, else it finds work when idle.
+        if (!_outWoken && Used(_memTailBlock, _memTailSeq) * HighWatermark > _sb.Blocks)
+        {
+            _outWoken = true; // one wake, not one per write: the thread keeps going until the low watermark
+            OutWake.Set();
+        }
+    }
+
+    /// <summary>Write-out starts when more than 1/<c>HighWatermark</c> of the log is in use …</summary>
+    private const int HighWatermark = 4;
+    /// <summary>… and goes on until no more than 1/<c>LowWatermark</c> is (or the array is idle, or a stop drains it).</summary>
+    private const int LowWatermark = 8;
+
+    /// <summary>
+    /// Whether the write-out thread should write a record out now: a stop drains the log, a writer
+    /// waits for room, the log is past its low watermark, or no data record was appended since
+    /// the last look (<paramref name="lastSeen"/>, updated): an idle array is written out fully.
+    /// </summary>
+    public bool WriteOutWanted(ref long lastSeen)
+    {
+        lock (_sync)
+        {
+            if (_pending == 0)
+            {
+                _outWoken = false;
+                return false;
+            }
+            bool idle = _dataRecords == lastSeen;
+            lastSeen = _dataRecords;
+            bool wanted = _draining || Waiters > 0 || idle || Used(_memTailBlock, _memTailSeq) * LowWatermark > _sb.Blocks;
+            if (!wanted) _outWoken = false;
+            return wanted;
+        }
     }
 
     /// <summary>True when the stripe at member sector <paramref name="memberSector"/> has data records not yet written out (reads must lay them over the members).</summary>
@@ -641,11 +677,14 @@ internal sealed unsafe class Raid5Journal : IDisposable
     public bool WaitWrittenOut(Func<bool> alive)
     {
         lock (_sync)
+        {
+            _draining = true;
             while (_pending > 0 && !_failed && alive())
             {
                 OutWake.Set();
                 Monitor.Wait(_sync, 50);
             }
+        }
         return _pending == 0;
     }
 

@@ -708,12 +708,13 @@ internal sealed unsafe class Raid5Target : MdTarget
     {
         Raid5Journal journal = _journal!;
         var entries = new Raid5JournalEntry[Array.RaidDisks];
+        long lastSeen = -1;
         try
         {
             while (!_outStopping)
             {
                 if (journal.Failed || Array.IsFailed || Array.IsReadOnly) return;
-                if (journal.PauseWriteOut || !journal.NextWriteOut(entries, out long seq, out long memberSector, out int count, out long payloadBlock))
+                if (journal.PauseWriteOut || !journal.WriteOutWanted(ref lastSeen) || !journal.NextWriteOut(entries, out long seq, out long memberSector, out int count, out long payloadBlock))
                 {
                     journal.OutWake.WaitOne(50);
                     continue;
