@@ -8,7 +8,7 @@
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
-RUNTIME=${RUNTIME:-10}; SLICES=${SLICES:-10}; SIZE=${SIZE:-256M}; JOURNAL=${JOURNAL:-64M}; ROWS=${ROWS:-.}
+RUNTIME=${RUNTIME:-8}; SLICES=${SLICES:-8}; SIZE=${SIZE:-256M}; JOURNAL=${JOURNAL:-64M}; ROWS=${ROWS:-.}
 ns=/dev/shm/pfnblock-journal-bench.$$
 out=$(mktemp /tmp/pfnblock-journal-bench.XXXXXX)
 cleanup() { rm -f -- "$ns".* "$out"; }

@@ -463,7 +463,10 @@ internal sealed unsafe class Raid5Journal : IDisposable
             {
                 if (_failed || _stopped) { seq = 0; return false; }
                 if (_headSeq - _memTailSeq < _ring - 1 && (at = Place(size)) >= 0 && (reserve == 0 || Admits(size + reserve))) break;
-                if (_memTailSeq > _durTailSeq && !_failed)
+                // A data record reclaims in batches (an eighth of the log, or all once nothing is pending): each
+                // reclaim flushes the members and writes the superblock, too dear to pay per record.
+                if (_memTailSeq > _durTailSeq && !_failed &&
+                    (reserve == 0 || _pending == 0 || (Used(_durTailBlock, _durTailSeq) - Used(_memTailBlock, _memTailSeq)) * LowWatermark >= _sb.Blocks))
                 {
                     Reclaim();
                     continue;
