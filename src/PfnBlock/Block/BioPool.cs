@@ -11,7 +11,11 @@ namespace PfnBlock.Block;
 /// <remarks>
 /// <para>A pool may be bounded (<see cref="BioPoolOptions.Capacity"/>): then <see cref="TryRent"/>
 /// fails when every bio is out, which is how a fixed set of request slots gets back-pressure.</para>
-/// <para><see cref="Outstanding"/> counts bios rented and not yet returned; with
+/// <para><see cref="Outstanding"/> counts bios rented and not yet returned. A thread with a cache
+/// of the pool counts its rents and returns in that cache, with plain increments: a locked
+/// instruction on the I/O path waits for the non-temporal stores of a pmem copy before it, which
+/// is the cost a stacked target's clones must not add; the count is summed over the caches when
+/// asked (exact when the pool is idle, as a leak check needs). With
 /// <see cref="BioPoolOptions.TrackLeaks"/> the pool also remembers who rented each one
 /// (a stack trace, so only for tests), as Pipelines' test memory pool does.</para>
 /// </remarks>
@@ -27,6 +31,7 @@ public sealed class BioPool
     private int _count;
     private int _created;
     private long _outstanding;
+    private ThreadCache[] _caches = [];
     private readonly BioPoolOptions _options;
     private readonly Dictionary<Bio, string>? _renters;
 
@@ -49,7 +54,18 @@ public sealed class BioPool
     /// <summary>The name given in the options (diagnostics).</summary>
     public string Name => _options.Name;
     /// <summary>Bios rented and not returned yet.</summary>
-    public long Outstanding => Interlocked.Read(ref _outstanding);
+    public long Outstanding
+    {
+        get
+        {
+            lock (_lock)
+            {
+                long n = Interlocked.Read(ref _outstanding);
+                foreach (ThreadCache c in _caches) n += Volatile.Read(ref c.Rented) - Volatile.Read(ref c.Returned);
+                return n;
+            }
+        }
+    }
     /// <summary>Bios this pool has made so far (its memory footprint, in bios).</summary>
     public int Created => Volatile.Read(ref _created);
 
@@ -68,25 +84,25 @@ public sealed class BioPool
         {
             bio = cache.Bios[--cache.Count]!;
             cache.Bios[cache.Count] = null;
+            cache.Rented++;
+            if (_renters is not null) lock (_renters) _renters[bio] = Environment.StackTrace;
+            return true;
         }
-        else
+        bio = null;
+        lock (_lock)
         {
-            bio = null;
-            lock (_lock)
+            if (_count > 0)
             {
-                if (_count > 0)
-                {
-                    bio = _stack[--_count];
-                    _stack[_count] = null!;
-                }
-                else if (_options.Capacity > 0 && _created >= _options.Capacity)
-                {
-                    return false;
-                }
-                else _created++;
+                bio = _stack[--_count];
+                _stack[_count] = null!;
             }
-            bio ??= Create();
+            else if (_options.Capacity > 0 && _created >= _options.Capacity)
+            {
+                return false;
+            }
+            else _created++;
         }
+        bio ??= Create();
         Interlocked.Increment(ref _outstanding);
         if (_renters is not null) lock (_renters) _renters[bio] = Environment.StackTrace;
         return true;
@@ -102,10 +118,15 @@ public sealed class BioPool
     internal void Return(Bio bio)
     {
         Debug.Assert(bio.Pool == this);
-        Interlocked.Decrement(ref _outstanding);
         if (_renters is not null) lock (_renters) _renters.Remove(bio);
         ThreadCache? cache = _options.Capacity > 0 ? null : FindCache(create: true);
-        if (cache is not null && cache.Count < ThreadCacheSize) { cache.Bios[cache.Count++] = bio; return; }
+        if (cache is not null && cache.Count < ThreadCacheSize)
+        {
+            cache.Bios[cache.Count++] = bio;
+            cache.Returned++;
+            return;
+        }
+        Interlocked.Decrement(ref _outstanding);
         lock (_lock) PushUnsynchronized(bio);
     }
 
@@ -145,6 +166,7 @@ public sealed class BioPool
         Array.Copy(caches, 0, caches, 1, ThreadCachePools - 1);
         caches[0] = victim;
         victim.Pool = this;
+        lock (_lock) _caches = [.. _caches, victim];
         return victim;
     }
 
@@ -153,15 +175,23 @@ public sealed class BioPool
         public BioPool? Pool;
         public readonly Bio?[] Bios = new Bio?[ThreadCacheSize];
         public int Count;
+        /// <summary>Bios of <see cref="Pool"/> this thread rented from the cache, and returned to it (written by the owning thread only).</summary>
+        public long Rented, Returned;
 
+        /// <summary>Gives the cached bios back to the pool and folds this cache's counts into the pool's (on the owning thread).</summary>
         public void Evict()
         {
-            if (Pool is { } pool && Count > 0)
+            if (Pool is { } pool)
             {
                 lock (pool._lock)
+                {
                     for (int i = 0; i < Count; i++) { pool.PushUnsynchronized(Bios[i]!); Bios[i] = null; }
+                    Interlocked.Add(ref pool._outstanding, Rented - Returned);
+                    pool._caches = Array.FindAll(pool._caches, c => c != this);
+                }
             }
             Count = 0;
+            Rented = Returned = 0;
             Pool = null;
         }
     }

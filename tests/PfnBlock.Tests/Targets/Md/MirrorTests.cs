@@ -119,6 +119,42 @@ public sealed class MirrorTests : IDisposable
     }
 
     [Fact]
+    public void ALegCompletingInlineAndOneCompletingOnAnotherThreadBothGetEveryWrite()
+    {
+        // A pmem leg completes inside Submit (settled by the issuer after every leg is sent); a
+        // buffered file leg completes on an engine thread: the two ways a write ends, racing.
+        string pmemLeg = _h.Members(1)[0];
+        long legBytes = _h.Open(pmemLeg).CapacityBytes;
+        _h.Reopen();
+        string fileLeg = "file:" + _h.Scratch.NewSizedFile(Scratch.Directory, legBytes, "leg") + ",buffered";
+        string[] m = [pmemLeg, fileLeg];
+        MdSuperblock sb = _h.Create(1, m);
+        IBlockDevice md = _h.Open(MdHarness.Spec(m));
+        long capacity = md.CapacityBytes;
+        var shadow = new byte[capacity];
+        int block = 4096, blocks = (int)(capacity / block);
+        var gate = new object();
+        MdHarness.OnThreads(3, t =>
+        {
+            var rng = new Random(300 + t);
+            for (int i = 0; i < 400; i++)
+            {
+                int b = rng.Next(blocks / 3) * 3 + t;
+                long off = (long)b * block;
+                byte[] data = Pattern(off, block, i * 3 + t + 1);
+                Assert.Equal(BlockStatus.Ok, _h.Write(md, off, data));
+                lock (gate) data.CopyTo(shadow, off);
+            }
+        });
+        AssertHolds(md, shadow);
+        var r1 = (Raid1Target?)MdArray.Of(md)!.Personality;
+        Assert.Equal(0, r1!.Outstanding);
+        _h.Reopen();
+        foreach (string leg in m)
+            Assert.True(_h.MemberData(leg, (long)sb.DataOffset, (long)sb.Size).AsSpan().SequenceEqual(shadow), $"leg {leg} does not hold every write");
+    }
+
+    [Fact]
     public void ALegThatKeepsFailingReadsIsRetriedOnTheOtherLegAndFailedAfterMdsLimit()
     {
         (string[] m, _) = NewMirror();
