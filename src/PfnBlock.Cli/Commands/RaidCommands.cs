@@ -111,6 +111,7 @@ internal static class RaidCommands
                 array_state = MdExamine.ArrayState(sb),
                 device_uuid = MdSuperblock.FormatUuid(sb.DeviceUuid),
                 recovery_offset = (sb.FeatureMap & MdSuperblock.FeatureRecoveryOffset) != 0 ? (ulong?)sb.RecoveryOffset : null,
+                journal = (sb.FeatureMap & MdSuperblock.FeatureJournal) != 0,
                 bitmap = info.Bitmap is { } bm ? new { bits = bm.Bits, chunk_bytes = bm.ChunkBytes, dirty_bits = info.DirtyBits } : null,
                 bitmap_error = info.BitmapError,
                 update_time = MdSuperblock.DecodeTime(sb.UTime).ToString("u", CultureInfo.InvariantCulture),
