@@ -7,7 +7,8 @@
 # /dev/shm for every run, so every run starts with an empty cache; the in-process run lasts
 # WC_RUNTIME seconds, no ramp, so it measures the cache while it has room). Each workload runs on
 # every client before the next workload starts (REPS rounds, clients interleaved), so drift in
-# machine load hits all alike. Prints a markdown table of IOPS (median of REPS runs) and ratios;
+# machine load hits all alike. Prints a markdown table of IOPS (median of REPS runs) and ratios,
+# then every round's figures and serve / qemu-nbd within each round;
 # with TIMELINE=FILE.svg, then plots IOPS over time as a writecache over the image fills
 # (bench/writecache-timeline.sh with the image as origin).
 # Env: REPS (3), RUNTIME (8), RAMP (2), IMAGE_SIZE (512M), CACHE (3G), WC_RUNTIME (2), CLIENTS
@@ -106,6 +107,7 @@ run_client() { # run_client CLIENT RW QD -> IOPS
   esac
 }
 
+rounds=()
 clients=${CLIENTS:-fio-rbd-nocache fio-rbd-cache qemu-nbd pfnblock-serve pfnblock-bench pfnblock-serve-wc pfnblock-bench-wc}
 ratio() { awk -v a="${vals[$1]:-}" -v b="${vals[$2]:-}" 'BEGIN {if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b}'; }
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); Ceph $(ceph --version | cut -d' ' -f3); image $IMAGE_SIZE, 4 KiB, ${RUNTIME}s + ${RAMP}s ramp (cached in process: ${WC_RUNTIME}s, no ramp, cache $CACHE), median of $REPS"
@@ -124,8 +126,15 @@ for w in $WORKLOADS; do
   for c in $clients; do vals[$c]=$(median <"$work/$c"); row+=" | ${vals[$c]}"; done
   row+=" | $(ratio pfnblock-serve qemu-nbd) | $(ratio pfnblock-serve-wc qemu-nbd) | $(ratio pfnblock-serve-wc fio-rbd-cache) | $(ratio pfnblock-bench-wc pfnblock-bench) |"
   echo "$row"
+  # Every round's figure, and serve / qemu-nbd within each round (the two ran back to back, so a
+  # round's ratio is less exposed to drift in machine load than the ratio of the medians).
+  rounds+=("# rounds, 4k $rw QD$qd:$(for c in $clients; do printf ' %s %s;' "$c" "$(paste -sd' ' "$work/$c")"; done)")
+  if [ -s "$work/qemu-nbd" ] && [ -s "$work/pfnblock-serve" ]; then
+    rounds+=("#   serve / qemu-nbd per round: $(paste -d' ' "$work/pfnblock-serve" "$work/qemu-nbd" | awk '{printf "%.2f ", $1 / $2}')(median $(paste -d' ' "$work/pfnblock-serve" "$work/qemu-nbd" | awk '{printf "%.4f\n", $1 / $2}' | median))")
+  fi
   unset vals
 done
+printf '%s\n' "${rounds[@]}"
 echo "# load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [ -n "${TIMELINE:-}" ]; then

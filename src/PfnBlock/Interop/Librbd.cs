@@ -110,6 +110,15 @@ internal static unsafe partial class Librbd
     [LibraryImport(Rbd)]
     public static partial int rbd_lock_release(nint image);
 
+    /// <summary>
+    /// <c>int rbd_is_exclusive_lock_owner(rbd_image_t image, int *is_owner)</c>: whether this client
+    /// holds the lock now, from librbd's local state (no round trip). A client whose lock was broken
+    /// (and which was blocklisted) reads 0 only once librbd has noticed: with no I/O, Ceph 16 still
+    /// read 1 more than 20 s after <c>ceph osd blocklist add</c>, hence the owner probe.
+    /// </summary>
+    [LibraryImport(Rbd)]
+    public static partial int rbd_is_exclusive_lock_owner(nint image, out int isOwner);
+
     /// <summary><c>int rbd_lock_get_owners(rbd_image_t, rbd_lock_mode_t *mode, char **owners, size_t *max_owners)</c>.</summary>
     [LibraryImport(Rbd)]
     public static partial int rbd_lock_get_owners(nint image, out int lockMode, byte** owners, ref nuint maxOwners);

@@ -51,7 +51,11 @@ public static class ConformanceSamples
         yield return StackPrefix + "linear over clone over linear over busyram";
         yield return StackPrefix + "striped over linear over pmem";
         yield return StackPrefix + "linear over striped over flakey (up) over pmem";
+        // Only where the rbd: device has a sample, i.e. a test cluster is up ($PFNBLOCK_CEPH_CONF).
+        if (DeviceTypes.Find("rbd")?.Samples.Count > 0) yield return StackPrefix + RbdCacheStack;
     }
+
+    private const string RbdCacheStack = "writecache over rbd (pmem cache, fresh image)";
 
     /// <summary>Makes the sample's files under <paramref name="scratch"/> and opens it in <paramref name="set"/>.</summary>
     public static IBlockDevice Open(string name, Scratch scratch, DeviceSet set) => set.Open(Spec(name, scratch));
@@ -115,6 +119,12 @@ public static class ConformanceSamples
                 string b = Table(ctx, $"0 {sectors} flakey {LowerSpec("pmem", ctx, 1)} 0 86400 1 1 error_writes");
                 string striped = Table(ctx, $"0 {sectors} striped 2 8 {DeviceSpec.Quote(a)} 0 {DeviceSpec.Quote(b)} 0");
                 return Table(ctx, $"0 {sectors - 2048} linear {DeviceSpec.Quote(striped)} 2048");
+            }
+            case RbdCacheStack:
+            {
+                // The rbd: sample makes a fresh 16 MiB image on the test cluster; the cache is a pmem namespace.
+                string image = DeviceTypes.Find("rbd")!.Samples[0].Create(ctx);
+                return Table(ctx, $"0 {sectors} writecache p {image} {LowerSpec("pmem", ctx, 0)} 4096 0");
             }
             default: throw new ArgumentException($"no stack '{name}'");
         }

@@ -192,6 +192,19 @@ internal sealed unsafe class RbdConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// Reads the image's lock owners from the header object (one OSD round trip, within the op
+    /// timeout): 0, or the negative errno (<c>-ESHUTDOWN</c> when this client is blocklisted).
+    /// </summary>
+    public int ProbeLock()
+    {
+        byte** owners = stackalloc byte*[8];
+        nuint count = 8;
+        int r = Librbd.rbd_lock_get_owners(_image, out _, owners, ref count);
+        if (r >= 0 && count > 0) Librbd.rbd_lock_get_owners_cleanup(owners, count);
+        return r;
+    }
+
     private string Owners()
     {
         byte** owners = stackalloc byte*[8];

@@ -33,13 +33,14 @@ namespace PfnBlock.Devices.Rbd;
 /// client blocklisted by another's lock break, or any negative return fails the bio with
 /// <see cref="BlockStatus.IoError"/>; nothing is acknowledged that librbd did not acknowledge.</para>
 /// </remarks>
-public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
+public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice, IOwnedDevice
 {
     /// <summary>The default number of requests in flight.</summary>
     public const int DefaultQueueDepth = 128;
     private const int MaxIov = Bio.MaxVecs;
     private const int SlotBits = 16;
     private const string SampleConfVariable = "PFNBLOCK_CEPH_CONF";
+    private const int EROFS = 30, ESHUTDOWN = 108; // ESHUTDOWN is Ceph's EBLOCKLISTED
 
     // Open devices by index: the cookie librbd hands back names the device without a GCHandle.
     private static readonly RbdDevice?[] s_devices = new RbdDevice?[1024];
@@ -52,6 +53,7 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
     private readonly int _index;
     private readonly PhysicalAddressSpace _space;
     private int _inFlight;
+    private string? _lost;
 
     private RbdDevice(RbdConnection connection, long capacityBytes, int objectSize, int queueDepth, PhysicalAddressSpace? space)
         : base("rbd:" + connection.Options.Name, space)
@@ -196,9 +198,51 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
     /// <inheritdoc/>
     public override DeviceFeatures Features => _features;
 
+    /// <summary>
+    /// Why this client lost the image (blocklisted: a request failed with <c>EBLOCKLISTED</c>; or
+    /// librbd no longer counts it as the exclusive lock's owner), or null while it owns it. Once
+    /// lost, writes fail with EIO here at once, so librbd never asks for the lock back behind the
+    /// new owner's back; reads still go to librbd (a blocklisted client's fail there).
+    /// </summary>
+    /// <remarks>Asked from a cache's write-back thread while the device is open (the stack closes
+    /// its origin only after that thread has stopped).</remarks>
+    public string? LostOwnership
+    {
+        get
+        {
+            string? lost = Volatile.Read(ref _lost);
+            if (lost is not null || !_connection.Locked) return lost;
+            nint image = _connection.Image;
+            if (image != 0 && Librbd.rbd_is_exclusive_lock_owner(image, out int owner) == 0 && owner == 0)
+                NoteLost("this client no longer holds the image's exclusive lock (another client broke it)");
+            return Volatile.Read(ref _lost);
+        }
+    }
+
+    /// <summary>
+    /// Reads the image's lock owners from the cluster (one round trip): a blocklisted client gets
+    /// <c>EBLOCKLISTED</c> for it, which librbd alone does not notice until a request fails (its
+    /// local lock state still says "owner" long after another client broke the lock).
+    /// </summary>
+    public string? ProbeOwnership()
+    {
+        string? lost = LostOwnership;
+        if (lost is not null || !_connection.Locked) return lost;
+        if (_connection.ProbeLock() == -ESHUTDOWN) NoteLost("the cluster blocklisted this client (another client broke its lock)");
+        return Volatile.Read(ref _lost);
+    }
+
+    private void NoteLost(string why)
+    {
+        if (Interlocked.CompareExchange(ref _lost, why, null) is null)
+            Console.Error.WriteLine($"pfnblock: {Name}: lost to this host: {why}; writes fail with EIO from now on (docs/DESIGN.md, rbd failure semantics)");
+    }
+
     /// <inheritdoc/>
     protected override void SubmitCore(Bio bio)
     {
+        // A lost image takes no more writes from this client (librbd would ask for the lock back).
+        if (bio.Op != BioOp.Read && Volatile.Read(ref _lost) is not null) { bio.Complete(BlockStatus.IoError); return; }
         if (!_free.TryClaim(1, out int slot)) { bio.Complete(BlockStatus.Busy); return; }
         RbdRequest r = _requests[slot];
         r.Bio = bio;
@@ -240,7 +284,8 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
         if (rc < 0)
         {
             Librbd.rbd_aio_release(c);
-            Done(slot, rc == -30 ? BlockStatus.ReadOnly : BlockStatus.IoError);
+            if (rc == -ESHUTDOWN) NoteLost("the cluster blocklisted this client (another client broke its lock)");
+            Done(slot, rc == -EROFS ? BlockStatus.ReadOnly : BlockStatus.IoError);
         }
     }
 
@@ -265,7 +310,12 @@ public sealed unsafe class RbdDevice : BlockDevice, IRegisteredDevice
     private void Completed(int slot, long ret)
     {
         RbdRequest r = _requests[slot];
-        if (ret < 0) { Done(slot, ret == -30 ? BlockStatus.ReadOnly : BlockStatus.IoError); return; }
+        if (ret < 0)
+        {
+            if (ret == -ESHUTDOWN) NoteLost("the cluster blocklisted this client (another client broke its lock)");
+            Done(slot, ret == -EROFS ? BlockStatus.ReadOnly : BlockStatus.IoError);
+            return;
+        }
         if (r.Step == RbdStep.Preflush) r.Step = RbdStep.Main;
         else if (r.Step == RbdStep.Main && r.Postflush) r.Step = RbdStep.Postflush;
         else

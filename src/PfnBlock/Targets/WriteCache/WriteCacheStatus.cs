@@ -20,10 +20,14 @@ namespace PfnBlock.Targets.WriteCache;
 /// <param name="PassThrough">Cleaner mode finished: writes go straight to the origin.</param>
 /// <param name="Paused">Write-back is paused (<see cref="WriteCacheTarget.PauseWriteback"/>).</param>
 /// <param name="Epoch">The current flush epoch.</param>
+/// <param name="Lost">
+/// Why the origin is lost to this host (another host broke its lock and blocklisted this client),
+/// or null: new writes fail with EIO, nothing is written back, the cache keeps every entry.
+/// </param>
 public readonly record struct WriteCacheStatus(
     long Entries, long Used, long Dirty, long ReadHits, long ReadMisses, long WriteHits, long Writes, long WrittenBack,
     double WritebackBlocksPerSecond, TimeSpan? OldestDirtyAge, long WritebackErrors, string? LastWritebackError,
-    bool Cleaner, bool PassThrough, bool Paused, long Epoch)
+    bool Cleaner, bool PassThrough, bool Paused, long Epoch, string? Lost = null)
 {
     /// <summary>Used slots as a percentage of all.</summary>
     public double UsedPercent => Entries == 0 ? 0 : 100.0 * Used / Entries;
@@ -37,5 +41,6 @@ public readonly record struct WriteCacheStatus(
         + $"written back {WrittenBack} ({WritebackBlocksPerSecond:0}/s), oldest dirty {(OldestDirtyAge is { } a ? $"{a.TotalSeconds:0.0} s" : "none")}"
         + (WritebackErrors > 0 ? $", write-back errors {WritebackErrors} (last: {LastWritebackError})" : "")
         + (Cleaner ? PassThrough ? ", cleaner: done, passing through" : $", cleaner: {(WritebackEta is { } eta ? $"ETA {eta.TotalSeconds:0} s" : "writing back")}" : "")
-        + (Paused ? ", write-back paused" : "");
+        + (Paused ? ", write-back paused" : "")
+        + (Lost is not null ? $", ORIGIN LOST: {Lost}; writes fail with EIO, the cache keeps its data" : "");
 }

@@ -126,7 +126,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             return new WriteCacheStatus(_log.Entries, _log.Used, _log.Dirty, Interlocked.Read(ref _cache.ReadHits), Interlocked.Read(ref _cache.ReadMisses),
                 Interlocked.Read(ref _cache.WriteHits), _log.Head - 1, _writeback.WrittenBack, _writeback.Rate,
                 oldest is { } t ? TimeSpan.FromMilliseconds(Math.Max(0, WriteCacheLog.NowMs() - t)) : null,
-                _writeback.Errors, _writeback.LastError, _writeback.Cleaner, _log.Sealed, _writeback.Paused, _log.Epoch);
+                _writeback.Errors, _writeback.LastError, _writeback.Cleaner, _log.Sealed, _writeback.Paused, _log.Epoch, _writeback.Lost);
         }
     }
 
@@ -157,7 +157,10 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             case BioOp.Read:
                 return MapRead(bio);
             case BioOp.Flush:
-                bio.Complete(FlushCache());
+                // Lost to another host: what is cached stays committed, but it will never reach the
+                // image the new owner serves, so the client is not told it is safe.
+                BlockStatus flushed = FlushCache();
+                bio.Complete(_writeback.Lost is null ? flushed : BlockStatus.IoError);
                 return MapResult.Submitted;
             default:
                 return MapWrite(bio);
@@ -168,6 +171,9 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
 
     private MapResult MapWrite(Bio bio)
     {
+        // The origin was taken over by another host (blocklisted, lock broken): acknowledging more
+        // writes would promise data the new owner never sees. The cache keeps what it holds.
+        if (_writeback.Lost is not null) { bio.Complete(BlockStatus.IoError); return MapResult.Submitted; }
         if ((bio.Flags & BioFlags.Preflush) != 0)
         {
             BlockStatus st = FlushCache();

@@ -24,6 +24,13 @@ namespace PfnBlock.Targets.WriteCache;
 /// <para>Errors: a run the origin fails is retried after a growing pause (up to 5 s); the data
 /// stays in the cache, the tail does not move, and <see cref="Errors"/>/<see cref="LastError"/>
 /// report it.</para>
+/// <para>Lost origin: an origin that another host can take over (<see cref="IOwnedDevice"/>, an RBD
+/// image whose lock was broken and whose client was blocklisted) is checked on every pass of the
+/// thread and after every failed run, and probed (one round trip) at most once a second, since a
+/// cache that absorbs every write may not touch the origin for a long time. Once it is lost,
+/// write-back stops for good in this process (writing behind the new owner's back would corrupt
+/// its image), <see cref="Lost"/> says why, the target fails new writes with EIO, and every cached
+/// entry stays in the cache for the operator.</para>
 /// </remarks>
 internal sealed class WriteCacheWriteback : IDisposable
 {
@@ -31,6 +38,8 @@ internal sealed class WriteCacheWriteback : IDisposable
 
     private readonly WriteCacheLog _log;
     private readonly IBlockDevice _origin;
+    private readonly IOwnedDevice? _owned;
+    private readonly string _name;
     private readonly Pfn _cachePfn;
     private WriteCacheOptions _options;
     private readonly Func<BlockStatus> _commit;
@@ -52,9 +61,11 @@ internal sealed class WriteCacheWriteback : IDisposable
     private long _demandUpTo;
     private long _lastWriteTicks;
     private long _lastCommitTicks;
+    private long _lastProbeTicks;
     private long _writtenBack;
     private long _errors;
     private string? _lastError;
+    private string? _lost;
     private double _rate;
     private long _rateStartTicks;
     private long _rateStartCount;
@@ -71,6 +82,8 @@ internal sealed class WriteCacheWriteback : IDisposable
         _commit = commit;
         _log = log;
         _origin = origin;
+        _owned = origin as IOwnedDevice;
+        _name = name;
         _cachePfn = cachePfn;
         _options = options;
         Cleaner = options.Cleaner;
@@ -104,6 +117,39 @@ internal sealed class WriteCacheWriteback : IDisposable
     public long Errors => Interlocked.Read(ref _errors);
     /// <summary>The last failure, or null.</summary>
     public string? LastError => Volatile.Read(ref _lastError);
+
+    /// <summary>
+    /// Why the origin is lost to this host (another host took it over: <see cref="IOwnedDevice"/>),
+    /// or null. Once set, nothing more is written back and the target fails new writes with EIO;
+    /// the cache keeps everything it holds.
+    /// </summary>
+    public string? Lost => Volatile.Read(ref _lost);
+
+    /// <summary>Asks an owned origin's owner of record at most once a second (outside <c>_lock</c>: it is a round trip).</summary>
+    private void Probe()
+    {
+        if (_owned is null || Volatile.Read(ref _lost) is not null) return;
+        long now = Stopwatch.GetTimestamp();
+        if (now - _lastProbeTicks < Stopwatch.Frequency) return;
+        _lastProbeTicks = now;
+        _owned.ProbeOwnership();
+    }
+
+    /// <summary>Asks the origin whether it is still ours; true (and <see cref="Lost"/> set, once, with a log line) when it is not.</summary>
+    private bool CheckLost()
+    {
+        if (Volatile.Read(ref _lost) is not null) return true;
+        if (_owned?.LostOwnership is not { } why) return false;
+        if (Interlocked.CompareExchange(ref _lost, why, null) is null)
+        {
+            // stderr, not Trace: this is the operator's cue (serve's log), and nothing listens to Trace there.
+            Console.Error.WriteLine($"pfnblock: writecache {_name}: origin {_origin.Name} is lost to this host ({why}). New writes fail with EIO; "
+                + $"the {_log.Used} cached entries ({_log.Dirty} dirty blocks) stay in the cache and nothing more is written back. "
+                + "Decide which copy wins: restart serve here once the new owner has let the image go (the restart replays the cache and writes it "
+                + "back over the new owner's writes), or keep the new owner's image and reformat this cache (pfnblock check shows what it holds).");
+        }
+        return true;
+    }
 
     /// <summary>
     /// True when write-back has failed for at least <see cref="WriteCacheOptions.StallTimeoutMs"/>
@@ -161,7 +207,7 @@ internal sealed class WriteCacheWriteback : IDisposable
             while (_log.Tail < target)
             {
                 long left = deadline - Stopwatch.GetTimestamp();
-                if (left <= 0 || _stop) return false;
+                if (left <= 0 || _stop || Volatile.Read(ref _lost) is not null) return false;
                 Monitor.Wait(_lock, TimeSpan.FromSeconds(Math.Min(left, Stopwatch.Frequency) / (double)Stopwatch.Frequency));
             }
         }
@@ -187,12 +233,14 @@ internal sealed class WriteCacheWriteback : IDisposable
         int failures = 0;
         while (true)
         {
+            Probe();
             lock (_lock)
             {
                 if (_stop) return;
-                if (!ShouldWriteBack(Stopwatch.GetTimestamp()))
+                bool lost = CheckLost();
+                if (lost || !ShouldWriteBack(Stopwatch.GetTimestamp()))
                 {
-                    if (Cleaner && _log.Used == 0) _log.TrySeal();
+                    if (!lost && Cleaner && _log.Used == 0) _log.TrySeal();
                     Monitor.PulseAll(_lock); // demand waiters re-check the tail
                     Monitor.Wait(_lock, s_idleWait);
                     if (_stop) return;
@@ -207,6 +255,7 @@ internal sealed class WriteCacheWriteback : IDisposable
             if (r == RunResult.Failed)
             {
                 failures++;
+                if (CheckLost()) continue;
                 lock (_lock) if (!_stop) Monitor.Wait(_lock, TimeSpan.FromMilliseconds(Math.Min(5000, 50 << Math.Min(failures, 7))));
                 continue;
             }

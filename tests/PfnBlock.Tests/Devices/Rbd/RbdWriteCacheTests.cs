@@ -263,6 +263,56 @@ public sealed class RbdWriteCacheTests(CephCluster cluster) : IDisposable
         }
     }
 
+    /// <summary>
+    /// Another host takes the image over: the cluster blocklists the cache's client (what
+    /// <c>rbd lock rm</c> or a failover's lock break does). With write-back paused, so nothing of the
+    /// cache's own reaches the cluster, the cache still notices (its owner probe gets EBLOCKLISTED),
+    /// says so in <c>ctl writecache</c> status and on stderr, fails the next write with EIO at once (the
+    /// cache has room: no stall_timeout involved), keeps serving the cached data, and after a SIGKILL
+    /// <c>pfnblock check</c> shows every acknowledged block still in the cache to be replayed.
+    /// </summary>
+    [Fact]
+    public void ABlocklistedCacheFailsNewWritesAtOnceAndKeepsEveryCachedWrite()
+    {
+        const long size = 1 << 20;
+        string image = cluster.NewImage(size);
+        string cache = _scratch.NewNamespace(16 << 20);
+        string control = Path.Combine(_dir, "bl.sock");
+        string src = Tool.RandomFile(_dir, size, seed: 12);
+        using ServeProcess server = Serve(Table(image, size, cache), control);
+        string device = Ctl(control).AsArray().Single()!["device"]!.GetValue<string>();
+        Ctl(control, device, "pause");
+        Tool.Run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, Uri(server)); // ends with an acknowledged flush
+        string address = JsonNode.Parse(cluster.Rbd("status", "--format", "json", "rbd/" + image))!["watchers"]![0]!["address"]!.GetValue<string>();
+        Tool.Run("ceph", "--conf", cluster.ConfPath, "osd", "blocklist", "add", address);
+        try
+        {
+            JsonNode status = Ctl(control, device);
+            for (int i = 0; i < 60 && status["lost"] is null; i++)
+            {
+                Thread.Sleep(250);
+                status = Ctl(control, device);
+            }
+            Assert.Contains("blocklisted", status["lost"]?.GetValue<string>() ?? $"not lost: {status}");
+            Assert.Equal(size / BlockSize, status["dirty"]!.GetValue<long>());
+            (int exit, _, string err) = Tool.RunAllowingFailure("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, Uri(server));
+            Assert.NotEqual(0, exit);
+            Assert.Contains("Input/output error", err);
+            // Cached reads never reach the cluster: the client still reads what it wrote.
+            Tool.Run("qemu-img", "compare", "-f", "raw", "-F", "raw", src, Uri(server));
+            Assert.Equal(size / BlockSize, Ctl(control, device)["dirty"]!.GetValue<long>());
+            server.Kill();
+            Assert.Contains("is lost to this host", server.Error);
+            (int checkExit, string report, string checkErr) = ChildProcess.Run(ChildProcess.CliDll, ["check", "--path", cache]);
+            Assert.True(checkExit == 0, $"check of the cache failed ({checkExit}): {checkErr}{report}");
+            Assert.Contains($"of {size / BlockSize} distinct blocks", report);
+        }
+        finally
+        {
+            Tool.Run("ceph", "--conf", cluster.ConfPath, "osd", "blocklist", "rm", address);
+        }
+    }
+
     private static void Write(IBlockDevice dev, long block, byte[] data)
     {
         using var buffers = new IoBuffers(dev.AddressSpace, 1 << 20);

@@ -69,6 +69,7 @@ public sealed class WriteCacheCommand : IRegisteredControlCommand
             ["cleaner"] = s.Cleaner,
             ["pass_through"] = s.PassThrough,
             ["paused"] = s.Paused,
+            ["lost"] = s.Lost,
             ["writeback_eta_seconds"] = s.WritebackEta?.TotalSeconds,
             ["summary"] = s.ToString(),
         };
