@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# RAID5 write journal: 4 KiB random writes at one thread on a raid5 of 4 pmem namespaces without a
-# journal (A) and with a write-through journal on a fifth namespace (B), in the same run, as
-# interleaved slices (pfnblock bench --vs). Write-back mode is not implemented yet: no row for it.
-# Usage: bench/journal-bench.sh   (RUNTIME, SLICES, SIZE, JOURNAL from the environment)
+# RAID5 write journal: 4 KiB random writes and full-stripe writes at one thread on a raid5 of 4 pmem
+# namespaces without a journal (A) against the same geometry with a write-through journal and with a
+# write-back journal on a fifth namespace (B), in the same run, as interleaved slices (pfnblock bench
+# --vs); the 4 KiB rows also with FUA on every write (A and B alike). About 2.5 minutes by default.
+# Usage: bench/journal-bench.sh   (RUNTIME, SLICES, SIZE, JOURNAL, ROWS from the environment;
+#        ROWS is a regex over the row names, e.g. ROWS=write-back)
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
-RUNTIME=${RUNTIME:-20}; SLICES=${SLICES:-20}; SIZE=${SIZE:-512M}; JOURNAL=${JOURNAL:-64M}
+RUNTIME=${RUNTIME:-8}; SLICES=${SLICES:-8}; SIZE=${SIZE:-256M}; JOURNAL=${JOURNAL:-64M}; ROWS=${ROWS:-.}
 ns=/dev/shm/pfnblock-journal-bench.$$
 out=$(mktemp /tmp/pfnblock-journal-bench.XXXXXX)
 cleanup() { rm -f -- "$ns".* "$out"; }
@@ -16,21 +18,29 @@ command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteracti
 
 pfnblock() { "$here/pfnblock" "$@"; }
 pfnblock --help >/dev/null   # build once, outside the timed runs
-for n in r0 r1 r2 r3 s0 s1 s2 s3; do pfnblock namespace create --path "$ns.$n" --size "$SIZE" --force >/dev/null; done
+for n in r0 r1 r2 r3 s0 s1 s2 s3 t0 t1 t2 t3; do pfnblock namespace create --path "$ns.$n" --size "$SIZE" --force >/dev/null; done
 pfnblock namespace create --path "$ns.j" --size "$JOURNAL" --force >/dev/null
+pfnblock namespace create --path "$ns.k" --size "$JOURNAL" --force >/dev/null
 plain="raid5:pmem:$ns.r0+pmem:$ns.r1+pmem:$ns.r2+pmem:$ns.r3,chunk=64K"
 journalled="raid5:pmem:$ns.s0+pmem:$ns.s1+pmem:$ns.s2+pmem:$ns.s3,chunk=64K,journal=pmem:$ns.j"
+writeback="raid5:pmem:$ns.t0+pmem:$ns.t1+pmem:$ns.t2+pmem:$ns.t3,chunk=64K,journal=pmem:$ns.k,journal_mode=write-back"
 
 echo "# $(date -u +%FT%TZ) $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# RUNTIME=$RUNTIME SLICES=$SLICES SIZE=$SIZE JOURNAL=$JOURNAL; A = raid5 of 4 pmem namespaces, no journal"
+echo "# commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "| B | workload | A | B | B/A, median of pairs [min..max] |"
 echo "|---|---|---|---|---|"
 run() { # NAME SPEC RW BS JOBS [FLAGS]
-  pfnblock bench --device "$plain" --vs "$2" --rw "$3" --bs "$4" --jobs "$5" \
+  [[ "$1 $3 $4 ${6:-}" =~ $ROWS ]] || return 0
+  pfnblock bench --device "$plain" --vs "$2" --rw "$3" --bs "$4" --jobs "$5" ${6:-} \
     --runtime "$RUNTIME" --slices "$SLICES" --ramp 1 --json > "$out"
-  jq -r --arg name "$1" --arg jobs "$5" '.comparisons[0] | if .unit == "IOPS"
-      then "| \($name) | \(.rw) \(.bs) ×\($jobs) | \(.median_a / 1e3 | round) k IOPS | \(.median_b / 1e3 | round) k IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
-      else "| \($name) | \(.rw) \(.bs) ×\($jobs) | \(.median_a / 1e9 * 100 | round / 100) GB/s | \(.median_b / 1e9 * 100 | round / 100) GB/s | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |" end' "$out"
+  jq -r --arg name "$1" --arg jobs "$5" --arg flags "${6:+ $6}" '.comparisons[0] | if .unit == "IOPS"
+      then "| \($name) | \(.rw) \(.bs) ×\($jobs)\($flags) | \(.median_a / 1e3 | round) k IOPS | \(.median_b / 1e3 | round) k IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
+      else "| \($name) | \(.rw) \(.bs) ×\($jobs)\($flags) | \(.median_a / 1e9 * 100 | round / 100) GB/s | \(.median_b / 1e9 * 100 | round / 100) GB/s | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |" end' "$out"
 }
 run "raid5 + write-through journal" "$journalled" randwrite 4k 1
+run "raid5 + write-back journal" "$writeback" randwrite 4k 1
+run "raid5 + write-through journal" "$journalled" randwrite 4k 1 --fua
+run "raid5 + write-back journal" "$writeback" randwrite 4k 1 --fua
 run "raid5 + write-through journal" "$journalled" write 192k 1
+run "raid5 + write-back journal" "$writeback" write 192k 1

@@ -37,7 +37,7 @@ internal static class RaidCommands
         var force = new Option<bool>("--force") { Description = "Overwrite members that already carry an md superblock." };
         var assumeClean = new Option<bool>("--assume-clean") { Description = "Do not resync on first assembly (the members are known to agree, e.g. all zeros)." };
         var journal = new Option<string>("--journal") { Description = "RAID5: make this pmem namespace the array's write journal (mdadm --write-journal); serve with md:…,journal=SPEC." };
-        var journalMode = new Option<string>("--journal-mode") { Description = "The journal's mode: write-through (md's default; write-back is not implemented yet).", DefaultValueFactory = _ => "write-through" };
+        var journalMode = new Option<string>("--journal-mode") { Description = "The journal's mode: write-through (md's default: closes the write hole) or write-back (writes complete once their data is in the journal; stripes are written out in the background).", DefaultValueFactory = _ => "write-through" };
         Argument<string[]> members = Members(1);
         var cmd = new Command("create", "Write md v1.2 superblocks and write-intent bitmaps to the members (mdadm --create); serve the array as md:A+B+….")
             { level, chunk, bitmapChunk, name, force, assumeClean, journal, journalMode, members };
@@ -111,6 +111,7 @@ internal static class RaidCommands
                 array_state = MdExamine.ArrayState(sb),
                 device_uuid = MdSuperblock.FormatUuid(sb.DeviceUuid),
                 recovery_offset = (sb.FeatureMap & MdSuperblock.FeatureRecoveryOffset) != 0 ? (ulong?)sb.RecoveryOffset : null,
+                journal = (sb.FeatureMap & MdSuperblock.FeatureJournal) != 0,
                 bitmap = info.Bitmap is { } bm ? new { bits = bm.Bits, chunk_bytes = bm.ChunkBytes, dirty_bits = info.DirtyBits } : null,
                 bitmap_error = info.BitmapError,
                 update_time = MdSuperblock.DecodeTime(sb.UTime).ToString("u", CultureInfo.InvariantCulture),

@@ -107,17 +107,17 @@ public sealed class StackConfigTests : IDisposable
             Assert.True(SpinWait.SpinUntil(() => File.Exists(socket), TimeSpan.FromSeconds(30)), "the server never listened");
             string uri = $"nbd+unix:///big?socket={socket}";
             // Write across the line boundary (sector 16384 = byte 8 MiB) and read it back through the stack.
-            (int w, _, string werr) = Tool("qemu-io", "-f", "raw", "-c", "write -P 0x5a 8384512 8192", uri);
+            (int w, _, string werr) = ChildProcess.RunTool("qemu-io", "-f", "raw", "-c", "write -P 0x5a 8384512 8192", uri);
             Assert.True(w == 0, werr);
-            (int r, string rout, string rerr) = Tool("qemu-io", "-f", "raw", "-c", "read -P 0x5a 8384512 8192", uri);
+            (int r, string rout, string rerr) = ChildProcess.RunTool("qemu-io", "-f", "raw", "-c", "read -P 0x5a 8384512 8192", uri);
             Assert.True(r == 0 && !rout.Contains("Pattern verification failed"), rout + rerr);
-            (int l, string list, _) = Tool("nbdinfo", "--list", $"nbd+unix:///?socket={socket}");
+            (int l, string list, _) = ChildProcess.RunTool("nbdinfo", "--list", $"nbd+unix:///?socket={socket}");
             Assert.Equal(0, l);
             Assert.Contains("export=\"a-only\"", list);
-            (_, string info, _) = Tool("nbdinfo", $"nbd+unix:///a-only?socket={socket}");
+            (_, string info, _) = ChildProcess.RunTool("nbdinfo", $"nbd+unix:///a-only?socket={socket}");
             Assert.Contains("just a", info);
             // The read-only export refuses writes.
-            (int ro, _, _) = Tool("qemu-io", "-f", "raw", "-c", "write 0 4096", $"nbd+unix:///a-only?socket={socket}");
+            (int ro, _, _) = ChildProcess.RunTool("qemu-io", "-f", "raw", "-c", "write 0 4096", $"nbd+unix:///a-only?socket={socket}");
             Assert.NotEqual(0, ro);
         }
         finally
@@ -128,15 +128,5 @@ public sealed class StackConfigTests : IDisposable
         // The second half of the write went to namespace b's first sectors.
         using var ns = PmemNamespace.Open(b);
         unsafe { Assert.True(new ReadOnlySpan<byte>(ns.DataAddress, 4096).IndexOfAnyExcept((byte)0x5a) < 0); }
-    }
-
-    private static (int, string, string) Tool(string tool, params string[] args)
-    {
-        var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string arg in args) psi.ArgumentList.Add(arg);
-        using Process p = Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd(), error = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, output, error);
     }
 }

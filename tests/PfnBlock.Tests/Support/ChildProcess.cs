@@ -67,4 +67,16 @@ public static class ChildProcess
         p.WaitForExit();
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
+
+    /// <summary>Runs the program <paramref name="tool"/> (a peer such as qemu-io or nbdinfo, found on PATH) to completion: its exit code, stdout and stderr.</summary>
+    public static (int Exit, string Out, string Err) RunTool(string tool, params string[] args)
+    {
+        var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string arg in args) psi.ArgumentList.Add(arg);
+        using Process p = Process.Start(psi)!;
+        Task<string> error = p.StandardError.ReadToEndAsync();
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output, error.Result);
+    }
 }

@@ -277,6 +277,8 @@ public sealed partial class MdArray
             else bitmap.Encode(Regions.Shadow);
             Regions.MarkAllDirty();
         }
+        if (Journal is { WriteBack: true, IsClean: false } && IsReadOnly)
+            throw new IOException($"md: journal {Journal.Spec} is a write-back journal that was not stopped cleanly: acknowledged writes may be in it alone, and a read-only array cannot write them out; assemble the array read-write");
         if (Journal is not null && !IsReadOnly) messages.Add(Journal.Replay());
         if (dirty && !IsReadOnly && Journal is null)
         {

@@ -18,7 +18,7 @@ public sealed record MdCreateOptions
     public bool Force { get; init; }
     /// <summary>RAID5 only: a pmem namespace made the array's write journal (mdadm's --write-journal); the members' superblocks record MD_FEATURE_JOURNAL.</summary>
     public string? Journal { get; init; }
-    /// <summary>The journal's mode (only write-through is implemented).</summary>
+    /// <summary>The journal's mode: write-through (md's default) or write-back.</summary>
     public Raid5JournalMode JournalMode { get; init; } = Raid5JournalMode.WriteThrough;
     /// <summary>Skip zeroing the members' data (mdadm's --assume-clean): the caller promises the members already agree (parity, mirrors).</summary>
     public bool AssumeClean { get; init; }
@@ -64,8 +64,6 @@ public static class MdCreate
         if (n > 256) throw new ArgumentException($"{n} members is more than this implementation supports (256)");
         if (memberSpecs.Any(s => s == "missing")) throw new ArgumentException("create needs every member present ('missing' is for assembling a degraded array)");
         if (options.Journal is not null && options.Level != 5) throw new ArgumentException("a write journal is for RAID5 arrays only");
-        if (options.Journal is not null && options.JournalMode != Raid5JournalMode.WriteThrough)
-            throw new ArgumentException($"journal mode {Raid5Journal.ModeName(options.JournalMode)} is not implemented yet (only write-through)");
 
         var handles = new List<DeviceHandle>();
         try

@@ -34,6 +34,7 @@ public sealed class MdDevice : IRegisteredDevice
             new("raid5 of 4 pmem namespaces, 64 KiB chunks", s => Sample(s, 5, 4, missing: -1)),
             new("raid5 of 4, one missing (degraded)", s => Sample(s, 5, 4, missing: 2)),
             new("raid5 of 4 pmem namespaces with a write-through journal on a fifth", s => Sample(s, 5, 4, missing: -1, journal: true)),
+            new("raid5 of 4 pmem namespaces with a write-back journal on a fifth", s => Sample(s, 5, 4, missing: -1, journal: true, Raid5JournalMode.WriteBack)),
         ],
     };
 
@@ -94,7 +95,7 @@ public sealed class MdDevice : IRegisteredDevice
         new("bitmap_chunk", ArgumentKind.Size, "bytes per write-intent bitmap bit when formatted (default: mdadm's, 64M or more)", "SIZE"),
         new("name", ArgumentKind.Text, "the array's name (stored in its superblock; the device name)", "NAME"),
         new("start_dirty_degraded", null, "start an array that stopped uncleanly with a member missing (RAID5: stale parity may return wrong data)"),
-        .. level == 5 ? [.. JournalOptions, new SpecOption("journal_mode", ArgumentKind.Text, "the journal's mode when formatted: write-through (md's default; write-back is not implemented yet)", "MODE")] : Array.Empty<SpecOption>(),
+        .. level == 5 ? [.. JournalOptions, new SpecOption("journal_mode", ArgumentKind.Text, "the journal's mode when formatted: write-through (md's default) or write-back (writes complete once their data is in the journal)", "MODE")] : Array.Empty<SpecOption>(),
     ];
 
     /// <summary>A sample of <paramref name="count"/> blank pmem namespaces for the level kinds (formatted on first open).</summary>
@@ -106,13 +107,13 @@ public sealed class MdDevice : IRegisteredDevice
     }
 
     /// <summary>Creates <paramref name="count"/> 16 MiB pmem namespaces (the pmem kind's own sample), makes them an array, and names it by spec.</summary>
-    private static string Sample(SampleContext s, int level, int count, int missing, bool journal = false)
+    private static string Sample(SampleContext s, int level, int count, int missing, bool journal = false, Raid5JournalMode mode = Raid5JournalMode.WriteThrough)
     {
         DeviceType pmem = DeviceTypes.Find("pmem") ?? throw new InvalidOperationException("the pmem device kind is not registered");
         string[] members = [.. Enumerable.Range(0, count).Select(_ => pmem.Samples[0].Create(s))];
         string? journalSpec = journal ? pmem.Samples[0].Create(s) : null;
         using (var set = new DeviceSet())
-            MdCreate.Create(members, new MdCreateOptions { Level = level, ChunkBytes = 64 << 10, BitmapChunkBytes = 256 << 10, Name = "sample", Journal = journalSpec }, set);
+            MdCreate.Create(members, new MdCreateOptions { Level = level, ChunkBytes = 64 << 10, BitmapChunkBytes = 256 << 10, Name = "sample", Journal = journalSpec, JournalMode = mode }, set);
         if (missing >= 0) members[missing] = "missing";
         return "md:" + DeviceSpec.Quote(string.Join('+', members)) + (journalSpec is null ? "" : ",journal=" + DeviceSpec.Quote(journalSpec));
     }

@@ -86,6 +86,8 @@ public static class MdExamine
             ("Super Offset", $"{sb.SuperOffset} sectors"),
         };
         if ((sb.FeatureMap & MdSuperblock.FeatureRecoveryOffset) != 0) lines.Add(("Recovery Offset", $"{sb.RecoveryOffset} sectors"));
+        // mdadm shows the journal through the journal device's role; PfnBlock's journal has its own superblock, so the member says it.
+        if ((sb.FeatureMap & MdSuperblock.FeatureJournal) != 0) lines.Add(("Journal", "yes (MD_FEATURE_JOURNAL): assemble with journal=SPEC"));
         lines.Add(("State", sb.IsClean ? "clean" : "active"));
         lines.Add(("Device UUID", MdSuperblock.FormatUuid(sb.DeviceUuid)));
         if (sb.HasBitmap) lines.Add(("Internal Bitmap", $"{sb.BitmapOffset} sectors from superblock"));

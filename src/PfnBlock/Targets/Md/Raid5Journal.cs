@@ -12,11 +12,14 @@ namespace PfnBlock.Targets.Md;
 /// <param name="Replayed">Records replayed onto the members at assembly.</param>
 /// <param name="Reclaims">Superblock updates that reclaimed log space since assembly.</param>
 /// <param name="Failed">The journal device failed: the array refuses writes.</param>
-public sealed record Raid5JournalStatus(string Spec, Raid5JournalMode Mode, long Blocks, long UsedBlocks, long Records, long Replayed, long Reclaims, bool Failed);
+/// <param name="Pending">Write-back: data records acknowledged but not yet written out to the members.</param>
+/// <param name="WrittenOut">Write-back: data records written out since assembly.</param>
+public sealed record Raid5JournalStatus(string Spec, Raid5JournalMode Mode, long Blocks, long UsedBlocks, long Records, long Replayed, long Reclaims, bool Failed,
+    long Pending = 0, long WrittenOut = 0);
 
 /// <summary>
-/// A RAID5 array's write journal on a pmem namespace (md's raid5-cache, <c>mdadm --write-journal</c>),
-/// in write-through mode: before a stripe's members are written, the new contents of every member
+/// A RAID5 array's write journal on a pmem namespace (md's raid5-cache, <c>mdadm --write-journal</c>).
+/// In write-through mode, before a stripe's members are written, the new contents of every member
 /// range the stripe write changes (data and parity) go to the journal as one record and are made
 /// durable; the members are written after. A crash between the two leaves the record, which
 /// assembly replays onto the members, so a stripe is never left with data and parity that
@@ -28,13 +31,21 @@ public sealed record Raid5JournalStatus(string Spec, Raid5JournalMode Mode, long
 /// done once their members were written; the oldest done ones are reclaimed when the log needs
 /// their space: the members are flushed, then the superblock's tail moves past them (md's
 /// r5l_do_reclaim). A writer that finds the log full waits for reclaim, it does not fail.</para>
+/// <para>In write-back mode (md's r5c) a write appends a <see cref="Raid5JournalRecordKind.Data"/>
+/// record of its new data alone and completes: no member is read or written. The records stay
+/// pending, indexed by stripe in DRAM (reads lay them over what the members hold), until the
+/// target's write-out thread writes them, oldest first, through the ordinary stripe path, which
+/// journals data and parity as a <see cref="Raid5JournalRecordKind.Stripe"/> record naming the
+/// data record before it changes any member (so a torn write-out is replayed, not a write hole).
+/// Each pending data record reserves the log space of that write-out record, so a full log makes
+/// writers wait for write-out and write-out itself never waits for room.</para>
 /// <para>The hot path allocates nothing: the record's header is encoded into one preallocated
 /// DRAM frame and the bio gathers it with the stripe buffers that hold the new contents.</para>
 /// </remarks>
 internal sealed unsafe class Raid5Journal : IDisposable
 {
-    /// <summary>Records that may be between written and done at once (more than the stripe buffer sets).</summary>
-    private const int Ring = 256;
+    /// <summary>The fewest records that may be between written and done at once (more than the stripe buffer sets).</summary>
+    private const int MinRing = 256;
 
     private readonly MdArray _array;
     private readonly IBlockDevice _device;
@@ -44,9 +55,28 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private readonly Bio _flush = new(1);
     private readonly MdMetadataIo _io;
     private readonly object _sync = new();
-    private readonly long[] _ringBlock = new long[Ring];
-    private readonly bool[] _ringDone = new bool[Ring];
+    private readonly int _ring;           // ring slots: more than the records the log can hold (each takes ≥ 2 blocks)
+    private readonly long[] _ringBlock;   // per live record (slot seq % _ring): its header block
+    private readonly bool[] _ringDone;    // its member writes are done (a data record: written out)
+    // Write-back: per pending data record, its stripe, entries, the next pending record of the
+    // same stripe (a slot, −1 none) and the blocks it reserves for its write-out record.
+    private readonly long[] _ringSeq;
+    private readonly long[] _ringStripe;
+    private readonly Raid5JournalEntry[] _ringEntries;
+    private readonly int[] _ringCount;
+    private readonly int[] _ringNext;
+    private readonly int[] _ringReserve;
+    private readonly Dictionary<long, (int Head, int Tail)> _pendingByStripe = [];
+    private readonly Bio _readBio = new(1);
+    private readonly long _slack;         // write-back admission slack: one largest record (the wrap at the log's end)
     private readonly uint _seed;
+    private long _reserved;               // blocks reserved by pending data records for their write-out records
+    private long _nextOut;                // no pending data record has a lower seq
+    private volatile int _pending;
+    private long _writtenOut;
+    private long _dataRecords;            // data records appended since assembly (the write-out's idle test)
+    private bool _draining;               // a stop waits for every record to be written out
+    private bool _outWoken;               // the write-out thread was woken past the high watermark and has not gone idle since
     private long _head, _headSeq;            // where and which the next record is
     private long _memTailBlock, _memTailSeq; // the oldest record not yet done (or the head)
     private long _durTailBlock, _durTailSeq; // the tail the superblock records
@@ -65,6 +95,17 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _arena = DramArena.Create(2 * Raid5JournalLayout.BlockBytes, device.AddressSpace, $"md-{array.Name}-journal");
         new Span<byte>(_arena.BaseAddress, 2 * Raid5JournalLayout.BlockBytes).Clear();
         _bio = new Bio(sb.RaidDisks + 2);
+        _ring = (int)Math.Max(MinRing, (sb.Blocks - Raid5JournalLayout.LogStart) / 2 + 2);
+        _ringBlock = new long[_ring];
+        _ringDone = new bool[_ring];
+        _ringSeq = new long[_ring];
+        _ringStripe = new long[_ring];
+        _ringEntries = new Raid5JournalEntry[_ring * sb.RaidDisks];
+        _ringCount = new int[_ring];
+        _ringNext = new int[_ring];
+        _ringReserve = new int[_ring];
+        _pendingByStripe.EnsureCapacity(_ring);
+        _slack = Raid5JournalLayout.MaxRecordBlocks(sb.RaidDisks, sb.ChunkSectors);
         _head = _memTailBlock = _durTailBlock = sb.TailBlock;
         _headSeq = _memTailSeq = _durTailSeq = sb.TailSeq;
     }
@@ -75,8 +116,20 @@ internal sealed unsafe class Raid5Journal : IDisposable
     public IBlockDevice Device => _device;
     /// <summary>Its mode.</summary>
     public Raid5JournalMode Mode => _sb.Mode;
+    /// <summary>The superblock says the journal was stopped cleanly (nothing to replay or write out).</summary>
+    public bool IsClean => _sb.IsClean;
+    /// <summary>Write-back mode: writes complete once their data is in the journal.</summary>
+    public bool WriteBack => _sb.Mode == Raid5JournalMode.WriteBack;
     /// <summary>The journal device failed a write: the array refuses writes (md forces the array read-only).</summary>
     public bool Failed => _failed;
+    /// <summary>Write-back: data records not yet written out to the members.</summary>
+    public int Pending => _pending;
+    /// <summary>Set when write-out is wanted now (a record was appended, a writer waits for room, a stop drains); the write-out thread waits on it.</summary>
+    public AutoResetEvent OutWake { get; } = new(false);
+    /// <summary>Writers waiting for log space now.</summary>
+    internal int Waiters { get; private set; }
+    /// <summary>Test seam: while set, the write-out thread leaves data records pending (writers still wait when the log is full).</summary>
+    internal bool PauseWriteOut { get; set; }
     /// <summary>Test seam: the next stop leaves the log as a crash would (records kept, superblock not marked clean).</summary>
     internal bool LeaveLogOnStop { get; set; }
     /// <summary>True when the journal's device completes bios on the submitting thread.</summary>
@@ -88,7 +141,8 @@ internal sealed unsafe class Raid5Journal : IDisposable
         get
         {
             lock (_sync)
-                return new Raid5JournalStatus(Spec, _sb.Mode, _sb.Blocks - Raid5JournalLayout.LogStart, Used(_durTailBlock, _durTailSeq), _records, _replayed, _reclaims, _failed);
+                return new Raid5JournalStatus(Spec, _sb.Mode, _sb.Blocks - Raid5JournalLayout.LogStart, Used(_durTailBlock, _durTailSeq), _records, _replayed, _reclaims, _failed,
+                    _pending, _writtenOut);
         }
     }
 
@@ -100,7 +154,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     public static void Format(IBlockDevice device, string spec, byte[] arrayUuid, int raidDisks, long chunkSectors, Raid5JournalMode mode)
     {
         long blocks = device.CapacityBytes / Raid5JournalLayout.BlockBytes;
-        long min = Raid5JournalLayout.MinBlocks(raidDisks, chunkSectors);
+        long min = Raid5JournalLayout.MinBlocks(raidDisks, chunkSectors, mode);
         if (blocks < min)
             throw new ArgumentException($"journal {spec} has {device.CapacityBytes} bytes; an array of {raidDisks} members with {chunkSectors / 2} KiB chunks needs at least {min * Raid5JournalLayout.BlockBytes} (superblocks and two full-stripe records)");
         if ((device.Features & DeviceFeatures.ReadOnly) != 0) throw new ArgumentException($"journal {spec} is read-only");
@@ -162,8 +216,6 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 throw new IOException($"md: journal {spec} belongs to another array ({sb.ArrayUuidText}, not {MdSuperblock.FormatUuid(arrayUuid)})");
             if (sb.RaidDisks != array.RaidDisks || sb.ChunkSectors != array.ChunkSectors)
                 throw new IOException($"md: journal {spec} records {sb.RaidDisks} members and {sb.ChunkSectors}-sector chunks; the array has {array.RaidDisks} and {array.ChunkSectors}");
-            if (sb.Mode != Raid5JournalMode.WriteThrough)
-                throw new IOException($"md: journal {spec} is in {ModeName(sb.Mode)} mode, which this build does not implement (only write-through)");
             return new Raid5Journal(array, device, spec, sb, io);
         }
         catch
@@ -193,7 +245,8 @@ internal sealed unsafe class Raid5Journal : IDisposable
     // ---- replay ----------------------------------------------------------------------------------
 
     /// <summary>One committed record found by <see cref="Scan"/>.</summary>
-    internal readonly record struct Record(long Seq, long Block, long MemberSector, int PayloadBlocks, Raid5JournalEntry[] Entries);
+    internal readonly record struct Record(long Seq, long Block, long MemberSector, int PayloadBlocks, Raid5JournalEntry[] Entries,
+        Raid5JournalRecordKind Kind = Raid5JournalRecordKind.Stripe, uint WritesOut = 0);
 
     /// <summary>
     /// Walks the log from the superblock's tail: every committed record in order, and where the
@@ -223,7 +276,8 @@ internal sealed unsafe class Raid5Journal : IDisposable
             why = null;
             if (block + 1 > sb.Blocks) { why = "end of log"; return false; }
             io.Read(device, block * Raid5JournalLayout.BlockBytes, header);
-            if (!Raid5JournalRecord.TryDecodeHeader(header, sb.RecordSeed, block, sb.RaidDisks, sb.ChunkSectors, out long s, out long memberSector, out int payload, out uint crc, entries, out int n))
+            if (!Raid5JournalRecord.TryDecodeHeader(header, sb.RecordSeed, block, sb.RaidDisks, sb.ChunkSectors, out long s, out long memberSector, out int payload, out uint crc, entries, out int n,
+                    out Raid5JournalRecordKind kind, out uint writesOut))
             {
                 why = $"no valid record header at block {block}";
                 return false;
@@ -241,25 +295,32 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 done += len;
             }
             if (c != crc) { why = $"record {s} at block {block} is torn (payload checksum mismatch)"; return false; }
-            r = new Record(s, block, memberSector, payload, entries[..n]);
+            r = new Record(s, block, memberSector, payload, entries[..n], kind, writesOut);
             return true;
         }
     }
 
     /// <summary>
-    /// Replays every committed record onto the members present (each entry's bytes to its slot's
-    /// member, in log order: the last record of a stripe wins), flushes them, and starts an empty
-    /// log after the records. Returns what to report.
+    /// Replays the committed records: each stripe record's bytes go to its slots' members (those
+    /// present), in log order, so the last record of a stripe wins; then the members are flushed.
+    /// In write-back mode a data record not written out by a later stripe record (its
+    /// <c>writes_out</c>) becomes pending again: indexed for reads and left for the write-out
+    /// thread, which writes it through the stripe path (parity computed from the members then,
+    /// degraded or not). Returns what to report.
     /// </summary>
     /// <exception cref="IOException">A journal read or member write failed.</exception>
     public string Replay()
     {
         bool wasClean = _sb.IsClean;
         (List<Record> records, long endBlock, long endSeq, string? stop) = Scan(_device, _sb, _io);
+        if (records.Count >= _ring) throw new IOException($"md: journal {Spec}: {records.Count} records after the tail, more than a log of this size can hold");
         var buffer = new byte[MdMetadataIo.BufferBytes];
         var stripes = new HashSet<long>();
+        var writtenOut = new HashSet<long>();
         foreach (Record r in records)
         {
+            if (r.Kind == Raid5JournalRecordKind.Data) continue;
+            if (r.WritesOut != 0) writtenOut.Add(r.Seq - r.WritesOut);
             long payloadByte = (r.Block + 1) * Raid5JournalLayout.BlockBytes;
             foreach (Raid5JournalEntry e in r.Entries)
             {
@@ -278,16 +339,49 @@ internal sealed unsafe class Raid5Journal : IDisposable
             stripes.Add(r.MemberSector);
         }
         FlushMembers();
-        _replayed = records.Count;
+        int applied = records.Count(r => r.Kind == Raid5JournalRecordKind.Stripe);
+        _replayed = applied;
+        int pending = 0;
         lock (_sync)
         {
-            _head = _memTailBlock = _durTailBlock = endBlock;
-            _headSeq = _memTailSeq = _durTailSeq = endSeq;
+            _head = endBlock;
+            _headSeq = endSeq;
+            // Every record is done but the data records no stripe record wrote out: those stay, in order.
+            foreach (Record r in records)
+            {
+                int slot = (int)(r.Seq % _ring);
+                _ringBlock[slot] = r.Block;
+                _ringSeq[slot] = r.Seq;
+                _ringDone[slot] = r.Kind == Raid5JournalRecordKind.Stripe || writtenOut.Contains(r.Seq);
+                _ringCount[slot] = 0;
+                if (_ringDone[slot]) continue;
+                r.Entries.CopyTo(_ringEntries.AsSpan(slot * _sb.RaidDisks));
+                AddPending(slot, r.MemberSector, r.Entries.Length, WriteOutBlocks(r.Entries));
+                pending++;
+            }
+            _memTailSeq = _nextOut = records.FirstOrDefault(r => !_ringDone[r.Seq % _ring]).Seq is long first and > 0 ? first : endSeq;
+            _memTailBlock = _memTailSeq == endSeq ? endBlock : _ringBlock[_memTailSeq % _ring];
+            _durTailBlock = _memTailBlock;
+            _durTailSeq = _memTailSeq;
             WriteSuperblock(clean: false);
         }
         if (wasClean) return $"journal {Spec} ({ModeName(Mode)}): clean, nothing to replay";
-        return $"journal {Spec} ({ModeName(Mode)}): replayed {records.Count} record(s) onto {stripes.Count} stripe(s); parity needs no resync" +
+        return $"journal {Spec} ({ModeName(Mode)}): replayed {applied} record(s) onto {stripes.Count} stripe(s); parity needs no resync" +
+            (pending > 0 ? $"; {pending} acknowledged data record(s) pending write-out (reads see them)" : "") +
             (stop is not null && records.Count > 0 ? $" (the log ends where {stop})" : "");
+    }
+
+    /// <summary>Log blocks the write-out record of a data record with <paramref name="entries"/> takes at most: a header, the data, and the parity rows they span.</summary>
+    private static int WriteOutBlocks(ReadOnlySpan<Raid5JournalEntry> entries)
+    {
+        long sectors = 0, lo = long.MaxValue, hi = 0;
+        foreach (Raid5JournalEntry e in entries)
+        {
+            sectors += e.Sectors;
+            lo = Math.Min(lo, e.First);
+            hi = Math.Max(hi, e.First + e.Sectors);
+        }
+        return (int)(1 + (sectors + hi - lo + Raid5JournalLayout.BlockSectors - 1) / Raid5JournalLayout.BlockSectors);
     }
 
     /// <summary>
@@ -316,6 +410,12 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 : $"assembly would replay {records.Count} record(s) onto {records.Select(r => r.MemberSector).Distinct().Count()} stripe(s) ({records.Sum(r => (long)r.PayloadBlocks) * 4} KiB)",
         };
         if (stop is not null && !sb.IsClean) lines.Add($"the log ends where {stop}");
+        if (sb.Mode == Raid5JournalMode.WriteBack && records.Count > 0)
+        {
+            var writtenOut = records.Where(r => r.WritesOut != 0).Select(r => r.Seq - r.WritesOut).ToHashSet();
+            int pending = records.Count(r => r.Kind == Raid5JournalRecordKind.Data && !writtenOut.Contains(r.Seq));
+            lines.Add($"write-back: {pending} acknowledged data record(s) not yet on the members (assembly writes them out)");
+        }
         return (true, lines);
     }
 
@@ -326,8 +426,22 @@ internal sealed unsafe class Raid5Journal : IDisposable
     /// at member sector <paramref name="memberSector"/>, their new bytes in <paramref name="set"/>'s
     /// buffers at the same places; returns when it is durable. Waits while the log is full.
     /// False when the journal device failed (the write must fail; nothing reached the members).
+    /// In write-back mode <paramref name="writesOut"/> is the seq of the data record this stripe
+    /// write writes out (its reservation pays for this record); 0 otherwise.
     /// </summary>
-    public bool Append(long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, out long seq)
+    public bool Append(long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, long writesOut, out long seq) =>
+        Append(Raid5JournalRecordKind.Stripe, memberSector, entries, set, writesOut, out seq);
+
+    /// <summary>
+    /// Write-back: writes a data record of one stripe write (data ranges only, in the order of the
+    /// array's sectors) and makes it pending; returns when it is durable, and the write may
+    /// complete. Waits while the log has no room for it and for the write-out records of every
+    /// pending record. False when the journal device failed.
+    /// </summary>
+    public bool AppendData(long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, out long seq) =>
+        Append(Raid5JournalRecordKind.Data, memberSector, entries, set, 0, out seq);
+
+    private bool Append(Raid5JournalRecordKind kind, long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, long writesOut, out long seq)
     {
         long sectors = 0;
         uint crc = _seed;
@@ -341,24 +455,31 @@ internal sealed unsafe class Raid5Journal : IDisposable
         byte* zeros = _arena.BaseAddress + Raid5JournalLayout.BlockBytes;
         crc = Crc32C.Compute(crc, zeros, pad);
         long size = 1 + payload;
+        int reserve = kind == Raid5JournalRecordKind.Data ? WriteOutBlocks(entries) : 0;
         lock (_sync)
         {
             long at;
             while (true)
             {
                 if (_failed || _stopped) { seq = 0; return false; }
-                if (_headSeq - _memTailSeq < Ring && (at = Place(size)) >= 0) break;
-                if (_memTailSeq > _durTailSeq && !_failed)
+                if (_headSeq - _memTailSeq < _ring - 1 && (at = Place(size)) >= 0 && (reserve == 0 || Admits(size + reserve))) break;
+                // A data record reclaims in batches (an eighth of the log, or all once nothing is pending): each
+                // reclaim flushes the members and writes the superblock, too dear to pay per record.
+                if (_memTailSeq > _durTailSeq && !_failed &&
+                    (reserve == 0 || _pending == 0 || (Used(_durTailBlock, _durTailSeq) - Used(_memTailBlock, _memTailSeq)) * LowWatermark >= _sb.Blocks))
                 {
                     Reclaim();
                     continue;
                 }
-                // Full of records still being written to the members: their writers' Done frees space.
-                Monitor.Wait(_sync);
+                // Full of records still being written to the members (or written out): their Done frees space.
+                if (_pending > 0) OutWake.Set();
+                Waiters++;
+                Monitor.Wait(_sync, 100);
+                Waiters--;
             }
             seq = _headSeq;
             var header = new Span<byte>(_arena.BaseAddress, Raid5JournalLayout.BlockBytes);
-            Raid5JournalRecord.EncodeHeader(header, seq, at, memberSector, entries, payload, crc, _seed);
+            Raid5JournalRecord.EncodeHeader(header, seq, at, memberSector, entries, payload, crc, _seed, kind, writesOut == 0 ? 0 : (uint)(seq - writesOut));
             Bio bio = _bio.Init(BioOp.Write, at * Raid5JournalLayout.BlockSectors, BioFlags.Fua).AddVec(_arena.PfnAt(0), 0, Raid5JournalLayout.BlockBytes);
             foreach (Raid5JournalEntry e in entries)
             {
@@ -372,25 +493,222 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 JournalFailed("record write");
                 return false;
             }
-            _ringBlock[seq % Ring] = at;
-            _ringDone[seq % Ring] = false;
+            int slot = (int)(seq % _ring);
+            _ringBlock[slot] = at;
+            _ringSeq[slot] = seq;
+            _ringDone[slot] = false;
+            _ringCount[slot] = 0;
             _head = at + size;
             _headSeq = seq + 1;
             _records++;
+            if (kind == Raid5JournalRecordKind.Data)
+            {
+                entries.CopyTo(_ringEntries.AsSpan(slot * _sb.RaidDisks));
+                AddPending(slot, memberSector, entries.Length, reserve);
+            }
+            else if (writesOut != 0)
+            {
+                // The write-out record takes the space its data record reserved.
+                int d = (int)(writesOut % _ring);
+                _reserved -= _ringReserve[d];
+                _ringReserve[d] = 0;
+            }
             return true;
         }
+    }
+
+    /// <summary>Write-back admission: the log keeps room for <paramref name="blocks"/> more, every pending record's write-out record and the slack a wrap wastes. Under the lock.</summary>
+    private bool Admits(long blocks) =>
+        _sb.Blocks - Raid5JournalLayout.LogStart - Used(_durTailBlock, _durTailSeq) >= blocks + _reserved + _slack;
+
+    /// <summary>Makes ring slot <paramref name="slot"/> a pending data record of the stripe at <paramref name="memberSector"/>: last in its stripe's chain. Under the lock.</summary>
+    private void AddPending(int slot, long memberSector, int count, int reserve)
+    {
+        _ringStripe[slot] = memberSector;
+        _ringCount[slot] = count;
+        _ringReserve[slot] = reserve;
+        _ringNext[slot] = -1;
+        _reserved += reserve;
+        ref (int Head, int Tail) chain = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_pendingByStripe, memberSector, out bool exists);
+        if (exists) _ringNext[chain.Tail] = slot;
+        else chain.Head = slot;
+        chain.Tail = slot;
+        _pending++;
+        _dataRecords++;
+        // Write-out is lazy (as md's r5c): woken past the high watermark, else it finds work when idle.
+        if (!_outWoken && Used(_memTailBlock, _memTailSeq) * HighWatermark > _sb.Blocks)
+        {
+            _outWoken = true; // one wake, not one per write: the thread keeps going until the low watermark
+            OutWake.Set();
+        }
+    }
+
+    /// <summary>Write-out starts when more than 1/<c>HighWatermark</c> of the log is in use …</summary>
+    private const int HighWatermark = 4;
+    /// <summary>… and goes on until no more than 1/<c>LowWatermark</c> is (or the array is idle, or a stop drains it).</summary>
+    private const int LowWatermark = 8;
+
+    /// <summary>
+    /// Whether the write-out thread should write a record out now: a stop drains the log, a writer
+    /// waits for room, the log is past its low watermark, or no data record was appended since
+    /// the last look (<paramref name="lastSeen"/>, updated): an idle array is written out fully.
+    /// </summary>
+    public bool WriteOutWanted(ref long lastSeen)
+    {
+        lock (_sync)
+        {
+            if (_pending == 0)
+            {
+                _outWoken = false;
+                return false;
+            }
+            bool idle = _dataRecords == lastSeen;
+            lastSeen = _dataRecords;
+            bool wanted = _draining || Waiters > 0 || idle || Used(_memTailBlock, _memTailSeq) * LowWatermark > _sb.Blocks;
+            if (!wanted) _outWoken = false;
+            return wanted;
+        }
+    }
+
+    /// <summary>True when the stripe at member sector <paramref name="memberSector"/> has data records not yet written out (reads must lay them over the members).</summary>
+    public bool HasPending(long memberSector)
+    {
+        if (_pending == 0) return false;
+        lock (_sync) return _pendingByStripe.ContainsKey(memberSector);
+    }
+
+    /// <summary>
+    /// Lays the pending data of slot <paramref name="slot"/>'s chunk sectors [<paramref name="lo"/>,
+    /// <paramref name="hi"/>) of the stripe at <paramref name="memberSector"/> over buffer
+    /// <paramref name="buffer"/> of <paramref name="set"/> (at each sector's place in the chunk),
+    /// oldest record first. The caller holds the stripe lock, so no record of the stripe is written
+    /// out (and its log space reused) meanwhile. False when the journal could not be read.
+    /// </summary>
+    public bool Overlay(long memberSector, int slot, long lo, long hi, StripeBuffers set, int buffer)
+    {
+        lock (_sync)
+        {
+            if (!_pendingByStripe.TryGetValue(memberSector, out (int Head, int Tail) chain)) return true;
+            for (int r = chain.Head; r >= 0; r = _ringNext[r])
+            {
+                long payloadByte = (_ringBlock[r] + 1) * Raid5JournalLayout.BlockBytes;
+                foreach (Raid5JournalEntry e in _ringEntries.AsSpan(r * _sb.RaidDisks, _ringCount[r]))
+                {
+                    long a = Math.Max(lo, e.First), b = Math.Min(hi, e.First + e.Sectors);
+                    if (e.Slot == slot && a < b)
+                    {
+                        (Pfn pfn, uint inFrame) = set.FrameOf(buffer, a << Bio.SectorShift);
+                        Bio bio = _readBio.Init(BioOp.Read, (payloadByte >> Bio.SectorShift) + a - e.First).AddVec(pfn, inFrame, (uint)((b - a) << Bio.SectorShift));
+                        if (_device.SubmitAndWait(bio) != BlockStatus.Ok) return false;
+                    }
+                    payloadByte += (long)e.Sectors << Bio.SectorShift;
+                }
+            }
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// The oldest pending data record (the next to write out): its seq, stripe, entries (copied into
+    /// <paramref name="entries"/>) and the log block of its payload. False when none is pending.
+    /// </summary>
+    public bool NextWriteOut(Span<Raid5JournalEntry> entries, out long seq, out long memberSector, out int count, out long payloadBlock)
+    {
+        lock (_sync)
+        {
+            for (; _nextOut < _headSeq; _nextOut++)
+            {
+                int slot = (int)(_nextOut % _ring);
+                // A pending data record: not done, with entries (a stripe record's slot has none).
+                if (_ringDone[slot] || _ringCount[slot] == 0) continue;
+                seq = _nextOut;
+                memberSector = _ringStripe[slot];
+                count = _ringCount[slot];
+                _ringEntries.AsSpan(slot * _sb.RaidDisks, count).CopyTo(entries);
+                payloadBlock = _ringBlock[slot] + 1;
+                return true;
+            }
+            seq = memberSector = payloadBlock = 0;
+            count = 0;
+            return false;
+        }
+    }
+
+    /// <summary>Reads <paramref name="bytes"/> from log block <paramref name="block"/> into memory at <paramref name="pfn"/> with <paramref name="bio"/> (the caller's: no lock is taken; a pending record's blocks are not reused).</summary>
+    public BlockStatus ReadLog(Bio bio, long block, Pfn pfn, int bytes) =>
+        _device.SubmitAndWait(bio.Init(BioOp.Read, block * Raid5JournalLayout.BlockSectors).AddVec(pfn, 0, (uint)bytes));
+
+    /// <summary>
+    /// Write-back: data record <paramref name="seq"/> is on the members (its stripe write and the
+    /// record that journalled it are done): it leaves the index and its space may be reclaimed.
+    /// Called under the stripe lock, so a read of the stripe sees either the record or the members that hold it.
+    /// </summary>
+    public void WrittenOut(long seq)
+    {
+        lock (_sync)
+        {
+            int slot = (int)(seq % _ring);
+            long stripe = _ringStripe[slot];
+            ref (int Head, int Tail) chain = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_pendingByStripe, stripe);
+            if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref chain))
+            {
+                // Write-out goes oldest first, so it is the head of its stripe's chain; unlink it wherever it is all the same.
+                int prev = -1;
+                for (int r = chain.Head; r >= 0; prev = r, r = _ringNext[r])
+                {
+                    if (r != slot) continue;
+                    if (prev < 0) chain.Head = _ringNext[r];
+                    else _ringNext[prev] = _ringNext[r];
+                    if (chain.Tail == r) chain.Tail = prev;
+                    _pending--;
+                    break;
+                }
+                if (chain.Head < 0) _pendingByStripe.Remove(stripe);
+            }
+            _reserved -= _ringReserve[slot];
+            _ringReserve[slot] = 0;
+            _ringCount[slot] = 0;
+            _writtenOut++;
+            MarkDone(slot);
+        }
+    }
+
+    /// <summary>
+    /// Waits until every data record is written out (a clean stop), the journal failed, or
+    /// <paramref name="alive"/> says the write-out thread can no longer run. True when none is pending.
+    /// </summary>
+    public bool WaitWrittenOut(Func<bool> alive)
+    {
+        lock (_sync)
+        {
+            _draining = true;
+            while (_pending > 0 && !_failed && alive())
+            {
+                OutWake.Set();
+                Monitor.Wait(_sync, 50);
+            }
+        }
+        return _pending == 0;
+    }
+
+    /// <summary>Blocks in use from the durable tail to the head, as a fraction of the log.</summary>
+    public double UsedFraction
+    {
+        get { lock (_sync) return (double)Used(_durTailBlock, _durTailSeq) / (_sb.Blocks - Raid5JournalLayout.LogStart); }
     }
 
     /// <summary>Record <paramref name="seq"/>'s member writes are done: its space may be reclaimed once the members are flushed.</summary>
     public void Done(long seq)
     {
-        lock (_sync)
-        {
-            _ringDone[seq % Ring] = true;
-            while (_memTailSeq < _headSeq && _ringDone[_memTailSeq % Ring]) _memTailSeq++;
-            _memTailBlock = _memTailSeq == _headSeq ? _head : _ringBlock[_memTailSeq % Ring];
-            Monitor.PulseAll(_sync);
-        }
+        lock (_sync) MarkDone((int)(seq % _ring));
+    }
+
+    private void MarkDone(int slot)
+    {
+        _ringDone[slot] = true;
+        while (_memTailSeq < _headSeq && _ringDone[_memTailSeq % _ring]) _memTailSeq++;
+        _memTailBlock = _memTailSeq == _headSeq ? _head : _ringBlock[_memTailSeq % _ring];
+        Monitor.PulseAll(_sync);
     }
 
     /// <summary>Where a record of <paramref name="size"/> blocks goes, or −1 when the log has no room before the durable tail. Under the lock.</summary>
@@ -447,6 +765,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
         if (_failed) return;
         _failed = true;
         Monitor.PulseAll(_sync);
+        OutWake.Set();
         _array.JournalFailed($"journal {Spec} failed ({what}): writes are refused from now on, the array is read-only (as md does)");
     }
 
@@ -474,5 +793,6 @@ internal sealed unsafe class Raid5Journal : IDisposable
         Stop(clean: false);
         _arena.Dispose();
         _io.Dispose();
+        OutWake.Dispose();
     }
 }

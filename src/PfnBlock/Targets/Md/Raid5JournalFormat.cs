@@ -12,7 +12,12 @@ public enum Raid5JournalMode : uint
     /// write completes once the members hold them. Closes the write hole; writes are not faster.
     /// </summary>
     WriteThrough = 1,
-    /// <summary>md's write-back: a write completes once it is durable in the journal (not implemented here yet: refused on open).</summary>
+    /// <summary>
+    /// md's write-back (r5c): a write completes once its new data is durable in the journal (data
+    /// only, no parity: nothing is read from the members on the write path); the stripes are
+    /// written to the members later, in journal order, parity computed then and journalled before
+    /// the members change (so a write-out torn by a crash is replayed, not left as a write hole).
+    /// </summary>
     WriteBack = 2,
 }
 
@@ -36,8 +41,13 @@ public static class Raid5JournalLayout
     /// <summary>Blocks of the largest record of an array: a header and every member's whole chunk.</summary>
     public static long MaxRecordBlocks(int raidDisks, long chunkSectors) => 1 + (raidDisks * chunkSectors + BlockSectors - 1) / BlockSectors;
 
-    /// <summary>The fewest journal blocks for an array: the superblocks and room for two of its largest records (one being reclaimed while the next is written).</summary>
-    public static long MinBlocks(int raidDisks, long chunkSectors) => LogStart + 2 * MaxRecordBlocks(raidDisks, chunkSectors);
+    /// <summary>
+    /// The fewest journal blocks for an array: the superblocks and room for two of its largest
+    /// records (one being reclaimed while the next is written); in write-back mode four (a data
+    /// record, the write-out record it reserves, and slack for the wrap at the log's end).
+    /// </summary>
+    public static long MinBlocks(int raidDisks, long chunkSectors, Raid5JournalMode mode = Raid5JournalMode.WriteThrough) =>
+        LogStart + (mode == Raid5JournalMode.WriteBack ? 4 : 2) * MaxRecordBlocks(raidDisks, chunkSectors);
 }
 
 /// <summary>
@@ -48,7 +58,7 @@ public static class Raid5JournalLayout
 /// offset size field
 ///   0     8   magic          "PFNR5JNL"
 ///   8     2   version_major  1 (a reader refuses another major)
-///  10     2   version_minor  0
+///  10     2   version_minor  1 (1.1: write-back records; a 1.0 reader would not know kind 2)
 ///  12     4   sb_size        4096
 ///  16     8   generation     raised on every superblock write; the valid copy with the higher one is current
 ///  24    16   array_uuid     the md set_uuid of the array the journal belongs to (another array's is refused)
@@ -73,6 +83,8 @@ public sealed class Raid5JournalSuperblock
     public const ulong Magic = 0x4C4E4A3552_4E4650UL;
     /// <summary>The format this code writes.</summary>
     public const ushort VersionMajor = 1;
+    /// <summary>The minor version this code writes.</summary>
+    public const ushort VersionMinor = 1;
     /// <summary>Offset of the checksum field.</summary>
     public const int ChecksumOffset = 124;
     /// <summary>flags bit 0.</summary>
@@ -121,6 +133,7 @@ public sealed class Raid5JournalSuperblock
         block[..Raid5JournalLayout.BlockBytes].Clear();
         BinaryPrimitives.WriteUInt64LittleEndian(block, Magic);
         BinaryPrimitives.WriteUInt16LittleEndian(block[8..], VersionMajor);
+        BinaryPrimitives.WriteUInt16LittleEndian(block[10..], VersionMinor);
         BinaryPrimitives.WriteUInt32LittleEndian(block[12..], Raid5JournalLayout.BlockBytes);
         BinaryPrimitives.WriteUInt64LittleEndian(block[16..], Generation);
         ArrayUuid.CopyTo(block[24..]);
@@ -162,7 +175,7 @@ public sealed class Raid5JournalSuperblock
         };
         if (sb.Mode is not (Raid5JournalMode.WriteThrough or Raid5JournalMode.WriteBack)) error = $"RAID5 journal mode {(uint)sb.Mode} is unknown";
         else if (sb.RaidDisks < 3 || sb.RaidDisks > MdSuperblock.MaxDevices || sb.ChunkSectors == 0) error = $"RAID5 journal records a geometry of {sb.RaidDisks} disks, chunk {sb.ChunkSectors} sectors";
-        else if (sb.Blocks > deviceBlocks || sb.Blocks < Raid5JournalLayout.MinBlocks(sb.RaidDisks, sb.ChunkSectors))
+        else if (sb.Blocks > deviceBlocks || sb.Blocks < Raid5JournalLayout.MinBlocks(sb.RaidDisks, sb.ChunkSectors, sb.Mode))
             error = $"RAID5 journal of {sb.Blocks} blocks does not fit its device ({deviceBlocks} blocks) or its array";
         else if (sb.TailBlock < Raid5JournalLayout.LogStart || sb.TailBlock >= sb.Blocks || sb.TailSeq < 1)
             error = $"RAID5 journal tail (block {sb.TailBlock}, seq {sb.TailSeq}) lies outside its log";
@@ -173,8 +186,15 @@ public sealed class Raid5JournalSuperblock
 /// <summary>What a record carries (the header's <c>kind</c> field).</summary>
 public enum Raid5JournalRecordKind : ushort
 {
-    /// <summary>The new contents of member ranges of one stripe: data chunks and parity, as the members are to hold them.</summary>
+    /// <summary>The new contents of member ranges of one stripe: data chunks and parity, as the members are to hold them (replayed onto them as they are).</summary>
     Stripe = 1,
+    /// <summary>
+    /// Write-back only: the new data of one stripe write, data chunks only, in the order of the
+    /// array's sectors (contiguous). Not on the members yet; replay makes it pending again and
+    /// it is written out through the stripe path (which computes parity) unless a later
+    /// <see cref="Stripe"/> record says it writes it out.
+    /// </summary>
+    Data = 2,
 }
 
 /// <summary>One member range of a stripe record: member sectors [<c>First</c>, +<c>Sectors</c>) of slot <c>Slot</c>, relative to the stripe's first member sector.</summary>
@@ -188,14 +208,15 @@ public record struct Raid5JournalEntry(int Slot, int First, int Sectors);
 /// <code>
 /// offset size field
 ///   0     4   magic           "R5JR"
-///   4     2   kind            1 stripe (<see cref="Raid5JournalRecordKind"/>)
+///   4     2   kind            1 stripe, 2 data (write-back; <see cref="Raid5JournalRecordKind"/>)
 ///   6     2   entries         n: member ranges that follow (at most raid_disks)
 ///   8     8   seq             sequence number: the record after seq s is s + 1
 ///  16     8   block           the log block this header lies at (a record seen elsewhere is not this one)
 ///  24     8   member_sector   the stripe's first member sector (relative to the members' data offset)
 ///  32     4   payload_blocks  4 KiB blocks after the header: the entries' bytes in order, zero-padded
 ///  36     4   payload_crc     CRC32C of the payload blocks, seeded with the journal's record seed
-///  40     4   reserved        zero
+///  40     4   writes_out      stripe records made by a write-back write-out: seq − the seq of the data record
+///                             whose stripe write they are (replay applies them and drops that record); else 0
 ///  44     4   header_crc      CRC32C of the 4096 header bytes with this field zero, seeded likewise
 ///  48  16×n   entries         slot u16, reserved u16, first u32 (sector within the chunk), sectors u32, reserved u32
 /// </code>
@@ -204,6 +225,7 @@ public record struct Raid5JournalEntry(int Slot, int First, int Sectors);
 /// expected; a torn or partly written record fails a checksum and ends the replay there. Because
 /// appends are serialised (the next record starts only after the previous is durable) nothing
 /// committed can lie behind a torn record.</para>
+/// <para>Version 1.1 added kind 2 and writes_out (a 1.0 journal has neither, and reads the same).</para>
 /// </remarks>
 public static class Raid5JournalRecord
 {
@@ -217,17 +239,19 @@ public static class Raid5JournalRecord
     public const int EntryBytes = 16;
 
     /// <summary>Writes a header into <paramref name="block"/> (4096 bytes).</summary>
-    public static void EncodeHeader(Span<byte> block, long seq, long at, long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, int payloadBlocks, uint payloadCrc, uint seed)
+    public static void EncodeHeader(Span<byte> block, long seq, long at, long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, int payloadBlocks, uint payloadCrc, uint seed,
+        Raid5JournalRecordKind kind = Raid5JournalRecordKind.Stripe, uint writesOut = 0)
     {
         block[..Raid5JournalLayout.BlockBytes].Clear();
         BinaryPrimitives.WriteUInt32LittleEndian(block, Magic);
-        BinaryPrimitives.WriteUInt16LittleEndian(block[4..], (ushort)Raid5JournalRecordKind.Stripe);
+        BinaryPrimitives.WriteUInt16LittleEndian(block[4..], (ushort)kind);
         BinaryPrimitives.WriteUInt16LittleEndian(block[6..], (ushort)entries.Length);
         BinaryPrimitives.WriteInt64LittleEndian(block[8..], seq);
         BinaryPrimitives.WriteInt64LittleEndian(block[16..], at);
         BinaryPrimitives.WriteInt64LittleEndian(block[24..], memberSector);
         BinaryPrimitives.WriteInt32LittleEndian(block[32..], payloadBlocks);
         BinaryPrimitives.WriteUInt32LittleEndian(block[36..], payloadCrc);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[40..], writesOut);
         for (int i = 0; i < entries.Length; i++)
         {
             Span<byte> e = block[(EntriesOffset + i * EntryBytes)..];
@@ -245,17 +269,29 @@ public static class Raid5JournalRecord
     /// </summary>
     public static bool TryDecodeHeader(ReadOnlySpan<byte> block, uint seed, long at, int raidDisks, long chunkSectors,
         out long seq, out long memberSector, out int payloadBlocks, out uint payloadCrc, Span<Raid5JournalEntry> entries, out int count)
+        => TryDecodeHeader(block, seed, at, raidDisks, chunkSectors, out seq, out memberSector, out payloadBlocks, out payloadCrc, entries, out count, out _, out _);
+
+    /// <summary>
+    /// As the overload without them, and also the record's <paramref name="kind"/> and, for a
+    /// write-out record, its distance <paramref name="writesOut"/> back to the data record it writes out (0: none).
+    /// </summary>
+    public static bool TryDecodeHeader(ReadOnlySpan<byte> block, uint seed, long at, int raidDisks, long chunkSectors,
+        out long seq, out long memberSector, out int payloadBlocks, out uint payloadCrc, Span<Raid5JournalEntry> entries, out int count,
+        out Raid5JournalRecordKind kind, out uint writesOut)
     {
         seq = memberSector = 0;
         payloadBlocks = count = 0;
-        payloadCrc = 0;
+        payloadCrc = writesOut = 0;
+        kind = 0;
         if (BinaryPrimitives.ReadUInt32LittleEndian(block) != Magic) return false;
         Span<byte> copy = stackalloc byte[Raid5JournalLayout.BlockBytes];
         block[..Raid5JournalLayout.BlockBytes].CopyTo(copy);
         uint stored = BinaryPrimitives.ReadUInt32LittleEndian(copy[HeaderCrcOffset..]);
         BinaryPrimitives.WriteUInt32LittleEndian(copy[HeaderCrcOffset..], 0);
         if (Crc32C.Compute(seed, copy) != stored) return false;
-        if (BinaryPrimitives.ReadUInt16LittleEndian(block[4..]) != (ushort)Raid5JournalRecordKind.Stripe) return false;
+        kind = (Raid5JournalRecordKind)BinaryPrimitives.ReadUInt16LittleEndian(block[4..]);
+        if (kind is not (Raid5JournalRecordKind.Stripe or Raid5JournalRecordKind.Data)) return false;
+        writesOut = BinaryPrimitives.ReadUInt32LittleEndian(block[40..]);
         count = BinaryPrimitives.ReadUInt16LittleEndian(block[6..]);
         seq = BinaryPrimitives.ReadInt64LittleEndian(block[8..]);
         memberSector = BinaryPrimitives.ReadInt64LittleEndian(block[24..]);

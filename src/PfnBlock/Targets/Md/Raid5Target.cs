@@ -19,6 +19,10 @@ namespace PfnBlock.Targets.Md;
 /// member completes bios synchronously (pmem) it runs on the submitting thread; otherwise, or
 /// when the pool is empty, on the target's own thread (md's raid5d), so <see cref="MapWrite"/> never
 /// blocks on a slow member.</para>
+/// <para>With a write-back journal (<see cref="Raid5Journal.WriteBack"/>) a write only puts its
+/// new data in the journal and completes; the write-out thread (md's r5c reclaim) later writes
+/// each data record through the stripe path above, oldest first, and reads of a stripe with
+/// records not yet written out lay them over what the members hold.</para>
 /// <para>Discard and write-zeroes become writes of zeros (parity stays right), except that a
 /// discard of whole stripes goes down as discards when every member guarantees discarded sectors
 /// read back as zeros (md's devices_handle_discard_safely): zero data has zero parity.</para>
@@ -42,7 +46,12 @@ internal sealed unsafe class Raid5Target : MdTarget
     private readonly AutoResetEvent _wake = new(false);
     private readonly Thread _thread;
     private readonly Raid5Journal? _journal;
+    private readonly Thread? _outThread;     // write-back: writes data records out to the members
+    private readonly DramArena? _outArena;   // write-back: one data record's payload, read back from the log
+    private readonly Bio _outBio = new(1);
+    private readonly Bio _outRead = new(1);
     private volatile bool _stopping;
+    private volatile bool _outStopping, _outStopped;
     private long _fullStripeWrites, _rmwWrites, _rcwWrites, _degradedWrites, _reconstructedReads;
 
     public Raid5Target(MdArray array, IBlockDevice[] devices) : base(array, devices)
@@ -58,6 +67,12 @@ internal sealed unsafe class Raid5Target : MdTarget
         _workerPool.TryRent(out _workerBuffers);
         _thread = new Thread(Worker) { IsBackground = true, Name = $"md-{array.Name}-raid5d" };
         _thread.Start();
+        if (_journal is { WriteBack: true })
+        {
+            _outArena = DramArena.Create((long)_layout.DataDisks * _chunkBytes, _space, $"md-{array.Name}-r5c");
+            _outThread = new Thread(WriteOutLoop) { IsBackground = true, Name = $"md-{array.Name}-r5c" };
+            _outThread.Start();
+        }
     }
 
     /// <summary>RAID5 passes a volatile cache, FUA and read-only on; it is not synchronous (a write may wait for the bitmap).</summary>
@@ -105,6 +120,17 @@ internal sealed unsafe class Raid5Target : MdTarget
                 part.Chain(bio);
             }
             MdMember m = Array.Slot(member);
+            if (_journal is { WriteBack: true } j && j.HasPending(memberSector & ~(_layout.ChunkSectors - 1)))
+            {
+                // Write-back data not yet on the members: read under the stripe lock and lay it over.
+                Reconstruct(part, member, memberSector, overlay: true);
+                if (last)
+                {
+                    lower = null;
+                    return MapResult.Submitted;
+                }
+                continue;
+            }
             if (m.Readable(memberSector, last ? sectors : left))
             {
                 part.Iter.Sector = memberSector + m.DataOffset;
@@ -126,18 +152,51 @@ internal sealed unsafe class Raid5Target : MdTarget
         }
     }
 
-    /// <summary>Reconstructs the chunk piece <paramref name="part"/> (member sectors from <paramref name="memberSector"/> of slot <paramref name="slot"/>) and completes it: here, or on the worker.</summary>
-    private void Reconstruct(Bio part, int slot, long memberSector)
+    /// <summary>
+    /// Reconstructs the chunk piece <paramref name="part"/> (member sectors from <paramref name="memberSector"/>
+    /// of slot <paramref name="slot"/>), or with <paramref name="overlay"/> reads it with the journal's
+    /// pending data laid over, and completes it: here, or on the worker.
+    /// </summary>
+    private void Reconstruct(Bio part, int slot, long memberSector, bool overlay = false)
     {
         if (MembersSynchronous() && _pool.TryRent(out StripeBuffers set))
         {
             BlockStatus status;
-            try { status = ReconstructRead(part, slot, memberSector, set); }
+            try { status = overlay ? OverlayRead(part, slot, memberSector, set) : ReconstructRead(part, slot, memberSector, set); }
             finally { _pool.Return(set); }
             part.Complete(status);
             return;
         }
-        Enqueue(new Job(part, null, slot, memberSector));
+        Enqueue(new Job(part, null, slot, memberSector) { Overlay = overlay });
+    }
+
+    /// <summary>
+    /// Reads the piece from its member (or by reconstruction) into the stripe buffer, lays the
+    /// journal's pending data records of the stripe over it, and copies it into the bio; under the
+    /// stripe lock, so no record is written out meanwhile.
+    /// </summary>
+    private BlockStatus OverlayRead(Bio part, int slot, long memberSector, StripeBuffers set)
+    {
+        int bytes = (int)part.Size;
+        long stripe = memberSector >> _layout.ChunkShift;
+        long inChunk = memberSector & (_layout.ChunkSectors - 1);
+        long offset = inChunk << Bio.SectorShift;
+        LockStripe(stripe);
+        try
+        {
+            MdMember m = Array.Slot(slot);
+            int buffer = slot;
+            if (!m.Readable(memberSector, bytes >> Bio.SectorShift) || MemberIo(m, BioOp.Read, memberSector, set, slot, offset, bytes, BioFlags.None) != BlockStatus.Ok)
+            {
+                if (m.Readable(memberSector, bytes >> Bio.SectorShift)) Array.ReadError(m, memberSector, bytes >> Bio.SectorShift);
+                BlockStatus r = ReconstructInto(slot, memberSector, bytes, offset, set);
+                if (r != BlockStatus.Ok) return r;
+                buffer = Array.RaidDisks;
+            }
+            if (!_journal!.Overlay(stripe << _layout.ChunkShift, slot, inChunk, inChunk + (bytes >> Bio.SectorShift), set, buffer)) return BlockStatus.IoError;
+            return CopyBio(part, 0, set.At(buffer, offset), bytes, toBio: true) ? BlockStatus.Ok : BlockStatus.Invalid;
+        }
+        finally { UnlockStripe(stripe); }
     }
 
     /// <summary>Sees a member read complete; a failed one is reported and the piece reconstructed from the others.</summary>
@@ -163,26 +222,33 @@ internal sealed unsafe class Raid5Target : MdTarget
         LockStripe(stripe);
         try
         {
-            byte* acc = set.At(Array.RaidDisks, offset);
-            bool first = true;
-            for (int j = 0; j < Array.RaidDisks; j++)
-            {
-                if (j == slot) continue;
-                MdMember m = Array.Slot(j);
-                if (!m.Readable(memberSector, bytes >> Bio.SectorShift)) return BlockStatus.IoError; // a second member is gone
-                if (MemberIo(m, BioOp.Read, memberSector, set, first ? Array.RaidDisks : j, offset, bytes, BioFlags.None) != BlockStatus.Ok)
-                {
-                    Array.ReadError(m, memberSector, bytes >> Bio.SectorShift);
-                    return BlockStatus.IoError;
-                }
-                if (!first) Parity.Xor(acc, set.At(j, offset), (nuint)bytes);
-                first = false;
-            }
-            if (!CopyBio(part, 0, acc, bytes, toBio: true)) return BlockStatus.Invalid;
-            Interlocked.Increment(ref _reconstructedReads);
-            return BlockStatus.Ok;
+            BlockStatus r = ReconstructInto(slot, memberSector, bytes, offset, set);
+            if (r != BlockStatus.Ok) return r;
+            return CopyBio(part, 0, set.At(Array.RaidDisks, offset), bytes, toBio: true) ? BlockStatus.Ok : BlockStatus.Invalid;
         }
         finally { UnlockStripe(stripe); }
+    }
+
+    /// <summary>Rebuilds slot <paramref name="slot"/>'s member sectors from <paramref name="memberSector"/> into the spare buffer at <paramref name="offset"/>; the caller holds the stripe lock.</summary>
+    private BlockStatus ReconstructInto(int slot, long memberSector, int bytes, long offset, StripeBuffers set)
+    {
+        byte* acc = set.At(Array.RaidDisks, offset);
+        bool first = true;
+        for (int j = 0; j < Array.RaidDisks; j++)
+        {
+            if (j == slot) continue;
+            MdMember m = Array.Slot(j);
+            if (!m.Readable(memberSector, bytes >> Bio.SectorShift)) return BlockStatus.IoError; // a second member is gone
+            if (MemberIo(m, BioOp.Read, memberSector, set, first ? Array.RaidDisks : j, offset, bytes, BioFlags.None) != BlockStatus.Ok)
+            {
+                Array.ReadError(m, memberSector, bytes >> Bio.SectorShift);
+                return BlockStatus.IoError;
+            }
+            if (!first) Parity.Xor(acc, set.At(j, offset), (nuint)bytes);
+            first = false;
+        }
+        Interlocked.Increment(ref _reconstructedReads);
+        return BlockStatus.Ok;
     }
 
     // ---- writes ----------------------------------------------------------------------------------------
@@ -197,10 +263,20 @@ internal sealed unsafe class Raid5Target : MdTarget
             return MapResult.Submitted;
         }
         if (!_writes.TryRent(out Bio? carrier)) return MapResult.Requeue;
+        R5Write w = carrier.ContextAs<R5Write>();
+        w.WriteOutSeq = 0;
+        w.Cached = _journal is { WriteBack: true };
+        if (w.Cached)
+        {
+            // Write-back: the data goes to the journal only, so no member region becomes dirty (the write-out counts itself in).
+            w.Start(carrier, bio, 0, -1);
+            Dispatch(w);
+            return MapResult.Submitted;
+        }
         // The regions of the member sectors of every stripe the write touches (parity included).
         long first = bio.Sector / _layout.StripeSectors, last = (bio.Sector + (bio.Size >> Bio.SectorShift) - 1) / _layout.StripeSectors;
         WriteIntentBitmap regions = Array.Regions;
-        return BeginWrite(carrier, carrier.ContextAs<R5Write>(), bio, regions.RegionOf(first << _layout.ChunkShift), regions.RegionOf(((last + 1) << _layout.ChunkShift) - 1));
+        return BeginWrite(carrier, w, bio, regions.RegionOf(first << _layout.ChunkShift), regions.RegionOf(((last + 1) << _layout.ChunkShift) - 1));
     }
 
     /// <summary>Runs the write here when the members are synchronous and a stripe buffer set is free, else on the worker.</summary>
@@ -220,7 +296,8 @@ internal sealed unsafe class Raid5Target : MdTarget
     private void Process(R5Write w, StripeBuffers set)
     {
         Bio bio = w.Parent!;
-        if ((bio.Flags & BioFlags.Preflush) != 0)
+        // A write-back journal's records are written with FUA: a preflush has nothing more to make durable.
+        if ((bio.Flags & BioFlags.Preflush) != 0 && !w.Cached)
             for (int j = 0; j < Array.RaidDisks; j++)
             {
                 MdMember m = Array.Slot(j);
@@ -234,9 +311,14 @@ internal sealed unsafe class Raid5Target : MdTarget
             long stripe = sector / _layout.StripeSectors;
             long stripeStart = stripe * _layout.StripeSectors;
             long n = Math.Min(end, stripeStart + _layout.StripeSectors) - sector;
-            LockStripe(stripe);
-            try { WriteStripe(w, stripe, sector - stripeStart, n, bioByte, set); }
-            finally { UnlockStripe(stripe); }
+            // A write-back data record takes no stripe lock: it waits for room while the write-out holds one.
+            if (w.Cached) WriteStripe(w, stripe, sector - stripeStart, n, bioByte, set);
+            else
+            {
+                LockStripe(stripe);
+                try { WriteStripe(w, stripe, sector - stripeStart, n, bioByte, set); }
+                finally { UnlockStripe(stripe); }
+            }
             bioByte += n << Bio.SectorShift;
             sector += n;
         }
@@ -268,6 +350,21 @@ internal sealed unsafe class Raid5Target : MdTarget
         long rowSectors = rowHi - rowLo;
         int rowBytes = (int)(rowSectors << Bio.SectorShift);
         long rowByte = rowLo << Bio.SectorShift;
+
+        if (w.Cached)
+        {
+            // Write-back: the new data alone, in array order, as one data record; parity waits for the write-out.
+            Raid5JournalEntry[] cached = set.JournalEntries;
+            int k = 0;
+            for (int i = 0; i < data; i++)
+                if (a[i] < b[i])
+                {
+                    if (!FillNew(i)) { w.Error = BlockStatus.Invalid; return; }
+                    cached[k++] = new Raid5JournalEntry(SlotOfData(i), (int)a[i], (int)(b[i] - a[i]));
+                }
+            if (!_journal!.AppendData(memberBase, cached.AsSpan(0, k), set, out _)) w.Error = BlockStatus.IoError;
+            return;
+        }
 
         bool fullStripe = touched == data && rowLo == 0 && rowHi == c;
         for (int i = 0; i < data && fullStripe; i++) fullStripe = a[i] == 0 && b[i] == c;
@@ -374,7 +471,7 @@ internal sealed unsafe class Raid5Target : MdTarget
                 for (int i = 0; i < data; i++)
                     if (a[i] < b[i]) entries[n++] = new Raid5JournalEntry(SlotOfData(i), (int)a[i], (int)(b[i] - a[i]));
                 if (parity) entries[n++] = new Raid5JournalEntry(pd, (int)rowLo, (int)rowSectors);
-                if (!_journal.Append(memberBase, entries.AsSpan(0, n), set, out seq))
+                if (!_journal.Append(memberBase, entries.AsSpan(0, n), set, w.WriteOutSeq, out seq))
                 {
                     w.Error = BlockStatus.IoError;
                     return;
@@ -383,6 +480,8 @@ internal sealed unsafe class Raid5Target : MdTarget
             for (int i = 0; i < data; i++) Write(SlotOfData(i), a[i], b[i]);
             if (parity) Write(pd, rowLo, rowHi);
             _journal?.Done(seq);
+            // Still under the stripe lock: a read sees the data record or the members holding it.
+            if (w.WriteOutSeq != 0) _journal!.WrittenOut(w.WriteOutSeq);
         }
 
         int Full()
@@ -485,12 +584,27 @@ internal sealed unsafe class Raid5Target : MdTarget
         Array.MemberFailed(m, BlockStatus.IoError, "write");
     }
 
-    private void Finish(R5Write w) => w.Finish(Array, w.Error != BlockStatus.Ok ? w.Error : Array.IsFailed ? BlockStatus.IoError : BlockStatus.Ok);
+    private void Finish(R5Write w)
+    {
+        BlockStatus status = w.Error != BlockStatus.Ok ? w.Error : Array.IsFailed ? BlockStatus.IoError : BlockStatus.Ok;
+        if (!w.Cached)
+        {
+            w.Finish(Array, status);
+            return;
+        }
+        // A write-back data record counted in no region and changed no member.
+        w.Result = status;
+        w.CompleteDeferred();
+    }
 
     /// <summary>One array write; which member failed a read during it.</summary>
     private sealed class R5Write(Raid5Target owner) : MdWrite
     {
         public int ReadFailedSlot;
+        /// <summary>Write-back: this write only appends data records (no region, no member).</summary>
+        public bool Cached;
+        /// <summary>Write-back: the seq of the data record this write writes out; 0 for an array write.</summary>
+        public long WriteOutSeq;
 
         public override void BitsDurable() => owner.Dispatch(this);
     }
@@ -545,6 +659,8 @@ internal sealed unsafe class Raid5Target : MdTarget
     private readonly record struct Job(Bio? Read, R5Write? Write, int Slot, long MemberSector)
     {
         public bool Retry { get; init; }
+        /// <summary>A read of a stripe with pending write-back data (<see cref="OverlayRead"/>).</summary>
+        public bool Overlay { get; init; }
     }
 
     private void Enqueue(Job job)
@@ -570,12 +686,81 @@ internal sealed unsafe class Raid5Target : MdTarget
                     continue;
                 }
                 Bio part = job.Read!;
-                BlockStatus status = ReconstructRead(part, job.Slot, job.MemberSector, _workerBuffers);
+                BlockStatus status = job.Overlay ? OverlayRead(part, job.Slot, job.MemberSector, _workerBuffers)
+                    : ReconstructRead(part, job.Slot, job.MemberSector, _workerBuffers);
                 // A bio that came back from a member's end_io hook completes again from where the hook left it.
                 if (job.Retry) part.PrepareSubmit();
                 part.Complete(status);
             }
         }
+    }
+
+    // ---- write-back: the write-out thread (md's r5c reclaim) -------------------------------------------
+
+    /// <summary>
+    /// Writes the journal's pending data records to the members, oldest first: each one's payload
+    /// is read back from the log into a DRAM buffer and written as an array write of its range
+    /// through the stripe path (bitmap, parity, a write-through record naming the data record, the
+    /// members), one at a time. Stops when the journal or the array fails: the records stay in the
+    /// log for the next assembly.
+    /// </summary>
+    private void WriteOutLoop()
+    {
+        Raid5Journal journal = _journal!;
+        var entries = new Raid5JournalEntry[Array.RaidDisks];
+        long lastSeen = -1;
+        try
+        {
+            while (!_outStopping)
+            {
+                if (journal.Failed || Array.IsFailed || Array.IsReadOnly) return;
+                if (journal.PauseWriteOut || !journal.WriteOutWanted(ref lastSeen) || !journal.NextWriteOut(entries, out long seq, out long memberSector, out int count, out long payloadBlock))
+                {
+                    journal.OutWake.WaitOne(50);
+                    continue;
+                }
+                long stripe = memberSector >> _layout.ChunkShift;
+                // The entries are data ranges in array order, contiguous: the record is one array range.
+                Raid5JournalEntry first = entries[0];
+                long sector = _layout.ArraySector(stripe, _layout.DataIndexOf(stripe, first.Slot), first.First);
+                int bytes = 0;
+                for (int i = 0; i < count; i++) bytes += entries[i].Sectors << Bio.SectorShift;
+                int padded = (bytes + Raid5JournalLayout.BlockBytes - 1) & ~(Raid5JournalLayout.BlockBytes - 1);
+                if (journal.ReadLog(_outRead, payloadBlock, _outArena!.PfnAt(0), padded) != BlockStatus.Ok)
+                {
+                    Array.JournalFailed($"journal {journal.Spec} failed (write-out read of record {seq}): {journal.Pending} acknowledged record(s) stay in it, not written out");
+                    return;
+                }
+                BlockStatus status;
+                while (true)
+                {
+                    Bio bio = _outBio.Init(BioOp.Write, sector).AddVec(_outArena.PfnAt(0), 0, (uint)bytes);
+                    Bio? carrier;
+                    while (!_writes.TryRent(out carrier)) Thread.Yield();
+                    R5Write w = carrier.ContextAs<R5Write>();
+                    w.Cached = false;
+                    w.WriteOutSeq = seq;
+                    ValueTask<BlockStatus> done = bio.PrepareAwait();
+                    WriteIntentBitmap regions = Array.Regions;
+                    if (BeginWrite(carrier, w, bio, regions.RegionOf(stripe << _layout.ChunkShift), regions.RegionOf(((stripe + 1) << _layout.ChunkShift) - 1)) == MapResult.Requeue)
+                    {
+                        // A sync holds the region: try again shortly. The bio never started; completing it ends the await armed above.
+                        bio.Complete(BlockStatus.Ok);
+                        done.AsTask().GetAwaiter().GetResult();
+                        Thread.Sleep(1);
+                        continue;
+                    }
+                    status = done.IsCompleted ? done.Result : done.AsTask().GetAwaiter().GetResult();
+                    break;
+                }
+                if (status != BlockStatus.Ok)
+                {
+                    Array.JournalFailed($"md: write-out of journal record {seq} failed ({status}): it stays in the journal for the next assembly");
+                    return;
+                }
+            }
+        }
+        finally { _outStopped = true; }
     }
 
     // ---- sync ------------------------------------------------------------------------------------------
@@ -655,11 +840,16 @@ internal sealed unsafe class Raid5Target : MdTarget
 
     public override void Dispose()
     {
+        // Write-back: a clean stop writes every pending data record out first (unless a test leaves the log as a crash would).
+        if (_journal is { WriteBack: true, LeaveLogOnStop: false } j) j.WaitWrittenOut(() => !_outStopped);
+        _outStopping = true;
+        _outThread?.Join();
         base.Dispose(); // stops the array first: no more syncs or writes
         _stopping = true;
         _wake.Set();
         _thread.Join();
         _pool.Dispose();
         _workerPool.Dispose();
+        _outArena?.Dispose();
     }
 }

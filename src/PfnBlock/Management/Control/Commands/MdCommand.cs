@@ -146,6 +146,8 @@ public sealed class MdCommand : IRegisteredControlCommand
                 ["records"] = j.Records,
                 ["replayed"] = j.Replayed,
                 ["reclaims"] = j.Reclaims,
+                ["pending"] = j.Pending,
+                ["written_out"] = j.WrittenOut,
             } : array.HasJournal ? new JsonObject { ["state"] = "missing" } : null,
             ["members"] = new JsonArray([.. array.Members.Select(m => (JsonNode?)new JsonObject
             {
