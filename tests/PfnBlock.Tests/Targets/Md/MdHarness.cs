@@ -1,4 +1,6 @@
+using System.Buffers.Binary;
 using PfnBlock.Block;
+using PfnBlock.CrashChild;
 using PfnBlock.Devices;
 using PfnBlock.Targets.Md;
 
@@ -89,6 +91,25 @@ public sealed class MdHarness : IDisposable
             layout.Fill(0xA5);
             status = device.SubmitAndWait(layout.AddTo(new Bio().Init(BioOp.Read, offset >> Bio.SectorShift)));
             return layout.Read();
+        }
+    }
+
+    /// <summary>
+    /// Every acknowledged write of a crash child (<c>write-spec</c>, versions stamped per block) is
+    /// on <paramref name="md"/>: each of the first <paramref name="blocks"/> blocks holds its last
+    /// acknowledged version, or the one that was in flight when the child was killed.
+    /// </summary>
+    public void AssertAcknowledged(IBlockDevice md, List<(long Version, int Block)> acks, int blocks, int seed)
+    {
+        var last = new Dictionary<int, long>();
+        foreach ((long v, int b) in acks) last[b] = v;
+        long inFlight = acks[^1].Version + 1;
+        int inFlightBlock = CrashProtocol.BlockFor(seed, inFlight, blocks);
+        byte[] data = Read(md, 0, blocks * CrashProtocol.BlockSize);
+        foreach ((int b, long v) in last)
+        {
+            long found = (long)(BinaryPrimitives.ReadUInt64LittleEndian(data.AsSpan(b * CrashProtocol.BlockSize)) >> 32);
+            Assert.True(found == v || (b == inFlightBlock && found == inFlight), $"block {b} holds version {found}, acknowledged {v}");
         }
     }
 

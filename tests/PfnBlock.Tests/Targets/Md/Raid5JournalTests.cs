@@ -1,7 +1,5 @@
-using System.Buffers.Binary;
 using CsCheck;
 using PfnBlock.Block;
-using PfnBlock.CrashChild;
 using PfnBlock.Devices;
 using PfnBlock.Targets.Md;
 
@@ -174,22 +172,7 @@ public sealed class Raid5JournalTests : IDisposable
         Assert.Contains(array.Log, l => l.Contains("replayed", StringComparison.Ordinal) && l.Contains("no resync", StringComparison.Ordinal));
         Assert.True(truth.AsSpan().SequenceEqual(_h.Read(md, arrayByte, rowBytes)), "the journal should have closed the write hole");
         Assert.Equal(0, array.ResyncedSectors);
-        AssertAcknowledged(md, acks, seed: 11);
-    }
-
-    /// <summary>Every acknowledged write of the crash child is there: each block holds its last acknowledged version or the one in flight.</summary>
-    private void AssertAcknowledged(IBlockDevice md, List<(long Version, int Block)> acks, int seed)
-    {
-        var last = new Dictionary<int, long>();
-        foreach ((long v, int b) in acks) last[b] = v;
-        long inFlight = acks[^1].Version + 1;
-        int inFlightBlock = CrashProtocol.BlockFor(seed, inFlight, Blocks);
-        byte[] data = _h.Read(md, 0, Blocks * CrashProtocol.BlockSize);
-        foreach ((int b, long v) in last)
-        {
-            long found = (long)(BinaryPrimitives.ReadUInt64LittleEndian(data.AsSpan(b * CrashProtocol.BlockSize)) >> 32);
-            Assert.True(found == v || (b == inFlightBlock && found == inFlight), $"block {b} holds version {found}, acknowledged {v}");
-        }
+        _h.AssertAcknowledged(md, acks, Blocks, seed: 11);
     }
 
     /// <summary>SIGKILLed writers, three times over the same array: after each replay every acknowledged write is there and the parity checks clean.</summary>
@@ -206,7 +189,7 @@ public sealed class Raid5JournalTests : IDisposable
             IBlockDevice md = _h.Open(Spec(m, j));
             MdArray array = MdArray.Of(md)!;
             Assert.True(array.JournalStatus!.Replayed > 0);
-            AssertAcknowledged(md, acks, seed);
+            _h.AssertAcknowledged(md, acks, Blocks, seed);
             array.StartCheck();
             Assert.True(array.WaitForSync(TimeSpan.FromSeconds(60)));
             Assert.Equal(0, array.MismatchCount);
@@ -309,7 +292,7 @@ public sealed class Raid5JournalTests : IDisposable
         _h.Reopen();
         IBlockDevice md = _h.Open(Spec(m, j));
         Assert.Equal(records.Count, MdArray.Of(md)!.JournalStatus!.Replayed);
-        AssertAcknowledged(md, acks, seed: 31);
+        _h.AssertAcknowledged(md, acks, Blocks, seed: 31);
     }
 
     [Fact]
