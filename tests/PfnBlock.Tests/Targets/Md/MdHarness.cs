@@ -113,6 +113,20 @@ public sealed class MdHarness : IDisposable
         }
     }
 
+    /// <summary>Makes the members' superblocks say "active" (an unclean stop) without touching anything else.</summary>
+    public void MarkDirty(string[] members)
+    {
+        foreach (string s in members)
+        {
+            IBlockDevice dev = Open(s);
+            byte[] block = Read(dev, MdSuperblock.SuperOffsetSectors * 512, MdSuperblock.BlockBytes);
+            MdSuperblock sb = MdSuperblock.Decode(block, dev.CapacitySectors, out string? error) ?? throw new InvalidDataException(error);
+            sb.ResyncOffset = 0;
+            sb.Encode(block);
+            Assert.Equal(BlockStatus.Ok, Write(dev, MdSuperblock.SuperOffsetSectors * 512, block));
+        }
+    }
+
     /// <summary>The data area of member <paramref name="spec"/> as the array uses it (from its data offset, <paramref name="sectors"/> long).</summary>
     public byte[] MemberData(string spec, long dataOffsetSectors, long sectors)
     {

@@ -231,7 +231,7 @@ public sealed class Raid5JournalTests : IDisposable
                     long at = ((long)sb.DataOffset + last.MemberSector + e.First) << Bio.SectorShift;
                     Assert.Equal(BlockStatus.Ok, _h.Write(_h.Open(m[e.Slot]), at, Stamp.Make(0, e.Sectors << Bio.SectorShift, seed)));
                 }
-            MarkDirty(m);
+            _h.MarkDirty(m);
             _h.Reopen();
             string[] degraded = [.. m.Select((s, i) => i == lostSlot ? "missing" : s)];
             md = _h.Open(Spec(degraded, j));
@@ -249,20 +249,6 @@ public sealed class Raid5JournalTests : IDisposable
         byte[] data = _h.Read(dev, block, 4096);
         data[offset - block] ^= 0xFF;
         Assert.Equal(BlockStatus.Ok, _h.Write(dev, block, data));
-    }
-
-    /// <summary>Makes the members' superblocks say "active" (an unclean stop) without touching anything else.</summary>
-    private void MarkDirty(string[] members)
-    {
-        foreach (string s in members)
-        {
-            IBlockDevice dev = _h.Open(s);
-            byte[] block = _h.Read(dev, MdSuperblock.SuperOffsetSectors * 512, MdSuperblock.BlockBytes);
-            MdSuperblock sb = MdSuperblock.Decode(block, dev.CapacitySectors, out string? error) ?? throw new InvalidDataException(error);
-            sb.ResyncOffset = 0;
-            sb.Encode(block);
-            Assert.Equal(BlockStatus.Ok, _h.Write(dev, MdSuperblock.SuperOffsetSectors * 512, block));
-        }
     }
 
     [Fact]

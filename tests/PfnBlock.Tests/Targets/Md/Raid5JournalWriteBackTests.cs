@@ -227,7 +227,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         long rowByte = ((long)sb.DataOffset + last.MemberSector + parity.First) << Bio.SectorShift;
         int rowBytes = parity.Sectors << Bio.SectorShift;
         Assert.Equal(BlockStatus.Ok, _h.Write(_h.Open(m[pd]), rowByte, Stamp.Make(0, rowBytes, 77))); // the tear
-        MarkDirty(m);
+        _h.MarkDirty(m);
         _h.Reopen();
         string[] degraded = [.. m.Select((s, i) => i == lost ? "missing" : s)];
         int arrayByte = (int)(layout.ArraySector(stripe, layout.DataIndexOf(stripe, lost), parity.First) << Bio.SectorShift);
@@ -238,20 +238,6 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
 
         md = _h.Open(Spec(degraded, j));
         _h.AssertModel(md, model, 0, Area, MdArray.Of(md)!);
-    }
-
-    /// <summary>Makes the members' superblocks say "active" (an unclean stop) without touching anything else.</summary>
-    private void MarkDirty(string[] members)
-    {
-        foreach (string s in members)
-        {
-            IBlockDevice dev = _h.Open(s);
-            byte[] block = _h.Read(dev, MdSuperblock.SuperOffsetSectors * 512, MdSuperblock.BlockBytes);
-            MdSuperblock sb = MdSuperblock.Decode(block, dev.CapacitySectors, out string? error) ?? throw new InvalidDataException(error);
-            sb.ResyncOffset = 0;
-            sb.Encode(block);
-            Assert.Equal(BlockStatus.Ok, _h.Write(dev, MdSuperblock.SuperOffsetSectors * 512, block));
-        }
     }
 
     /// <summary>
