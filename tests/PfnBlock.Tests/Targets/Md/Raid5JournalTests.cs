@@ -263,7 +263,14 @@ public sealed class Raid5JournalTests : IDisposable
         // its payload not all there. With the payload's checksum right it would count; torn, it is ignored.
         IBlockDevice jdev = _h.Open(j);
         Raid5JournalSuperblock jsb = JournalSuperblock(j);
+        // Where the writer puts the next record: after the last one, or at the log's start when
+        // two blocks no longer fit before its end (the child may have filled the log that far).
         long at = last.Block + 1 + last.PayloadBlocks;
+        if (at + 2 > jsb.Blocks)
+        {
+            at = Raid5JournalLayout.LogStart;
+            Assert.True(records[0].Block >= at + 2, "the live records leave no room for a record at the log's start");
+        }
         byte[] payload = Stamp.Make(0, 4096, 5);
         Raid5JournalEntry[] entries = [new(last.Entries[0].Slot, 0, 8)];
         var header = new byte[4096];
