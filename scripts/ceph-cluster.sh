@@ -68,12 +68,35 @@ run_daemon() {
   echo $! >"$dir/run/$name.pid"
 }
 
+# True when nothing listens on TCP ports $1 .. $1+19 (read from /proc: no ss needed).
+port_range_free() {
+  local hex p
+  for hex in $(awk 'NR > 1 && $4 == "0A" { n = split($2, a, ":"); print a[n] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+    p=$((16#$hex))
+    if [ "$p" -ge "$1" ] && [ "$p" -le $(($1 + 19)) ]; then return 1; fi
+  done
+  return 0
+}
+
 start_cluster() {
   local osds=${1:-1}
   case "$osds" in 1|2|3|4|5) ;; *) echo "ceph-cluster: OSDS must be 1..5" >&2; exit 2 ;; esac
   [ -e "$dir/ceph.conf" ] && { echo "ceph-cluster: $dir already holds a cluster (stop it first)" >&2; exit 1; }
   install_ceph
-  local port=${CEPH_PORT:-$((21000 + $(printf %s "$dir" | cksum | cut -d' ' -f1) % 400 * 20))}
+  # Port range: the one derived from DIR, or the next whose 20 ports nothing listens on. Two
+  # clusters must never share one: a second monitor that cannot bind would leave this script
+  # configuring the first cluster (it once set another cluster's pool to size 3). The choice is
+  # made under a lock held until this cluster's monitor answers with this cluster's fsid.
+  exec 8>"${CEPH_STORE:-/dev/shm}/pfnblock-ceph-ports.lock"
+  flock 8
+  local port=${CEPH_PORT:-}
+  if [ -z "$port" ]; then
+    local slot=$(( $(printf %s "$dir" | cksum | cut -d' ' -f1) % 400 )) k
+    for k in $(seq 0 399); do
+      port=$((21000 + (slot + k) % 400 * 20))
+      port_range_free "$port" && break
+    done
+  fi
   local store="${CEPH_STORE:-/dev/shm}/pfnblock-ceph.$(printf %s "$dir" | cksum | cut -d' ' -f1)"
   local size=$((osds >= 3 ? 3 : 1)) minsize=$((osds >= 3 ? 2 : 1))
   mkdir -p "$dir"/{run,log,mon,osd} "$store"
@@ -131,6 +154,12 @@ EOF
   monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$port,v1:127.0.0.1:$((port + 1))]" "$dir/monmap" >/dev/null
   ceph-mon "${c[@]}" --mkfs -i a --monmap "$dir/monmap" >>"$dir/log/mkfs.log" 2>&1
   run_daemon mon.a ceph-mon -i a
+  local answered; answered=$(timeout 30 ceph "${c[@]}" fsid 2>/dev/null || true)
+  if [ "$answered" != "$fsid" ]; then
+    echo "ceph-cluster: the monitor on 127.0.0.1:$port answers as cluster '${answered:-nothing}', not this one ($fsid): is the port taken?" >&2
+    false
+  fi
+  flock -u 8
   local i uuid id
   for i in $(seq 0 $((osds - 1))); do
     uuid=$(cat /proc/sys/kernel/random/uuid)

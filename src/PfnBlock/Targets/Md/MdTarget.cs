@@ -67,7 +67,8 @@ internal abstract class MdTarget : Target
     protected MapResult BeginWrite(Bio carrier, MdWrite w, Bio bio, int first, int last)
     {
         w.Start(carrier, bio, first, last);
-        switch (Array.Regions.StartWrite(first, last, w))
+        WriteIntent intent = Array.Regions.StartWrite(first, last, w, out w.PerThreadCount);
+        switch (intent)
         {
             case WriteIntent.Blocked:
                 w.Parent = null;

@@ -20,6 +20,8 @@ internal abstract class MdWrite : IBitmapWaiter, IMdDeferred
     public BlockStatus Error;
     /// <summary>The status the parent completes with.</summary>
     public BlockStatus Result;
+    /// <summary>The bitmap counted this write in a thread's own counters (its lock-free path), not in the region's word.</summary>
+    public bool PerThreadCount;
 
     public int FirstRegion { get; private set; }
     public int LastRegion { get; private set; }
@@ -58,7 +60,7 @@ internal abstract class MdWrite : IBitmapWaiter, IMdDeferred
     /// </summary>
     public void Finish(MdArray array, BlockStatus result)
     {
-        array.Regions.EndWrite(FirstRegion, LastRegion);
+        array.Regions.EndWrite(FirstRegion, LastRegion, PerThreadCount);
         Result = result;
         if (LostMember && result == BlockStatus.Ok && !array.IsReadOnly) array.DeferUntilSuperblocks(this);
         else CompleteDeferred();

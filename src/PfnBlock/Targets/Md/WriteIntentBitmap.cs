@@ -38,10 +38,13 @@ internal enum WriteIntent
 /// </summary>
 /// <remarks>
 /// <para>One 64-bit word per region, padded to its own cache line: bits 0–30 count the writes in
-/// flight, bit 31 says the region's bit is durable, bit 32 is the barrier. A write costs one
-/// interlocked increment to start and one decrement to end: the daemon clears a bit only by a
-/// compare-and-swap from "durable, nothing in flight" to 0, so a write that saw "durable" in its
-/// increment's result can never have its bit cleared under it.</para>
+/// flight on the locked way, bit 31 says the region's bit is durable, bit 32 is the barrier, bit 33
+/// says the daemon is clearing the bit. A write whose regions are durable and unflagged counts
+/// itself in its thread's own counters with plain stores (see <see cref="StartWrite"/>); any other
+/// takes one interlocked increment to start and one decrement to end. The daemon clears a bit
+/// only after flagging the region, a process-wide barrier, a zero sum of the threads' counters and
+/// a compare-and-swap from "durable, clearing, nothing in flight" to 0, so a write that saw
+/// "durable" can never have its bit cleared under it.</para>
 /// <para>Bitmap blocks are written from a DRAM shadow of the on-media bitmap, at most one flush at a
 /// time: waiters that arrive during a flush wait for the next one, which then includes their bits.
 /// Flush bios carry FUA, so a completed flush is durable.</para>
@@ -51,6 +54,8 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
     private const long PendingMask = (1L << 31) - 1;
     private const long Durable = 1L << 31;
     private const long Barrier = 1L << 32;
+    /// <summary>The daemon is deciding whether to clear the region's bit: writers take the locked way meanwhile.</summary>
+    private const long Clearing = 1L << 33;
     /// <summary>Longs per region slot: one cache line, so writers of neighbouring regions do not share one.</summary>
     private const int Stride = 8;
 
@@ -71,6 +76,11 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
     private bool _flushing;
     private int _flushOutstanding;
     private long _flushes;
+    // Per-thread in-flight counts of the fast write path (see StartWrite), and every thread's array.
+    private readonly ThreadLocal<int[]> _mine;
+    private readonly Lock _countsLock = new();
+    private int[][] _threadCounts = [];
+    private readonly List<int> _clearing = [];
 
     /// <summary>Creates the regions of an array of <paramref name="memberSectors"/> sectors per member.</summary>
     /// <param name="array">The array (members, failures).</param>
@@ -93,6 +103,7 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
         _blockSize = blockSize;
         _flushPool = new BioPool(new BioPoolOptions { Name = "md-bitmap", MaxVecs = 1 });
         _flushDone = FlushDone;
+        _mine = new ThreadLocal<int[]>(NewThreadCounts);
         if (bitmap is null)
         {
             for (int r = 0; r < Regions; r++) _state[r * Stride] = Durable;
@@ -131,11 +142,40 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
 
     /// <summary>
     /// Counts a write of regions <paramref name="first"/>..<paramref name="last"/> in flight and
-    /// makes sure their bits are durable; pair every result but <see cref="WriteIntent.Blocked"/> with <see cref="EndWrite"/>.
+    /// makes sure their bits are durable; pair every result but <see cref="WriteIntent.Blocked"/> with
+    /// <see cref="EndWrite"/>, passing back <paramref name="perThread"/>.
     /// </summary>
+    /// <remarks>
+    /// The common case — every region durable, no barrier, no daemon clearing it — counts the write
+    /// in this thread's own counters with plain stores and no locked instruction: a locked
+    /// instruction would wait for the non-temporal copies of the previous write to reach memory,
+    /// which costs a pmem mirror a third of its write rate (docs/BENCHMARKS.md §9). The rare side
+    /// (<see cref="ClearIdle"/>, <see cref="RaiseBarrier"/>) pays for the ordering instead: it flags
+    /// the region, runs a process-wide memory barrier (<c>membarrier</c>), and then sums every
+    /// thread's counter. A writer whose increment came before the barrier is in that sum; one whose
+    /// increment came after sees the flag, takes its increment back and goes the locked way.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public WriteIntent StartWrite(int first, int last, IBitmapWaiter waiter)
+    public WriteIntent StartWrite(int first, int last, IBitmapWaiter waiter, out bool perThread)
     {
+        int[] mine = _mine.Value!;
+        for (int r = first; r <= last; r++) Volatile.Write(ref mine[r], mine[r] + 1);
+        bool fast = true;
+        for (int r = first; r <= last && fast; r++)
+            fast = (Volatile.Read(ref _state[r * Stride]) & (Durable | Barrier | Clearing)) == Durable;
+        if (fast)
+        {
+            // Touched this pass: the daemon leaves the bit for one more pass (md's two-pass clearing).
+            for (int r = first; r <= last; r++)
+            {
+                ref long hot = ref _state[r * Stride + 1];
+                if (hot == 0) hot = 1;
+            }
+            perThread = true;
+            return WriteIntent.Ready;
+        }
+        for (int r = first; r <= last; r++) Volatile.Write(ref mine[r], mine[r] - 1);
+        perThread = false;
         bool allDurable = true;
         for (int r = first; r <= last; r++)
         {
@@ -147,18 +187,40 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
                 return WriteIntent.Blocked;
             }
             if ((v & Durable) == 0) allDurable = false;
-            // Touched this pass: the daemon leaves the bit for one more pass (md's two-pass clearing).
             ref long hot = ref _state[r * Stride + 1];
             if (hot == 0) hot = 1;
         }
         return allDurable ? WriteIntent.Ready : SetBits(waiter);
     }
 
-    /// <summary>Ends a write started with <see cref="StartWrite"/>.</summary>
+    /// <summary>Ends a write started with <see cref="StartWrite"/> (on any thread), counted as <paramref name="perThread"/> says.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void EndWrite(int first, int last)
+    public void EndWrite(int first, int last, bool perThread)
     {
+        if (perThread)
+        {
+            // This thread's counter may go negative: the write may have started on another thread; only the sum means anything.
+            int[] mine = _mine.Value!;
+            for (int r = first; r <= last; r++) Volatile.Write(ref mine[r], mine[r] - 1);
+            return;
+        }
         for (int r = first; r <= last; r++) Interlocked.Decrement(ref _state[r * Stride]);
+    }
+
+    /// <summary>Writes of <paramref name="region"/> counted in threads' own counters (exact once the region is flagged and the process-wide barrier has run).</summary>
+    private int ThreadCount(int region)
+    {
+        int n = 0;
+        foreach (int[] counts in Volatile.Read(ref _threadCounts)) n += Volatile.Read(ref counts[region]);
+        return n;
+    }
+
+    /// <summary>A new thread's counters, registered so the rare side can sum them.</summary>
+    private int[] NewThreadCounts()
+    {
+        var counts = new int[Regions];
+        lock (_countsLock) _threadCounts = [.. _threadCounts, counts];
+        return counts;
     }
 
     private WriteIntent SetBits(IBitmapWaiter waiter)
@@ -269,14 +331,30 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
         int cleared = 0;
         lock (_lock)
         {
+            _clearing.Clear();
             for (int r = 0; r < Regions; r++)
             {
                 ref long hot = ref _state[r * Stride + 1];
                 if (Volatile.Read(ref hot) != 0) { Volatile.Write(ref hot, 0); continue; }
                 if (_unsynced[r] != 0) continue;
-                if (Interlocked.CompareExchange(ref _state[r * Stride], 0, Durable) != Durable) continue;
-                SetShadowBit(r, false);
-                cleared++;
+                // Durable, nothing in flight on the locked way, no barrier: flag it, then look at the threads' counts.
+                if (Interlocked.CompareExchange(ref _state[r * Stride], Durable | Clearing, Durable) != Durable) continue;
+                _clearing.Add(r);
+            }
+            if (_clearing.Count > 0)
+            {
+                // Every fast writer now either is in the threads' counts or sees the flag (StartWrite).
+                Interlocked.MemoryBarrierProcessWide();
+                foreach (int r in _clearing)
+                {
+                    // A writer that came the locked way meanwhile makes the compare-and-swap fail.
+                    if (ThreadCount(r) == 0 && Interlocked.CompareExchange(ref _state[r * Stride], 0, Durable | Clearing) == (Durable | Clearing))
+                    {
+                        SetShadowBit(r, false);
+                        cleared++;
+                    }
+                    else Interlocked.And(ref _state[r * Stride], ~Clearing);
+                }
             }
             if (cleared == 0 || _flushing) return cleared;
             _flushing = true;
@@ -285,7 +363,6 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
         return cleared;
     }
 
-    /// <summary>Makes the shadow's dirty blocks durable now and waits (worker thread and shutdown only).</summary>
     public void FlushAndWait(TimeSpan timeout)
     {
         using var done = new ManualResetEventSlim();
@@ -399,11 +476,12 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
     {
         ref long s = ref _state[region * Stride];
         Interlocked.Or(ref s, Barrier);
+        // Fast writers after this see the barrier; those before are in the threads' counts (StartWrite).
+        Interlocked.MemoryBarrierProcessWide();
         var spin = new SpinWait();
-        while ((Volatile.Read(ref s) & PendingMask) != 0) spin.SpinOnce(sleep1Threshold: 20);
+        while ((Volatile.Read(ref s) & PendingMask) != 0 || ThreadCount(region) != 0) spin.SpinOnce(sleep1Threshold: 20);
     }
 
-    /// <summary>Lowers the barrier of region <paramref name="region"/>.</summary>
     public void LowerBarrier(int region) => Interlocked.And(ref _state[region * Stride], ~Barrier);
 
     /// <summary>Writes in flight in all regions (0 when the array is idle).</summary>
@@ -412,10 +490,11 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
         get
         {
             long n = 0;
-            for (int r = 0; r < Regions; r++) n += Volatile.Read(ref _state[r * Stride]) & PendingMask;
+            for (int r = 0; r < Regions; r++) n += (Volatile.Read(ref _state[r * Stride]) & PendingMask) + ThreadCount(r);
             return n;
         }
     }
 
+    // _mine is left to its finalizer: a write that completes after a stop that gave up waiting still ends through it.
     public void Dispose() => _arena?.Dispose();
 }
