@@ -166,8 +166,6 @@ internal sealed class Raid1Target : MdTarget
         }
         // The issuer's hold plus one per leg, published before the first submission.
         Volatile.Write(ref w.Pending, n + 1);
-        w.InlineDone = 0;
-        w.InlineSucceeded = 0;
         R1Write? outer = t_issuing;
         t_issuing = w;
         for (int i = 0; i < n; i++)
@@ -252,7 +250,6 @@ internal sealed class Raid1Target : MdTarget
         public override void Start(Bio carrier, Bio parent, int first, int last)
         {
             base.Start(carrier, parent, first, last);
-            Pending = 1;
             Succeeded = 0;
             InlineSucceeded = 0;
             InlineDone = 0;

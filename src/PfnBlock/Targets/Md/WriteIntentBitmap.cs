@@ -165,12 +165,7 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
             fast = (Volatile.Read(ref _state[r * Stride]) & (Durable | Barrier | Clearing)) == Durable;
         if (fast)
         {
-            // Touched this pass: the daemon leaves the bit for one more pass (md's two-pass clearing).
-            for (int r = first; r <= last; r++)
-            {
-                ref long hot = ref _state[r * Stride + 1];
-                if (hot == 0) hot = 1;
-            }
+            for (int r = first; r <= last; r++) Touch(r);
             perThread = true;
             return WriteIntent.Ready;
         }
@@ -187,10 +182,17 @@ internal sealed unsafe class WriteIntentBitmap : IDisposable
                 return WriteIntent.Blocked;
             }
             if ((v & Durable) == 0) allDurable = false;
-            ref long hot = ref _state[r * Stride + 1];
-            if (hot == 0) hot = 1;
+            Touch(r);
         }
         return allDurable ? WriteIntent.Ready : SetBits(waiter);
+    }
+
+    /// <summary>Written this pass: the daemon leaves the region's bit for one more pass (md's two-pass clearing).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Touch(int region)
+    {
+        ref long hot = ref _state[region * Stride + 1];
+        if (hot == 0) hot = 1;
     }
 
     /// <summary>Ends a write started with <see cref="StartWrite"/> (on any thread), counted as <paramref name="perThread"/> says.</summary>

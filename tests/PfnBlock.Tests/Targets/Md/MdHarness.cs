@@ -113,6 +113,28 @@ public sealed class MdHarness : IDisposable
         }
     }
 
+    /// <summary>Four fresh members formatted as a RAID5 with a journal (a fresh namespace of <paramref name="journalBytes"/>, or <paramref name="journal"/>).</summary>
+    public (string[] Members, string Journal, MdSuperblock Sb) NewJournalledRaid5(long chunk, long journalBytes, Raid5JournalMode mode, string name, string? journal = null)
+    {
+        string[] m = Members(4);
+        string j = journal ?? "pmem:" + Scratch.NewNamespace(journalBytes);
+        using var set = new DeviceSet();
+        MdSuperblock sb = MdCreate.Create(m, new MdCreateOptions { Level = 5, ChunkBytes = chunk, BitmapChunkBytes = 256 << 10, Name = name, Journal = j, JournalMode = mode }, set)[0].Superblock;
+        return (m, j, sb);
+    }
+
+    /// <summary>The md: spec of <paramref name="members"/> with <paramref name="journal"/> as their journal.</summary>
+    public static string JournalSpec(IEnumerable<string> members, string journal, string options = "") =>
+        Spec(members, ",journal=" + DeviceSpec.Quote(journal) + options);
+
+    /// <summary>The records a scan of <paramref name="journal"/> finds (what assembly would replay).</summary>
+    internal List<Raid5Journal.Record> JournalRecords(string journal)
+    {
+        IBlockDevice dev = Open(journal);
+        using var io = new MdMetadataIo(dev.AddressSpace);
+        return Raid5Journal.Scan(dev, Raid5Journal.ReadSuperblock(dev, io), io).Records;
+    }
+
     /// <summary>Makes the members' superblocks say "active" (an unclean stop) without touching anything else.</summary>
     public void MarkDirty(string[] members)
     {

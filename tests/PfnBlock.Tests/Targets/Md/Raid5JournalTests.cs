@@ -19,17 +19,8 @@ public sealed class Raid5JournalTests : IDisposable
 
     public void Dispose() => _h.Dispose();
 
-    private (string[] Members, string Journal, MdSuperblock Sb) NewArray(long journalBytes = 4 << 20)
-    {
-        string[] m = _h.Members(4);
-        string j = "pmem:" + _h.Scratch.NewNamespace(journalBytes);
-        using var set = new DeviceSet();
-        MdSuperblock sb = MdCreate.Create(m, new MdCreateOptions { Level = 5, ChunkBytes = Chunk, BitmapChunkBytes = 256 << 10, Name = "j", Journal = j }, set)[0].Superblock;
-        return (m, j, sb);
-    }
-
-    private static string Spec(IEnumerable<string> members, string journal, string options = "") =>
-        MdHarness.Spec(members, ",journal=" + DeviceSpec.Quote(journal) + options);
+    private (string[] Members, string Journal, MdSuperblock Sb) NewArray(long journalBytes = 4 << 20) =>
+        _h.NewJournalledRaid5(Chunk, journalBytes, Raid5JournalMode.WriteThrough, "j");
 
     private Raid5JournalSuperblock JournalSuperblock(string journal)
     {
@@ -38,19 +29,12 @@ public sealed class Raid5JournalTests : IDisposable
         return Raid5Journal.ReadSuperblock(dev, io);
     }
 
-    private List<Raid5Journal.Record> Records(string journal)
-    {
-        IBlockDevice dev = _h.Open(journal);
-        using var io = new MdMetadataIo(dev.AddressSpace);
-        return Raid5Journal.Scan(dev, Raid5Journal.ReadSuperblock(dev, io), io).Records;
-    }
-
     [Fact]
     public void WritesGoThroughTheJournalAndAStopEmptiesIt()
     {
         (string[] m, string j, MdSuperblock sb) = NewArray();
         Assert.NotEqual(0u, sb.FeatureMap & MdSuperblock.FeatureJournal);
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         MdArray array = MdArray.Of(md)!;
         var model = new byte[1 << 20];
         var rnd = new Random(5);
@@ -70,9 +54,9 @@ public sealed class Raid5JournalTests : IDisposable
         _h.Reopen();
         Raid5JournalSuperblock jsb = JournalSuperblock(j);
         Assert.True(jsb.IsClean);
-        Assert.Empty(Records(j));
+        Assert.Empty(_h.JournalRecords(j));
         _h.Reopen();
-        md = _h.Open(Spec(m, j));
+        md = _h.Open(MdHarness.JournalSpec(m, j));
         _h.AssertModel(md, model, 0, model.Length, MdArray.Of(md)!);
         Assert.Equal(0, MdArray.Of(md)!.JournalStatus!.Replayed);
     }
@@ -106,7 +90,7 @@ public sealed class Raid5JournalTests : IDisposable
     {
         // The smallest journal this array takes: two full-stripe records. Writes wrap it many times.
         (string[] m, string j, _) = NewArray(journalBytes: 1 << 20); // the smallest namespace: room for ~7 full-stripe records
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         MdArray array = MdArray.Of(md)!;
         var model = new byte[40 * 3 * Chunk];
         MdHarness.OnThreads(2, t =>
@@ -136,14 +120,14 @@ public sealed class Raid5JournalTests : IDisposable
     public void ACrashThenALostMemberReadsRightWithTheJournal()
     {
         (string[] m, string j, MdSuperblock sb) = NewArray();
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         Assert.Equal(BlockStatus.Ok, _h.Write(md, 0, Stamp.Make(0, 1 << 20, 1)));
         _h.Reopen();
-        List<(long Version, int Block)> acks = MirrorCrashTests.RunAndKill(Spec(m, j), seed: 11, runMs: 100, blocks: Blocks);
+        List<(long Version, int Block)> acks = MirrorCrashTests.RunAndKill(MdHarness.JournalSpec(m, j), seed: 11, runMs: 100, blocks: Blocks);
         Assert.NotEmpty(acks);
         Assert.False(MdExamine.Examine(_h.Open(m[0])).Superblock.IsClean);
 
-        Raid5Journal.Record last = Records(j)[^1];
+        Raid5Journal.Record last = _h.JournalRecords(j)[^1];
         var layout = new Raid5Layout(4, Chunk >> Bio.SectorShift);
         long stripe = last.MemberSector / (Chunk >> Bio.SectorShift);
         int pd = layout.ParityMember(stripe);
@@ -167,7 +151,7 @@ public sealed class Raid5JournalTests : IDisposable
         _h.Reopen();
 
         // With it: no start_dirty_degraded needed, the record is replayed, the chunk is right.
-        md = _h.Open(Spec(degraded, j));
+        md = _h.Open(MdHarness.JournalSpec(degraded, j));
         MdArray array = MdArray.Of(md)!;
         Assert.Contains(array.Log, l => l.Contains("replayed", StringComparison.Ordinal) && l.Contains("no resync", StringComparison.Ordinal));
         Assert.True(truth.AsSpan().SequenceEqual(_h.Read(md, arrayByte, rowBytes)), "the journal should have closed the write hole");
@@ -183,10 +167,10 @@ public sealed class Raid5JournalTests : IDisposable
         for (int round = 0; round < 3; round++)
         {
             int seed = 20 + round;
-            List<(long Version, int Block)> acks = MirrorCrashTests.RunAndKill(Spec(m, j), seed, runMs: 60 + 40 * round, blocks: Blocks);
+            List<(long Version, int Block)> acks = MirrorCrashTests.RunAndKill(MdHarness.JournalSpec(m, j), seed, runMs: 60 + 40 * round, blocks: Blocks);
             Assert.NotEmpty(acks);
             _h.Reopen();
-            IBlockDevice md = _h.Open(Spec(m, j));
+            IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
             MdArray array = MdArray.Of(md)!;
             Assert.True(array.JournalStatus!.Replayed > 0);
             _h.AssertAcknowledged(md, acks, Blocks, seed);
@@ -212,7 +196,7 @@ public sealed class Raid5JournalTests : IDisposable
         {
             _h.Reopen();
             var model = new byte[Area];
-            IBlockDevice md = _h.Open(Spec(m, j));
+            IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
             MdArray array = MdArray.Of(md)!;
             _h.Read(md, 0, Area).CopyTo(model, 0); // the array starts from what the last sample left
             foreach ((int sector, int sectors) in writes)
@@ -224,7 +208,7 @@ public sealed class Raid5JournalTests : IDisposable
             // journal holds them); the array is left without a clean stop (its members' superblocks dirty).
             array.Journal!.LeaveLogOnStop = true;
             _h.Reopen();
-            Raid5Journal.Record last = Records(j)[^1];
+            Raid5Journal.Record last = _h.JournalRecords(j)[^1];
             foreach (Raid5JournalEntry e in last.Entries)
                 if ((tornMask & (1 << e.Slot)) != 0)
                 {
@@ -234,7 +218,7 @@ public sealed class Raid5JournalTests : IDisposable
             _h.MarkDirty(m);
             _h.Reopen();
             string[] degraded = [.. m.Select((s, i) => i == lostSlot ? "missing" : s)];
-            md = _h.Open(Spec(degraded, j));
+            md = _h.Open(MdHarness.JournalSpec(degraded, j));
             _h.AssertModel(md, model, 0, Area, MdArray.Of(md)!);
             // Put the member back: rebuilt, the next sample starts whole.
             MdArray.Of(md)!.AddReplacement(m[lostSlot]);
@@ -255,8 +239,8 @@ public sealed class Raid5JournalTests : IDisposable
     public void ATornRecordIsIgnoredAndADamagedSuperblockCopyIsSurvived()
     {
         (string[] m, string j, _) = NewArray();
-        List<(long Version, int Block)> acks = MirrorCrashTests.RunAndKill(Spec(m, j), seed: 31, runMs: 50, blocks: Blocks);
-        List<Raid5Journal.Record> records = Records(j);
+        List<(long Version, int Block)> acks = MirrorCrashTests.RunAndKill(MdHarness.JournalSpec(m, j), seed: 31, runMs: 50, blocks: Blocks);
+        List<Raid5Journal.Record> records = _h.JournalRecords(j);
         Assert.True(records.Count >= 2);
         Raid5Journal.Record last = records[^1];
         // A record torn while it was written (so its members were never touched): its header made,
@@ -276,14 +260,14 @@ public sealed class Raid5JournalTests : IDisposable
         var header = new byte[4096];
         Raid5JournalRecord.EncodeHeader(header, last.Seq + 1, at, last.MemberSector, entries, 1, Crc32C.Compute(jsb.RecordSeed, payload), jsb.RecordSeed);
         Assert.Equal(BlockStatus.Ok, _h.Write(jdev, at * 4096, [.. header, .. payload]));
-        Assert.Equal(records.Count + 1, Records(j).Count);
+        Assert.Equal(records.Count + 1, _h.JournalRecords(j).Count);
         Damage(jdev, (at + 1) * 4096 + 100);
-        Assert.Equal(records.Count, Records(j).Count);
+        Assert.Equal(records.Count, _h.JournalRecords(j).Count);
         // The older superblock copy damaged (as a torn update of it would be): the current one is used.
         Damage(jdev, (long)((jsb.Generation + 1) % 2) * Raid5JournalLayout.BlockBytes + 200);
         Assert.Equal(jsb.Generation, JournalSuperblock(j).Generation);
         _h.Reopen();
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         Assert.Equal(records.Count, MdArray.Of(md)!.JournalStatus!.Replayed);
         _h.AssertAcknowledged(md, acks, Blocks, seed: 31);
     }
@@ -301,7 +285,7 @@ public sealed class Raid5JournalTests : IDisposable
 
         // Another array's journal.
         (string[] m2, string j2, _) = NewArray();
-        e = Assert.Throws<IOException>(() => _h.Open(Spec(m, j2)));
+        e = Assert.Throws<IOException>(() => _h.Open(MdHarness.JournalSpec(m, j2)));
         Assert.Contains("belongs to another array", e.Message);
         _h.Reopen();
 
@@ -310,11 +294,11 @@ public sealed class Raid5JournalTests : IDisposable
         Damage(jdev, 100);
         Damage(jdev, 4096 + 100);
         _h.Reopen();
-        e = Assert.Throws<IOException>(() => _h.Open(Spec(m, j)));
+        e = Assert.Throws<IOException>(() => _h.Open(MdHarness.JournalSpec(m, j)));
         Assert.Contains("checksum mismatch", e.Message);
         _h.Reopen();
         // The members are untouched by the refusals: the other array still opens with its journal.
-        Assert.NotNull(MdArray.Of(_h.Open(Spec(m2, j2))));
+        Assert.NotNull(MdArray.Of(_h.Open(MdHarness.JournalSpec(m2, j2))));
         _h.Reopen();
 
         // Too small for two full-stripe records; a journal for a mirror; a journal for an array without one.
@@ -325,7 +309,7 @@ public sealed class Raid5JournalTests : IDisposable
         Assert.Contains("RAID5 arrays only", ae.Message);
         string[] plain = _h.Members(3);
         _h.Create(5, plain);
-        e = Assert.Throws<IOException>(() => _h.Open(Spec(plain, tiny)));
+        e = Assert.Throws<IOException>(() => _h.Open(MdHarness.JournalSpec(plain, tiny)));
         Assert.Contains("has no write journal", e.Message);
     }
 }

@@ -21,24 +21,8 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
 
     public void Dispose() => _h.Dispose();
 
-    private (string[] Members, string Journal, MdSuperblock Sb) NewArray(long journalBytes = 4 << 20, Raid5JournalMode mode = Raid5JournalMode.WriteBack, string? journal = null)
-    {
-        string[] m = _h.Members(4);
-        string j = journal ?? "pmem:" + _h.Scratch.NewNamespace(journalBytes);
-        using var set = new DeviceSet();
-        MdSuperblock sb = MdCreate.Create(m, new MdCreateOptions { Level = 5, ChunkBytes = Chunk, BitmapChunkBytes = 256 << 10, Name = "wb", Journal = j, JournalMode = mode }, set)[0].Superblock;
-        return (m, j, sb);
-    }
-
-    private static string Spec(IEnumerable<string> members, string journal, string options = "") =>
-        MdHarness.Spec(members, ",journal=" + DeviceSpec.Quote(journal) + options);
-
-    private List<Raid5Journal.Record> Records(string journal)
-    {
-        IBlockDevice dev = _h.Open(journal);
-        using var io = new MdMetadataIo(dev.AddressSpace);
-        return Raid5Journal.Scan(dev, Raid5Journal.ReadSuperblock(dev, io), io).Records;
-    }
+    private (string[] Members, string Journal, MdSuperblock Sb) NewArray(long journalBytes = 4 << 20, Raid5JournalMode mode = Raid5JournalMode.WriteBack, string? journal = null) =>
+        _h.NewJournalledRaid5(Chunk, journalBytes, mode, "wb", journal);
 
     private static void WaitWrittenOut(Raid5Journal j)
     {
@@ -53,7 +37,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         (string[] m, string j, _) = NewArray(journalBytes: 8 << 20); // room for every write below while write-out is paused
         // A member says its array has a journal (raid examine).
         Assert.Contains("Journal", MdExamine.Format(m[0], MdExamine.Examine(_h.Open(m[0]))), StringComparison.Ordinal);
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         MdArray array = MdArray.Of(md)!;
         Raid5Journal journal = array.Journal!;
         Assert.True(journal.WriteBack);
@@ -89,7 +73,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         IBlockDevice jdev = _h.Open(j);
         using (var io = new MdMetadataIo(jdev.AddressSpace)) Assert.True(Raid5Journal.ReadSuperblock(jdev, io).IsClean);
         _h.Reopen();
-        md = _h.Open(Spec(m, j));
+        md = _h.Open(MdHarness.JournalSpec(m, j));
         _h.AssertModel(md, model, 0, model.Length, MdArray.Of(md)!);
         Assert.Equal(0, MdArray.Of(md)!.JournalStatus!.Pending);
     }
@@ -100,7 +84,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         // The smallest write-back journal this geometry takes, a little over: four largest records.
         long minBytes = Raid5JournalLayout.MinBlocks(4, Chunk >> Bio.SectorShift, Raid5JournalMode.WriteBack) * 4096;
         (string[] m, string j, _) = NewArray(journalBytes: Math.Max(1 << 20, minBytes));
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         MdArray array = MdArray.Of(md)!;
         Raid5Journal journal = array.Journal!;
         journal.PauseWriteOut = true;
@@ -148,7 +132,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         {
             _h.Reopen();
             var model = new byte[Area];
-            IBlockDevice md = _h.Open(Spec(m, j));
+            IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
             MdArray array = MdArray.Of(md)!;
             Raid5Journal journal = array.Journal!;
             _h.Read(md, 0, Area).CopyTo(model, 0); // the array starts from what the last sample left
@@ -169,7 +153,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
             // The crash: the log stays; the last write-out record's member writes are lost on the slots in tornMask.
             journal.LeaveLogOnStop = true;
             _h.Reopen();
-            Raid5Journal.Record? last = Records(j).Where(r => r.Kind == Raid5JournalRecordKind.Stripe).Select(r => (Raid5Journal.Record?)r).LastOrDefault();
+            Raid5Journal.Record? last = _h.JournalRecords(j).Where(r => r.Kind == Raid5JournalRecordKind.Stripe).Select(r => (Raid5Journal.Record?)r).LastOrDefault();
             if (last is { } l)
                 foreach (Raid5JournalEntry e in l.Entries)
                     if ((tornMask & (1 << e.Slot)) != 0)
@@ -179,7 +163,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
                     }
             _h.Reopen();
             string[] members = [.. m.Select((s, i) => i == lostSlot ? "missing" : s)];
-            md = _h.Open(Spec(members, j));
+            md = _h.Open(MdHarness.JournalSpec(members, j));
             array = MdArray.Of(md)!;
             _h.AssertModel(md, model, 0, Area, array);
             WaitWrittenOut(array.Journal!);
@@ -205,7 +189,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
     public void TheWriteHoleStaysClosedDuringWriteOut()
     {
         (string[] m, string j, MdSuperblock sb) = NewArray();
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         MdArray array = MdArray.Of(md)!;
         const int Area = 512 << 10;
         var model = new byte[Area];
@@ -217,7 +201,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         array.Journal!.LeaveLogOnStop = true;
         _h.Reopen();
 
-        Raid5Journal.Record last = Records(j).Last(r => r.Kind == Raid5JournalRecordKind.Stripe);
+        Raid5Journal.Record last = _h.JournalRecords(j).Last(r => r.Kind == Raid5JournalRecordKind.Stripe);
         Assert.NotEqual(0u, last.WritesOut);
         var layout = new Raid5Layout(4, Chunk >> Bio.SectorShift);
         long stripe = last.MemberSector / (Chunk >> Bio.SectorShift);
@@ -236,7 +220,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         Assert.False(model.AsSpan(arrayByte, rowBytes).SequenceEqual(_h.Read(bare, arrayByte, rowBytes)), "without the journal the rebuilt chunk should be wrong");
         _h.Reopen();
 
-        md = _h.Open(Spec(degraded, j));
+        md = _h.Open(MdHarness.JournalSpec(degraded, j));
         _h.AssertModel(md, model, 0, Area, MdArray.Of(md)!);
     }
 
@@ -254,11 +238,11 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         for (int round = 0; round < 2; round++)
         {
             int seed = 40 + round + (int)mode * 10, lost = (round * 3 + (int)mode) % 4;
-            List<(long Version, int Block)> acks = MirrorCrashTests.RunAndKill(Spec(m, j), seed, runMs: 60 + 60 * round, blocks: Blocks);
+            List<(long Version, int Block)> acks = MirrorCrashTests.RunAndKill(MdHarness.JournalSpec(m, j), seed, runMs: 60 + 60 * round, blocks: Blocks);
             Assert.NotEmpty(acks);
             _h.Reopen();
             string[] degraded = [.. m.Select((s, i) => i == lost ? "missing" : s)];
-            IBlockDevice md = _h.Open(Spec(degraded, j));
+            IBlockDevice md = _h.Open(MdHarness.JournalSpec(degraded, j));
             MdArray array = MdArray.Of(md)!;
             _h.AssertAcknowledged(md, acks, Blocks, seed);
             if (array.Journal!.WriteBack) WaitWrittenOut(array.Journal);
@@ -289,7 +273,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         File.WriteAllText(table, $"0 {sectors} flakey {ns} 0 3600 3600 1 error_writes\n");
         _h.Reopen();
         (string[] m, string j, _) = NewArray(mode: mode, journal: "table:" + table);
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         MdArray array = MdArray.Of(md)!;
         Raid5Journal journal = array.Journal!;
         journal.PauseWriteOut = mode == Raid5JournalMode.WriteBack; // records stay in the journal alone
@@ -308,7 +292,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         // The device is back: the next assembly replays (write-back: writes out) what the journal holds.
         flakey.ForcedDown = false;
         _h.Reopen();
-        md = _h.Open(Spec(m, j));
+        md = _h.Open(MdHarness.JournalSpec(m, j));
         array = MdArray.Of(md)!;
         if (mode == Raid5JournalMode.WriteBack)
         {
@@ -330,19 +314,19 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
 
         // A write-back journal with records pending cannot start read-only: they would be invisible.
         (string[] m, string j, _) = NewArray();
-        IBlockDevice md = _h.Open(Spec(m, j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         MdArray.Of(md)!.Journal!.PauseWriteOut = true;
         Assert.Equal(BlockStatus.Ok, _h.Write(md, 0, Stamp.Make(0, 4096, 1)));
         MdArray.Of(md)!.Journal!.LeaveLogOnStop = true;
         _h.Reopen();
         using (var readOnly = new DeviceSet(readOnly: true))
         {
-            var io = Assert.Throws<IOException>(() => readOnly.Open(Spec(m, j)));
+            var io = Assert.Throws<IOException>(() => readOnly.Open(MdHarness.JournalSpec(m, j)));
             Assert.Contains("read-write", io.Message);
         }
         _h.Reopen();
         // Read-write, it writes the record out.
-        md = _h.Open(Spec(m, j));
+        md = _h.Open(MdHarness.JournalSpec(m, j));
         WaitWrittenOut(MdArray.Of(md)!.Journal!);
         Assert.True(Stamp.Make(0, 4096, 1).AsSpan().SequenceEqual(_h.Read(md, 0, 4096)));
     }
@@ -383,7 +367,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
             serve.Kill(entireProcessTree: true); // SIGKILL: no clean stop
             serve.WaitForExit();
         }
-        IBlockDevice md = _h.Open(Spec(r.Select(p => "pmem:" + p), "pmem:" + j));
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(r.Select(p => "pmem:" + p), "pmem:" + j));
         MdArray array = MdArray.Of(md)!;
         Assert.Equal(Raid5JournalMode.WriteBack, array.JournalStatus!.Mode);
         byte[] expected = new byte[65536];
