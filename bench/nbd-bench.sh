@@ -6,7 +6,10 @@
 # Each workload runs on nbdkit and then on pfnblock before the next one starts, so drift in
 # machine load hits both alike. Server CPU time comes from /proc/PID/stat.
 # Env: REPS (3), RUNTIME (10), RAMP (2), SIZE (4G, fio region), COPY_SIZE (1G), NJOBS ("1 2"
-#      numjobs for the 4k qd32 rows), RESULTS (TSV to append to), REPORT (markdown table file).
+#      numjobs for the 4k qd32 rows), RESULTS (TSV to append to), REPORT (markdown table file),
+#      ROWS (space-separated globs over the workload names of the summary table, e.g.
+#      ROWS="4k-*-qd1-1j nbdcopy-*"; default: every row. Any nbdcopy row also runs the
+#      first copy, which fills the exports).
 SCRIPT_NAME=nbd-bench
 # ---- common helpers (inlined in every peers script so each runs on its own) ----
 set -euo pipefail
@@ -115,6 +118,16 @@ SIZE=${SIZE:-4G}
 COPY_SIZE=${COPY_SIZE:-1G}
 NJOBS=${NJOBS:-1 2}
 REPORT=${REPORT:-}
+ROWS=${ROWS:-*}
+want() { # want WORKLOAD : true if a ROWS glob matches it
+  local - g
+  set -f # split ROWS into words without expanding them against files
+  for g in $ROWS; do
+    # shellcheck disable=SC2053 # the glob is meant to match
+    [[ $1 == $g ]] && return 0
+  done
+  return 1
+}
 SIZE_MIB=$(numfmt --from=iec "$SIZE" | awk '{print int($1 / 1048576)}')
 COPY_MIB=$(numfmt --from=iec "$COPY_SIZE" | awk '{print int($1 / 1048576)}')
 EXPORT_BYTES=
@@ -185,6 +198,7 @@ echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, load av
 
 # ---- nbdcopy: exports of COPY_SIZE, filled by the first copy (which allocates), then copied
 # whole each way; the source file has exactly the export's size so no holes remain ----
+if want nbdcopy-write-first || want nbdcopy-write || want nbdcopy-read-to-null; then
 start_servers "$COPY_MIB"
 head -c 512M /dev/urandom > "$SRC.chunk"; : > "$SRC"
 while [ "$(stat -c %s "$SRC")" -lt "$EXPORT_BYTES" ]; do cat "$SRC.chunk" >> "$SRC"; done
@@ -194,6 +208,7 @@ for s in nbdkit pfnblock; do
   REPS=1 copy_rep "$s-nbdcopy-write-first" "$EXPORT_BYTES" "$SRC" "$U"
 done
 for dir in write read; do
+  if [ $dir = write ]; then want nbdcopy-write || continue; else want nbdcopy-read-to-null || continue; fi
   for s in nbdkit pfnblock; do
     if [ $s = nbdkit ]; then SERVER_PID=$KPID; U=$KURI; else SERVER_PID=$PPID_; U=$PURI; fi
     if [ $dir = write ]; then copy_rep "$s-nbdcopy-write" "$EXPORT_BYTES" "$SRC" "$U"
@@ -202,12 +217,14 @@ for dir in write read; do
 done
 rm -f "$SRC"
 stop_servers
+fi
 
 # ---- fio: exports of SIZE ----
 start_servers "$SIZE_MIB"
 # ---- fio: the 06-nbdkit-memory.sh matrix, alternating servers per workload ----
 both() { # both LABEL FIO-ARGS... (the URI is filled in per server)
   local label=$1; shift
+  want "$label" || return 0
   SERVER_PID=$KPID fio_rep "nbdkit-$label" --name=nbd --ioengine=nbd --uri="$KURI" --size="$SIZE" "$@"
   SERVER_PID=$PPID_ fio_rep "pfnblock-$label" --name=nbd --ioengine=nbd --uri="$PURI" --size="$SIZE" "$@"
 }

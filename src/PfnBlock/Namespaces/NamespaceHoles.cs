@@ -5,7 +5,7 @@ namespace PfnBlock.Namespaces;
 
 /// <summary>
 /// The holes of a namespace's data area in its tmpfs file: punched by discards (freeing the memory
-/// behind them), found again by the kernel's page-cache residency and <c>SEEK_DATA</c>, and tracked
+/// behind them), found again by the kernel's page-cache residency and <c>SEEK_HOLE</c>, and tracked
 /// meanwhile in a bitmap that spares the I/O path a system call where no hole can be.
 /// </summary>
 /// <remarks>
@@ -18,10 +18,11 @@ namespace PfnBlock.Namespaces;
 /// <para>Why ask the kernel at all rather than trust the bitmap: pages also come back by ways the
 /// block layer does not see (a read through the mapping faults a zero page in; a direct-access user
 /// writes), and pages of a tmpfs file may be swapped out. <c>mincore</c> answers "is the page in
-/// memory" for a bounded range; a page it calls absent is confirmed with <c>SEEK_DATA</c>, which
-/// counts swapped-out pages as data, so a swapped page is never taken for a hole. <c>SEEK_HOLE</c>
-/// is not used: it walks every page up to the next hole, which in a large written region costs
-/// hundreds of microseconds a call.</para>
+/// memory" for a bounded range; a page it calls absent is confirmed with <c>SEEK_HOLE</c>, which
+/// counts swapped-out pages as data, so a swapped page is never taken for a hole. Both seeks walk
+/// pages (<c>SEEK_DATA</c> every allocated but unwritten one up to the next data, <c>SEEK_HOLE</c>
+/// every written one up to the next hole), so the confirmation asks <c>SEEK_HOLE</c> at a page the
+/// bitmap marks as a maybe-hole, where it answers at once (<see cref="HoleAt"/>).</para>
 /// </remarks>
 internal sealed unsafe class NamespaceHoles
 {
@@ -85,7 +86,7 @@ internal sealed unsafe class NamespaceHoles
         long lastPage = (end - 1) >> Pfn.PageShift;
         if (IsMaybe(page))
         {
-            if (HoleAt(page, out long holeEnd))
+            if (HoleAt(page, lastPage + 1, out long holeEnd))
             {
                 hole = true;
                 return Math.Min(end, holeEnd);
@@ -106,7 +107,7 @@ internal sealed unsafe class NamespaceHoles
             for (; i < n; i++)
             {
                 if (!IsMaybe(p + i)) continue;
-                if ((vec[i] & 1) != 0 || !HoleAt(p + i, out _)) Clear(p + i);
+                if ((vec[i] & 1) != 0 || !IsHole(p + i)) Clear(p + i);
                 else break;
             }
             p += i;
@@ -135,19 +136,31 @@ internal sealed unsafe class NamespaceHoles
         for (long p = NextMaybe(first, last + 1); p <= last; p = NextMaybe(p + 1, last + 1)) Clear(p);
     }
 
-    /// <summary>The file has no page at <paramref name="page"/>: true with where the hole ends (the next data, or the data area's end).</summary>
-    private bool HoleAt(long page, out long holeEnd)
+    /// <summary>
+    /// The file has no data at <paramref name="page"/>: true with where the hole ends, looked for
+    /// up to <paramref name="limit"/> (exclusive) and at most <see cref="Batch"/> pages on.
+    /// </summary>
+    /// <remarks>
+    /// Page by page with <c>SEEK_HOLE</c>, which answers at once when its offset is in a hole.
+    /// Not <c>SEEK_DATA</c>: on tmpfs it walks every page that is allocated but was never written
+    /// (all of a namespace made with <c>fallocate</c>) up to the next data, 47 ms from the start of
+    /// a fresh 4 GiB namespace, on every 4 KiB read of it.
+    /// </remarks>
+    private bool HoleAt(long page, long limit, out long holeEnd)
+    {
+        holeEnd = 0;
+        if (!IsHole(page)) return false;
+        long p = page + 1, stop = Math.Min(limit, page + Batch);
+        while (p < stop && IsMaybe(p) && IsHole(p)) p++;
+        holeEnd = p << Pfn.PageShift;
+        return true;
+    }
+
+    /// <summary>One page is a hole: <c>SEEK_HOLE</c> from its start stays there. An error or data (swapped-out pages count as data): not a hole.</summary>
+    private bool IsHole(long page)
     {
         long at = _fileOffset + (page << Pfn.PageShift);
-        long next = Libc.lseek(_fd, at, Libc.SEEK_DATA);
-        long areaEnd = _pages << Pfn.PageShift;
-        if (next < 0)
-        {
-            holeEnd = areaEnd;
-            return Libc.Errno == Libc.ENXIO; // no data up to the end of the file; any other error: cannot tell, so data
-        }
-        holeEnd = Math.Min(areaEnd, next - _fileOffset);
-        return next > at;
+        return Libc.lseek(_fd, at, Libc.SEEK_HOLE) == at;
     }
 
     private bool IsMaybe(long page) => (Volatile.Read(ref _maybe[page >> 6]) & (1UL << (int)(page & 63))) != 0;

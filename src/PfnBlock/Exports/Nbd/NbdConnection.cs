@@ -147,7 +147,7 @@ internal sealed unsafe partial class NbdConnection
             Context = bio => new NbdRequest(this, bio, made, _buffers.Header(made++)),
         });
         int fd = (int)_socket.SafeHandle.DangerousGetHandle();
-        _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle);
+        _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle, options.SpliceReadBytes);
         export.WriteGate.Register(_writes);
         try
         {

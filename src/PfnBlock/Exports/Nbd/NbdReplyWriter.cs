@@ -10,6 +10,10 @@ namespace PfnBlock.Exports.Nbd;
 /// complete outside a batch (asynchronous devices) are sent at once. After a send, each
 /// request goes back through the recycle callback. Every method runs under the connection's lock.
 /// </summary>
+/// <remarks>
+/// Large pieces of read data in the device's own memory are not copied into the socket: they
+/// are spliced (NbdReplyWriter.Splice.cs), and the <c>sendmsg</c> calls send what lies between them.
+/// </remarks>
 internal sealed unsafe partial class NbdReplyWriter : IDisposable
 {
     private readonly object _sync;
@@ -20,6 +24,9 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
     private readonly Action<NbdRequest> _recycle;
     private readonly Libc.IoVec* _iov;
     private int _iovCount;
+    // _spliced[i]: iovec i is device memory to splice rather than copy (only ever set when splicing is on).
+    private readonly bool[] _spliced = new bool[Libc.IOV_MAX];
+    private int _splicedCount;
     private readonly NbdRequest[] _queued;
     private int _queuedCount;
     private bool _batching;
@@ -31,7 +38,8 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
     /// <param name="buffers">The connection's buffers (chunk addresses).</param>
     /// <param name="slots">Request slots of the connection.</param>
     /// <param name="recycle">Called for each request once its reply is sent.</param>
-    public NbdReplyWriter(object sync, int fd, Stream? tls, int sendTimeoutMs, NbdConnectionBuffers buffers, int slots, Action<NbdRequest> recycle)
+    /// <param name="spliceBytes">Pieces of direct-access read data this large or larger are spliced; 0: never (always so over TLS).</param>
+    public NbdReplyWriter(object sync, int fd, Stream? tls, int sendTimeoutMs, NbdConnectionBuffers buffers, int slots, Action<NbdRequest> recycle, int spliceBytes)
     {
         _sync = sync;
         _fd = fd;
@@ -41,6 +49,7 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
         _recycle = recycle;
         _iov = (Libc.IoVec*)NativeMemory.Alloc((nuint)Libc.IOV_MAX, (nuint)sizeof(Libc.IoVec));
         _queued = new NbdRequest[slots];
+        _spliceBytes = tls is null && spliceBytes > 0 ? (uint)spliceBytes : uint.MaxValue;
     }
 
     /// <summary>The peer stopped taking data; later replies are dropped (their requests still complete).</summary>
@@ -84,6 +93,7 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
             {
                 v->Base = request.DirectData;
                 v->Length = request.Length;
+                MarkSplice(v);
             }
             else
             {
@@ -106,6 +116,8 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
         if (_queuedCount == 0) return;
         if (!Broken && !SendAll()) Broken = true;
         _iovCount = 0;
+        if (_splicedCount > 0) Array.Clear(_spliced);
+        _splicedCount = 0;
         for (int i = 0; i < _queuedCount; i++)
         {
             _recycle(_queued[i]);
@@ -120,6 +132,23 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
         if (_tls is not null) return WriteAllTls();
         Libc.IoVec* v = _iov;
         Libc.IoVec* end = _iov + _iovCount;
+        if (_splicedCount == 0) return SendVectors(v, end);
+        while (v < end)
+        {
+            // Copy what comes before the next spliced piece, then splice that piece: the byte stream keeps its order.
+            Libc.IoVec* stop = v;
+            while (stop < end && !_spliced[stop - _iov]) stop++;
+            if (!SendVectors(v, stop)) return false;
+            if (stop == end) break;
+            if (!SpliceOut(stop)) return false;
+            v = stop + 1;
+        }
+        return true;
+    }
+
+    /// <summary>Sends the iovecs [<paramref name="v"/>, <paramref name="end"/>) with <c>sendmsg</c>, resuming partial sends.</summary>
+    private bool SendVectors(Libc.IoVec* v, Libc.IoVec* end)
+    {
         while (v < end)
         {
             Libc.MsgHdr msg = default;
@@ -165,5 +194,9 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
         return r > 0;
     }
 
-    public void Dispose() => NativeMemory.Free(_iov);
+    public void Dispose()
+    {
+        ClosePipe();
+        NativeMemory.Free(_iov);
+    }
 }

@@ -31,6 +31,12 @@ public sealed record NbdServerOptions
     public TimeSpan IdleTrimDelay { get; init; } = TimeSpan.FromSeconds(1);
     /// <summary>Socket send and receive buffer size asked for in transmission (capped by the kernel).</summary>
     public int SocketBufferBytes { get; init; } = 4 << 20;
+    /// <summary>
+    /// Read data from a device's own memory (direct access) of at least this many bytes in one
+    /// reply piece is handed to the socket by reference (<c>vmsplice</c> into a pipe, <c>splice</c>
+    /// to the socket) instead of copied into it; 0 turns this off. Plaintext connections only.
+    /// </summary>
+    public int SpliceReadBytes { get; init; } = 64 << 10;
     /// <summary>How long a client may take from connecting to the end of option haggling (TLS included); then it is dropped.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
