@@ -13,14 +13,15 @@ public sealed class NbdSteadyStateTests
 {
     [Theory]
     [InlineData("pmem")] // reads straight from the device's frames
+    [InlineData("pmem spliced")] // the same, handed to the socket by reference (every read is at least 4 KiB)
     [InlineData("ram")]  // reads through bios into chunk frames
     public void RequestsAllocateNothingInSteadyState(string kind)
     {
         string? path = null;
         IBlockDevice dev;
-        if (kind == "pmem") (dev, path) = NbdTestServer.Pmem(16 << 20);
+        if (kind.StartsWith("pmem", StringComparison.Ordinal)) (dev, path) = NbdTestServer.Pmem(16 << 20);
         else dev = NbdTestServer.Ram(16 << 20);
-        using var server = new NbdTestServer(("disk", dev, false));
+        using var server = new NbdTestServer(new NbdServerOptions { SpliceReadBytes = kind == "pmem spliced" ? 4096 : 0 }, ("disk", dev, false));
         if (path is not null) server.DeleteOnDispose(path);
         using NbdRawClient c = NbdRawClient.Connect(server.SocketPath);
         c.Negotiate("disk", structured: true);

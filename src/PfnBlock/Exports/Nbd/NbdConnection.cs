@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using PfnBlock.Block;
+using PfnBlock.Interop;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Exports.Nbd;
@@ -147,7 +148,9 @@ internal sealed unsafe partial class NbdConnection
             Context = bio => new NbdRequest(this, bio, made, _buffers.Header(made++)),
         });
         int fd = (int)_socket.SafeHandle.DangerousGetHandle();
-        _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle, options.SpliceReadBytes);
+        // Spliced replies need a send queue that empties only when the peer has read (NbdReplyWriter.Splice.cs).
+        int splice = _socket.AddressFamily == AddressFamily.Unix ? options.SpliceReadBytes : 0;
+        _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle, splice);
         export.WriteGate.Register(_writes);
         try
         {
@@ -198,6 +201,7 @@ internal sealed unsafe partial class NbdConnection
 
             lock (_sync) _writer!.EndBatch();
             if (_stopping || _writer.Broken) return;
+            if (_writer.HasHeld) WaitUntilTaken(fd);
             nint n;
             do
             {
@@ -364,11 +368,35 @@ internal sealed unsafe partial class NbdConnection
         }
     }
 
-    /// <summary>Sends queued replies (which frees their slots and chunks) or waits for a completion. Caller holds the lock.</summary>
+    /// <summary>Sends queued replies (which frees their slots and chunks) or waits for a completion or for the client to read spliced replies. Caller holds the lock.</summary>
     private void WaitForProgress()
     {
         if (_writer!.HasQueued) _writer.Flush();
+        else if (_writer.HasHeld) WaitHeld();
         else Monitor.Wait(_sync);
+    }
+
+    /// <summary>Releases spliced replies the client has read, else waits a little (nothing signals their reading). Caller holds the lock.</summary>
+    private void WaitHeld()
+    {
+        if (!_writer!.ReleaseTaken()) Monitor.Wait(_sync, 1);
+    }
+
+    /// <summary>
+    /// Before waiting for requests: releases the spliced replies (their pins, their slots) once the
+    /// client has read them, polling the send queue with a backing-off interval, or returns as soon
+    /// as the client sends something.
+    /// </summary>
+    private void WaitUntilTaken(int fd)
+    {
+        int ms = 1;
+        while (true)
+        {
+            lock (_sync) if (_writer!.ReleaseTaken()) return;
+            Libc.PollFd p = new() { Fd = fd, Events = Libc.POLLIN };
+            if (Libc.poll(&p, 1, ms) != 0) return; // data, end of stream or an error: the receive sees it
+            ms = Math.Min(ms * 2, 50);
+        }
     }
 
     /// <summary>Called by the writer under the lock once a reply went out.</summary>
@@ -391,6 +419,8 @@ internal sealed unsafe partial class NbdConnection
         lock (_sync)
         {
             _writer!.EndBatch();
+            // The connection ends: nothing would ever release replies held for a client that stopped reading.
+            _writer.ReleaseHeld();
             while (_requests is not null && _requests.Outstanding > 0) WaitForProgress();
         }
     }

@@ -80,6 +80,7 @@ internal sealed unsafe partial class NbdConnection
     private void WaitForChunks()
     {
         if (_writer!.HasQueued) _writer.Flush();
+        else if (_writer.HasHeld) WaitHeld();
         else if (_requests!.Outstanding > 1) Monitor.Wait(_sync); // the caller's request holds one slot
         else
         {

@@ -33,7 +33,7 @@ internal sealed unsafe partial class NbdReplyWriter
         {
             v->Base = request.DirectData + start;
             v->Length = end - start;
-            MarkSplice(v);
+            MarkSplice(v, request);
             return v + 1;
         }
         while (start < end)

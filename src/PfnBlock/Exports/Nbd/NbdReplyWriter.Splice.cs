@@ -9,31 +9,75 @@ namespace PfnBlock.Exports.Nbd;
 /// until the client reads them. The server copies nothing; the client's receive is the only copy.
 /// </summary>
 /// <remarks>
-/// <para>What the client sees is the pages' content when it reads them, not when the reply was
-/// queued: a write to the same range completed after the reply left but before the client took it
-/// shows through. That is a write concurrent with the read (the client has not seen the read
-/// complete), and NBD orders no overlapping requests in flight; the copying path already sends
-/// data read at the end of the batch, after later writes of the same batch.</para>
+/// <para>What the client receives is the pages' content when it reads them, so a reply that has
+/// left is not done with its pages until the client took it: the request keeps its direct-access
+/// pin (a trim or write-zeroes of the range waits, as for a reply still being sent) and its slot
+/// until the socket's send queue is empty (<c>SIOCOUTQ</c> 0: the client has consumed every byte
+/// sent, and with it every page reference). Held requests are released at the next flush, while
+/// the reader waits for requests (polling the queue, 1 ms at first, backing off to 50 ms) and
+/// when it waits for slots. Unix sockets only: there the send queue counts bytes until the peer
+/// has read them, while TCP counts them until acknowledged, which a loopback peer does before it
+/// reads (the pages would still be in its receive queue).</para>
 /// <para>The pipe is made at the first large read of a connection and drained after every piece,
 /// so it is empty whenever a splice starts. Memory the kernel will not map into a pipe turns
-/// splicing off for the connection; that piece and all later ones are copied.</para>
+/// splicing off for the connection; that piece and all later ones are copied. A connection that
+/// ends releases what it holds: data still queued for a peer that has not read it may change.</para>
 /// </remarks>
 internal sealed unsafe partial class NbdReplyWriter
 {
     /// <summary>Pipe capacity asked for: a 1 MiB read in one vmsplice (the unprivileged maximum by default).</summary>
     private const int PipeBytes = 1 << 20;
 
+    /// <summary><c>SIOCOUTQ</c>: bytes in a socket's send queue (for a Unix socket: not yet read by the peer).</summary>
+    private const ulong SiocOutq = 0x5411;
+
     // Pieces this large or larger are spliced (uint.MaxValue: never).
     private uint _spliceBytes;
+    // Requests whose spliced replies have left but may not have been read yet (they keep their pins).
+    private readonly NbdRequest[] _held;
+    private int _heldCount;
     private int _pipeRead = -1, _pipeWrite = -1;
     private nuint _pipeCapacity;
 
-    /// <summary>Marks iovec <paramref name="v"/> (device memory) to be spliced if it is large enough.</summary>
-    private void MarkSplice(Libc.IoVec* v)
+    /// <summary>Replies have left whose pages the client may not have read yet.</summary>
+    public bool HasHeld => _heldCount > 0;
+
+    /// <summary>Marks iovec <paramref name="v"/> (device memory of <paramref name="request"/>) to be spliced if it is large enough.</summary>
+    private void MarkSplice(Libc.IoVec* v, NbdRequest request)
     {
         if (v->Length < _spliceBytes) return;
         _spliced[v - _iov] = true;
         _splicedCount++;
+        request.Spliced = true;
+    }
+
+    /// <summary>Keeps a request whose reply was spliced until the client has read it (instead of recycling it now).</summary>
+    private void Hold(NbdRequest request) => _held[_heldCount++] = request;
+
+    /// <summary>
+    /// Recycles the held requests if the client has read everything sent; true when none is held
+    /// any more. Caller holds the lock.
+    /// </summary>
+    public bool ReleaseTaken()
+    {
+        if (_heldCount == 0) return true;
+        int queued = 0;
+        // An error cannot tell: release (the socket is failing anyway).
+        if (Libc.ioctl(_fd, SiocOutq, &queued) == 0 && queued > 0) return false;
+        ReleaseHeld();
+        return true;
+    }
+
+    /// <summary>Recycles every held request, read or not (the connection is ending or broken). Caller holds the lock.</summary>
+    public void ReleaseHeld()
+    {
+        for (int i = 0; i < _heldCount; i++)
+        {
+            _recycle(_held[i]);
+            _held[i] = null!;
+        }
+        _heldCount = 0;
+        Monitor.PulseAll(_sync);
     }
 
     /// <summary>Sends iovec <paramref name="v"/> through the pipe, a pipe-full at a time; false if the socket failed.</summary>

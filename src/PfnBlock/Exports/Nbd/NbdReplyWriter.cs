@@ -50,6 +50,7 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
         _iov = (Libc.IoVec*)NativeMemory.Alloc((nuint)Libc.IOV_MAX, (nuint)sizeof(Libc.IoVec));
         _queued = new NbdRequest[slots];
         _spliceBytes = tls is null && spliceBytes > 0 ? (uint)spliceBytes : uint.MaxValue;
+        _held = new NbdRequest[slots];
     }
 
     /// <summary>The peer stopped taking data; later replies are dropped (their requests still complete).</summary>
@@ -93,7 +94,7 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
             {
                 v->Base = request.DirectData;
                 v->Length = request.Length;
-                MarkSplice(v);
+                MarkSplice(v, request);
             }
             else
             {
@@ -114,15 +115,18 @@ internal sealed unsafe partial class NbdReplyWriter : IDisposable
     public void Flush()
     {
         if (_queuedCount == 0) return;
+        if (_heldCount > 0) ReleaseTaken(); // NbdReplyWriter.Splice.cs
         if (!Broken && !SendAll()) Broken = true;
         _iovCount = 0;
         if (_splicedCount > 0) Array.Clear(_spliced);
         _splicedCount = 0;
         for (int i = 0; i < _queuedCount; i++)
         {
-            _recycle(_queued[i]);
+            if (_queued[i].Spliced && !Broken) Hold(_queued[i]);
+            else _recycle(_queued[i]);
             _queued[i] = null!;
         }
+        if (Broken && _heldCount > 0) ReleaseHeld();
         _queuedCount = 0;
         Monitor.PulseAll(_sync);
     }

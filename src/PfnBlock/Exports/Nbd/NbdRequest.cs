@@ -40,6 +40,8 @@ internal sealed unsafe class NbdRequest
     /// <summary>Chunks of the connection's pool holding data for this request.</summary>
     public readonly int[] Chunks = new int[NbdProtocol.MaxPayload / NbdConnectionBuffers.ChunkBytes];
     public int ChunkCount;
+    /// <summary>Some of the reply's data was spliced: the request (and its pin) stays until the client has read the reply (NbdReplyWriter.Splice.cs).</summary>
+    public bool Spliced;
     /// <summary>The request counts as a running write in its export's <see cref="NbdWriteGate"/> until it completes.</summary>
     public bool WriteGateHeld;
     /// <summary>A structured read reply in several chunks (NbdSparseReplies.cs): where each segment ends, relative to <see cref="Offset"/>; segments alternate between data and holes.</summary>
@@ -63,6 +65,7 @@ internal sealed unsafe class NbdRequest
         Error = NbdError.None;
         HeaderLength = 0;
         DirectData = null;
+        Spliced = false;
         ChunkCount = 0;
         WriteGateHeld = false;
         SegmentCount = 0;
