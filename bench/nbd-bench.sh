@@ -7,6 +7,7 @@
 # machine load hits both alike. Server CPU time comes from /proc/PID/stat.
 # Env: REPS (3), RUNTIME (10), RAMP (2), SIZE (4G, fio region), COPY_SIZE (1G), NJOBS ("1 2"
 #      numjobs for the 4k qd32 rows), RESULTS (TSV to append to), REPORT (markdown table file),
+#      SERVE_ARGS (more flags for pfnblock serve, e.g. "--splice-reads 0"),
 #      ROWS (space-separated globs over the workload names of the summary table, e.g.
 #      ROWS="4k-*-qd1-1j nbdcopy-*"; default: every row. Any nbdcopy row also runs the
 #      first copy, which fills the exports).
@@ -178,8 +179,9 @@ KPID=; PPID_=
 start_servers() {
   rm -f "$NS" "$KSOCK" "$PSOCK"
   "$here/pfnblock" namespace create --path "$NS" --size "$(($1 + 64))M" >/dev/null
-  echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS --listen unix:$PSOCK"
-  "$here/pfnblock" serve --export "pmem0=pmem:$NS" --listen "unix:$PSOCK" > "$WORK/pfnblock.out" 2>&1 &
+  echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS --listen unix:$PSOCK ${SERVE_ARGS:-}"
+  # shellcheck disable=SC2086 # SERVE_ARGS holds separate flags
+  "$here/pfnblock" serve --export "pmem0=pmem:$NS" --listen "unix:$PSOCK" ${SERVE_ARGS:-} > "$WORK/pfnblock.out" 2>&1 &
   PPID_=$!; CLEANUP_PIDS+=("$PPID_")
   wait_server "$PURI"
   EXPORT_BYTES=$(nbdinfo --size "$PURI")

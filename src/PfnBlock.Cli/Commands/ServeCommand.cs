@@ -62,6 +62,8 @@ internal static class ServeCommand
         };
         Option<long> memoryBudget = Cli.SizeOption("--memory-budget",
             "Memory of all connection buffers together (at least 1M per --max-connections plus 64M); given back when connections idle or end.", 256L << 20);
+        Option<long> spliceReads = Cli.SizeOption("--splice-reads",
+            "Read data of a direct-access device from this size up goes to a Unix-socket client by reference (vmsplice/splice), not copied; 0: always copy.", 64L << 10);
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate (chain) offered by STARTTLS." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
         var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };
@@ -77,7 +79,7 @@ internal static class ServeCommand
         };
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, tlsCert, tlsKey, tls,
+            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, spliceReads, tlsCert, tlsKey, tls,
             metrics, control,
         };
         cmd.SetAction(r => Cli.Run(() =>
@@ -91,6 +93,8 @@ internal static class ServeCommand
                 HandshakeTimeout = r.GetValue(handshakeTimeout) is > 0 and <= 3600 and double t ? TimeSpan.FromSeconds(t)
                     : throw new ArgumentException("--handshake-timeout must be between 0 and 3600 seconds"),
                 MemoryBudget = r.GetValue(memoryBudget),
+                SpliceReadBytes = r.GetValue(spliceReads) is >= 0 and <= int.MaxValue and long splice ? (int)splice
+                    : throw new ArgumentException("--splice-reads must be between 0 and 2G"),
                 TlsCertificate = LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), tlsRequired),
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),
