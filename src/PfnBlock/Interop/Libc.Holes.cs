@@ -22,6 +22,21 @@ internal static unsafe partial class Libc
     [LibraryImport(LibName, EntryPoint = "mincore", SetLastError = true)]
     public static partial int mincore(nint addr, nuint length, byte* vec);
 
+    /// <summary>
+    /// True when the system has no swap space (<c>sysinfo(2)</c>'s <c>totalswap</c> is 0): then no
+    /// page is swapped out (<c>swapoff</c> reads every page back before it returns), and a tmpfs
+    /// page <c>mincore</c> calls absent is a hole. False when it cannot tell.
+    /// </summary>
+    public static bool HasNoSwap()
+    {
+        // struct sysinfo (x86_64): uptime, loads[3], totalram, freeram, sharedram, bufferram, totalswap, ...
+        byte* info = stackalloc byte[128];
+        return sysinfo(info) == 0 && *(ulong*)(info + 64) == 0;
+    }
+
+    [LibraryImport(LibName, EntryPoint = "sysinfo", SetLastError = true)]
+    private static partial int sysinfo(byte* info);
+
     /// <summary>True when <paramref name="fd"/> lives on tmpfs (<c>fstatfs</c> reports <see cref="TMPFS_MAGIC"/>).</summary>
     public static bool IsTmpfs(int fd)
     {

@@ -141,7 +141,8 @@ internal sealed unsafe class NamespaceHoles
     /// up to <paramref name="limit"/> (exclusive) and at most <see cref="Batch"/> pages on.
     /// </summary>
     /// <remarks>
-    /// Page by page with <c>SEEK_HOLE</c>, which answers at once when its offset is in a hole.
+    /// The first page with <c>SEEK_HOLE</c>, which answers at once when its offset is in a hole;
+    /// the rest with one <c>mincore</c> when the system has no swap, else page by page.
     /// Not <c>SEEK_DATA</c>: on tmpfs it walks every page that is allocated but was never written
     /// (all of a namespace made with <c>fallocate</c>) up to the next data, 47 ms from the start of
     /// a fresh 4 GiB namespace, on every 4 KiB read of it.
@@ -151,7 +152,17 @@ internal sealed unsafe class NamespaceHoles
         holeEnd = 0;
         if (!IsHole(page)) return false;
         long p = page + 1, stop = Math.Min(limit, page + Batch);
-        while (p < stop && IsMaybe(p) && IsHole(p)) p++;
+        byte* vec = stackalloc byte[Batch];
+        // Without swap, a page mincore calls absent is a hole: one call for the run instead of a seek per page.
+        if (p < stop && Libc.HasNoSwap() && Libc.mincore((nint)(_data + (p << Pfn.PageShift)), (nuint)(stop - p) << Pfn.PageShift, vec) == 0)
+        {
+            long first = p;
+            while (p < stop && IsMaybe(p) && (vec[p - first] & 1) == 0) p++;
+        }
+        else
+        {
+            while (p < stop && IsMaybe(p) && IsHole(p)) p++;
+        }
         holeEnd = p << Pfn.PageShift;
         return true;
     }
