@@ -132,6 +132,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         Tag = 0;
         TargetBioNumber = 0;
         DriverCookie = 0;
+        _startHint = 0;
         return this;
     }
 
@@ -157,7 +158,9 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     /// <summary>
     /// A bio that shares this bio's vectors and copies its cursor, op and flags (<c>bio_alloc_clone</c>).
     /// The clone comes from <paramref name="pool"/> (with that pool's <see cref="Context"/>) and returns
-    /// there when it completes chained, or on <see cref="Release"/>.
+    /// there when it completes chained, or on <see cref="Release"/>. The clone's time starts when
+    /// this bio reached the level that clones it, not at the clone's own first device: a fan-out
+    /// (a mirror's legs) then reads the clock once per request, not once per leg.
     /// </summary>
     public Bio Clone(BioPool? pool = null)
     {
@@ -166,6 +169,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         c._vecs = _vecs;
         c._vecCount = _vecCount;
         c.Iter = Iter;
+        c._startHint = _depth > 0 ? _frames[_depth - 1].Start : 0;
         return c;
     }
 
@@ -217,13 +221,16 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         Push(hook, _depth > 0 ? _frames[_depth - 1].Start : 0, isDevice: false);
     }
 
+    /// <summary>The start time a clone takes from its parent's level when it was cloned (0: read the clock at its first device).</summary>
+    private long _startHint;
+
     /// <summary>Pushes the completion frame of <paramref name="device"/>, which starts accounting the bio now.</summary>
     /// <returns>The bio's start time at this level (Stopwatch ticks).</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal long PushDevice(BlockDevice device)
     {
         // One clock read per bio, not per level: the levels of a stack start within nanoseconds of each other.
-        long start = _depth > 0 ? _frames[_depth - 1].Start : 0;
+        long start = _depth > 0 ? _frames[_depth - 1].Start : _startHint;
         if (start == 0) start = Stopwatch.GetTimestamp();
         Push(device, start, isDevice: true);
         return start;
