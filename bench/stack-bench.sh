@@ -9,7 +9,7 @@
 # over the two halves of that same namespace, against it: the same pages and the same footprint on
 # both sides (pages of different namespaces read up to 25 % apart on this VM, see docs/BENCHMARKS.md).
 # Prints a markdown table.
-# Env: RUNTIME (seconds per workload and device, 40), SLICES (pairs, 40), SIZE (1G).
+# Env: RUNTIME (seconds per workload and device, 40), SLICES (pairs, 40), SIZE (1G), LINEAR=0 skips the linear rows.
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +33,10 @@ echo "# RUNTIME=$RUNTIME SLICES=$SLICES SIZE=$SIZE; B = table: $(cat "$work/line
 echo "| workload | pmem alone (A) | linear over pmem (B) | B/A, median of pairs [min..max] |"
 echo "|---|---|---|---|"
 # The first two rows compare the namespace with itself: the noise floor of the method on this machine.
-for w in "randread 4k self" "randwrite 4k self" "randread 4k" "randwrite 4k" "read 1M" "write 1M"; do
+linear_rows="randread:4k:self randwrite:4k:self randread:4k randwrite:4k read:1M write:1M"
+[ "${LINEAR:-1}" = 0 ] && linear_rows=
+for w in $linear_rows; do
+  w=${w//:/ }
   set -- $w
   b="table:$work/linear.table"; [ "${3:-}" = self ] && b="pmem:$ns"
   pfnblock bench --device "pmem:$ns" --vs "$b" --rw "$1" --bs "$2" \
