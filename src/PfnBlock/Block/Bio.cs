@@ -324,7 +324,14 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
                 bio = parent;
                 continue;
             }
-            if (bio._awaited) { bio._awaited = false; bio._waiter.SetResult(bio.Status); return; }
+            if (bio._awaited)
+            {
+                bio._awaited = false;
+                // Inline, inside SubmitAndWait on this thread: noted; the waiter reads the status itself.
+                if (t_waitingInline == bio) { bio._doneInline = true; return; }
+                bio._waiter.SetResult(bio.Status);
+                return;
+            }
             bio.EndIo?.Invoke(bio);
             return;
         }
@@ -346,6 +353,33 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     public void Release() => ReturnToPool();
 
     /// <summary>Arms the bio so that its completion can be awaited through the returned task.</summary>
+    /// <summary>The bio <see cref="SubmitWaitingInline"/> is submitting on this thread.</summary>
+    [ThreadStatic] private static Bio? t_waitingInline;
+    private bool _doneInline;
+
+    /// <summary>
+    /// Submits this bio, armed with <see cref="PrepareAwait"/>, and dispatches it before returning
+    /// (nested in a running dispatch, as <see cref="BlockDevice.SubmitNested"/>). A completion on
+    /// this thread before the submission returns (a memory device's, in its submit) is only noted,
+    /// and the method returns true: the awaiter is never signalled, because its signal is a locked
+    /// instruction (<c>ManualResetValueTaskSourceCore</c>'s compare-exchange), which would wait for
+    /// the non-temporal stores of a pmem write to drain — twice per RAID5 member write pair, on
+    /// every synchronous member I/O. False: the bio completes elsewhere; await the task.
+    /// </summary>
+    internal bool SubmitWaitingInline(IBlockDevice device)
+    {
+        Bio? outer = t_waitingInline;
+        t_waitingInline = this;
+        _doneInline = false;
+        try
+        {
+            if (device is BlockDevice bd) bd.SubmitNested(this);
+            else device.Submit(this);
+        }
+        finally { t_waitingInline = outer; }
+        return _doneInline;
+    }
+
     internal ValueTask<BlockStatus> PrepareAwait()
     {
         if (EndIo is not null) throw new InvalidOperationException("an awaited bio cannot also have EndIo");

@@ -334,8 +334,7 @@ public static class BlockDeviceExtensions
     public static BlockStatus SubmitAndWait(this IBlockDevice device, Bio bio)
     {
         ValueTask<BlockStatus> task = bio.PrepareAwait();
-        if (device is BlockDevice bd) bd.SubmitNested(bio);
-        else device.Submit(bio);
+        if (bio.SubmitWaitingInline(device)) return bio.Status;
         return task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
     }
 }
