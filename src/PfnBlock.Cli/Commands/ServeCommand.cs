@@ -62,8 +62,17 @@ internal static class ServeCommand
         };
         Option<long> memoryBudget = Cli.SizeOption("--memory-budget",
             "Memory of all connection buffers together (at least 1M per --max-connections plus 64M); given back when connections idle or end.", 256L << 20);
-        Option<long> spliceReads = Cli.SizeOption("--splice-reads",
-            "Read data of a direct-access device from this size up goes to a Unix-socket client by reference (vmsplice/splice), not copied; 0: always copy.", 64L << 10);
+        var spliceReads = new Option<long>("--splice-reads")
+        {
+            Description = "Read data of a direct-access device from this size up goes to a Unix-socket client by reference (vmsplice/splice), not copied; 0: always copy.",
+            DefaultValueFactory = _ => 64L << 10,
+            CustomParser = r =>
+            {
+                string text = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
+                try { return text == "0" ? 0 : Common.SizeParser.Parse(text); }
+                catch (FormatException e) { r.AddError(e.Message); return 0; }
+            },
+        };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate (chain) offered by STARTTLS." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
         var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };

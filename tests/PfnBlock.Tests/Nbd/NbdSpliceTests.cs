@@ -144,4 +144,42 @@ public sealed class NbdSpliceTests : IDisposable
         (ulong cookie, NbdError error, _, _) = next.ReadReply(new byte[1 << 20], 1 << 20);
         Assert.Equal((9UL, NbdError.None), (cookie, error));
     }
+
+    [Theory]
+    [InlineData("0")]   // always copy
+    [InlineData("4k")]  // splice nearly everything
+    public unsafe void ServeTakesTheSpliceThreshold(string size)
+    {
+        string ns = _scratch.NewPath("cli");
+        var expected = new byte[1 << 20];
+        new Random(5).NextBytes(expected);
+        using (var dev = new PmemDevice(PmemNamespace.Create(ns, new NamespaceCreateOptions { Size = 4 << 20 })))
+            expected.CopyTo(new Span<byte>(dev.Namespace.DataAddress, expected.Length));
+        string dir = Directory.CreateTempSubdirectory("pfnblock-splice-").FullName;
+        try
+        {
+            string sock = Path.Combine(dir, "nbd.sock");
+            using ServeProcess server = ServeProcess.Start("--export", $"ns=pmem:{ns}", "--listen", $"unix:{sock}", "--splice-reads", size);
+            using NbdRawClient c = NbdRawClient.Connect(sock);
+            c.Negotiate("ns");
+            c.Request(NbdCommand.Read, 0, 1, 0, 1 << 20);
+            var got = new byte[1 << 20];
+            (ulong cookie, NbdError error, _, _) = c.ReadReply(got, got.Length);
+            Assert.Equal((1UL, NbdError.None), (cookie, error));
+            Assert.True(got.AsSpan().SequenceEqual(expected));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void ANegativeSpliceThresholdIsAUsageError()
+    {
+        (int exit, _, string stderr) = ChildProcess.Run(ChildProcess.CliDll,
+            ["serve", "--export", "r=ram:16M", "--listen", "tcp:127.0.0.1:0", "--splice-reads", "-1"]);
+        Assert.Equal(2, exit);
+        Assert.StartsWith("pfnblock: error: invalid size '-1'", stderr.Trim(), StringComparison.Ordinal);
+    }
 }
