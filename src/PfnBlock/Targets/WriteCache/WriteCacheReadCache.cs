@@ -58,7 +58,8 @@ internal sealed class WriteCacheReadCache
     private long _cursor;               // reservation lock: the next log position to fill
     private long _tags;
     private long _count;
-    private long _window;
+    private long _window;               // slots: _n · _percent / 100
+    private int _percent;
     private bool _enabled = true;       // index lock
     private bool _claimed;              // reservation lock: a slot was ever claimed (until then no slot can hold a copy)
 
@@ -89,8 +90,12 @@ internal sealed class WriteCacheReadCache
     /// <summary>The share of the log clean copies may use, in percent (0: no new inserts; copies already made are served until evicted).</summary>
     public int Percent
     {
-        get => (int)(Volatile.Read(ref _window) * 100 / _n);
-        set => Volatile.Write(ref _window, _n * Math.Clamp(value, 0, 100) / 100);
+        get => Volatile.Read(ref _percent);
+        set
+        {
+            Volatile.Write(ref _percent, Math.Clamp(value, 0, 100));
+            Volatile.Write(ref _window, _n * _percent / 100);
+        }
     }
 
     /// <summary>True when reads should insert what they miss (a window to put copies in, not sealed).</summary>
