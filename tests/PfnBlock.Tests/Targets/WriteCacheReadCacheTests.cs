@@ -75,6 +75,16 @@ public sealed class WriteCacheReadCacheTests : IDisposable
     private void FillOrigin(string origin, int first, int blocks, long version) =>
         Assert.Equal(BlockStatus.Ok, Write(_set.Open(origin), first, Block(version, first, blocks)));
 
+    /// <summary>An origin whose blocks <paramref name="first"/>.. hold <paramref name="version"/>, behind a writecache with <c>read_cache 50</c>.</summary>
+    private (string Origin, string Spec, IBlockDevice Dev, WriteCacheTarget Cache) CachedOrigin(int first, int blocks, long version)
+    {
+        string origin = Pmem();
+        FillOrigin(origin, first, blocks, version);
+        string spec = Table($"0 1024 writecache p {origin} {Pmem()} 4096 2 read_cache 50");
+        IBlockDevice dev = _set.Open(spec);
+        return (origin, spec, dev, Cache(dev));
+    }
+
     [Fact]
     public void TheOptionIsParsedPrintedBackAndRefusedOutOfRange()
     {
@@ -94,11 +104,7 @@ public sealed class WriteCacheReadCacheTests : IDisposable
     [Fact]
     public void AMissIsKeptAndTheSecondReadHitsTheCopy()
     {
-        string origin = Pmem();
-        FillOrigin(origin, 0, 16, version: 7);
-        string spec = Table($"0 1024 writecache p {origin} {Pmem()} 4096 2 read_cache 50");
-        IBlockDevice dev = _set.Open(spec);
-        WriteCacheTarget wc = Cache(dev);
+        (string origin, string spec, IBlockDevice dev, WriteCacheTarget wc) = CachedOrigin(0, 16, version: 7);
         Assert.Equal(Block(7, 0, 16), Read(dev, 0, 16));
         WriteCacheReadCacheStatus rc = wc.Status.ReadCache!.Value;
         Assert.Equal((16L, 16L, 0L), (rc.Inserts, rc.CleanBlocks, rc.Hits));
@@ -124,10 +130,7 @@ public sealed class WriteCacheReadCacheTests : IDisposable
     [Fact]
     public void WritesAndDiscardsDropTheCopiesOfTheirBlocks()
     {
-        string origin = Pmem();
-        FillOrigin(origin, 0, 8, version: 1);
-        IBlockDevice dev = _set.Open(Table($"0 1024 writecache p {origin} {Pmem()} 4096 2 read_cache 50"));
-        WriteCacheTarget wc = Cache(dev);
+        (_, _, IBlockDevice dev, WriteCacheTarget wc) = CachedOrigin(0, 8, version: 1);
         Read(dev, 0, 8);
         Assert.Equal(8, wc.Status.ReadCache!.Value.CleanBlocks);
         Assert.Equal(BlockStatus.Ok, Write(dev, 3, Block(2, 3)));
@@ -151,10 +154,7 @@ public sealed class WriteCacheReadCacheTests : IDisposable
     [Fact]
     public void AReadThatRacedAWriteNeverPublishesTheOlderData()
     {
-        string origin = Pmem();
-        FillOrigin(origin, 9, 1, version: 1);
-        IBlockDevice dev = _set.Open(Table($"0 1024 writecache p {origin} {Pmem()} 4096 2 read_cache 50"));
-        WriteCacheTarget wc = Cache(dev);
+        (_, _, IBlockDevice dev, WriteCacheTarget wc) = CachedOrigin(9, 1, version: 1);
         WriteCacheLog log = wc.Log;
         Span<long> seqs = stackalloc long[1];
         log.Lookup(9, seqs, out long before);
@@ -214,10 +214,7 @@ public sealed class WriteCacheReadCacheTests : IDisposable
     [Fact]
     public void CleanerModeDropsTheCopiesAndPassThroughWritesWinOverThem()
     {
-        string origin = Pmem();
-        FillOrigin(origin, 0, 8, version: 1);
-        IBlockDevice dev = _set.Open(Table($"0 1024 writecache p {origin} {Pmem()} 4096 2 read_cache 50"));
-        WriteCacheTarget wc = Cache(dev);
+        (_, _, IBlockDevice dev, WriteCacheTarget wc) = CachedOrigin(0, 8, version: 1);
         Read(dev, 0, 8);
         Assert.Equal(8, wc.Status.ReadCache!.Value.CleanBlocks);
         wc.SetCleaner(true);
