@@ -62,7 +62,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
     public static TargetType TargetType { get; } = new()
     {
         Name = "writecache",
-        Version = new(1, 7, 0),
+        Version = new(1, 8, 0), // 1.8: read_cache
         Arguments = "p ORIGIN CACHE 4096 COUNT [OPTION…]",
         Summary = "a persistent write-back cache on the pmem namespace CACHE in front of ORIGIN (dm-writecache); options: "
             + "high_watermark PCT, low_watermark PCT, writeback_jobs N, autocommit_blocks N, autocommit_time MS, pause_writeback MS, max_age MS, stall_timeout MS, read_cache PCT, cleaner",
