@@ -251,12 +251,14 @@ public sealed class WriteCacheReadCacheTests : IDisposable
         var acked = new long[blocks];
         string? failure = null;
         bool writing = true;
+        int fills = 0;
         var writer = new Thread(() =>
         {
             using var buffers = new IoBuffers(dev.AddressSpace, 1 << 20);
             using IoBuffers.Layout layout = buffers.Single(4096);
             var rng = new Random(1);
-            for (long v = 1; v <= 4000 && failure is null; v++)
+            // At least 4 000 writes, and on until the filler has raced them 300 times (a loaded machine may starve it).
+            for (long v = 1; (v <= 4000 || Volatile.Read(ref fills) < 300) && v <= 200_000 && failure is null; v++)
             {
                 int b = rng.Next(blocks);
                 layout.Write(Block(v, b));
@@ -301,6 +303,7 @@ public sealed class WriteCacheReadCacheTests : IDisposable
                 var source = new BytesSource(layout.Read());
                 Thread.SpinWait(rng.Next(20000)); // the completion is slow: writes and write-back overtake it
                 wc.Log.InsertClean(b, 1, generation, ref source);
+                Interlocked.Increment(ref fills);
             }
         });
         Thread[] threads = [writer, reader, filler];
