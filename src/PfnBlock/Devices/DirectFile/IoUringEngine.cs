@@ -105,6 +105,8 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     internal int LastBufferRegistrationErrno;
     /// <summary>Registered arenas whose pins were dropped because they left the address space (poll queues compare it to drop theirs).</summary>
     internal int ReleasedBuffers;
+    /// <summary>Pins of removed arenas that poll queues dropped from their own rings (diagnostics).</summary>
+    internal long PollQueueBuffersDropped;
     /// <summary>Test hook: refuse to set up poll queues with this errno, as if the kernel had; 0 = off.</summary>
     internal int SimulatePollQueueErrno;
     /// <summary>Reads and writes issued as READ_FIXED/WRITE_FIXED (counted racily: diagnostics).</summary>

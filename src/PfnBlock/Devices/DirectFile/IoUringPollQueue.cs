@@ -127,6 +127,7 @@ internal sealed unsafe class IoUringPollQueue : FilePollQueue
             if (!_registered[i] || _engine.IsBufferLive(i)) continue;
             _ = Ring.UpdateBuffer((uint)i, null, 0);
             _registered[i] = false;
+            Interlocked.Increment(ref _engine.PollQueueBuffersDropped);
         }
     }
 }
