@@ -31,8 +31,11 @@ internal sealed class PolledDriver
     public int UnpolledHere;
     /// <summary>Called in each bio's completion, on the completing thread.</summary>
     public Action<Bio>? OnEachCompletion;
-    /// <summary>Completion statuses other than Ok, by kind.</summary>
+    /// <summary>The last status other than Ok.</summary>
     public BlockStatus LastError;
+    /// <summary>The name of the last thread other than the submitter that completed a polled bio (for failure messages).</summary>
+    public string? ElsewhereThread;
+    private int _owner;
 
     private sealed class Slot(Bio bio, FrameRun buf, bool polled, bool scattered)
     {
@@ -62,7 +65,7 @@ internal sealed class PolledDriver
     /// <summary>Runs <paramref name="ios"/> I/Os of <paramref name="op"/> on the calling thread (chunk after chunk, wrapping) and waits for all.</summary>
     public void Run(BioOp op, ulong seed, int ios)
     {
-        int me = Environment.CurrentManagedThreadId;
+        int me = _owner = Environment.CurrentManagedThreadId;
         int next = 0, done = 0;
         while (done < ios)
         {
@@ -122,6 +125,7 @@ internal sealed class PolledDriver
     {
         var s = (Slot)bio.Private!;
         s.Thread = Environment.CurrentManagedThreadId;
+        if (s.Polled && s.Thread != _owner) ElsewhereThread = $"{Thread.CurrentThread.Name ?? "unnamed"} (status {bio.Status})";
         OnEachCompletion?.Invoke(bio);
         Volatile.Write(ref s.Done, 1);
     }
