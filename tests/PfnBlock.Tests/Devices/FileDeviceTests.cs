@@ -48,6 +48,20 @@ internal static class Stamp
             if (w[i] != Word(fileOffset + i * 8L, seed)) return false;
         return true;
     }
+
+    /// <summary>Fills (or checks) every vector of <paramref name="bio"/> as the bytes from <paramref name="fileOffset"/> on; true when all checked out.</summary>
+    public static bool Vectors(PhysicalAddressSpace space, Bio bio, long fileOffset, ulong seed, bool fill)
+    {
+        bool ok = true;
+        foreach (BioVec v in bio.Vecs)
+        {
+            Span<byte> mem = space.KmapSpan(v.Pfn, v.Offset, (int)v.Length);
+            if (fill) Fill(mem, fileOffset, seed);
+            else ok &= Check(mem, fileOffset, seed);
+            fileOffset += v.Length;
+        }
+        return ok;
+    }
 }
 
 /// <summary>
@@ -146,19 +160,7 @@ internal sealed class ClosedLoop
         _dev.Submit(bio);
     }
 
-    private bool ForEachVector(Bio bio, long chunk, bool stamp)
-    {
-        long fileOffset = chunk * ChunkBytes;
-        bool ok = true;
-        foreach (BioVec v in bio.Vecs)
-        {
-            Span<byte> mem = _space.KmapSpan(v.Pfn, v.Offset, (int)v.Length);
-            if (stamp) Stamp.Fill(mem, fileOffset, _seed);
-            else ok &= Stamp.Check(mem, fileOffset, _seed);
-            fileOffset += v.Length;
-        }
-        return ok;
-    }
+    private bool ForEachVector(Bio bio, long chunk, bool stamp) => Stamp.Vectors(_space, bio, chunk * ChunkBytes, _seed, stamp);
 
     private void OnComplete(Bio bio)
     {

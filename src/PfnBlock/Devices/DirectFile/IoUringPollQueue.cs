@@ -7,12 +7,13 @@ namespace PfnBlock.Devices.DirectFile;
 /// One polling thread's own io_uring for an <see cref="IoUringEngine"/>: the thread's polled
 /// requests are queued here and its <see cref="BlockPoll.Poll"/> submits them and reaps their
 /// completions in one <c>io_uring_enter(to_submit, min_complete, GETEVENTS)</c>, so no other thread
-/// is woken per I/O and several requests go to the kernel in one call.
+/// is woken per I/O.
 /// </summary>
 /// <remarks>
 /// <para>The ring is <c>SINGLE_ISSUER | DEFER_TASKRUN</c>, created on the owning thread (which the
 /// kernel then binds as its only issuer): the kernel runs completion work only while that thread
-/// waits in the ring, which is exactly when it polls. SQE number = slot number, as on the
+/// waits in the ring, which is exactly when it polls. A new request is submitted at once, in the
+/// owner's Submit; its completion waits for the owner's poll. SQE number = slot number, as on the
 /// engine's shared ring, and the ring has an SQE per slot, so any slot can land here. The file is
 /// registered on this ring too; the engine's fixed buffers are registered here lazily, the first
 /// time a request of this queue uses one (the owning thread is the only one allowed to register).</para>
@@ -47,6 +48,8 @@ internal sealed unsafe class IoUringPollQueue : FilePollQueue
     public bool FixedFile { get; }
     /// <summary>True when this ring has a fixed-buffer table to mirror the engine's into.</summary>
     public bool FixedBuffers { get; }
+    /// <summary>True while the owning thread reaps this ring's CQ (steps issued meanwhile wait for the poll's next enter).</summary>
+    public bool Reaping;
     /// <inheritdoc/>
     public override object Owner => _engine;
     /// <inheritdoc/>
