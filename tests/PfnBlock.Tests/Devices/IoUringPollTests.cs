@@ -442,6 +442,59 @@ public sealed class IoUringPollTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void DisposeFromTheRingThread_WhilePolledIoIsOut_RingThreadStopsOnceThePollerDrains()
+    {
+        const int bios = 8;
+        using var file = TestFile.Create(TestFile.Ext4Dir, 1 << 20);
+        using var arena = DramArena.Create(1 << 20);
+        FileDevice dev = Open(file, depth: 16);
+        IoUringEngine e = Engine(dev);
+        var counts = new int[bios];
+        int ok = 0;
+        using var submitted = new ManualResetEventSlim();
+        using var disposed = new ManualResetEventSlim();
+        Action<Bio> endIo = b =>
+        {
+            Interlocked.Increment(ref counts[(int)b.Tag]);
+            if (b.Status == BlockStatus.Ok) Interlocked.Increment(ref ok);
+        };
+        var poller = new Thread(() => Scoped(() =>
+        {
+            for (int i = 0; i < bios; i++)
+            {
+                FrameRun buf = arena.Allocator.Allocate(1);
+                var bio = new Bio().Init(BioOp.Write, i * 8L, BioFlags.Polled).AddVec(buf.First, 0, 4096);
+                bio.Tag = i;
+                bio.EndIo = endIo;
+                dev.Submit(bio);
+            }
+            submitted.Set();
+            // Not polling until the ring thread has disposed the device: the drain it waits for is ours.
+            disposed.Wait();
+            while (counts.Sum() < bios)
+                if (!BlockPoll.Poll(wait: true)) Thread.Yield();
+        })) { Name = "poller" };
+        poller.Start();
+        submitted.Wait();
+        FrameRun one = arena.Allocator.Allocate(1);
+        var trigger = new Bio().Init(BioOp.Read, 64, BioFlags.None).AddVec(one.First, 0, 4096);
+        string? disposer = null;
+        trigger.EndIo = _ =>
+        {
+            disposer = Thread.CurrentThread.Name;
+            dev.Dispose(); // on the ring thread: it tears down after the drain, once woken
+            disposed.Set();
+        };
+        dev.Submit(trigger);
+        Assert.True(poller.Join(TimeSpan.FromMinutes(1)));
+        Assert.StartsWith("iou-ring", disposer);
+        Assert.All(counts, c => Assert.Equal(1, c));
+        Assert.Equal(bios, ok); // accepted before the close: they all ran
+        Assert.True(SpinWait.SpinUntil(() => !e.RingThreadRunning, TimeSpan.FromSeconds(10)), "the ring thread kept sleeping after the drain");
+        dev.Dispose();
+    }
+
+    [Fact]
     public void BlockPoll_Scope_EndWithoutBegin_Throws_AndPollWithNothingPolledReturnsFalse()
     {
         OnThread(() =>

@@ -40,11 +40,11 @@ namespace PfnBlock.Devices.DirectFile;
 /// (several iovecs, pmem frames, arenas the kernel refused, a full table) is plain READV/WRITEV.</para>
 /// <para>Polled bios (<see cref="BlockPoll"/>): a thread inside a polling scope that submits a bio
 /// with <see cref="BioFlags.Polled"/> gets its own ring (<see cref="IoUringPollQueue"/>, created on
-/// its first such bio, at most <see cref="MaxPollQueues"/> per device). Its requests are only
-/// published there; its next <see cref="BlockPoll.Poll"/> submits all of them and reaps in one
-/// system call, and their completions run on that thread. The ring thread is then not involved at
-/// all: no eventfd write, no wake-up, no thread hop per I/O. Bios without the flag, and threads
-/// outside a scope, keep the shared ring and its thread.</para>
+/// its first such bio, at most <see cref="MaxPollQueues"/> per device). Its requests are submitted
+/// there at once, in its own Submit; its <see cref="BlockPoll.Poll"/> waits in that ring and reaps,
+/// and their completions run on that thread. The ring thread is then not involved at all: no
+/// eventfd write, no wake-up, no thread hop per I/O. Bios without the flag, and threads outside a
+/// scope, keep the shared ring and its thread.</para>
 /// </remarks>
 internal sealed unsafe class IoUringEngine : FileIoEngine
 {
@@ -142,6 +142,8 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
 
     /// <summary>True when the ring runs with SINGLE_ISSUER | DEFER_TASKRUN.</summary>
     internal bool DeferTaskrun => (_ring.SetupFlags & IoUring.IORING_SETUP_DEFER_TASKRUN) != 0;
+    /// <summary>True until the ring thread has exited (diagnostics).</summary>
+    internal bool RingThreadRunning => _thread.IsAlive;
     /// <summary>True when the file is registered (IOSQE_FIXED_FILE).</summary>
     internal bool FixedFile => _fixedFile;
     /// <summary>Fixed buffers registered now.</summary>
