@@ -105,7 +105,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _seed = sb.RecordSeed;
         _arena = DramArena.Create(Raid5JournalLayout.BlockBytes, device.AddressSpace, $"md-{array.Name}-journal");
         new Span<byte>(_arena.BaseAddress, Raid5JournalLayout.BlockBytes).Clear();
-        _bio = new Bio(sb.RaidDisks + 2);
+        _bio = new Bio(Raid5JournalLayout.MaxMembers + 1); // a header and a range per member, or per parity run
         _ring = (int)Math.Clamp((sb.Blocks - Raid5JournalLayout.LogStart) / 2 + 2, MinRing, MaxRing);
         _volatile = (device.Features & DeviceFeatures.WriteCache) != 0;
         _dax = (device.Features & DeviceFeatures.Dax) != 0 ? device as IDaxDevice : null;
@@ -270,7 +270,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     {
         var records = new List<Record>();
         var header = new byte[Raid5JournalLayout.BlockBytes];
-        var entries = new Raid5JournalEntry[sb.RaidDisks];
+        var entries = new Raid5JournalEntry[Raid5JournalLayout.MaxMembers];
         long at = sb.TailBlock, seq = sb.TailSeq;
         string? stop = null;
         if (sb.IsClean) return (records, at, seq, null);
@@ -473,23 +473,17 @@ internal sealed unsafe class Raid5Journal : IDisposable
 
     /// <summary>
     /// Write-back write-out: writes the parity record of the stripe at <paramref name="memberSector"/>
-    /// (<paramref name="parity"/>, the parity slot's row window in <paramref name="set"/>), covering
-    /// its pending data records up to seq <paramref name="coversUpTo"/> (taken by
-    /// <see cref="SnapshotStripe"/>); returns once it and every record before it are durable, so the
+    /// (<paramref name="parity"/>, runs of the parity slot's rows in <paramref name="set"/>), covering
+    /// its pending data records up to seq <paramref name="coversUpTo"/> (<paramref name="covered"/>,
+    /// the oldest of a <see cref="SnapshotStripe"/>); returns once it and every record before it are durable, so the
     /// members may change. Their reservations pay for it. False when the journal device failed.
     /// </summary>
-    public bool AppendParity(long memberSector, Raid5JournalEntry parity, StripeBuffers set, long coversUpTo, ReadOnlySpan<int> covered, out long seq)
-    {
-        lock (_sync)
-            foreach (int slot in covered)
-            {
-                _reserved -= _ringReserve[slot];
-                _ringReserve[slot] = 0;
-            }
-        return Append(Raid5JournalRecordKind.Parity, memberSector, [parity], set, coversUpTo, durable: true, out seq);
-    }
+    public bool AppendParity(long memberSector, ReadOnlySpan<Raid5JournalEntry> parity, StripeBuffers set, long coversUpTo, ReadOnlySpan<int> covered, out long seq) =>
+        Append(Raid5JournalRecordKind.Parity, memberSector, parity, set, coversUpTo, durable: true, out seq, covered);
 
-    private bool Append(Raid5JournalRecordKind kind, long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, long coversUpTo, bool durable, out long seq)
+    /// <summary>Appends a record; <paramref name="paidBy"/> are the ring slots whose reservations pay for it (released once it is placed, not before: a writer could take the room).</summary>
+    private bool Append(Raid5JournalRecordKind kind, long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, long coversUpTo, bool durable, out long seq,
+        ReadOnlySpan<int> paidBy = default)
     {
         // The checksum before the lock: the payload is the caller's and nobody else's meanwhile.
         long sectors = 0;
@@ -525,6 +519,11 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 Waiters--;
             }
             seq = _headSeq;
+            foreach (int paying in paidBy)
+            {
+                _reserved -= _ringReserve[paying];
+                _ringReserve[paying] = 0;
+            }
             var header = new Span<byte>(_arena.BaseAddress, Raid5JournalLayout.BlockBytes);
             Raid5JournalRecord.EncodeHeader(header, seq, at, memberSector, entries, payload, crc.Value, _seed, kind, coversUpTo == 0 ? 0 : (uint)(seq - coversUpTo));
             Bio bio = _bio.Init(BioOp.Write, at * Raid5JournalLayout.BlockSectors).AddVec(_arena.PfnAt(0), 0, Raid5JournalLayout.BlockBytes);
@@ -717,25 +716,22 @@ internal sealed unsafe class Raid5Journal : IDisposable
 
     /// <summary>
     /// Write-out: the pending data records of the stripe at <paramref name="memberSector"/>, oldest
-    /// first (at most <paramref name="slots"/>' length): their ring slots, and the seq of the newest,
-    /// which the parity record names. The records stay pending (reads keep laying them over) until
+    /// first (at most <paramref name="slots"/>' length): their ring slots. The records stay pending (reads keep laying them over) until
     /// <see cref="WrittenOut"/>; only the write-out thread removes them, so the slots stay theirs.
     /// </summary>
-    public int SnapshotStripe(long memberSector, Span<int> slots, out long newest)
+    public int SnapshotStripe(long memberSector, Span<int> slots)
     {
         lock (_sync)
         {
             int n = 0;
-            newest = 0;
             if (_pendingByStripe.TryGetValue(memberSector, out (int Head, int Tail) chain))
-                for (int r = chain.Head; r >= 0 && n < slots.Length; r = _ringNext[r])
-                {
-                    slots[n++] = r;
-                    newest = _ringSeq[r];
-                }
+                for (int r = chain.Head; r >= 0 && n < slots.Length; r = _ringNext[r]) slots[n++] = r;
             return n;
         }
     }
+
+    /// <summary>The seq of the pending record in ring slot <paramref name="slot"/> (from <see cref="SnapshotStripe"/>).</summary>
+    public long SeqOf(int slot) => _ringSeq[slot];
 
     /// <summary>The entries of the pending record in ring slot <paramref name="slot"/> (from <see cref="SnapshotStripe"/>) and the log block of its payload.</summary>
     public ReadOnlySpan<Raid5JournalEntry> EntriesOf(int slot, out long payloadBlock)

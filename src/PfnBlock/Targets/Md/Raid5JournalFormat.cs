@@ -222,7 +222,7 @@ public record struct Raid5JournalEntry(int Slot, int First, int Sectors);
 /// offset size field
 ///   0     4   magic           "R5JR"
 ///   4     2   kind            1 stripe, 2 data, 3 parity (write-back; <see cref="Raid5JournalRecordKind"/>)
-///   6     2   entries         n: member ranges that follow (at most raid_disks)
+///   6     2   entries         n: member ranges that follow (at most raid_disks; a parity record: up to 29 runs of its parity rows)
 ///   8     8   seq             sequence number: the record after seq s is s + 1
 ///  16     8   block           the log block this header lies at (a record seen elsewhere is not this one)
 ///  24     8   member_sector   the stripe's first member sector (relative to the members' data offset)
@@ -312,7 +312,9 @@ public static class Raid5JournalRecord
         memberSector = BinaryPrimitives.ReadInt64LittleEndian(block[24..]);
         payloadBlocks = BinaryPrimitives.ReadInt32LittleEndian(block[32..]);
         payloadCrc = BinaryPrimitives.ReadUInt32LittleEndian(block[36..]);
-        if (BinaryPrimitives.ReadInt64LittleEndian(block[16..]) != at || count == 0 || count > raidDisks || count > entries.Length) return false;
+        // A parity record names a range per run of its rows (up to what a header holds), the others one per member at most.
+        int most = kind == Raid5JournalRecordKind.Parity ? Raid5JournalLayout.MaxMembers : raidDisks;
+        if (BinaryPrimitives.ReadInt64LittleEndian(block[16..]) != at || count == 0 || count > most || count > entries.Length) return false;
         long sectors = 0;
         for (int i = 0; i < count; i++)
         {

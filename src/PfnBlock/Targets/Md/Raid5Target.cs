@@ -55,6 +55,8 @@ internal sealed unsafe class Raid5Target : MdTarget
     // Write-back write-out scratch (one stripe at a time): the snapshot's ring slots, and per member a bitmap of the chunk sectors they change.
     private readonly int[] _outSlots = new int[MaxMerge];
     private readonly ulong[] _outDirty;
+    private readonly ulong[] _outRows, _outTrial; // the rows (chunk sectors) the merged records change, and a record's tried on them
+    private readonly Raid5JournalEntry[] _outRuns = new Raid5JournalEntry[Raid5JournalLayout.MaxMembers];
     private readonly int _dirtyWords;
     private long _writeOuts, _mergedRecords;
     private volatile bool _stopping;
@@ -76,6 +78,8 @@ internal sealed unsafe class Raid5Target : MdTarget
         _thread.Start();
         _dirtyWords = (int)((array.ChunkSectors + 63) / 64);
         _outDirty = new ulong[array.RaidDisks * _dirtyWords];
+        _outRows = new ulong[_dirtyWords];
+        _outTrial = new ulong[_dirtyWords];
         if (_journal is { WriteBack: true })
         {
             _outThread = new Thread(WriteOutLoop) { IsBackground = true, Name = $"md-{array.Name}-r5c" };
@@ -784,14 +788,17 @@ internal sealed unsafe class Raid5Target : MdTarget
     }
 
     /// <summary>
-    /// Writes out stripe <paramref name="stripe"/>: every pending data record of it, oldest first,
-    /// merged into one stripe write over the row window they span (md's r5c writes a cached
-    /// stripe_head out with all its pages). The sectors no record changes are read from the members
-    /// (a missing data member's window is rebuilt from the others first), the records' data is read
-    /// from the log over them, the window's parity computed, journalled as one parity record covering
-    /// those records (their data is in the log already) and made durable; then the changed sectors
-    /// and the parity go to the members, and the records leave the index. Under the stripe lock:
-    /// reads of the stripe lay the records over the members until then.
+    /// Writes out stripe <paramref name="stripe"/>: its pending data records, oldest first, merged
+    /// into one stripe write (md's r5c writes a cached stripe_head out with all its pages). The
+    /// rows they change (chunk sectors any of them writes on any member) form at most
+    /// <see cref="Raid5JournalLayout.MaxMembers"/> runs, the ranges one parity record names; a
+    /// record that would make more waits for the next write-out. Over those rows the sectors no
+    /// record changes are read from the members (with a data member unreadable, every other
+    /// member's rows and the missing one's rebuilt from them), the records' data is read from the
+    /// log over them, the parity computed, journalled as one parity record covering the records
+    /// (their data is in the log already) and made durable; then the changed sectors and the
+    /// parity go to the members and the records leave the index. Under the stripe lock: reads of
+    /// the stripe lay the records over the members until then.
     /// </summary>
     private void WriteOutStripe(R5Write w, long stripe, StripeBuffers set)
     {
@@ -799,21 +806,40 @@ internal sealed unsafe class Raid5Target : MdTarget
         int disks = Array.RaidDisks, data = _layout.DataDisks, pd = _layout.ParityMember(stripe), words = _dirtyWords;
         long memberBase = stripe << _layout.ChunkShift;
         ulong[] dirty = _outDirty;
+        Span<ulong> rows = _outRows, trial = _outTrial;
+        Raid5JournalEntry[] runs = _outRuns;
         LockStripe(stripe);
         try
         {
-            int count = journal.SnapshotStripe(memberBase, _outSlots, out long newest);
+            int count = journal.SnapshotStripe(memberBase, _outSlots);
             if (count == 0) return;
-            ReadOnlySpan<int> slots = _outSlots.AsSpan(0, count);
             dirty.AsSpan().Clear();
+            rows.Clear();
+            int taken = 0;
+            for (; taken < count; taken++)
+            {
+                // The record's rows added to the others': taken only while the runs still fit one header.
+                rows.CopyTo(trial);
+                foreach (Raid5JournalEntry e in journal.EntriesOf(_outSlots[taken], out _)) SetBits(trial, e.First, e.First + e.Sectors);
+                if (taken > 0 && CountRuns(trial) > Raid5JournalLayout.MaxMembers) break;
+                trial.CopyTo(rows);
+                foreach (Raid5JournalEntry e in journal.EntriesOf(_outSlots[taken], out _)) SetBits(dirty.AsSpan(e.Slot * words, words), e.First, e.First + e.Sectors);
+            }
+            ReadOnlySpan<int> slots = _outSlots.AsSpan(0, taken);
+            long newest = journal.SeqOf(slots[^1]);
+            int nRuns = 0;
             long lo = long.MaxValue, hi = 0;
-            foreach (int r in slots)
-                foreach (Raid5JournalEntry e in journal.EntriesOf(r, out _))
-                {
-                    for (long s = e.First; s < e.First + e.Sectors; s++) dirty[e.Slot * words + (s >> 6)] |= 1UL << (int)(s & 63);
-                    lo = Math.Min(lo, e.First);
-                    hi = Math.Max(hi, e.First + e.Sectors);
-                }
+            for (long s = 0; s < _layout.ChunkSectors;)
+            {
+                if (!IsSet(rows, s)) { s++; continue; }
+                long end = s + 1;
+                while (end < _layout.ChunkSectors && IsSet(rows, end)) end++;
+                runs[nRuns++] = new Raid5JournalEntry(pd, (int)s, (int)(end - s));
+                lo = Math.Min(lo, s);
+                hi = end;
+                s = end;
+            }
+            ReadOnlySpan<Raid5JournalEntry> parity = runs.AsSpan(0, nRuns);
             int unreadable = -1;
             for (int j = 0; j < disks; j++)
                 if (!Array.Slot(j).Readable(memberBase + lo, hi - lo))
@@ -821,7 +847,7 @@ internal sealed unsafe class Raid5Target : MdTarget
                     if (unreadable >= 0) { w.Error = BlockStatus.IoError; return; } // two gone: the array is failing
                     unreadable = j;
                 }
-            while (!ReadUnchanged(unreadable))
+            while (!ReadUnchanged(unreadable, parity))
             {
                 // A member failed a read: treat it as the missing one, once.
                 if (unreadable >= 0) { w.Error = BlockStatus.IoError; return; }
@@ -838,63 +864,90 @@ internal sealed unsafe class Raid5Target : MdTarget
                     block += e.Sectors;
                 }
             }
-            long rowByte = lo << Bio.SectorShift;
-            ComputeStripeParity(set, stripe, rowByte, (int)((hi - lo) << Bio.SectorShift));
-            if (!journal.AppendParity(memberBase, new Raid5JournalEntry(pd, (int)lo, (int)(hi - lo)), set, newest, slots, out long paritySeq))
+            foreach (Raid5JournalEntry run in parity)
+                ComputeStripeParity(set, stripe, (long)run.First << Bio.SectorShift, run.Sectors << Bio.SectorShift);
+            if (!journal.AppendParity(memberBase, parity, set, newest, slots, out long paritySeq))
             {
                 w.Error = BlockStatus.IoError;
                 return;
             }
-            // The changed sectors of each data member, run by run, then the parity window.
+            // The changed sectors of each data member, run by run, then the parity runs.
             for (int i = 0; i < data; i++)
             {
                 int slot = _layout.DataMember(stripe, i);
+                Span<ulong> mine = dirty.AsSpan(slot * words, words);
                 for (long s = lo; s < hi;)
                 {
-                    if (!IsDirty(slot, s)) { s++; continue; }
-                    long runEnd = s + 1;
-                    while (runEnd < hi && IsDirty(slot, runEnd)) runEnd++;
-                    WriteMember(w, set, slot, memberBase, s, runEnd, BioFlags.None);
-                    s = runEnd;
+                    if (!IsSet(mine, s)) { s++; continue; }
+                    long end = s + 1;
+                    while (end < hi && IsSet(mine, end)) end++;
+                    WriteMember(w, set, slot, memberBase, s, end, BioFlags.None);
+                    s = end;
                 }
             }
-            WriteMember(w, set, pd, memberBase, lo, hi, BioFlags.None);
-            journal.WrittenOut(slots, paritySeq);
+            foreach (Raid5JournalEntry run in parity) WriteMember(w, set, pd, memberBase, run.First, run.First + run.Sectors, BioFlags.None);
+            // Counted before the records leave the index: whoever sees them gone sees them counted.
             Interlocked.Increment(ref _writeOuts);
-            Interlocked.Add(ref _mergedRecords, count);
+            Interlocked.Add(ref _mergedRecords, taken);
+            journal.WrittenOut(slots, paritySeq);
 
-            // What the records do not change of the window: each data member's unchanged runs, or, with a data member
-            // unreadable, every other member's whole window and the missing one's rebuilt from them (parity included).
-            bool ReadUnchanged(int missing)
+            // What the records do not change of their rows: each data member's unchanged sectors there, or, with a data
+            // member unreadable, every other member's rows and the missing one's rebuilt from them (parity included).
+            bool ReadUnchanged(int missing, ReadOnlySpan<Raid5JournalEntry> rowRuns)
             {
-                if (missing >= 0 && missing != pd)
+                foreach (Raid5JournalEntry run in rowRuns)
                 {
-                    for (int j = 0; j < disks; j++) if (j != missing && !ReadMember(w, set, j, memberBase, lo, hi)) return false;
-                    long at = lo << Bio.SectorShift, bytes = (hi - lo) << Bio.SectorShift;
-                    byte* x = set.At(missing, at);
-                    Buffer.MemoryCopy(set.At(pd, at), x, bytes, bytes);
-                    for (int j = 0; j < disks; j++) if (j != missing && j != pd) Parity.Xor(x, set.At(j, at), (nuint)bytes);
-                    Interlocked.Increment(ref _degradedWrites);
-                    return true;
-                }
-                for (int i = 0; i < data; i++)
-                {
-                    int slot = _layout.DataMember(stripe, i);
-                    for (long s = lo; s < hi;)
+                    long a = run.First, b = run.First + run.Sectors;
+                    if (missing >= 0 && missing != pd)
                     {
-                        if (IsDirty(slot, s)) { s++; continue; }
-                        long runEnd = s + 1;
-                        while (runEnd < hi && !IsDirty(slot, runEnd)) runEnd++;
-                        if (!ReadMember(w, set, slot, memberBase, s, runEnd)) return false;
-                        s = runEnd;
+                        for (int j = 0; j < disks; j++) if (j != missing && !ReadMember(w, set, j, memberBase, a, b)) return false;
+                        long at = a << Bio.SectorShift, bytes = (b - a) << Bio.SectorShift;
+                        byte* x = set.At(missing, at);
+                        Buffer.MemoryCopy(set.At(pd, at), x, bytes, bytes);
+                        for (int j = 0; j < disks; j++) if (j != missing && j != pd) Parity.Xor(x, set.At(j, at), (nuint)bytes);
+                        continue;
+                    }
+                    for (int i = 0; i < data; i++)
+                    {
+                        int slot = _layout.DataMember(stripe, i);
+                        ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
+                        for (long s = a; s < b;)
+                        {
+                            if (IsSet(mine, s)) { s++; continue; }
+                            long end = s + 1;
+                            while (end < b && !IsSet(mine, end)) end++;
+                            if (!ReadMember(w, set, slot, memberBase, s, end)) return false;
+                            s = end;
+                        }
                     }
                 }
+                if (missing >= 0 && missing != pd) Interlocked.Increment(ref _degradedWrites);
                 return true;
             }
-
-            bool IsDirty(int slot, long s) => (dirty[slot * words + (s >> 6)] & (1UL << (int)(s & 63))) != 0;
         }
         finally { UnlockStripe(stripe); }
+    }
+
+    private static bool IsSet(ReadOnlySpan<ulong> bits, long i) => (bits[(int)(i >> 6)] & (1UL << (int)(i & 63))) != 0;
+
+    private static void SetBits(Span<ulong> bits, long from, long to)
+    {
+        for (long i = from; i < to; i++) bits[(int)(i >> 6)] |= 1UL << (int)(i & 63);
+    }
+
+    /// <summary>Runs of set bits (maximal ranges).</summary>
+    private static int CountRuns(ReadOnlySpan<ulong> bits)
+    {
+        int runs = 0;
+        bool carry = false; // the bit before this word's first was set
+        foreach (ulong word in bits)
+        {
+            // A run starts at each set bit whose lower neighbour is clear.
+            ulong starts = word & ~((word << 1) | (carry ? 1UL : 0));
+            runs += System.Numerics.BitOperations.PopCount(starts);
+            carry = (word >> 63) != 0;
+        }
+        return runs;
     }
 
     // ---- sync ------------------------------------------------------------------------------------------

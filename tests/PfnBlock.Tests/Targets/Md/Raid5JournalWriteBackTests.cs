@@ -81,6 +81,38 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         Assert.Equal(0, MdArray.Of(md)!.JournalStatus!.Pending);
     }
 
+    /// <summary>
+    /// Records whose rows form more runs than one parity record names (29) are written out in more
+    /// than one merged write-out of their stripe, oldest first; the array reads as the model and
+    /// its parity checks clean.
+    /// </summary>
+    [Fact]
+    public void AStripeWithMoreRowRunsThanAParityRecordNamesIsWrittenOutInParts()
+    {
+        const long Big = 64 << 10; // 128 rows per chunk
+        (string[] m, string j, _) = _h.NewJournalledRaid5(Big, 8 << 20, Raid5JournalMode.WriteBack, "runs");
+        IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
+        MdArray array = MdArray.Of(md)!;
+        Raid5Journal journal = array.Journal!;
+        Raid5Target target = (Raid5Target)((MappedDevice)md).Table[0].Target;
+        var model = new byte[3 * Big];
+        _h.WriteToModel(md, model, 0, model.Length, 1); // one full stripe
+        WaitWrittenOut(journal);
+        (long stripesBefore, _) = target.WriteOutCounts;
+        journal.PauseWriteOut = true;
+        // 40 one-sector writes three rows apart in the first chunk: 40 runs of rows.
+        for (int i = 0; i < 40; i++) _h.WriteToModel(md, model, i * 3 * 512, 512, 100 + i);
+        _h.AssertModel(md, model, 0, model.Length, array);
+        WaitWrittenOut(journal);
+        (long stripes, long records) = target.WriteOutCounts;
+        Assert.Equal(2, stripes - stripesBefore); // 29 runs, then the other 11
+        Assert.True(records >= 41);
+        _h.AssertModel(md, model, 0, model.Length, array);
+        array.StartCheck();
+        Assert.True(array.WaitForSync(TimeSpan.FromSeconds(60)));
+        Assert.Equal(0, array.MismatchCount);
+    }
+
     [Fact]
     public void AFullLogMakesWritersWaitForWriteOutThenTheyProceed()
     {
