@@ -1,4 +1,5 @@
 using PfnBlock.Block;
+using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Targets.Md;
@@ -94,6 +95,9 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private long _dirtyFrom = -1;         // the first log block written since the log was last made durable (−1: none)
     private readonly IDaxDevice? _dax;    // the device's memory, when it has direct access: persisting a range needs no flush of it all
     private readonly bool _volatile;      // the device has a volatile cache: written records are durable only once persisted
+    private readonly DaxRange[] _pins = [];
+    private readonly byte* _base;         // the device's memory, pinned while the journal is open: records copied in and read out without bios (null: bios)
+    private readonly bool _ntDurable;     // non-temporal stores and a fence make it durable (a MAP_SYNC pmem mapping): persisting is a fence
 
     private Raid5Journal(MdArray array, IBlockDevice device, string spec, Raid5JournalSuperblock sb, MdMetadataIo io)
     {
@@ -109,6 +113,11 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _ring = (int)Math.Clamp((sb.Blocks - Raid5JournalLayout.LogStart) / 2 + 2, MinRing, MaxRing);
         _volatile = (device.Features & DeviceFeatures.WriteCache) != 0;
         _dax = (device.Features & DeviceFeatures.Dax) != 0 ? device as IDaxDevice : null;
+        if (_dax is not null && (device.Features & DeviceFeatures.ReadOnly) == 0 && PinLog(_dax, sb.Blocks * Raid5JournalLayout.BlockBytes, out _base) is { } pins)
+        {
+            _pins = pins;
+            _ntDurable = device is PmemDevice p && p.Persistence == PersistenceMode.CpuCache;
+        }
         _ringBlock = new long[_ring];
         _ringDone = new bool[_ring];
         _ringSeq = new long[_ring];
@@ -121,6 +130,34 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _slack = Raid5JournalLayout.MaxRecordBlocks(sb.RaidDisks, sb.ChunkSectors);
         _head = _memTailBlock = _durTailBlock = sb.TailBlock;
         _headSeq = _memTailSeq = _durTailSeq = sb.TailSeq;
+    }
+
+    /// <summary>
+    /// Pins the journal's bytes of a device with direct access, when they are one contiguous
+    /// mapping (a pmem namespace): appends then copy records in with non-temporal stores and the
+    /// write-out reads them with memory copies. Null (nothing pinned) when the device refuses a page
+    /// (a bad block: the bios report it) or the mapping is in pieces; the journal then uses bios.
+    /// </summary>
+    private static DaxRange[]? PinLog(IDaxDevice dax, long bytes, out byte* baseAddress)
+    {
+        var pins = new List<DaxRange>();
+        long pages = (bytes + Pfn.PageSize - 1) >> Pfn.PageShift, done = 0;
+        baseAddress = null;
+        while (done < pages)
+        {
+            long got = dax.DirectAccess(done, pages - done, out DaxRange r);
+            if (got == 0 || (done > 0 && r.Address != baseAddress + (done << Pfn.PageShift)))
+            {
+                if (got != 0) r.Unpin();
+                foreach (DaxRange p in pins) p.Unpin();
+                baseAddress = null;
+                return null;
+            }
+            if (done == 0) baseAddress = r.Address;
+            pins.Add(r);
+            done += got;
+        }
+        return [.. pins];
     }
 
     /// <summary>The journal device's spec.</summary>
@@ -526,17 +563,32 @@ internal sealed unsafe class Raid5Journal : IDisposable
             }
             var header = new Span<byte>(_arena.BaseAddress, Raid5JournalLayout.BlockBytes);
             Raid5JournalRecord.EncodeHeader(header, seq, at, memberSector, entries, payload, crc.Value, _seed, kind, coversUpTo == 0 ? 0 : (uint)(seq - coversUpTo));
-            Bio bio = _bio.Init(BioOp.Write, at * Raid5JournalLayout.BlockSectors).AddVec(_arena.PfnAt(0), 0, Raid5JournalLayout.BlockBytes);
-            foreach (Raid5JournalEntry e in entries)
+            // No FUA and no fence: the record is made durable below (with the ones before it) or by whoever relies on it later.
+            if (_base != null)
             {
-                (Pfn pfn, uint inFrame) = set.FrameOf(e.Slot, (long)e.First << Bio.SectorShift);
-                bio.AddVec(pfn, inFrame, (uint)e.Sectors << Bio.SectorShift);
+                byte* to = _base + at * Raid5JournalLayout.BlockBytes;
+                PersistentMemory.CopyNonTemporal(to, _arena.BaseAddress, Raid5JournalLayout.BlockBytes);
+                to += Raid5JournalLayout.BlockBytes;
+                foreach (Raid5JournalEntry e in entries)
+                {
+                    uint n = (uint)e.Sectors << Bio.SectorShift;
+                    PersistentMemory.CopyNonTemporal(to, set.At(e.Slot, (long)e.First << Bio.SectorShift), n);
+                    to += n;
+                }
             }
-            // No FUA: the record is made durable below (with the ones before it) or by whoever relies on it later.
-            if (_device.SubmitAndWait(bio) != BlockStatus.Ok)
+            else
             {
-                JournalFailed("record write");
-                return false;
+                Bio bio = _bio.Init(BioOp.Write, at * Raid5JournalLayout.BlockSectors).AddVec(_arena.PfnAt(0), 0, Raid5JournalLayout.BlockBytes);
+                foreach (Raid5JournalEntry e in entries)
+                {
+                    (Pfn pfn, uint inFrame) = set.FrameOf(e.Slot, (long)e.First << Bio.SectorShift);
+                    bio.AddVec(pfn, inFrame, (uint)e.Sectors << Bio.SectorShift);
+                }
+                if (_device.SubmitAndWait(bio) != BlockStatus.Ok)
+                {
+                    JournalFailed("record write");
+                    return false;
+                }
             }
             if (_dirtyFrom < 0 && _volatile) _dirtyFrom = at;
             int slot = (int)(seq % _ring);
@@ -587,6 +639,8 @@ internal sealed unsafe class Raid5Journal : IDisposable
         if (_dirtyFrom < 0) return true;
         try
         {
+            if (_base != null) PersistentMemory.Drain(); // the copies' non-temporal stores first
+            if (_ntDurable) return Clean(); // a MAP_SYNC mapping: the fence was it
             if (_dax is { } dax)
             {
                 long from = _dirtyFrom * Raid5JournalLayout.BlockBytes, to = _head * Raid5JournalLayout.BlockBytes;
@@ -601,8 +655,13 @@ internal sealed unsafe class Raid5Journal : IDisposable
             else if (_device.SubmitAndWait(_flush.Init(BioOp.Flush, 0)) != BlockStatus.Ok) return false;
         }
         catch (IOException) { return false; }
-        _dirtyFrom = -1;
-        return true;
+        return Clean();
+
+        bool Clean()
+        {
+            _dirtyFrom = -1;
+            return true;
+        }
     }
 
     /// <summary>Write-back admission: the log keeps room for <paramref name="blocks"/> more, every pending record's write-out record and the slack a wrap wastes. Under the lock.</summary>
@@ -685,9 +744,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
                     long a = Math.Max(lo, e.First), b = Math.Min(hi, e.First + e.Sectors);
                     if (e.Slot == slot && a < b)
                     {
-                        (Pfn pfn, uint inFrame) = set.FrameOf(buffer, a << Bio.SectorShift);
-                        Bio bio = _readBio.Init(BioOp.Read, (payloadByte >> Bio.SectorShift) + a - e.First).AddVec(pfn, inFrame, (uint)((b - a) << Bio.SectorShift));
-                        if (_device.SubmitAndWait(bio) != BlockStatus.Ok) return false;
+                        if (ReadLog(_readBio, (payloadByte >> Bio.SectorShift) + a - e.First, set, buffer, a << Bio.SectorShift, (int)((b - a) << Bio.SectorShift)) != BlockStatus.Ok) return false;
                     }
                     payloadByte += (long)e.Sectors << Bio.SectorShift;
                 }
@@ -740,9 +797,22 @@ internal sealed unsafe class Raid5Journal : IDisposable
         return _ringEntries.AsSpan(slot * _sb.RaidDisks, _ringCount[slot]);
     }
 
-    /// <summary>Reads <paramref name="bytes"/> from log block <paramref name="block"/> into memory at <paramref name="pfn"/> + <paramref name="inFrame"/> with <paramref name="bio"/> (the caller's: no lock is taken; a pending record's blocks are not reused).</summary>
-    public BlockStatus ReadLog(Bio bio, long block, Pfn pfn, uint inFrame, int bytes) =>
-        _device.SubmitAndWait(bio.Init(BioOp.Read, block * Raid5JournalLayout.BlockSectors).AddVec(pfn, inFrame, (uint)bytes));
+    /// <summary>
+    /// Reads <paramref name="bytes"/> from log block <paramref name="block"/> into buffer
+    /// <paramref name="buffer"/> of <paramref name="set"/> at <paramref name="offset"/>: a memory copy
+    /// from the pinned log, else with <paramref name="bio"/> (the caller's). No lock is taken: a
+    /// pending record's blocks are not reused.
+    /// </summary>
+    public BlockStatus ReadLog(Bio bio, long block, StripeBuffers set, int buffer, long offset, int bytes)
+    {
+        if (_base != null)
+        {
+            Buffer.MemoryCopy(_base + block * Raid5JournalLayout.BlockBytes, set.At(buffer, offset), bytes, bytes);
+            return BlockStatus.Ok;
+        }
+        (Pfn pfn, uint inFrame) = set.FrameOf(buffer, offset);
+        return _device.SubmitAndWait(bio.Init(BioOp.Read, block * Raid5JournalLayout.BlockSectors).AddVec(pfn, inFrame, (uint)bytes));
+    }
 
     /// <summary>
     /// Write-back: the data records in <paramref name="slots"/> (a snapshot of their stripe, oldest
@@ -907,6 +977,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     public void Dispose()
     {
         Stop(clean: false);
+        foreach (DaxRange r in _pins) r.Unpin();
         _arena.Dispose();
         _io.Dispose();
         OutWake.Dispose();

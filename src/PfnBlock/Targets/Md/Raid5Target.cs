@@ -34,6 +34,8 @@ internal sealed unsafe class Raid5Target : MdTarget
     private const int ReadFailed = -2;
     /// <summary>The most pending records one write-out merges (the rest of the stripe's wait for the next).</summary>
     private const int MaxMerge = 4096;
+    /// <summary>A write-out reads and writes a data member's changed sectors run by run up to this many runs, else its whole window at once.</summary>
+    private const int MaxRuns = 2;
 
     private readonly Raid5Layout _layout;
     private readonly int _chunkBytes;
@@ -57,6 +59,7 @@ internal sealed unsafe class Raid5Target : MdTarget
     private readonly ulong[] _outDirty;
     private readonly ulong[] _outRows, _outTrial; // the rows (chunk sectors) the merged records change, and a record's tried on them
     private readonly Raid5JournalEntry[] _outRuns = new Raid5JournalEntry[Raid5JournalLayout.MaxMembers];
+    private readonly bool[] _outWhole;            // per data index: read and write the member's whole window, not run by run
     private readonly int _dirtyWords;
     private long _writeOuts, _mergedRecords;
     private volatile bool _stopping;
@@ -79,6 +82,7 @@ internal sealed unsafe class Raid5Target : MdTarget
         _dirtyWords = (int)((array.ChunkSectors + 63) / 64);
         _outDirty = new ulong[array.RaidDisks * _dirtyWords];
         _outRows = new ulong[_dirtyWords];
+        _outWhole = new bool[array.RaidDisks];
         _outTrial = new ulong[_dirtyWords];
         if (_journal is { WriteBack: true })
         {
@@ -840,6 +844,8 @@ internal sealed unsafe class Raid5Target : MdTarget
                 s = end;
             }
             ReadOnlySpan<Raid5JournalEntry> parity = runs.AsSpan(0, nRuns);
+            bool[] wholeWindow = _outWhole;
+            for (int i = 0; i < data; i++) wholeWindow[i] = CountRuns(dirty.AsSpan(_layout.DataMember(stripe, i) * words, words)) > MaxRuns;
             int unreadable = -1;
             for (int j = 0; j < disks; j++)
                 if (!Array.Slot(j).Readable(memberBase + lo, hi - lo))
@@ -859,8 +865,7 @@ internal sealed unsafe class Raid5Target : MdTarget
                 ReadOnlySpan<Raid5JournalEntry> entries = journal.EntriesOf(r, out long block);
                 foreach (Raid5JournalEntry e in entries)
                 {
-                    (Pfn pfn, uint inFrame) = set.FrameOf(e.Slot, (long)e.First << Bio.SectorShift);
-                    if (journal.ReadLog(_outRead, block, pfn, inFrame, e.Sectors << Bio.SectorShift) != BlockStatus.Ok) { w.Error = BlockStatus.IoError; return; }
+                    if (journal.ReadLog(_outRead, block, set, e.Slot, (long)e.First << Bio.SectorShift, e.Sectors << Bio.SectorShift) != BlockStatus.Ok) { w.Error = BlockStatus.IoError; return; }
                     block += e.Sectors;
                 }
             }
@@ -871,19 +876,23 @@ internal sealed unsafe class Raid5Target : MdTarget
                 w.Error = BlockStatus.IoError;
                 return;
             }
-            // The changed sectors of each data member, run by run, then the parity runs.
+            // The changed sectors of each data member, then the parity runs. A member with more than
+            // MaxRuns runs gets its whole window in one write: on pmem a bio costs more than the
+            // copy of what lies between the runs (which its buffer holds as the member does).
             for (int i = 0; i < data; i++)
             {
                 int slot = _layout.DataMember(stripe, i);
-                Span<ulong> mine = dirty.AsSpan(slot * words, words);
-                for (long s = lo; s < hi;)
-                {
-                    if (!IsSet(mine, s)) { s++; continue; }
-                    long end = s + 1;
-                    while (end < hi && IsSet(mine, end)) end++;
-                    WriteMember(w, set, slot, memberBase, s, end, BioFlags.None);
-                    s = end;
-                }
+                ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
+                if (wholeWindow[i]) WriteMember(w, set, slot, memberBase, FirstSet(mine, lo, hi), LastSet(mine, lo, hi) + 1, BioFlags.None);
+                else
+                    for (long s = lo; s < hi;)
+                    {
+                        if (!IsSet(mine, s)) { s++; continue; }
+                        long end = s + 1;
+                        while (end < hi && IsSet(mine, end)) end++;
+                        WriteMember(w, set, slot, memberBase, s, end, BioFlags.None);
+                        s = end;
+                    }
             }
             foreach (Raid5JournalEntry run in parity) WriteMember(w, set, pd, memberBase, run.First, run.First + run.Sectors, BioFlags.None);
             // Counted before the records leave the index: whoever sees them gone sees them counted.
@@ -895,6 +904,11 @@ internal sealed unsafe class Raid5Target : MdTarget
             // member unreadable, every other member's rows and the missing one's rebuilt from them (parity included).
             bool ReadUnchanged(int missing, ReadOnlySpan<Raid5JournalEntry> rowRuns)
             {
+                // A member the records change in many runs is read whole over the window, once (see the writes);
+                // degraded, only the rows are read (and rebuilt), so every member is written run by run.
+                if (missing >= 0 && missing != pd) wholeWindow.AsSpan().Clear();
+                for (int i = 0; i < data; i++)
+                    if (wholeWindow[i] && !ReadMember(w, set, _layout.DataMember(stripe, i), memberBase, lo, hi)) return false;
                 foreach (Raid5JournalEntry run in rowRuns)
                 {
                     long a = run.First, b = run.First + run.Sectors;
@@ -910,6 +924,7 @@ internal sealed unsafe class Raid5Target : MdTarget
                     for (int i = 0; i < data; i++)
                     {
                         int slot = _layout.DataMember(stripe, i);
+                        if (wholeWindow[i]) continue;
                         ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
                         for (long s = a; s < b;)
                         {
@@ -926,6 +941,20 @@ internal sealed unsafe class Raid5Target : MdTarget
             }
         }
         finally { UnlockStripe(stripe); }
+    }
+
+    /// <summary>The first set bit in [<paramref name="from"/>, <paramref name="to"/>) (there is one).</summary>
+    private static long FirstSet(ReadOnlySpan<ulong> bits, long from, long to)
+    {
+        while (from < to && !IsSet(bits, from)) from++;
+        return from;
+    }
+
+    /// <summary>The last set bit in [<paramref name="from"/>, <paramref name="to"/>) (there is one).</summary>
+    private static long LastSet(ReadOnlySpan<ulong> bits, long from, long to)
+    {
+        while (to > from && !IsSet(bits, to - 1)) to--;
+        return to - 1;
     }
 
     private static bool IsSet(ReadOnlySpan<ulong> bits, long i) => (bits[(int)(i >> 6)] & (1UL << (int)(i & 63))) != 0;
