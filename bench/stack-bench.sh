@@ -5,8 +5,11 @@
 # median of the per-pair ratios B/A, which machine drift moves far less than either figure.
 # Workloads: 4k randread, 4k randwrite, 1M read, 1M write, after two rows comparing the namespace
 # with itself (the noise floor of the method); then dm-stripe over two namespaces (64 KiB chunks)
-# against one namespace of their combined size, at one and two jobs (STRIPED=0 skips). Prints a markdown table.
-# Env: RUNTIME (seconds per workload and device, 40), SLICES (pairs, 40), SIZE (1G).
+# against one namespace of their combined size, at one and two jobs (STRIPED=0 skips); then dm-stripe
+# over the two halves of that same namespace, against it: the same pages and the same footprint on
+# both sides (pages of different namespaces read up to 25 % apart on this VM, see docs/BENCHMARKS.md).
+# Prints a markdown table.
+# Env: RUNTIME (seconds per workload and device, 40), SLICES (pairs, 40), SIZE (1G), LINEAR=0 skips the linear rows.
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +33,10 @@ echo "# RUNTIME=$RUNTIME SLICES=$SLICES SIZE=$SIZE; B = table: $(cat "$work/line
 echo "| workload | pmem alone (A) | linear over pmem (B) | B/A, median of pairs [min..max] |"
 echo "|---|---|---|---|"
 # The first two rows compare the namespace with itself: the noise floor of the method on this machine.
-for w in "randread 4k self" "randwrite 4k self" "randread 4k" "randwrite 4k" "read 1M" "write 1M"; do
+linear_rows="randread:4k:self randwrite:4k:self randread:4k randwrite:4k read:1M write:1M"
+[ "${LINEAR:-1}" = 0 ] && linear_rows=
+for w in $linear_rows; do
+  w=${w//:/ }
   set -- $w
   b="table:$work/linear.table"; [ "${3:-}" = self ] && b="pmem:$ns"
   pfnblock bench --device "pmem:$ns" --vs "$b" --rw "$1" --bs "$2" \
@@ -51,12 +57,22 @@ if [ "${STRIPED:-1}" != 0 ]; then
   done
   echo "0 $(( (bytes / 512) / 128 * 128 * 2 )) striped 2 128 pmem:$ns 0 pmem:$ns.b 0" > "$work/striped.table"
   echo "# striped: $(cat "$work/striped.table"); A = pmem:$ns.big (twice SIZE)"
-  for w in "randread 4k 1" "randwrite 4k 1" "randread 4k 2" "read 1M 1"; do
-    set -- $w
-    pfnblock bench --device "pmem:$ns.big" --vs "table:$work/striped.table" --rw "$1" --bs "$2" --jobs "$3" \
-      --runtime "$RUNTIME" --slices "$SLICES" --ramp 1 --json > "$work/out.json"
-    jq -r --arg jobs "$3" '.comparisons[0] | if .unit == "IOPS"
-        then "| \(.rw) \(.bs) ×\($jobs), striped over 2 | \(.median_a / 1e6 * 1000 | round / 1000) M IOPS | \(.median_b / 1e6 * 1000 | round / 1000) M IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
-        else "| \(.rw) \(.bs) ×\($jobs), striped over 2 | \(.median_a / 1e9 * 100 | round / 100) GB/s | \(.median_b / 1e9 * 100 | round / 100) GB/s | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |" end' "$work/out.json"
-  done
+  striped() { # TABLE LABEL
+    local table=$1 label=$2
+    for w in "randread 4k 1" "randwrite 4k 1" "randread 4k 2" "read 1M 1" "write 1M 1"; do
+      set -- $w "$table" "$label"
+      pfnblock bench --device "pmem:$ns.big" --vs "table:$4" --rw "$1" --bs "$2" --jobs "$3" \
+        --runtime "$RUNTIME" --slices "$SLICES" --ramp 1 --json > "$work/out.json"
+      jq -r --arg jobs "$3" --arg what "$5" '.comparisons[0] | if .unit == "IOPS"
+          then "| \(.rw) \(.bs) ×\($jobs), \($what) | \(.median_a / 1e6 * 1000 | round / 1000) M IOPS | \(.median_b / 1e6 * 1000 | round / 1000) M IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
+          else "| \(.rw) \(.bs) ×\($jobs), \($what) | \(.median_a / 1e9 * 100 | round / 100) GB/s | \(.median_b / 1e9 * 100 | round / 100) GB/s | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |" end' "$work/out.json"
+    done
+  }
+  striped "$work/striped.table" "striped over 2"
+  # dm-stripe names a device and an offset per stripe: the same namespace twice, at 0 and at half.
+  bigbytes=$(pfnblock namespace info --path "$ns.big" --json | jq -r .data_size)
+  half=$(( (bigbytes / 512 / 2) / 128 * 128 ))
+  echo "0 $(( 2 * half )) striped 2 128 pmem:$ns.big 0 pmem:$ns.big $half" > "$work/halves.table"
+  echo "# striped over halves: $(cat "$work/halves.table"); A = pmem:$ns.big"
+  striped "$work/halves.table" "striped over A's halves"
 fi

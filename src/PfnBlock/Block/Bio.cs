@@ -132,6 +132,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         Tag = 0;
         TargetBioNumber = 0;
         DriverCookie = 0;
+        _startHint = 0;
         return this;
     }
 
@@ -157,7 +158,9 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     /// <summary>
     /// A bio that shares this bio's vectors and copies its cursor, op and flags (<c>bio_alloc_clone</c>).
     /// The clone comes from <paramref name="pool"/> (with that pool's <see cref="Context"/>) and returns
-    /// there when it completes chained, or on <see cref="Release"/>.
+    /// there when it completes chained, or on <see cref="Release"/>. The clone's time starts when
+    /// this bio reached the level that clones it, not at the clone's own first device: a fan-out
+    /// (a mirror's legs) then reads the clock once per request, not once per leg.
     /// </summary>
     public Bio Clone(BioPool? pool = null)
     {
@@ -166,6 +169,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         c._vecs = _vecs;
         c._vecCount = _vecCount;
         c.Iter = Iter;
+        c._startHint = _depth > 0 ? _frames[_depth - 1].Start : 0;
         return c;
     }
 
@@ -217,13 +221,16 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         Push(hook, _depth > 0 ? _frames[_depth - 1].Start : 0, isDevice: false);
     }
 
+    /// <summary>The start time a clone takes from its parent's level when it was cloned (0: read the clock at its first device).</summary>
+    private long _startHint;
+
     /// <summary>Pushes the completion frame of <paramref name="device"/>, which starts accounting the bio now.</summary>
     /// <returns>The bio's start time at this level (Stopwatch ticks).</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal long PushDevice(BlockDevice device)
     {
         // One clock read per bio, not per level: the levels of a stack start within nanoseconds of each other.
-        long start = _depth > 0 ? _frames[_depth - 1].Start : 0;
+        long start = _depth > 0 ? _frames[_depth - 1].Start : _startHint;
         if (start == 0) start = Stopwatch.GetTimestamp();
         Push(device, start, isDevice: true);
         return start;
@@ -317,7 +324,14 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
                 bio = parent;
                 continue;
             }
-            if (bio._awaited) { bio._awaited = false; bio._waiter.SetResult(bio.Status); return; }
+            if (bio._awaited)
+            {
+                bio._awaited = false;
+                // Inline, inside SubmitAndWait on this thread: noted; the waiter reads the status itself.
+                if (t_waitingInline == bio) { bio._doneInline = true; return; }
+                bio._waiter.SetResult(bio.Status);
+                return;
+            }
             bio.EndIo?.Invoke(bio);
             return;
         }
@@ -339,6 +353,33 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     public void Release() => ReturnToPool();
 
     /// <summary>Arms the bio so that its completion can be awaited through the returned task.</summary>
+    /// <summary>The bio <see cref="SubmitWaitingInline"/> is submitting on this thread.</summary>
+    [ThreadStatic] private static Bio? t_waitingInline;
+    private bool _doneInline;
+
+    /// <summary>
+    /// Submits this bio, armed with <see cref="PrepareAwait"/>, and dispatches it before returning
+    /// (nested in a running dispatch, as <see cref="BlockDevice.SubmitNested"/>). A completion on
+    /// this thread before the submission returns (a memory device's, in its submit) is only noted,
+    /// and the method returns true: the awaiter is never signalled, because its signal is a locked
+    /// instruction (<c>ManualResetValueTaskSourceCore</c>'s compare-exchange), which would wait for
+    /// the non-temporal stores of a pmem write to drain — twice per RAID5 member write pair, on
+    /// every synchronous member I/O. False: the bio completes elsewhere; await the task.
+    /// </summary>
+    internal bool SubmitWaitingInline(IBlockDevice device)
+    {
+        Bio? outer = t_waitingInline;
+        t_waitingInline = this;
+        _doneInline = false;
+        try
+        {
+            if (device is BlockDevice bd) bd.SubmitNested(this);
+            else device.Submit(this);
+        }
+        finally { t_waitingInline = outer; }
+        return _doneInline;
+    }
+
     internal ValueTask<BlockStatus> PrepareAwait()
     {
         if (EndIo is not null) throw new InvalidOperationException("an awaited bio cannot also have EndIo");

@@ -88,8 +88,31 @@ public abstract class BlockDevice : IBlockDevice
         BlockThread t = BlockThread.Current;
         if (!t.Dispatching) { RunDispatchLoop(t, bio); return; }
         BlockThread.QueueState outer = t.SaveQueue();
+        t.Nesting++;
         try { RunDispatchLoop(t, bio); }
-        finally { t.RestoreQueue(outer); }
+        finally
+        {
+            t.Nesting--;
+            t.RestoreQueue(outer);
+        }
+    }
+
+    /// <summary>Nested dispatch loops <see cref="SubmitNow"/> opens before it queues instead, bounding the stack as the queue does.</summary>
+    private const int MaxNesting = 4;
+
+    /// <summary>
+    /// Submits <paramref name="bio"/> to <paramref name="device"/> and, where it can, dispatches it
+    /// before returning even from inside another dispatch (<see cref="SubmitNested"/>): a fan-out
+    /// target (a mirror's legs) then sees every leg that completes inline complete while its
+    /// submitting call still holds the request, and can settle them with plain stores instead of
+    /// locked instructions, each of which would wait for the leg's non-temporal stores to drain.
+    /// Past <see cref="MaxNesting"/> nested loops, or for a device outside this assembly, the bio
+    /// is queued as <see cref="Submit"/> would.
+    /// </summary>
+    internal static void SubmitNow(IBlockDevice device, Bio bio)
+    {
+        if (device is BlockDevice bd && BlockThread.Current.Nesting < MaxNesting) bd.SubmitNested(bio);
+        else device.Submit(bio);
     }
 
     private void RunDispatchLoop(BlockThread t, Bio bio)
@@ -311,8 +334,7 @@ public static class BlockDeviceExtensions
     public static BlockStatus SubmitAndWait(this IBlockDevice device, Bio bio)
     {
         ValueTask<BlockStatus> task = bio.PrepareAwait();
-        if (device is BlockDevice bd) bd.SubmitNested(bio);
-        else device.Submit(bio);
+        if (bio.SubmitWaitingInline(device)) return bio.Status;
         return task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
     }
 }

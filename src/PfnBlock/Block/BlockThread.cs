@@ -24,6 +24,8 @@ internal sealed class BlockThread
 
     /// <summary>True while the thread is inside a dispatch loop.</summary>
     public bool Dispatching;
+    /// <summary>Dispatch loops opened inside another on this thread (<see cref="BlockDevice.SubmitNested"/>).</summary>
+    public int Nesting;
     /// <summary>The next bio to dispatch.</summary>
     public Bio? Head;
     private Bio? _tail;

@@ -94,6 +94,43 @@ public sealed class BioPoolAndAwaitTests
         Assert.Throws<InvalidOperationException>(() => device.SubmitAsync(bio));
     }
 
+    [Fact]
+    public async Task SubmitAndWaitReturnsEachStatusWhetherTheBioCompletesInlineOrOnAnotherThread()
+    {
+        // Inline (the device completes inside its submit: the waiter is only noted, never signalled),
+        // then a device that completes later on another thread, then inline again with the same bio:
+        // each call sees its own status, and a completion on another thread still wakes the waiter.
+        using var device = new DeferredDevice { Inline = b => b.Sector == 8 ? BlockStatus.IoError : BlockStatus.Ok };
+        Bio bio = new Bio().Init(BioOp.Write, 0).AddVec(new Pfn(3), 0, 512);
+        Assert.Equal(BlockStatus.Ok, device.SubmitAndWait(bio));
+        bio.Init(BioOp.Write, 8).AddVec(new Pfn(3), 0, 512);
+        Assert.Equal(BlockStatus.IoError, device.SubmitAndWait(bio));
+
+        device.Inline = null;
+        bio.Init(BioOp.Write, 16).AddVec(new Pfn(3), 0, 512);
+        var completer = new Thread(() =>
+        {
+            while (device.Queued == 0) Thread.Sleep(1);
+            device.CompleteAll(_ => BlockStatus.MediaError);
+        });
+        completer.Start();
+        Assert.Equal(BlockStatus.MediaError, device.SubmitAndWait(bio));
+        completer.Join();
+
+        device.Inline = _ => BlockStatus.Ok;
+        bio.Init(BioOp.Read, 0).AddVec(new Pfn(3), 0, 512);
+        Assert.Equal(BlockStatus.Ok, device.SubmitAndWait(bio));
+        // ... and an awaited submission after the inline ones is signalled as before.
+        device.Inline = null;
+        bio.Init(BioOp.Read, 0).AddVec(new Pfn(3), 0, 512);
+        ValueTask<BlockStatus> task = device.SubmitAsync(bio);
+        Assert.False(task.IsCompleted);
+        device.CompleteAll(_ => BlockStatus.IoError);
+        Assert.True(task.IsCompleted);
+        Assert.Equal(BlockStatus.IoError, await task);
+        Assert.Equal(0, device.Stats.Snapshot().InFlight);
+    }
+
     /// <summary>A device that queues bios and completes them when told, from whatever thread calls <see cref="CompleteAll"/>.</summary>
     private sealed class DeferredDevice() : BlockDevice("deferred", null)
     {
@@ -101,7 +138,14 @@ public sealed class BioPoolAndAwaitTests
         public override long CapacitySectors => 1 << 20;
         public override DeviceLimits Limits { get; } = DeviceLimits.Memory();
         public override DeviceFeatures Features => DeviceFeatures.None;
-        protected override void SubmitCore(Bio bio) => _queue.Enqueue(bio);
+        /// <summary>When set, bios complete inside their submission with the status it gives.</summary>
+        public Func<Bio, BlockStatus>? Inline { get; set; }
+        public int Queued => _queue.Count;
+        protected override void SubmitCore(Bio bio)
+        {
+            if (Inline is { } inline) bio.Complete(inline(bio));
+            else _queue.Enqueue(bio);
+        }
         public void CompleteAll(Func<Bio, BlockStatus> status)
         {
             while (_queue.TryDequeue(out Bio? b)) b.Complete(status(b));

@@ -34,7 +34,8 @@ public sealed class StackDepthTests : IDisposable
     private (IBlockDevice Top, StackProbeDevice Probe, List<IBlockDevice> Levels) Stack(int depth, string kind)
     {
         string spec = $"probe:1M";
-        for (int i = 0; i < depth; i++) spec = Table(kind == "linear" ? $"0 2048 linear {spec} 0" : $"0 2048 clone {spec} 8");
+        for (int i = 0; i < depth; i++)
+            spec = Table(kind switch { "linear" => $"0 2048 linear {spec} 0", "clone" => $"0 2048 clone {spec} 8", _ => $"0 2048 clone {spec} 8 now" });
         IBlockDevice top = _set.Open(spec);
         var levels = new List<IBlockDevice>();
         IBlockDevice d = top;
@@ -85,6 +86,26 @@ public sealed class StackDepthTests : IDisposable
             Assert.Equal((16L, 16L), (s.Read.Sectors, s.Write.Sectors));
             Assert.Equal(0, ((MappedDevice)levels[i]).ClonesOutstanding);
         }
+    }
+
+    [Fact]
+    public void PiecesDispatchedBeforeMapReturnsNestOnlyBoundedlyDeep()
+    {
+        // SubmitNow opens a nested dispatch loop per level up to a bound, then queues: a stack 64
+        // deep submits no deeper than one just past the bound, and still moves the data and counts.
+        // The stacks share one probe device (one spec, one open device), whose deepest submission
+        // only grows: each is read right after its run, shallowest first.
+        int Run(int depth, out List<IBlockDevice> levels)
+        {
+            (IBlockDevice top, StackProbeDevice probe, levels) = Stack(depth, "clone-now");
+            WriteReadAndMeasure(top);
+            return probe.DeepestSubmit;
+        }
+        int one = Run(1, out _), two = Run(2, out _), eight = Run(8, out _), deep = Run(64, out List<IBlockDevice> levels);
+        // A nested loop does go deeper than a queued one: the bound is what holds it.
+        Assert.True(two > one, $"depth 2 submitted {two} frames deep, depth 1 {one}");
+        Assert.True(deep - eight < 12, $"submission at depth 64 ran {deep} frames deep, depth 8 ran {eight}");
+        foreach (IBlockDevice level in levels) Assert.Equal(0, ((MappedDevice)level).ClonesOutstanding);
     }
 
     [Theory]

@@ -115,30 +115,32 @@ internal sealed unsafe class BusyRamDevice : MemoryDevice, IRegisteredDevice
 /// <summary>
 /// A target that never remaps in place: it clones every bio into pieces of CHUNK sectors, chains
 /// them to the original, pushes its end_io hook on each, and submits them (the split/clone path
-/// of the target seam). Table: <c>clone DEVICE CHUNK</c>.
+/// of the target seam). Table: <c>clone DEVICE CHUNK [now]</c>; with <c>now</c> the pieces go
+/// through <see cref="BlockDevice.SubmitNow"/> (dispatched before Map returns, as a mirror's legs).
 /// </summary>
 internal sealed class CloneTarget : Target, IRegisteredTarget, IBioEndIo
 {
     private readonly LowerDevice _dev;
     private readonly int _chunk;
+    private readonly bool _now;
     private readonly BioPool _pool = new(new BioPoolOptions { Name = "clone-target" });
     private long _hooks;
 
-    private CloneTarget(LowerDevice dev, int chunk) : base(dev.Device) => (_dev, _chunk) = (dev, chunk);
+    private CloneTarget(LowerDevice dev, int chunk, bool now) : base(dev.Device) => (_dev, _chunk, _now) = (dev, chunk, now);
 
     public static TargetType TargetType { get; } = new()
     {
         Name = "clone",
-        Arguments = "DEVICE CHUNK",
+        Arguments = "DEVICE CHUNK [now]",
         Summary = "test double: clones every bio into CHUNK-sector pieces chained to it",
         Create = ctx =>
         {
-            ctx.RequireArgs(2);
+            if (ctx.Args.Count is not (2 or 3) || ctx.Args.Count == 3 && ctx.Args[2] != "now") throw TargetContext.Fail("Usage: clone DEVICE CHUNK [now]");
             long chunk = ctx.Sector(1, "Invalid chunk");
             if (chunk <= 0 || chunk > 1 << 20) throw TargetContext.Fail("Invalid chunk");
             LowerDevice dev = ctx.Device(0);
             TargetContext.RequireArea(dev.Device, 0, ctx.Length);
-            return new CloneTarget(dev, (int)chunk);
+            return new CloneTarget(dev, (int)chunk, ctx.Args.Count == 3);
         },
         Samples = [new("8-sector pieces", s => new($"{s.Lower[0]} 8", s.LowerSectors))],
     };
@@ -148,7 +150,7 @@ internal sealed class CloneTarget : Target, IRegisteredTarget, IBioEndIo
     /// <summary>Clone completions the hook saw.</summary>
     public long HookCalls => Interlocked.Read(ref _hooks);
 
-    public override string Arguments => $"{_dev.Spec} {_chunk}";
+    public override string Arguments => _now ? $"{_dev.Spec} {_chunk} now" : $"{_dev.Spec} {_chunk}";
 
     public override MapResult Map(Bio bio, out IBlockDevice? lower)
     {
@@ -170,7 +172,8 @@ internal sealed class CloneTarget : Target, IRegisteredTarget, IBioEndIo
     {
         piece.Chain(parent);
         piece.PushEndIo(this);
-        _dev.Device.Submit(piece);
+        if (_now) BlockDevice.SubmitNow(_dev.Device, piece);
+        else _dev.Device.Submit(piece);
     }
 
     public EndIoResult EndIo(Bio bio, ref BlockStatus status)
