@@ -7,7 +7,7 @@ namespace PfnBlock.Targets.Md;
 /// <summary>What a journal reports (<c>ctl md</c>, <c>pfnblock check</c>).</summary>
 /// <param name="Spec">The journal device's spec.</param>
 /// <param name="Mode">Its mode.</param>
-/// <param name="Blocks">Log size in 4 KiB blocks.</param>
+/// <param name="Blocks">Log size in journal blocks (512 bytes, <see cref="Raid5JournalLayout.BlockBytes"/>).</param>
 /// <param name="UsedBlocks">Blocks between the durable tail and the head (records a replay would walk).</param>
 /// <param name="Records">Records appended since assembly.</param>
 /// <param name="Replayed">Records replayed onto the members at assembly.</param>
