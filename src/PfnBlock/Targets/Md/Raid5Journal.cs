@@ -590,7 +590,8 @@ internal sealed unsafe class Raid5Journal : IDisposable
                     return false;
                 }
             }
-            if (_dirtyFrom < 0 && _volatile) _dirtyFrom = at;
+            // Copied in directly, a record needs at least the fence to be durable, whatever the device's cache.
+            if (_dirtyFrom < 0 && (_volatile || _base != null)) _dirtyFrom = at;
             int slot = (int)(seq % _ring);
             _ringBlock[slot] = at;
             _ringSeq[slot] = seq;
@@ -619,7 +620,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     /// </summary>
     public bool Persist()
     {
-        if (!_volatile) return !_failed;
+        if (!_volatile && _base == null) return !_failed;
         lock (_sync)
         {
             if (_failed) return false;
