@@ -8,18 +8,26 @@
 # room" (the cache gets RUNTIME/2 seconds of writes; at ~1.2 M IOPS that is ~5 GB: a 3 GiB cache
 # filled within a row once commits were batched, and the row then measured write-back to the file).
 # Prints a markdown table.
+# SUITE=read measures the read cache (read_cache 80) instead: 4 KiB random reads over a working
+# set WSET (32M, written to the file first) that fits the cache, and a 70/30 random read/write
+# mix, each against the file alone, the same writecache without read_cache, and raw pmem. The
+# read cache lives in the process's DRAM, so it fills during the pair's unmeasured first slices
+# (a slice of ~20 k misses covers most of 8 192 blocks) and the measured slices are mostly hits.
 # Env: RUNTIME (seconds per pair, 2), SLICES (pairs, 8), ORIGIN (1G), CACHE (8G), DISKDIR (/var/tmp);
-# to run only some rows: QDS ("1 32"), FUAS ("plain fua"), PEERS ("file pmem").
+# to run only some rows: QDS ("1 32"), FUAS ("plain fua"), PEERS ("file pmem"; for SUITE=read
+# "file nocache pmem"), WORKLOADS (SUITE=read: "randread randrw").
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
 RUNTIME=${RUNTIME:-2}; SLICES=${SLICES:-8}; ORIGIN=${ORIGIN:-1G}; CACHE=${CACHE:-8G}; DISKDIR=${DISKDIR:-/var/tmp}
-QDS=${QDS:-1 32}; FUAS=${FUAS:-plain fua}; PEERS=${PEERS:-file pmem}
+QDS=${QDS:-1 32}; FUAS=${FUAS:-plain fua}; SUITE=${SUITE:-write}; WSET=${WSET:-32M}; WORKLOADS=${WORKLOADS:-randread randrw}
+if [ "$SUITE" = read ]; then PEERS=${PEERS:-file nocache pmem}; else PEERS=${PEERS:-file pmem}; fi
 work=$(mktemp -d /tmp/pfnblock-wc-bench.XXXXXX)
 file=$DISKDIR/pfnblock-wc-bench-origin.$$
 cache=/dev/shm/pfnblock-wc-bench-cache.$$
+cache2=/dev/shm/pfnblock-wc-bench-cache2.$$
 raw=/dev/shm/pfnblock-wc-bench-pmem.$$
-cleanup() { rm -rf -- "$work" "$file" "$cache" "$raw"; }
+cleanup() { rm -rf -- "$work" "$file" "$cache" "$cache2" "$raw"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
@@ -35,16 +43,44 @@ pfnblock namespace create --path "$raw" --size "$ORIGIN" --force >/dev/null
 fallocate -l "$(stat -c %s "$raw")" "$raw"
 
 # A fresh, zeroed cache namespace with its pages allocated (tmpfs allocates on first touch otherwise).
-fresh_cache() {
-  rm -f -- "$cache"
-  pfnblock namespace create --path "$cache" --size "$CACHE" --force >/dev/null
-  fallocate -l "$(stat -c %s "$cache")" "$cache"
+fresh_cache() { # $1 path (default $cache)
+  local c=${1:-$cache}
+  rm -f -- "$c"
+  pfnblock namespace create --path "$c" --size "$CACHE" --force >/dev/null
+  fallocate -l "$(stat -c %s "$c")" "$c"
 }
 
 row() { # $1 label A, $2 label B, $3 json
   jq -r --arg a "$1" --arg b "$2" '.comparisons[0] |
     "| \(.rw) 4k qd\(.iodepth // "?")\(if .fua then " FUA" else "" end) | \($a) \(.median_a | round) IOPS | \($b) \(.median_b | round) IOPS | \(.ratio_median * 100 | round / 100) [\(.ratio_min * 100 | round / 100)..\(.ratio_max * 100 | round / 100)] |"' "$3"
 }
+
+if [ "$SUITE" = read ]; then
+  # The working set holds data on the disk (a sparse file's holes would read without I/O).
+  dd if=/dev/urandom of="$file" bs=1M count=$(( $(numfmt --from=iec "$WSET") >> 20 )) oflag=direct conv=notrunc status=none
+  rtable=$work/wc-rc.table; ntable=$work/wc-norc.table
+  echo "0 $origin_sectors writecache p file:$file pmem:$cache 4096 6 high_watermark 90 low_watermark 80 read_cache 80" > "$rtable"
+  echo "0 $origin_sectors writecache p file:$file pmem:$cache2 4096 4 high_watermark 90 low_watermark 80" > "$ntable"
+  echo "# $(date -u +%FT%TZ) $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# RUNTIME=$RUNTIME SLICES=$SLICES WSET=$WSET CACHE=$CACHE; B: $(cat "$rtable")"
+  echo "| workload | A | B (read_cache 80) | B/A, median of pairs [min..max] |"
+  echo "|---|---|---|---|"
+  for wl in $WORKLOADS; do
+    case $wl in randread) rw="--rw randread" ;; randrw) rw="--rw randrw --rwmixread 70" ;; *) echo "unknown workload $wl" >&2; exit 2 ;; esac
+    for qd in $QDS; do
+      for peer in $PEERS; do
+        fresh_cache
+        case $peer in file) dev="file:$file" ;; nocache) fresh_cache "$cache2"; dev="table:$ntable" ;; pmem) dev="pmem:$raw" ;; *) echo "unknown peer $peer" >&2; exit 2 ;; esac
+        # shellcheck disable=SC2086 # $rw is two or four words
+        pfnblock bench --device "$dev" --vs "table:$rtable" $rw --bs 4k --iodepth "$qd" --size "$WSET" \
+          --runtime "$RUNTIME" --slices "$SLICES" --ramp 0 --json > "$work/$peer.json"
+        label=$peer; [ "$peer" = nocache ] && label="writecache, no read_cache"
+        row "$label" "writecache" "$work/$peer.json" | sed "s/qd?/qd$qd/; s/^| randrw /| randrw 70\/30 /"
+      done
+    done
+  done
+  exit 0
+fi
 
 echo "# $(date -u +%FT%TZ) $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# RUNTIME=$RUNTIME SLICES=$SLICES ORIGIN=$ORIGIN CACHE=$CACHE; table: $(cat "$table")"

@@ -44,7 +44,9 @@ public static class Program
                 ["open", string path] => TryOpen(path),
                 ["write", string path, string seed, string first, string blocks] => Write(path, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
                 ["badblocks", string path] => BadBlocks(path),
-                ["write-spec", string spec, string seed, string first, string blocks] => WriteSpec(spec, int.Parse(seed), long.Parse(first), int.Parse(blocks)),
+                ["write-spec", string spec, string seed, string first, string blocks] => WriteSpec(spec, int.Parse(seed), long.Parse(first), int.Parse(blocks), 0),
+                ["write-spec", string spec, string seed, string first, string blocks, string reads] =>
+                    WriteSpec(spec, int.Parse(seed), long.Parse(first), int.Parse(blocks), int.Parse(reads)),
                 _ => Usage(),
             };
         }
@@ -57,7 +59,7 @@ public static class Program
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: crashchild hold PATH | dax PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS | write-spec SPEC SEED FIRST_VERSION BLOCKS | badblocks PATH");
+        Console.Error.WriteLine("usage: crashchild hold PATH | dax PATH | open PATH | write PATH SEED FIRST_VERSION BLOCKS | write-spec SPEC SEED FIRST_VERSION BLOCKS [READS] | badblocks PATH");
         return 2;
     }
 
@@ -122,23 +124,43 @@ public static class Program
         return Write(device, seed, first, blocks);
     }
 
-    /// <summary>As write, through the device a spec opens (an md array, a table).</summary>
-    private static int WriteSpec(string spec, int seed, long first, int blocks)
+    /// <summary>
+    /// As write, through the device a spec opens (an md array, a table); with READS, each
+    /// write is preceded by that many reads of random blocks (what a read cache keeps),
+    /// each checked: whole, of its block, and the version this run last wrote there if it wrote it
+    /// (exit 7, saying what was read, otherwise).
+    /// </summary>
+    private static int WriteSpec(string spec, int seed, long first, int blocks, int reads)
     {
         using var set = new DeviceSet();
-        return Write(set.Open(spec), seed, first, blocks);
+        return Write(set.Open(spec), seed, first, blocks, reads);
     }
 
-    private static unsafe int Write(IBlockDevice device, int seed, long first, int blocks)
+    private static unsafe int Write(IBlockDevice device, int seed, long first, int blocks, int reads = 0)
     {
-        using var arena = DramArena.Create(Pfn.PageSize, device.AddressSpace, "crashchild");
-        FrameRun buffer = arena.Allocator.Allocate(1);
+        using var arena = DramArena.Create(2 * Pfn.PageSize, device.AddressSpace, "crashchild");
+        FrameRun buffer = arena.Allocator.Allocate(2);
         Span<byte> data = device.AddressSpace.KmapSpan(buffer.First, 0, CrashProtocol.BlockSize);
+        Pfn readFrame = buffer.First.Add(1);
+        var written = new long[blocks];
+        var rng = new Random(seed ^ (int)first);
         using Stream stdout = Console.OpenStandardOutput();
         var bio = new Bio();
         long deadline = Environment.TickCount64 + 60_000;
         for (long v = first; Environment.TickCount64 < deadline; v++)
         {
+            // The reads come before the write, so the first acknowledgement (the parent's cue) follows a warmed-up read path.
+            for (int r = 0; r < reads; r++)
+            {
+                int b = rng.Next(blocks);
+                bio.Init(BioOp.Read, (long)b * CrashProtocol.BlockSize >> Bio.SectorShift).AddVec(readFrame, 0, CrashProtocol.BlockSize);
+                if (device.SubmitAndWait(bio) != BlockStatus.Ok) return 8;
+                if (CheckRead(device.AddressSpace.KmapSpan(readFrame, 0, CrashProtocol.BlockSize), b, written[b]) is string bad)
+                {
+                    Console.Error.WriteLine(bad);
+                    return 7;
+                }
+            }
             int block = CrashProtocol.BlockFor(seed, v, blocks);
             CrashProtocol.Fill(data, block, v);
             bool fua = (v & 1) == 1;
@@ -148,8 +170,24 @@ public static class Program
             if (!fua && device.SubmitAndWait(bio.Init(BioOp.Flush, 0)) != BlockStatus.Ok) return 6;
             // One write(2) per line, so a kill never leaves half a line behind.
             stdout.Write(Encoding.ASCII.GetBytes($"ack {v} {block}.\n"));
+            written[block] = v;
         }
         return 0;
+    }
+
+    /// <summary>Why a block read back is wrong (mixed, another block's, or not the version last written), or null.</summary>
+    private static string? CheckRead(ReadOnlySpan<byte> data, int block, long expected)
+    {
+        long version = -1;
+        for (int i = 0; i < CrashProtocol.BlockSize / 8; i++)
+        {
+            ulong word = BinaryPrimitives.ReadUInt64LittleEndian(data[(i * 8)..]);
+            (long v, int b, int index) = word == 0 ? (0, block, i) : CrashProtocol.Decode(word);
+            if (b != block || index != i) return $"read of block {block}: word {i} is word {index} of block {b}";
+            if (version >= 0 && v != version) return $"read of block {block}: versions {version} and {v} mixed";
+            version = v;
+        }
+        return expected != 0 && version != expected ? $"read of block {block}: version {version}, last written {expected}" : null;
     }
 
     /// <summary>

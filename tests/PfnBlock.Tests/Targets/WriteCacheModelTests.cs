@@ -18,7 +18,10 @@ namespace PfnBlock.Tests.Targets;
 /// blocks were written since the last commit (the model counts them as dm-writecache does). A
 /// power loss loses every write not durable by that rule (some of their lines torn, the others
 /// whole but uncommitted: recovery must erase them, or a later commit would revive them); a clean
-/// close loses nothing. After either, reads equal the model without the lost writes.
+/// close loses nothing. After either, reads equal the model without the lost writes. With
+/// <c>read_cache</c> on, the same sequences run while every read check also fills clean copies of
+/// origin blocks into the free slots (and later reads are served from them): reads still equal
+/// the model, so no copy outlives a write, a discard, a write-back or a crash.
 /// </summary>
 public sealed class WriteCacheModelTests
 {
@@ -47,7 +50,24 @@ public sealed class WriteCacheModelTests
     [Fact]
     public void ReadsFollowTheModelTheOriginIsAlwaysALogPrefixAndCrashesKeepDurableWrites()
     {
-        GenStep.Array[1, 60].Sample(Run, iter: 40, threads: 1);
+        GenStep.Array[1, 60].Sample(steps => Run(steps), iter: 40, threads: 1);
+    }
+
+    /// <summary>
+    /// The same with read caching of origin data in the free slots (half the log): reads equal the
+    /// model whatever writes, discards, write-backs and crashes came between the copies being made
+    /// and being read. The runs together must have used the read cache (hits, inserts, and
+    /// evictions by the log reaching a copy's slot), or the property would say nothing about it.
+    /// </summary>
+    [Fact]
+    public void WithReadCachingReadsStillFollowTheModel()
+    {
+        var total = new WriteCacheReadCacheStatus();
+        GenStep.Array[1, 60].Sample(steps =>
+        {
+            total = Add(total, Run(steps, readCache: 50));
+        }, iter: 40, threads: 1);
+        Assert.True(total.Hits > 0 && total.Inserts > 0 && total.Evictions > 0 && total.Dropped > 0, $"the read cache was hardly used: {total}");
     }
 
     /// <summary>A crash with nothing lost replays exactly; the entries all come back.</summary>
@@ -69,7 +89,8 @@ public sealed class WriteCacheModelTests
             new Step(11, 0, 0, false, long.MinValue), new Step(10, 0, 0, false, 0)]);
     }
 
-    private void Run(Step[] steps)
+    /// <summary>Runs one scenario; returns the read cache's counters summed over the opens (zeros without one).</summary>
+    private static WriteCacheReadCacheStatus Run(Step[] steps, int readCache = 0)
     {
         using var s = new Scratch();
         string origin = "pmem:" + s.NewNamespace(1 << 20);
@@ -77,8 +98,13 @@ public sealed class WriteCacheModelTests
         string cacheTable = s.NewPath("cache.table"), cacheNs = s.NewNamespace(1 << 20);
         File.WriteAllText(cacheTable, $"0 704 linear pmem:{cacheNs} 0\n");
         string table = s.NewPath("wc.table");
-        File.WriteAllText(table, $"0 {Blocks * 8} writecache p {origin} table:{cacheTable} 4096 8 high_watermark 100 low_watermark 100 "
-            + $"autocommit_blocks {AutocommitBlocks} autocommit_time 0\n");
+        string options = $"high_watermark 100 low_watermark 100 autocommit_blocks {AutocommitBlocks} autocommit_time 0" + (readCache > 0 ? $" read_cache {readCache}" : "");
+        File.WriteAllText(table, $"0 {Blocks * 8} writecache p {origin} table:{cacheTable} 4096 {options.Split(' ').Length} {options}\n");
+        var used = new WriteCacheReadCacheStatus();
+        void Count(WriteCacheTarget wc)
+        {
+            if (wc.Status.ReadCache is { } r) used = Add(used, r);
+        }
 
         var ops = new List<Logged>();
         long version = 0, uncommitted = 0;
@@ -157,6 +183,7 @@ public sealed class WriteCacheModelTests
                         }
                         ops.RemoveAll(lost.Contains);
                         ulong commitWord = CommitWord(log);
+                        Count(wc);
                         set.Dispose();
                         // A power loss never ran the close: its commit did not happen.
                         if (powerLoss) SetCommitWord(cacheNs, commitWord);
@@ -165,6 +192,7 @@ public sealed class WriteCacheModelTests
                         (dev, wc) = Open(set, table);
                         Assert.Equal(ops.Count(o => o.Seq >= wc.Log.Tail), wc.Log.RecoveredEntries);
                         Assert.Equal(lost.Count - torn, wc.Log.UncommittedFound);
+                        Assert.Equal(0, wc.Log.ReadCache?.Count ?? 0); // clean copies are DRAM state: none survives
                         foreach (Logged o in ops) o.Durable = true; // whatever recovery found is on the cache device now
                         CheckReads(dev, ops, buffers, rng);
                         CheckOrigin(set, origin, ops, wc.Log.Tail, buffers);
@@ -176,12 +204,17 @@ public sealed class WriteCacheModelTests
             Assert.True(wc.WriteBackAll(TimeSpan.FromSeconds(30)));
             CheckOrigin(set, origin, ops, wc.Log.Tail, buffers);
             Assert.Equal(0, wc.Status.Used);
+            Count(wc);
         }
         finally
         {
             set.Dispose();
         }
+        return used;
     }
+
+    private static WriteCacheReadCacheStatus Add(WriteCacheReadCacheStatus a, WriteCacheReadCacheStatus b) =>
+        a with { Hits = a.Hits + b.Hits, Inserts = a.Inserts + b.Inserts, Evictions = a.Evictions + b.Evictions, Dropped = a.Dropped + b.Dropped };
 
     private static (IBlockDevice, WriteCacheTarget) Open(DeviceSet set, string table)
     {

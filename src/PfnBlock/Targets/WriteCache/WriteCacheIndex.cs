@@ -71,19 +71,60 @@ internal sealed class WriteCacheIndex
         }
     }
 
-    /// <summary>Removes <paramref name="block"/> if its newest write is <paramref name="seq"/> (it was written back and nothing newer came).</summary>
-    public bool RemoveIf(long block, long seq)
+    /// <summary>Records <paramref name="value"/> for <paramref name="block"/>, replacing whatever was recorded (the read cache's block → copy map).</summary>
+    public void Set(long block, long value)
     {
         long key = block + 1;
         int i = Home(key);
         while (true)
         {
             long k = _keys[i];
-            if (k == 0) return false;
-            if (k == key) break;
+            if (k == key) { _values[i] = value; return; }
+            if (k == 0)
+            {
+                if (_count >= _keys.Length / 2) throw new InvalidOperationException("write cache index is full (more blocks than cache entries)");
+                _keys[i] = key;
+                _values[i] = value;
+                _count++;
+                return;
+            }
             i = (i + 1) & _mask;
         }
-        if (_values[i] != seq) return false;
+    }
+
+    /// <summary>Removes <paramref name="block"/> if its newest write is <paramref name="seq"/> (it was written back and nothing newer came).</summary>
+    public bool RemoveIf(long block, long seq)
+    {
+        int i = IndexOf(block);
+        if (i < 0 || _values[i] != seq) return false;
+        RemoveAt(i);
+        return true;
+    }
+
+    /// <summary>Removes <paramref name="block"/> whatever it maps to; false when it was not there.</summary>
+    public bool Remove(long block)
+    {
+        int i = IndexOf(block);
+        if (i < 0) return false;
+        RemoveAt(i);
+        return true;
+    }
+
+    private int IndexOf(long block)
+    {
+        long key = block + 1;
+        int i = Home(key);
+        while (true)
+        {
+            long k = _keys[i];
+            if (k == 0) return -1;
+            if (k == key) return i;
+            i = (i + 1) & _mask;
+        }
+    }
+
+    private void RemoveAt(int i)
+    {
         // Backward-shift deletion: pull later members of the probe run into the hole when their home
         // does not lie cyclically in (hole, their slot], so every run stays unbroken.
         int hole = i;
@@ -103,7 +144,6 @@ internal sealed class WriteCacheIndex
         _keys[hole] = 0;
         _values[hole] = 0;
         _count--;
-        return true;
     }
 
     /// <summary>Empties the index.</summary>

@@ -44,6 +44,7 @@ internal sealed unsafe class WriteCacheInstance
             _ntStoresDurable = _cacheDevice is PmemDevice p && p.Persistence == PersistenceMode.CpuCache;
             Log = WriteCacheLog.Open(baseAddress, _cacheDevice.CapacityBytes, dax.PersistRange, IdentityOf(origin), ntStoresDurable: _ntStoresDurable);
             Log.AutocommitBlocks = options.AutocommitBlocks;
+            Log.SetReadCache(options.ReadCachePercent);
             if (options.Cleaner) Log.TrySeal();
         }
         catch (WriteCacheRefusedException e) { Unpin(); throw TargetContext.Fail($"Cache device {cache.Spec}: {e.Message}"); }
@@ -72,6 +73,7 @@ internal sealed unsafe class WriteCacheInstance
                 open._references++;
                 open.Writeback.Options = options;
                 open.Log.AutocommitBlocks = options.AutocommitBlocks;
+                open.Log.SetReadCache(options.ReadCachePercent);
                 open.Writeback.Cleaner = options.Cleaner;
                 if (!options.Cleaner) open.Log.Unseal();
                 return open;

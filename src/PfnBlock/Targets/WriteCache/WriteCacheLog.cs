@@ -57,7 +57,7 @@ internal sealed unsafe class WriteCacheLog
     public const long Busy = -1;
     /// <summary>Slot state bit of a sequence number recovery found no valid entry for (a torn or unfinished write).</summary>
     public const long HoleBit = 1L << 62;
-    /// <summary>What <see cref="Lookup"/> reports for a block a newer pending discard or write-zeroes covers: it reads as zeros.</summary>
+    /// <summary>What <see cref="Lookup(long, Span{long})"/> reports for a block a newer pending discard or write-zeroes covers: it reads as zeros.</summary>
     public const long Zeroed = -1;
     private const int StageEntries = 32;
 
@@ -91,6 +91,7 @@ internal sealed unsafe class WriteCacheLog
     private readonly WriteCacheIndex _index;
     private readonly WriteCachePendingRange[] _ranges;
     private int _rangeCount;
+    private WriteCacheReadCache? _readCache;
 
     private WriteCacheLog(byte* baseAddress, long deviceBytes, Action<long, long> persist, WriteCacheSuperblock sb, long originBlocks)
     {
@@ -159,6 +160,30 @@ internal sealed unsafe class WriteCacheLog
     public bool Formatted { get; private set; }
     /// <summary>True once the log was sealed (cleaner mode, drained): it takes no new entries and every write goes to the origin.</summary>
     public bool Sealed => Volatile.Read(ref _sealed);
+    /// <summary>The read cache of origin data in the free slots, or null when it was never switched on.</summary>
+    public WriteCacheReadCache? ReadCache => Volatile.Read(ref _readCache);
+
+    /// <summary>
+    /// Sets the share of the log clean copies of origin data may use (<c>read_cache PCT</c>),
+    /// creating the read cache on first use (its DRAM is ~48 bytes per slot); 0 stops new inserts.
+    /// Under both locks, so a writer sees it either before its reservation or not at all.
+    /// </summary>
+    public void SetReadCache(int percent)
+    {
+        lock (_reserveLock)
+        {
+            lock (_indexLock)
+            {
+                if (_readCache is { } rc) rc.Percent = percent;
+                else if (percent > 0)
+                {
+                    rc = new WriteCacheReadCache(_n, percent);
+                    if (_sealed) rc.SetEnabledUnsynchronized(false);
+                    Volatile.Write(ref _readCache, rc);
+                }
+            }
+        }
+    }
 
     // ---- open, format, recovery ----------------------------------------------------------
 
@@ -304,6 +329,8 @@ internal sealed unsafe class WriteCacheLog
             }
             if (h + count > WriteCacheSuperblock.MaxSeq) throw new IOException("write cache sequence numbers exhausted (2^56 blocks written); reformat the cache");
             _head = h + count;
+            // Clean copies in the reserved slots go first: an atomic state change each, no waiting.
+            _readCache?.EvictUnsynchronized(h, count);
             _epochHasWrites = true;
             if (!fua) _uncommittedBlocks += count;
             seq = h;
@@ -387,6 +414,8 @@ internal sealed unsafe class WriteCacheLog
             Volatile.Write(ref _slotState[slot], Busy);
             SetSlotMeta(slot, block0 + j, epoch, now, 1, WriteCacheEntryKind.Write, WriteCacheEntryFlags.None);
         }
+        // A read completion still copying origin data into a reserved slot finishes first (a memory copy, never an origin read).
+        _readCache?.WaitForFills(seq, blocks);
         for (int j = 0; j < blocks; j++) source.CopyBlock(j, SlotAddress(seq + j));
         if (fua)
         {
@@ -396,8 +425,14 @@ internal sealed unsafe class WriteCacheLog
         }
         StoreEntries(seq, blocks, block0, epoch, now, WriteCacheEntryKind.Write, fua ? WriteCacheEntryFlags.Fua : WriteCacheEntryFlags.None, 1, fua);
         lock (_indexLock)
+        {
+            WriteCacheReadCache? rc = _readCache;
             for (int j = 0; j < blocks; j++)
+            {
                 if (_index.Upsert(block0 + j, seq + j)) overwrites++;
+                rc?.NoteWriteUnsynchronized(block0 + j);
+            }
+        }
         // Published last: write-back takes only committed slots, and by then the index names them.
         for (int j = 0; j < blocks; j++) Volatile.Write(ref _slotState[Slot(seq + j)], seq + j);
         return seq;
@@ -417,7 +452,11 @@ internal sealed unsafe class WriteCacheLog
         if (fua) flags |= WriteCacheEntryFlags.Fua;
         SetSlotMeta(slot, block, epoch, now, (uint)count, kind, flags);
         StoreEntries(seq, 1, block, epoch, now, kind, flags, (uint)count, fua);
-        lock (_indexLock) _ranges[_rangeCount++] = new WriteCachePendingRange(seq, block, count);
+        lock (_indexLock)
+        {
+            _ranges[_rangeCount++] = new WriteCachePendingRange(seq, block, count);
+            _readCache?.NoteRangeUnsynchronized(block, count);
+        }
         Volatile.Write(ref _slotState[slot], seq);
         return seq;
     }
@@ -473,10 +512,20 @@ internal sealed unsafe class WriteCacheLog
     /// is: a sequence number (its slot), 0 (the origin), or <see cref="Zeroed"/> (a newer pending
     /// discard or write-zeroes covers it).
     /// </summary>
-    public void Lookup(long block0, Span<long> seqs)
+    public void Lookup(long block0, Span<long> seqs) => Lookup(block0, seqs, out _);
+
+    /// <summary>
+    /// As <see cref="Lookup(long, Span{long})"/>, and where the read cache holds a clean copy of a
+    /// block the origin would serve, <see cref="WriteCacheReadCache.CleanBit"/> or'ed with the copy's
+    /// tag. <paramref name="generation"/> is what an insert of the blocks still missed must be
+    /// published against (<see cref="InsertClean"/>).
+    /// </summary>
+    public void Lookup(long block0, Span<long> seqs, out long generation)
     {
         lock (_indexLock)
         {
+            WriteCacheReadCache? rc = _readCache;
+            generation = rc?.GenerationUnsynchronized ?? 0;
             for (int j = 0; j < seqs.Length; j++) seqs[j] = _index.Find(block0 + j);
             for (int r = 0; r < _rangeCount; r++)
             {
@@ -488,8 +537,60 @@ internal sealed unsafe class WriteCacheLog
                     if (s >= 0 && range.Seq > s) s = Zeroed;
                 }
             }
+            if (rc is not null && rc.Count != 0)
+                for (int j = 0; j < seqs.Length; j++)
+                    if (seqs[j] == 0 && rc.FindUnsynchronized(block0 + j) is long tag and not 0) seqs[j] = WriteCacheReadCache.CleanBit | tag;
         }
     }
+
+    /// <summary>
+    /// Keeps clean copies of <paramref name="blocks"/> origin blocks from <paramref name="block0"/>
+    /// just read from the origin, in free slots (nothing is persisted: see
+    /// <see cref="WriteCacheReadCache"/>). A block is published only if no write or discard of it
+    /// was recorded after <paramref name="generation"/> (taken with the lookup that sent the read to
+    /// the origin); with no free slot in the read cache's window, fewer (or none) are kept.
+    /// </summary>
+    /// <returns>Copies published.</returns>
+    [SkipLocalsInit] // the slot numbers are written by the claim before they are read
+    public int InsertClean<TSource>(long block0, int blocks, long generation, ref TSource source)
+        where TSource : IWriteCacheSource, allows ref struct
+    {
+        WriteCacheReadCache? rc = _readCache;
+        if (rc is null || !rc.Inserting) return 0;
+        Span<int> slots = stackalloc int[Math.Min(blocks, 256)];
+        int got;
+        lock (_reserveLock)
+        {
+            if (_sealed) return 0;
+            got = rc.ClaimUnsynchronized(_head, Volatile.Read(ref _tail), slots);
+        }
+        if (got == 0) return 0;
+        for (int j = 0; j < got; j++) source.CopyBlock(j, SlotAddress(slots[j]));
+        // The streaming stores are visible before a tag publishes them (and before a waiting writer's own data goes in).
+        PersistentMemory.Drain();
+        int published = 0;
+        lock (_indexLock)
+        {
+            for (int j = 0; j < got; j++)
+            {
+                // Dirty data always wins (a write recorded since also moved the generation; this is the plain check).
+                if (_index.Find(block0 + j) != 0) rc.Abandon(slots[j]);
+                else if (rc.PublishUnsynchronized(slots[j], block0 + j, generation)) published++;
+            }
+        }
+        return published;
+    }
+
+    /// <summary>Drops the clean copies of <paramref name="count"/> blocks from <paramref name="block"/>: a write that bypassed the log (sealed) reached the origin.</summary>
+    public void DropClean(long block, long count)
+    {
+        if (_readCache is not { } rc) return;
+        lock (_indexLock) rc.NoteRangeUnsynchronized(block, count);
+    }
+
+    /// <summary>True while the read cache's copy <paramref name="tag"/> is still in its slot (the seqlock check after a copy out).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsCleanValid(long tag) => _readCache!.IsValid(tag);
 
     /// <summary>True while the slot of <paramref name="seq"/> holds that sequence's committed data (the seqlock check around a copy out).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -608,7 +709,12 @@ internal sealed unsafe class WriteCacheLog
     {
         lock (_reserveLock)
         {
-            if (_head == Volatile.Read(ref _tail)) Volatile.Write(ref _sealed, true);
+            if (_head == Volatile.Read(ref _tail) && !_sealed)
+            {
+                Volatile.Write(ref _sealed, true);
+                // Writes go straight to the origin from now on: no clean copy may outlive that.
+                if (_readCache is { } rc) lock (_indexLock) rc.SetEnabledUnsynchronized(false);
+            }
             return _sealed;
         }
     }
@@ -616,7 +722,11 @@ internal sealed unsafe class WriteCacheLog
     /// <summary>Lets the log take entries again (cleaner mode switched off).</summary>
     public void Unseal()
     {
-        lock (_reserveLock) Volatile.Write(ref _sealed, false);
+        lock (_reserveLock)
+        {
+            Volatile.Write(ref _sealed, false);
+            if (_readCache is { } rc) lock (_indexLock) rc.SetEnabledUnsynchronized(true);
+        }
     }
 
     private static readonly long s_unixMsAtTick0 = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - Environment.TickCount64;

@@ -40,6 +40,13 @@ public sealed record WriteCacheOptions
     /// Default 30000. Not a dm-writecache option (dm waits); <c>stall_timeout</c> in a table.
     /// </summary>
     public int StallTimeoutMs { get; init; } = 30000;
+    /// <summary>
+    /// Read caching of origin data (ours, not dm-writecache's; dm-pcache does it): 0, the default,
+    /// is off; PCT from 1 to 100 keeps clean copies of blocks read from the origin in the free slots
+    /// of the last PCT percent of the log ahead of its tail, in DRAM only (see <see cref="WriteCacheReadCache"/>).
+    /// <c>read_cache PCT</c> in a table; <c>100 - high_watermark</c> keeps them out of the dirty data's way.
+    /// </summary>
+    public int ReadCachePercent { get; init; }
     /// <summary>Write everything back, then pass writes straight to the origin (dm: <c>cleaner</c>).</summary>
     public bool Cleaner { get; init; }
     /// <summary>Words the line gave (printed back in the same form).</summary>
@@ -68,9 +75,11 @@ public sealed record WriteCacheOptions
                 "pause_writeback" => o with { PauseWritebackMs = v },
                 "max_age" => o with { MaxAgeMs = v },
                 "stall_timeout" => o with { StallTimeoutMs = v },
+                "read_cache" when v <= 100 => o with { ReadCachePercent = v },
+                "read_cache" => throw TargetContext.Fail($"Invalid read_cache: '{text}' (a percentage of the cache from 0, off, to 100)"),
                 "high_watermark" or "low_watermark" => throw TargetContext.Fail($"Invalid {name}: '{text}' (a percentage from 0 to 100)"),
                 "writeback_jobs" => throw TargetContext.Fail($"Invalid writeback_jobs: '{text}' (from 1 to {1 << 20})"),
-                _ => throw TargetContext.Fail($"Invalid optional argument '{name}' (known: high_watermark, low_watermark, writeback_jobs, autocommit_blocks, autocommit_time, pause_writeback, max_age, stall_timeout, cleaner)"),
+                _ => throw TargetContext.Fail($"Invalid optional argument '{name}' (known: high_watermark, low_watermark, writeback_jobs, autocommit_blocks, autocommit_time, pause_writeback, max_age, stall_timeout, read_cache, cleaner)"),
             };
         }
         if (o.LowWatermark > o.HighWatermark)

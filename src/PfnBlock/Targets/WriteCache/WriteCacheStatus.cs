@@ -24,10 +24,11 @@ namespace PfnBlock.Targets.WriteCache;
 /// Why the origin is lost to this host (another host broke its lock and blocklisted this client),
 /// or null: new writes fail with EIO, nothing is written back, the cache keeps every entry.
 /// </param>
+/// <param name="ReadCache">The read cache of origin data (<c>read_cache PCT</c>), or null when it was never switched on.</param>
 public readonly record struct WriteCacheStatus(
     long Entries, long Used, long Dirty, long ReadHits, long ReadMisses, long WriteHits, long Writes, long WrittenBack,
     double WritebackBlocksPerSecond, TimeSpan? OldestDirtyAge, long WritebackErrors, string? LastWritebackError,
-    bool Cleaner, bool PassThrough, bool Paused, long Epoch, string? Lost = null)
+    bool Cleaner, bool PassThrough, bool Paused, long Epoch, string? Lost = null, WriteCacheReadCacheStatus? ReadCache = null)
 {
     /// <summary>Used slots as a percentage of all.</summary>
     public double UsedPercent => Entries == 0 ? 0 : 100.0 * Used / Entries;
@@ -41,6 +42,17 @@ public readonly record struct WriteCacheStatus(
         + $"written back {WrittenBack} ({WritebackBlocksPerSecond:0}/s), oldest dirty {(OldestDirtyAge is { } a ? $"{a.TotalSeconds:0.0} s" : "none")}"
         + (WritebackErrors > 0 ? $", write-back errors {WritebackErrors} (last: {LastWritebackError})" : "")
         + (Cleaner ? PassThrough ? ", cleaner: done, passing through" : $", cleaner: {(WritebackEta is { } eta ? $"ETA {eta.TotalSeconds:0} s" : "writing back")}" : "")
+        + (ReadCache is { } rc ? $", read cache {rc.Percent}%: {rc.CleanBlocks} clean, hits {rc.Hits}, inserts {rc.Inserts}, evictions {rc.Evictions}" : "")
         + (Paused ? ", write-back paused" : "")
         + (Lost is not null ? $", ORIGIN LOST: {Lost}; writes fail with EIO, the cache keeps its data" : "");
 }
+
+/// <summary>The read cache's counters (<see cref="WriteCacheReadCache"/>).</summary>
+/// <param name="Percent">The share of the log clean copies may use (<c>read_cache PCT</c>; 0: no new inserts).</param>
+/// <param name="CleanBlocks">Clean copies of origin blocks cached now.</param>
+/// <param name="Hits">Blocks read from clean copies (also counted in the status's read hits).</param>
+/// <param name="Inserts">Clean copies made from origin reads.</param>
+/// <param name="Evictions">Copies evicted for room: the log reached their slot, or the insert cursor came round.</param>
+/// <param name="Dropped">Copies dropped because their block was written or discarded (or the log was sealed).</param>
+/// <param name="Refused">Inserts refused because a write of the block raced the origin read.</param>
+public readonly record struct WriteCacheReadCacheStatus(int Percent, long CleanBlocks, long Hits, long Inserts, long Evictions, long Dropped, long Refused);

@@ -36,6 +36,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
     private readonly PhysicalAddressSpace _space;
     private readonly DeviceFeatures _adds;
     private readonly int _maxBioBlocks;
+    private readonly ReadCacheHook _fillHook;
     private bool _disposed;
 
     private WriteCacheTarget(LowerDevice origin, LowerDevice cache, WriteCacheOptions options, long length) : base(origin.Device, cache.Device)
@@ -54,21 +55,23 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
         _adds = DeviceFeatures.WriteCache | DeviceFeatures.Fua
             | ((_origin.Features & DeviceFeatures.WriteZeroes) != 0 ? DeviceFeatures.Discard | DeviceFeatures.WriteZeroes | DeviceFeatures.DiscardZeroesData : 0);
         _pool = new BioPool(new BioPoolOptions { Name = "writecache-clones" });
+        _fillHook = new ReadCacheHook(this);
     }
 
     /// <inheritdoc/>
     public static TargetType TargetType { get; } = new()
     {
         Name = "writecache",
-        Version = new(1, 7, 0),
+        Version = new(1, 8, 0), // 1.8: read_cache
         Arguments = "p ORIGIN CACHE 4096 COUNT [OPTION…]",
         Summary = "a persistent write-back cache on the pmem namespace CACHE in front of ORIGIN (dm-writecache); options: "
-            + "high_watermark PCT, low_watermark PCT, writeback_jobs N, autocommit_blocks N, autocommit_time MS, pause_writeback MS, max_age MS, cleaner",
+            + "high_watermark PCT, low_watermark PCT, writeback_jobs N, autocommit_blocks N, autocommit_time MS, pause_writeback MS, max_age MS, stall_timeout MS, read_cache PCT, cleaner",
         Create = Create,
         Samples =
         [
             new("over the device, pmem cache", s => new($"p {s.Lower[0]} {s.NewPmem()} 4096 0", s.LowerSectors)),
             new("watermarks 10/5, 8 jobs", s => new($"p {s.Lower[0]} {s.NewPmem()} 4096 6 high_watermark 10 low_watermark 5 writeback_jobs 8", s.LowerSectors - 2048)),
+            new("read cache 50%, watermarks 10/5", s => new($"p {s.Lower[0]} {s.NewPmem()} 4096 6 read_cache 50 high_watermark 10 low_watermark 5", s.LowerSectors)),
         ],
     };
 
@@ -126,7 +129,11 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             return new WriteCacheStatus(_log.Entries, _log.Used, _log.Dirty, Interlocked.Read(ref _cache.ReadHits), Interlocked.Read(ref _cache.ReadMisses),
                 Interlocked.Read(ref _cache.WriteHits), _log.Head - 1, _writeback.WrittenBack, _writeback.Rate,
                 oldest is { } t ? TimeSpan.FromMilliseconds(Math.Max(0, WriteCacheLog.NowMs() - t)) : null,
-                _writeback.Errors, _writeback.LastError, _writeback.Cleaner, _log.Sealed, _writeback.Paused, _log.Epoch, _writeback.Lost);
+                _writeback.Errors, _writeback.LastError, _writeback.Cleaner, _log.Sealed, _writeback.Paused, _log.Epoch, _writeback.Lost,
+                _log.ReadCache is { } rc
+                    ? new WriteCacheReadCacheStatus(rc.Percent, rc.Count, Interlocked.Read(ref rc.Hits), Interlocked.Read(ref rc.Inserts),
+                        Interlocked.Read(ref rc.Evictions), Interlocked.Read(ref rc.Dropped), Interlocked.Read(ref rc.Refused))
+                    : null);
         }
     }
 
@@ -151,7 +158,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
     {
         lower = _origin;
         // A finished cleaner passes everything through, flushes included (the log is empty).
-        if (_log.Sealed && bio.Op != BioOp.Read) return MapResult.Remapped;
+        if (_log.Sealed && bio.Op != BioOp.Read) return PassThrough(bio);
         switch (bio.Op)
         {
             case BioOp.Read:
@@ -202,7 +209,7 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
             // Sealed meanwhile (cleaner finished): the origin takes it. Else the log is full: wait for
             // write-back, unless write-back has been failing for stall_timeout (the origin is gone),
             // where waiting would hang the client for good: fail this write, keep what is cached.
-            if (_log.Sealed) return MapResult.Remapped;
+            if (_log.Sealed) return PassThrough(bio);
             if (_writeback.Stalled) { bio.Complete(BlockStatus.IoError); return MapResult.Submitted; }
             _writeback.Wake(full: true);
             return MapResult.Requeue;
@@ -222,35 +229,45 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
     private MapResult MapRead(Bio bio)
     {
         int blocks = (int)(bio.Size >> 12);
-        if (_log.NothingCached)
+        WriteCacheReadCache? rc = _log.ReadCache;
+        if (rc is null && _log.NothingCached)
         {
             Interlocked.Add(ref _cache.ReadMisses, blocks);
             return MapResult.Remapped;
         }
+        // Misses fill the read cache only while it takes copies: their clones carry the fill hook.
+        bool fill = rc is not null && rc.Inserting && !_log.Sealed;
         long block0 = bio.Sector >> 3;
         Span<long> seqs = stackalloc long[blocks];
-        _log.Lookup(block0, seqs);
-        if (seqs.IndexOfAnyExcept(0L) < 0)
+        _log.Lookup(block0, seqs, out long generation);
+        if (!fill && seqs.IndexOfAnyExcept(0L) < 0)
         {
             Interlocked.Add(ref _cache.ReadMisses, blocks);
             return MapResult.Remapped;
         }
         // Every frame is checked before any is written: a bad pfn fails the bio, not the process.
         if (!new BioSource(bio, _space).Reachable()) { bio.Complete(BlockStatus.Invalid); return MapResult.Submitted; }
-        int hits = 0, runStart = -1;
+        int hits = 0, cleanHits = 0, runStart = -1;
         for (int j = 0; j < blocks; j++)
         {
             long seq = seqs[j];
             while (seq != 0)
             {
                 if (seq == WriteCacheLog.Zeroed) { CopyToBio(bio, j, null); break; }
-                CopyToBio(bio, j, _log.SlotAddress(seq));
+                bool clean = (seq & WriteCacheReadCache.CleanBit) != 0;
+                long at = seq & ~WriteCacheReadCache.CleanBit;
+                CopyToBio(bio, j, _log.SlotAddress(at));
                 // The seqlock check: the copy's loads must happen before the state is read again.
                 Interlocked.MemoryBarrier();
-                if (_log.IsCommitted(seq)) break;
-                // Written back and reused, or not yet published: ask the index again.
+                if (clean ? _log.IsCleanValid(at) : _log.IsCommitted(seq))
+                {
+                    if (clean) cleanHits++;
+                    break;
+                }
+                // Written back and reused, evicted, or not yet published: ask the index again. The
+                // generation of the first lookup stays: older is only more careful for an insert.
                 Span<long> one = new(ref seq);
-                _log.Lookup(block0 + j, one);
+                _log.Lookup(block0 + j, one, out _);
                 Thread.SpinWait(4);
             }
             if (seq == 0)
@@ -259,23 +276,68 @@ public sealed unsafe class WriteCacheTarget : Target, IRegisteredTarget
                 continue;
             }
             hits++;
-            if (runStart >= 0) { ReadOrigin(bio, runStart, j - runStart); runStart = -1; }
+            if (runStart >= 0) { ReadOrigin(bio, runStart, j - runStart, fill, generation); runStart = -1; }
         }
-        if (runStart >= 0) ReadOrigin(bio, runStart, blocks - runStart);
+        if (runStart >= 0) ReadOrigin(bio, runStart, blocks - runStart, fill, generation);
         Interlocked.Add(ref _cache.ReadHits, hits);
         Interlocked.Add(ref _cache.ReadMisses, blocks - hits);
+        if (cleanHits != 0) Interlocked.Add(ref rc!.Hits, cleanHits);
         bio.Complete(BlockStatus.Ok); // the bio's own reference: it completes when its origin clones have
         return MapResult.Submitted;
     }
 
-    /// <summary>Reads <paramref name="count"/> blocks from block <paramref name="first"/> of the bio from the origin, as a clone chained to it.</summary>
-    private void ReadOrigin(Bio bio, int first, int count)
+    /// <summary>
+    /// Reads <paramref name="count"/> blocks from block <paramref name="first"/> of the bio from the
+    /// origin, as a clone chained to it; with <paramref name="fill"/> the clone's completion keeps
+    /// clean copies of them, published against <paramref name="generation"/>.
+    /// </summary>
+    private void ReadOrigin(Bio bio, int first, int count, bool fill = false, long generation = 0)
     {
         Bio clone = bio.Clone(_pool);
         if (first > 0) clone.Advance((uint)first << 12);
         clone.Iter.Size = (uint)count << 12;
+        if (fill)
+        {
+            clone.Tag = generation;
+            clone.PushEndIo(_fillHook);
+        }
         clone.Chain(bio);
         _origin.Submit(clone);
+    }
+
+    /// <summary>
+    /// A write, discard or write-zeroes while the log is sealed (cleaner done) goes to the origin;
+    /// with a read cache it goes as a clone whose completion drops the blocks' clean copies: a copy
+    /// made by a read that raced it (inserting was switched back on meanwhile) must not outlive it.
+    /// </summary>
+    private MapResult PassThrough(Bio bio)
+    {
+        if (_log.ReadCache is null || bio.Op == BioOp.Flush) return MapResult.Remapped;
+        Bio clone = bio.Clone(_pool);
+        clone.PushEndIo(_fillHook);
+        clone.Chain(bio);
+        _origin.Submit(clone);
+        bio.Complete(BlockStatus.Ok); // the bio's own reference, as for reads
+        return MapResult.Submitted;
+    }
+
+    /// <summary>The end_io of origin clones that touch the read cache: a read's data becomes clean copies, a passed-through write drops them.</summary>
+    private sealed class ReadCacheHook(WriteCacheTarget target) : IBioEndIo
+    {
+        public EndIoResult EndIo(Bio bio, ref BlockStatus status)
+        {
+            if (status != BlockStatus.Ok) return EndIoResult.Done;
+            WriteCacheLog log = target._log;
+            long block0 = bio.Sector >> 3;
+            if (bio.Op != BioOp.Read)
+            {
+                log.DropClean(block0, bio.Size >> 12);
+                return EndIoResult.Done;
+            }
+            var source = new BioSource(bio, target._space);
+            if (source.Reachable()) log.InsertClean(block0, (int)(bio.Size >> 12), bio.Tag, ref source);
+            return EndIoResult.Done;
+        }
     }
 
     /// <summary>Fills block <paramref name="block"/> of the bio's memory from <paramref name="src"/> (a cache slot), or with zeros when it is null.</summary>

@@ -16,7 +16,7 @@ public sealed class WriteCacheCommand : IRegisteredControlCommand
 
     /// <inheritdoc/>
     public static ControlCommand Command { get; } = new("writecache", "[DEVICE [status|pause|resume|writeback|cleaner on|off]]",
-        "write caches: status (used, dirty, hits, write-back rate, oldest dirty age, cleaner ETA), pause/resume write-back, write back now, cleaner mode", Run);
+        "write caches: status (used, dirty, hits, read cache, write-back rate, oldest dirty age, cleaner ETA), pause/resume write-back, write back now, cleaner mode", Run);
 
     private static JsonNode Run(ControlRequest request)
     {
@@ -71,6 +71,19 @@ public sealed class WriteCacheCommand : IRegisteredControlCommand
             ["paused"] = s.Paused,
             ["lost"] = s.Lost,
             ["writeback_eta_seconds"] = s.WritebackEta?.TotalSeconds,
+            ["read_cache"] = s.ReadCache is { } rc
+                ? new JsonObject
+                {
+                    ["percent"] = rc.Percent,
+                    ["clean_blocks"] = rc.CleanBlocks,
+                    ["hits"] = rc.Hits,
+                    ["misses"] = s.ReadMisses,
+                    ["inserts"] = rc.Inserts,
+                    ["evictions"] = rc.Evictions,
+                    ["dropped"] = rc.Dropped,
+                    ["refused"] = rc.Refused,
+                }
+                : null,
             ["summary"] = s.ToString(),
         };
     }
