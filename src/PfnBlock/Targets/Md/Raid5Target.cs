@@ -498,8 +498,8 @@ internal sealed unsafe class Raid5Target : MdTarget
         {
             for (int i = 0; i < data; i++) if (!FillNew(i)) return Invalid();
             ComputeParity();
+            Interlocked.Increment(ref _fullStripeWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(true);
-            Interlocked.Increment(ref _fullStripeWrites);
             return 0;
         }
 
@@ -524,8 +524,8 @@ internal sealed unsafe class Raid5Target : MdTarget
                     if (!FillNew(i)) return Invalid();
                     Parity.Xor(p + s, set.At(slot, s), len);
                 }
+                Interlocked.Increment(ref _rmwWrites); // before the member writes: after them, it would wait for their non-temporal stores
                 WriteTouchedAndParity(true);
-                Interlocked.Increment(ref _rmwWrites);
                 return 0;
             }
             // Reconstruct-write: what the write leaves of each chunk's row window is read, then parity from scratch.
@@ -540,8 +540,8 @@ internal sealed unsafe class Raid5Target : MdTarget
                 }
             }
             ComputeParity();
+            Interlocked.Increment(ref _rcwWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(true);
-            Interlocked.Increment(ref _rcwWrites);
             return 0;
         }
 
@@ -549,8 +549,8 @@ internal sealed unsafe class Raid5Target : MdTarget
         {
             // The parity member is gone: the data is all there is to write.
             for (int i = 0; i < data; i++) if (a[i] < b[i] && !FillNew(i)) return Invalid();
+            Interlocked.Increment(ref _degradedWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(false);
-            Interlocked.Increment(ref _degradedWrites);
             return 0;
         }
 
@@ -564,8 +564,8 @@ internal sealed unsafe class Raid5Target : MdTarget
             for (int j = 0; j < disks; j++) if (j != missing && j != pd) Parity.Xor(x, set.At(j, rowByte), (nuint)rowBytes);
             for (int i = 0; i < data; i++) if (a[i] < b[i] && !FillNew(i)) return Invalid();
             ComputeParity();
+            Interlocked.Increment(ref _degradedWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(true);
-            Interlocked.Increment(ref _degradedWrites);
             return 0;
         }
 
