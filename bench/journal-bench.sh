@@ -3,12 +3,16 @@
 # namespaces without a journal (A) against the same geometry with a write-through journal and with a
 # write-back journal on a fifth namespace (B), in the same run, as interleaved slices (pfnblock bench
 # --vs); the 4 KiB rows also with FUA on every write (A and B alike). About 2.5 minutes by default.
-# Usage: bench/journal-bench.sh   (RUNTIME, SLICES, SIZE, JOURNAL, ROWS from the environment;
+# The writes go anywhere in the array (3 × SIZE); the journal (JOURNAL, 512 MiB: about 116 k records
+# of 4 KiB writes) absorbs a burst and the write-out merges the records of a stripe. Interleaving
+# lets B's write-out drain during A's slices; STEADY=SECONDS adds B alone for that long after a
+# fill of the journal (the write-out's pace), and A alone as long.
+# Usage: bench/journal-bench.sh   (RUNTIME, SLICES, SIZE, JOURNAL, ROWS, STEADY from the environment;
 #        ROWS is a regex over the row names, e.g. ROWS=write-back)
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
-RUNTIME=${RUNTIME:-8}; SLICES=${SLICES:-8}; SIZE=${SIZE:-256M}; JOURNAL=${JOURNAL:-64M}; ROWS=${ROWS:-.}
+RUNTIME=${RUNTIME:-8}; SLICES=${SLICES:-8}; SIZE=${SIZE:-256M}; JOURNAL=${JOURNAL:-512M}; ROWS=${ROWS:-.}; STEADY=${STEADY:-0}
 ns=/dev/shm/pfnblock-journal-bench.$$
 out=$(mktemp /tmp/pfnblock-journal-bench.XXXXXX)
 cleanup() { rm -f -- "$ns".* "$out"; }
@@ -44,3 +48,10 @@ run "raid5 + write-through journal" "$journalled" randwrite 4k 1 --fua
 run "raid5 + write-back journal" "$writeback" randwrite 4k 1 --fua
 run "raid5 + write-through journal" "$journalled" write 192k 1
 run "raid5 + write-back journal" "$writeback" write 192k 1
+if [ "$STEADY" != 0 ]; then
+  # Steady state: B alone, its journal filled first (a run as long as it takes to fill it), then measured; A alone as long.
+  iops() { pfnblock bench --device "$1" --rw randwrite --bs 4k --jobs 1 --runtime "$2" --json | jq -r '.jobs[0].write.iops'; }
+  iops "$writeback" 3 >/dev/null
+  b=$(iops "$writeback" "$STEADY"); a=$(iops "$plain" "$STEADY")
+  echo "| raid5 + write-back journal, steady (B alone after a fill, then A alone) | randwrite 4096 ×1, ${STEADY} s each | $(jq -n "$a / 1e3 | round") k IOPS | $(jq -n "$b / 1e3 | round") k IOPS | $(jq -n "$b / $a * 1000 | round / 1000") |"
+fi

@@ -111,6 +111,20 @@ internal sealed unsafe class BenchJob
     public void Run()
     {
         _ownerThreadId = Environment.CurrentManagedThreadId;
+        if (!_options.Poll)
+        {
+            RunLoop();
+            return;
+        }
+        // The job waits for its own bios, so it can reap them itself: a device that polls leaves
+        // their completions to the job's BlockPoll.Poll (one system call submits and reaps).
+        BlockPoll.Begin();
+        try { RunLoop(); }
+        finally { BlockPoll.End(); }
+    }
+
+    private void RunLoop()
+    {
         Span<Slot> free = _slots.ToArray();
         int freeCount = _slots.Length;
         int inFlight = 0;
@@ -151,7 +165,8 @@ internal sealed unsafe class BenchJob
         _issuedBytes += bs;
         slot.Offset = offset;
         slot.IsWrite = write;
-        Bio bio = slot.Bio.Init(write ? BioOp.Write : BioOp.Read, offset >> Bio.SectorShift, write && _options.Fua ? BioFlags.Fua : BioFlags.None);
+        BioFlags flags = (write && _options.Fua ? BioFlags.Fua : BioFlags.None) | (_options.Poll ? BioFlags.Polled : BioFlags.None);
+        Bio bio = slot.Bio.Init(write ? BioOp.Write : BioOp.Read, offset >> Bio.SectorShift, flags);
         bio.AddVec(slot.Buffer.First, 0, (uint)bs);
         bio.EndIo = s_onComplete;
         bio.Private = slot;
@@ -196,6 +211,8 @@ internal sealed unsafe class BenchJob
 
     private void WaitForCompletion()
     {
+        // Polled bios in flight: the wait is the poll, which also starts the ones just queued.
+        if (_options.Poll && BlockPoll.Poll(wait: true)) return;
         // Spin first, yielding the CPU on every round: a completion that arrives within the
         // spin costs no futex wake-up, and on a small machine the yield lets the device's
         // completion thread run. Blocking right away put a wake-up on every I/O's path

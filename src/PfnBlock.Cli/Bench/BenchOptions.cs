@@ -42,6 +42,11 @@ public sealed record BenchOptions
     public bool Verify { get; init; }
     /// <summary>Set FUA on every write.</summary>
     public bool Fua { get; init; }
+    /// <summary>
+    /// Submit polled bios and reap their completions on the job's own thread (<see cref="PfnBlock.Block.BlockPoll"/>),
+    /// as fio's engines do; devices that cannot poll complete them as usual. Off: every completion comes from the device's thread.
+    /// </summary>
+    public bool Poll { get; init; } = true;
     /// <summary>Seed for offsets and patterns.</summary>
     public ulong Seed { get; init; } = 0x5eed_cafe_f00dUL;
 

@@ -112,6 +112,7 @@ internal sealed record BenchResult(
             ["rwmixread"] = Options.ReadMixPercent,
             ["verify"] = Options.Verify,
             ["fua"] = Options.Fua,
+            ["poll"] = Options.Poll,
         },
         ["read"] = Read.ToJson(),
         ["write"] = Write.ToJson(),

@@ -29,6 +29,13 @@ public enum BioFlags : ushort
     Preflush = 2,
     /// <summary>Write-zeroes must not deallocate (NBD's NO_HOLE).</summary>
     NoUnmap = 4,
+    /// <summary>
+    /// The submitter waits for this bio by polling (the kernel's REQ_POLLED): on a thread inside
+    /// <see cref="BlockPoll.Begin"/>, a device with <see cref="DeviceFeatures.Poll"/> may leave the
+    /// bio's completion to that thread's <see cref="BlockPoll.Poll"/> instead of completing it on a
+    /// thread of its own. Elsewhere, and on devices that cannot poll, the flag changes nothing.
+    /// </summary>
+    Polled = 8,
 }
 
 /// <summary>Completion status of a bio (the kernel's blk_status_t).</summary>
@@ -103,6 +110,12 @@ public enum DeviceFeatures
     DiscardsData = 256,
     /// <summary>The device tells which sectors are holes or zeros (<see cref="IAllocationMap"/>); without it, everything counts as data.</summary>
     AllocationMap = 512,
+    /// <summary>
+    /// Polled bios (<see cref="BioFlags.Polled"/>) submitted on a polling thread may complete in
+    /// that thread's <see cref="BlockPoll.Poll"/>: the submitter reaps its own completions, and no
+    /// other thread is woken per I/O.
+    /// </summary>
+    Poll = 1024,
 }
 
 /// <summary>Size and alignment limits of a device (the kernel's queue_limits).</summary>

@@ -30,6 +30,36 @@ internal sealed class BlockThread
     public Bio? Head;
     private Bio? _tail;
 
+    /// <summary>Nesting depth of <see cref="BlockPoll.Begin"/> on this thread; polled bios are honoured while above 0.</summary>
+    public int PollScopes;
+    /// <summary>The poll queues devices opened for this thread's polled bios, [0, <see cref="PollQueueCount"/>).</summary>
+    public PollQueue?[] PollQueues = [];
+    /// <summary>Entries of <see cref="PollQueues"/> in use.</summary>
+    public int PollQueueCount;
+
+    /// <summary>The poll queue <paramref name="owner"/> opened for this thread, or null.</summary>
+    public PollQueue? FindPollQueue(object owner)
+    {
+        PollQueue?[] queues = PollQueues;
+        for (int i = 0; i < PollQueueCount; i++)
+            if (ReferenceEquals(queues[i]!.Owner, owner)) return queues[i];
+        return null;
+    }
+
+    /// <summary>Adds a queue a device opened for this thread (once per device and thread).</summary>
+    public void AddPollQueue(PollQueue queue)
+    {
+        if (PollQueueCount == PollQueues.Length) Array.Resize(ref PollQueues, Math.Max(4, PollQueues.Length * 2));
+        PollQueues[PollQueueCount++] = queue;
+    }
+
+    /// <summary>Drops the queue at <paramref name="index"/> (its device closed it).</summary>
+    public void RemovePollQueue(int index)
+    {
+        PollQueues[index] = PollQueues[--PollQueueCount];
+        PollQueues[PollQueueCount] = null;
+    }
+
     /// <summary>This thread's blocks of counters (native, cache-line aligned), indexed by <see cref="DiskStats"/> number; 0 where none yet.</summary>
     public nint[] StatsBlocks = [];
 

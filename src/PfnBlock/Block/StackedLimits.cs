@@ -3,15 +3,15 @@ namespace PfnBlock.Block;
 /// <summary>
 /// Combines the limits and features of the devices under a stacked device, as the kernel's
 /// <c>blk_stack_limits</c> does: the strictest alignment and the smallest transfer win, a
-/// capability that changes correctness (discard, zeroing, synchronous completion, DAX) is
-/// kept only when every path has it, and one that creates obligations (a volatile write
-/// cache, read-only) is kept when any path has it.
+/// capability that changes correctness or where completions run (discard, zeroing, synchronous
+/// completion, DAX, polling) is kept only when every path has it, and one that creates
+/// obligations (a volatile write cache, read-only) is kept when any path has it.
 /// </summary>
 public static class StackedLimits
 {
     /// <summary>Features kept only when every lower device has them.</summary>
     public const DeviceFeatures RequiredOfAll = DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes
-        | DeviceFeatures.Synchronous | DeviceFeatures.Dax;
+        | DeviceFeatures.Synchronous | DeviceFeatures.Dax | DeviceFeatures.Poll;
 
     /// <summary>
     /// Features kept when any lower device has them. An allocation map is worth asking when any

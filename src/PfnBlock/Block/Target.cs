@@ -51,7 +51,7 @@ public abstract class Target : IDisposable
     /// </summary>
     public virtual DeviceFeatures PassesThrough => DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard
         | DeviceFeatures.DiscardZeroesData | DeviceFeatures.WriteZeroes | DeviceFeatures.Synchronous | DeviceFeatures.ReadOnly
-        | DeviceFeatures.DiscardsData | DeviceFeatures.AllocationMap;
+        | DeviceFeatures.DiscardsData | DeviceFeatures.AllocationMap | DeviceFeatures.Poll;
 
     /// <summary>Features the target adds whatever its lower devices have (e.g. a zero target that discards and zeroes by itself).</summary>
     public virtual DeviceFeatures Adds => DeviceFeatures.None;

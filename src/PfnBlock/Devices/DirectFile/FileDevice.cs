@@ -77,6 +77,7 @@ public sealed partial class FileDevice : BlockDevice, IRegisteredDevice
         _features = DeviceFeatures.WriteCache | DeviceFeatures.Fua | DeviceFeatures.Discard | DeviceFeatures.DiscardZeroesData
             | DeviceFeatures.WriteZeroes | (readOnly ? DeviceFeatures.ReadOnly : DeviceFeatures.None)
             | (blockDevice ? DeviceFeatures.None : DeviceFeatures.AllocationMap); // a file's holes (FileDevice.Holes.cs)
+        if (engine.SupportsPolling) _features |= DeviceFeatures.Poll; // polled bios on their thread's own ring
     }
 
     /// <inheritdoc/>

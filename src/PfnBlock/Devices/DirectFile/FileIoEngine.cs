@@ -50,6 +50,20 @@ internal sealed unsafe class FileRequest(int index, FileIoEngine engine)
     public long Offset;
     /// <summary>Bytes the current step still has to move.</summary>
     public long Remaining;
+    /// <summary>The submitting thread's poll queue when the bio is polled there; null on the engine's own completion context.</summary>
+    public FilePollQueue? Queue;
+}
+
+/// <summary>
+/// A file engine's queue of one thread's polled requests (<see cref="BlockPoll"/>): the engine
+/// counts them here, so the thread knows whether polling has anything to reap.
+/// </summary>
+internal abstract class FilePollQueue : PollQueue
+{
+    /// <summary>Requests on this queue not yet finished; touched by the owning thread only.</summary>
+    public int InFlightCount;
+    /// <inheritdoc/>
+    public override int InFlight => InFlightCount;
 }
 
 /// <summary>
@@ -146,12 +160,21 @@ internal abstract unsafe class FileIoEngine : IDisposable
     /// <summary>Slots taken and not yet released (diagnostics).</summary>
     internal int InFlightCount => InFlight;
 
-    /// <summary>Carries out a validated bio; it completes exactly once, here or on the completion context.</summary>
+    /// <summary>True when the engine can leave polled bios to their submitter's <see cref="BlockPoll.Poll"/>.</summary>
+    public virtual bool SupportsPolling => false;
+
+    /// <summary>Carries out a validated bio; it completes exactly once, here, on the completion context, or in the submitter's poll.</summary>
     public void Submit(Bio bio)
     {
-        FileRequest? r = Acquire(out BlockStatus refusal);
+        FilePollQueue? queue = (bio.Flags & BioFlags.Polled) != 0 ? PollQueueFor() : null;
+        FileRequest? r = Acquire(queue, out BlockStatus refusal);
         if (r is null) { bio.Complete(refusal); return; }
         Interlocked.Increment(ref Accepted);
+        if (queue is not null)
+        {
+            r.Queue = queue;
+            queue.InFlightCount++;
+        }
         if (!Prepare(r, bio))
         {
             // A pfn the CPU cannot reach never gets near the kernel.
@@ -165,6 +188,16 @@ internal abstract unsafe class FileIoEngine : IDisposable
 
     /// <summary>Starts (or restarts) the kernel call for <paramref name="r"/>'s current step.</summary>
     protected abstract void Issue(FileRequest r);
+
+    /// <summary>
+    /// The calling thread's poll queue for a polled bio, opened on first use; null when the thread
+    /// is not polling (outside <see cref="BlockPoll.Begin"/>) or the engine cannot poll for it,
+    /// and the bio then completes on the engine's own context.
+    /// </summary>
+    protected virtual FilePollQueue? PollQueueFor() => null;
+
+    /// <summary>Called once the engine is closing and its last request finished (the io_uring engine wakes its thread).</summary>
+    protected virtual void OnDrained() { }
 
     /// <summary>
     /// Applies the result of <paramref name="r"/>'s current step (bytes or fallocate/fsync 0, or
@@ -283,11 +316,25 @@ internal abstract unsafe class FileIoEngine : IDisposable
         Shutdown();
     }
 
-    /// <summary>Blocks until no slot is in use (after shutdown began, none is taken any more).</summary>
+    /// <summary>
+    /// Blocks until no slot is in use (after shutdown began, none is taken any more). Requests the
+    /// calling thread polls for can only finish in its own poll, so it polls them meanwhile.
+    /// </summary>
     protected void WaitForDrain()
     {
-        lock (_slotLock)
-            while (_inFlight > 0) Monitor.Wait(_slotLock);
+        while (true)
+        {
+            if (BlockThread.Current.FindPollQueue(this) is PollQueue { InFlight: > 0 } own)
+            {
+                own.Poll(wait: true);
+                continue;
+            }
+            lock (_slotLock)
+            {
+                if (_inFlight == 0) return;
+                Monitor.Wait(_slotLock);
+            }
+        }
     }
 
     /// <summary>False when the caller is the completion context that must run to drain (io_uring's own thread).</summary>
@@ -392,11 +439,11 @@ internal abstract unsafe class FileIoEngine : IDisposable
         return r.IovCount > 0;
     }
 
-    private FileRequest? Acquire(out BlockStatus refusal)
+    private FileRequest? Acquire(FilePollQueue? queue, out BlockStatus refusal)
     {
-        lock (_slotLock)
+        while (true)
         {
-            while (true)
+            lock (_slotLock)
             {
                 if (_closing) { refusal = BlockStatus.IoError; return null; }
                 if (_freeCount > 0)
@@ -407,21 +454,37 @@ internal abstract unsafe class FileIoEngine : IDisposable
                 }
                 // Blocking inside a completion could wait for the very thread that frees slots.
                 if (InCompletion) { refusal = BlockStatus.Busy; return null; }
-                _waiters++;
-                Monitor.Wait(_slotLock);
-                _waiters--;
+                // The slots may all be this thread's own polled requests, which nobody else
+                // finishes: reap them (below, outside the lock) instead of waiting.
+                if (queue is not { InFlightCount: > 0 })
+                {
+                    _waiters++;
+                    Monitor.Wait(_slotLock);
+                    _waiters--;
+                    continue;
+                }
             }
+            queue.Poll(wait: true);
         }
     }
 
     private void Release(FileRequest r)
     {
+        if (r.Queue is { } queue)
+        {
+            // Polled requests finish on their owning thread, the only one that counts them.
+            queue.InFlightCount--;
+            r.Queue = null;
+        }
+        bool drained;
         lock (_slotLock)
         {
             _free[_freeCount++] = r.Index;
             _inFlight--;
+            drained = _closing && _inFlight == 0;
             if (_closing) Monitor.PulseAll(_slotLock);
             else if (_waiters > 0) Monitor.Pulse(_slotLock);
         }
+        if (drained) OnDrained();
     }
 }

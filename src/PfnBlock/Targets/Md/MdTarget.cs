@@ -45,7 +45,7 @@ internal abstract class MdTarget : Target
     protected abstract MapResult MapWrite(Bio bio);
 
     /// <summary>Sends a flush to the member of slot <see cref="Bio.TargetBioNumber"/>; an empty slot has nothing to flush.</summary>
-    protected MapResult MapFlush(Bio bio, out IBlockDevice? lower)
+    protected virtual MapResult MapFlush(Bio bio, out IBlockDevice? lower)
     {
         MdMember m = Array.Slot(bio.TargetBioNumber);
         if (m.Writable)

@@ -1,4 +1,5 @@
 using PfnBlock.Block;
+using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Targets.Md;
@@ -6,7 +7,7 @@ namespace PfnBlock.Targets.Md;
 /// <summary>What a journal reports (<c>ctl md</c>, <c>pfnblock check</c>).</summary>
 /// <param name="Spec">The journal device's spec.</param>
 /// <param name="Mode">Its mode.</param>
-/// <param name="Blocks">Log size in 4 KiB blocks.</param>
+/// <param name="Blocks">Log size in journal blocks (512 bytes, <see cref="Raid5JournalLayout.BlockBytes"/>).</param>
 /// <param name="UsedBlocks">Blocks between the durable tail and the head (records a replay would walk).</param>
 /// <param name="Records">Records appended since assembly.</param>
 /// <param name="Replayed">Records replayed onto the members at assembly.</param>
@@ -26,19 +27,25 @@ public sealed record Raid5JournalStatus(string Spec, Raid5JournalMode Mode, long
 /// disagree (the RAID5 write hole) and a dirty array needs no parity resync.
 /// </summary>
 /// <remarks>
-/// <para>Appends are serialised: one record is written and flushed before the next starts, so the
-/// log has no holes and a replay stops at the first record that fails its checksums. Records are
+/// <para>Appends are serialised: one record is written before the next starts, so the log has no
+/// holes and a replay stops at the first record that fails its checksums. A record is made durable
+/// (with every record before it) when something relies on it: a write-through stripe record and a
+/// write-out's parity record before their members change, a FUA write's data record before it
+/// completes, the log up to its head at an array flush. Records are
 /// done once their members were written; the oldest done ones are reclaimed when the log needs
 /// their space: the members are flushed, then the superblock's tail moves past them (md's
 /// r5l_do_reclaim). A writer that finds the log full waits for reclaim, it does not fail.</para>
 /// <para>In write-back mode (md's r5c) a write appends a <see cref="Raid5JournalRecordKind.Data"/>
 /// record of its new data alone and completes: no member is read or written. The records stay
 /// pending, indexed by stripe in DRAM (reads lay them over what the members hold), until the
-/// target's write-out thread writes them, oldest first, through the ordinary stripe path, which
-/// journals data and parity as a <see cref="Raid5JournalRecordKind.Stripe"/> record naming the
-/// data record before it changes any member (so a torn write-out is replayed, not a write hole).
-/// Each pending data record reserves the log space of that write-out record, so a full log makes
-/// writers wait for write-out and write-out itself never waits for room.</para>
+/// target's write-out thread writes them out a stripe at a time: the stripe of the oldest pending
+/// record, with every pending record of that stripe merged into one stripe write (md's r5c flushes
+/// a stripe_head with all its cached pages). The write-out computes the parity of the merged
+/// rows and journals it alone as a <see cref="Raid5JournalRecordKind.Parity"/> record covering those
+/// data records before it changes any member (the data is in the log already), so a torn
+/// write-out is replayed, not a write hole. Each pending data record reserves the log space of the
+/// parity it may need, so a full log makes writers wait for write-out and write-out itself never
+/// waits for room.</para>
 /// <para>The hot path allocates nothing: the record's header is encoded into one preallocated
 /// DRAM frame and the bio gathers it with the stripe buffers that hold the new contents.</para>
 /// </remarks>
@@ -46,11 +53,13 @@ internal sealed unsafe class Raid5Journal : IDisposable
 {
     /// <summary>The fewest records that may be between written and done at once (more than the stripe buffer sets).</summary>
     private const int MinRing = 256;
+    /// <summary>The most records the log holds at once (its DRAM index is preallocated): 1 GiB of 4 KiB writes fits.</summary>
+    private const int MaxRing = 1 << 18;
 
     private readonly MdArray _array;
     private readonly IBlockDevice _device;
     private readonly Raid5JournalSuperblock _sb;
-    private readonly DramArena _arena; // frame 0: a record header; frame 1: zeros for payload padding
+    private readonly DramArena _arena; // a record header
     private readonly Bio _bio;
     private readonly Bio _flush = new(1);
     private readonly MdMetadataIo _io;
@@ -83,6 +92,12 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private long _records, _replayed, _reclaims;
     private volatile bool _failed;
     private bool _stopped;
+    private long _dirtyFrom = -1;         // the first log block written since the log was last made durable (−1: none)
+    private readonly IDaxDevice? _dax;    // the device's memory, when it has direct access: persisting a range needs no flush of it all
+    private readonly bool _volatile;      // the device has a volatile cache: written records are durable only once persisted
+    private readonly DaxRange[] _pins = [];
+    private readonly byte* _base;         // the device's memory, pinned while the journal is open: records copied in and read out without bios (null: bios)
+    private readonly bool _ntDurable;     // non-temporal stores and a fence make it durable (a MAP_SYNC pmem mapping): persisting is a fence
 
     private Raid5Journal(MdArray array, IBlockDevice device, string spec, Raid5JournalSuperblock sb, MdMetadataIo io)
     {
@@ -92,10 +107,17 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _sb = sb;
         _io = io;
         _seed = sb.RecordSeed;
-        _arena = DramArena.Create(2 * Raid5JournalLayout.BlockBytes, device.AddressSpace, $"md-{array.Name}-journal");
-        new Span<byte>(_arena.BaseAddress, 2 * Raid5JournalLayout.BlockBytes).Clear();
-        _bio = new Bio(sb.RaidDisks + 2);
-        _ring = (int)Math.Max(MinRing, (sb.Blocks - Raid5JournalLayout.LogStart) / 2 + 2);
+        _arena = DramArena.Create(Raid5JournalLayout.BlockBytes, device.AddressSpace, $"md-{array.Name}-journal");
+        new Span<byte>(_arena.BaseAddress, Raid5JournalLayout.BlockBytes).Clear();
+        _bio = new Bio(Raid5JournalLayout.MaxMembers + 1); // a header and a range per member, or per parity run
+        _ring = (int)Math.Clamp((sb.Blocks - Raid5JournalLayout.LogStart) / 2 + 2, MinRing, MaxRing);
+        _volatile = (device.Features & DeviceFeatures.WriteCache) != 0;
+        _dax = (device.Features & DeviceFeatures.Dax) != 0 ? device as IDaxDevice : null;
+        if (_dax is not null && (device.Features & DeviceFeatures.ReadOnly) == 0 && PinLog(_dax, sb.Blocks * Raid5JournalLayout.BlockBytes, out _base) is { } pins)
+        {
+            _pins = pins;
+            _ntDurable = device is PmemDevice p && p.Persistence == PersistenceMode.CpuCache;
+        }
         _ringBlock = new long[_ring];
         _ringDone = new bool[_ring];
         _ringSeq = new long[_ring];
@@ -108,6 +130,34 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _slack = Raid5JournalLayout.MaxRecordBlocks(sb.RaidDisks, sb.ChunkSectors);
         _head = _memTailBlock = _durTailBlock = sb.TailBlock;
         _headSeq = _memTailSeq = _durTailSeq = sb.TailSeq;
+    }
+
+    /// <summary>
+    /// Pins the journal's bytes of a device with direct access, when they are one contiguous
+    /// mapping (a pmem namespace): appends then copy records in with non-temporal stores and the
+    /// write-out reads them with memory copies. Null (nothing pinned) when the device refuses a page
+    /// (a bad block: the bios report it) or the mapping is in pieces; the journal then uses bios.
+    /// </summary>
+    private static DaxRange[]? PinLog(IDaxDevice dax, long bytes, out byte* baseAddress)
+    {
+        var pins = new List<DaxRange>();
+        long pages = (bytes + Pfn.PageSize - 1) >> Pfn.PageShift, done = 0;
+        baseAddress = null;
+        while (done < pages)
+        {
+            long got = dax.DirectAccess(done, pages - done, out DaxRange r);
+            if (got == 0 || (done > 0 && r.Address != baseAddress + (done << Pfn.PageShift)))
+            {
+                if (got != 0) r.Unpin();
+                foreach (DaxRange p in pins) p.Unpin();
+                baseAddress = null;
+                return null;
+            }
+            if (done == 0) baseAddress = r.Address;
+            pins.Add(r);
+            done += got;
+        }
+        return [.. pins];
     }
 
     /// <summary>The journal device's spec.</summary>
@@ -158,6 +208,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
         if (blocks < min)
             throw new ArgumentException($"journal {spec} has {device.CapacityBytes} bytes; an array of {raidDisks} members with {chunkSectors / 2} KiB chunks needs at least {min * Raid5JournalLayout.BlockBytes} (superblocks and two full-stripe records)");
         if ((device.Features & DeviceFeatures.ReadOnly) != 0) throw new ArgumentException($"journal {spec} is read-only");
+        if (raidDisks > Raid5JournalLayout.MaxMembers) throw new ArgumentException($"a RAID5 journal serves arrays of at most {Raid5JournalLayout.MaxMembers} members; this one has {raidDisks}");
         var sb = new Raid5JournalSuperblock
         {
             Generation = 1,
@@ -256,7 +307,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     {
         var records = new List<Record>();
         var header = new byte[Raid5JournalLayout.BlockBytes];
-        var entries = new Raid5JournalEntry[sb.RaidDisks];
+        var entries = new Raid5JournalEntry[Raid5JournalLayout.MaxMembers];
         long at = sb.TailBlock, seq = sb.TailSeq;
         string? stop = null;
         if (sb.IsClean) return (records, at, seq, null);
@@ -285,16 +336,16 @@ internal sealed unsafe class Raid5Journal : IDisposable
             if (s != seq) { why = $"block {block} holds record {s}, not {seq} (an older lap of the log)"; return false; }
             if (block + 1 + payload > sb.Blocks) { why = $"record {s} runs past the log's end"; return false; }
             // The payload's checksum: a record whose payload did not fully reach the journal is torn.
-            uint c = sb.RecordSeed;
+            var c = new Crc32C.Lanes(sb.RecordSeed);
             var buffer = new byte[Math.Min(MdMetadataIo.BufferBytes, (long)payload * Raid5JournalLayout.BlockBytes)];
             for (long done = 0, total = (long)payload * Raid5JournalLayout.BlockBytes; done < total;)
             {
                 int len = (int)Math.Min(buffer.Length, total - done);
                 io.Read(device, (block + 1) * Raid5JournalLayout.BlockBytes + done, buffer.AsSpan(0, len));
-                c = Crc32C.Compute(c, buffer.AsSpan(0, len));
+                fixed (byte* b = buffer) c.Append(b, len);
                 done += len;
             }
-            if (c != crc) { why = $"record {s} at block {block} is torn (payload checksum mismatch)"; return false; }
+            if (c.Value != crc) { why = $"record {s} at block {block} is torn (payload checksum mismatch)"; return false; }
             r = new Record(s, block, memberSector, payload, entries[..n], kind, writesOut);
             return true;
         }
@@ -303,9 +354,10 @@ internal sealed unsafe class Raid5Journal : IDisposable
     /// <summary>
     /// Replays the committed records: each stripe record's bytes go to its slots' members (those
     /// present), in log order, so the last record of a stripe wins; then the members are flushed.
-    /// In write-back mode a data record not written out by a later stripe record (its
-    /// <c>writes_out</c>) becomes pending again: indexed for reads and left for the write-out
-    /// thread, which writes it through the stripe path (parity computed from the members then,
+    /// In write-back mode a data record covered by a parity record of its stripe (its
+    /// <c>writes_out</c> reaches back to it) is written onto the members as it is, and the parity
+    /// record's parity after it; a data record no parity record covers becomes pending again:
+    /// indexed for reads and left for the write-out thread (parity computed from the members then,
     /// degraded or not). Returns what to report.
     /// </summary>
     /// <exception cref="IOException">A journal read or member write failed.</exception>
@@ -316,11 +368,12 @@ internal sealed unsafe class Raid5Journal : IDisposable
         if (records.Count >= _ring) throw new IOException($"md: journal {Spec}: {records.Count} records after the tail, more than a log of this size can hold");
         var buffer = new byte[MdMetadataIo.BufferBytes];
         var stripes = new HashSet<long>();
-        var writtenOut = new HashSet<long>();
+        Dictionary<long, long> covered = CoveredUpTo(records);
+        int applied = 0;
         foreach (Record r in records)
         {
-            if (r.Kind == Raid5JournalRecordKind.Data) continue;
-            if (r.WritesOut != 0) writtenOut.Add(r.Seq - r.WritesOut);
+            if (r.Kind == Raid5JournalRecordKind.Data && !IsCovered(covered, r)) continue;
+            applied++;
             long payloadByte = (r.Block + 1) * Raid5JournalLayout.BlockBytes;
             foreach (Raid5JournalEntry e in r.Entries)
             {
@@ -339,7 +392,6 @@ internal sealed unsafe class Raid5Journal : IDisposable
             stripes.Add(r.MemberSector);
         }
         FlushMembers();
-        int applied = records.Count(r => r.Kind == Raid5JournalRecordKind.Stripe);
         _replayed = applied;
         int pending = 0;
         lock (_sync)
@@ -352,7 +404,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 int slot = (int)(r.Seq % _ring);
                 _ringBlock[slot] = r.Block;
                 _ringSeq[slot] = r.Seq;
-                _ringDone[slot] = r.Kind == Raid5JournalRecordKind.Stripe || writtenOut.Contains(r.Seq);
+                _ringDone[slot] = r.Kind != Raid5JournalRecordKind.Data || IsCovered(covered, r);
                 _ringCount[slot] = 0;
                 if (_ringDone[slot]) continue;
                 r.Entries.CopyTo(_ringEntries.AsSpan(slot * _sb.RaidDisks));
@@ -371,17 +423,31 @@ internal sealed unsafe class Raid5Journal : IDisposable
             (stop is not null && records.Count > 0 ? $" (the log ends where {stop})" : "");
     }
 
-    /// <summary>Log blocks the write-out record of a data record with <paramref name="entries"/> takes at most: a header, the data, and the parity rows they span.</summary>
+    /// <summary>Per stripe, the newest data record seq its parity records cover (write-out records: every data record of the stripe up to seq − writes_out).</summary>
+    private static Dictionary<long, long> CoveredUpTo(List<Record> records)
+    {
+        var covered = new Dictionary<long, long>();
+        foreach (Record r in records)
+            if (r.WritesOut != 0 && r.Seq - r.WritesOut > covered.GetValueOrDefault(r.MemberSector)) covered[r.MemberSector] = r.Seq - r.WritesOut;
+        return covered;
+    }
+
+    private static bool IsCovered(Dictionary<long, long> covered, Record r) => r.Seq <= covered.GetValueOrDefault(r.MemberSector);
+
+    /// <summary>
+    /// Log blocks a data record with <paramref name="entries"/> reserves for the parity record that
+    /// writes it out: a header and the parity rows it spans. A merged write-out's parity record
+    /// covers the union of its records' rows, never more than the sum of their reservations.
+    /// </summary>
     private static int WriteOutBlocks(ReadOnlySpan<Raid5JournalEntry> entries)
     {
-        long sectors = 0, lo = long.MaxValue, hi = 0;
+        long lo = long.MaxValue, hi = 0;
         foreach (Raid5JournalEntry e in entries)
         {
-            sectors += e.Sectors;
             lo = Math.Min(lo, e.First);
             hi = Math.Max(hi, e.First + e.Sectors);
         }
-        return (int)(1 + (sectors + hi - lo + Raid5JournalLayout.BlockSectors - 1) / Raid5JournalLayout.BlockSectors);
+        return (int)(1 + (hi - lo + Raid5JournalLayout.BlockSectors - 1) / Raid5JournalLayout.BlockSectors);
     }
 
     /// <summary>
@@ -404,16 +470,16 @@ internal sealed unsafe class Raid5Journal : IDisposable
         var lines = new List<string>
         {
             $"RAID5 journal of md array {sb.ArrayUuidText} ({sb.RaidDisks} members, {sb.ChunkSectors / 2}K chunks), {ModeName(sb.Mode)}",
-            $"log: {sb.Blocks - Raid5JournalLayout.LogStart} blocks of 4 KiB, superblock generation {sb.Generation}, {(sb.IsClean ? "clean" : "active")}",
+            $"log: {sb.Blocks - Raid5JournalLayout.LogStart} blocks of {Raid5JournalLayout.BlockBytes} bytes, superblock generation {sb.Generation}, {(sb.IsClean ? "clean" : "active")}",
             $"tail: block {sb.TailBlock}, record {sb.TailSeq}; committed records after it end at block {endBlock}, record {endSeq}",
             records.Count == 0 ? "assembly would replay nothing"
-                : $"assembly would replay {records.Count} record(s) onto {records.Select(r => r.MemberSector).Distinct().Count()} stripe(s) ({records.Sum(r => (long)r.PayloadBlocks) * 4} KiB)",
+                : $"assembly would replay {records.Count} record(s) onto {records.Select(r => r.MemberSector).Distinct().Count()} stripe(s) ({records.Sum(r => (long)r.PayloadBlocks) * Raid5JournalLayout.BlockBytes / 1024} KiB)",
         };
         if (stop is not null && !sb.IsClean) lines.Add($"the log ends where {stop}");
         if (sb.Mode == Raid5JournalMode.WriteBack && records.Count > 0)
         {
-            var writtenOut = records.Where(r => r.WritesOut != 0).Select(r => r.Seq - r.WritesOut).ToHashSet();
-            int pending = records.Count(r => r.Kind == Raid5JournalRecordKind.Data && !writtenOut.Contains(r.Seq));
+            Dictionary<long, long> covered = CoveredUpTo(records);
+            int pending = records.Count(r => r.Kind == Raid5JournalRecordKind.Data && !IsCovered(covered, r));
             lines.Add($"write-back: {pending} acknowledged data record(s) not yet on the members (assembly writes them out)");
         }
         return (true, lines);
@@ -422,38 +488,49 @@ internal sealed unsafe class Raid5Journal : IDisposable
     // ---- the write path --------------------------------------------------------------------------
 
     /// <summary>
-    /// Writes the record of one stripe write: member ranges <paramref name="entries"/> of the stripe
-    /// at member sector <paramref name="memberSector"/>, their new bytes in <paramref name="set"/>'s
-    /// buffers at the same places; returns when it is durable. Waits while the log is full.
-    /// False when the journal device failed (the write must fail; nothing reached the members).
-    /// In write-back mode <paramref name="writesOut"/> is the seq of the data record this stripe
-    /// write writes out (its reservation pays for this record); 0 otherwise.
+    /// Writes the record of one write-through stripe write: member ranges <paramref name="entries"/>
+    /// of the stripe at member sector <paramref name="memberSector"/>, their new bytes in
+    /// <paramref name="set"/>'s buffers at the same places; returns when it (and every record before
+    /// it) is durable. Waits while the log is full. False when the journal device failed (the write
+    /// must fail; nothing reached the members).
     /// </summary>
-    public bool Append(long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, long writesOut, out long seq) =>
-        Append(Raid5JournalRecordKind.Stripe, memberSector, entries, set, writesOut, out seq);
+    public bool Append(long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, out long seq) =>
+        Append(Raid5JournalRecordKind.Stripe, memberSector, entries, set, 0, durable: true, out seq);
 
     /// <summary>
     /// Write-back: writes a data record of one stripe write (data ranges only, in the order of the
-    /// array's sectors) and makes it pending; returns when it is durable, and the write may
-    /// complete. Waits while the log has no room for it and for the write-out records of every
-    /// pending record. False when the journal device failed.
+    /// array's sectors) and makes it pending; the write may complete on return. With
+    /// <paramref name="durable"/> (a FUA or preflush write) it returns once the record and every
+    /// record before it are durable; otherwise the next array flush makes it so (or a write-out of
+    /// its stripe, before any member changes). Waits while the log has no room for it and for the
+    /// parity records of every pending record. False when the journal device failed.
     /// </summary>
-    public bool AppendData(long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, out long seq) =>
-        Append(Raid5JournalRecordKind.Data, memberSector, entries, set, 0, out seq);
+    public bool AppendData(long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, bool durable, out long seq) =>
+        Append(Raid5JournalRecordKind.Data, memberSector, entries, set, 0, durable, out seq);
 
-    private bool Append(Raid5JournalRecordKind kind, long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, long writesOut, out long seq)
+    /// <summary>
+    /// Write-back write-out: writes the parity record of the stripe at <paramref name="memberSector"/>
+    /// (<paramref name="parity"/>, runs of the parity slot's rows in <paramref name="set"/>), covering
+    /// its pending data records up to seq <paramref name="coversUpTo"/> (<paramref name="covered"/>,
+    /// the oldest of a <see cref="SnapshotStripe"/>); returns once it and every record before it are durable, so the
+    /// members may change. Their reservations pay for it. False when the journal device failed.
+    /// </summary>
+    public bool AppendParity(long memberSector, ReadOnlySpan<Raid5JournalEntry> parity, StripeBuffers set, long coversUpTo, ReadOnlySpan<int> covered, out long seq) =>
+        Append(Raid5JournalRecordKind.Parity, memberSector, parity, set, coversUpTo, durable: true, out seq, covered);
+
+    /// <summary>Appends a record; <paramref name="paidBy"/> are the ring slots whose reservations pay for it (released once it is placed, not before: a writer could take the room).</summary>
+    private bool Append(Raid5JournalRecordKind kind, long memberSector, ReadOnlySpan<Raid5JournalEntry> entries, StripeBuffers set, long coversUpTo, bool durable, out long seq,
+        ReadOnlySpan<int> paidBy = default)
     {
+        // The checksum before the lock: the payload is the caller's and nobody else's meanwhile.
         long sectors = 0;
-        uint crc = _seed;
+        var crc = new Crc32C.Lanes(_seed);
         foreach (Raid5JournalEntry e in entries)
         {
             sectors += e.Sectors;
-            crc = Crc32C.Compute(crc, set.At(e.Slot, (long)e.First << Bio.SectorShift), (long)e.Sectors << Bio.SectorShift);
+            crc.Append(set.At(e.Slot, (long)e.First << Bio.SectorShift), (long)e.Sectors << Bio.SectorShift);
         }
-        int payload = (int)((sectors + Raid5JournalLayout.BlockSectors - 1) / Raid5JournalLayout.BlockSectors);
-        int pad = (int)(((long)payload * Raid5JournalLayout.BlockSectors - sectors) << Bio.SectorShift);
-        byte* zeros = _arena.BaseAddress + Raid5JournalLayout.BlockBytes;
-        crc = Crc32C.Compute(crc, zeros, pad);
+        int payload = (int)sectors; // a journal block is a sector: no padding
         long size = 1 + payload;
         int reserve = kind == Raid5JournalRecordKind.Data ? WriteOutBlocks(entries) : 0;
         lock (_sync)
@@ -462,11 +539,12 @@ internal sealed unsafe class Raid5Journal : IDisposable
             while (true)
             {
                 if (_failed || _stopped) { seq = 0; return false; }
-                if (_headSeq - _memTailSeq < _ring - 1 && (at = Place(size)) >= 0 && (reserve == 0 || Admits(size + reserve))) break;
+                bool ringFull = _headSeq - _durTailSeq >= _ring - 1;
+                if (!ringFull && (at = Place(size)) >= 0 && (reserve == 0 || Admits(size + reserve))) break;
                 // A data record reclaims in batches (an eighth of the log, or all once nothing is pending): each
                 // reclaim flushes the members and writes the superblock, too dear to pay per record.
                 if (_memTailSeq > _durTailSeq && !_failed &&
-                    (reserve == 0 || _pending == 0 || (Used(_durTailBlock, _durTailSeq) - Used(_memTailBlock, _memTailSeq)) * LowWatermark >= _sb.Blocks))
+                    (reserve == 0 || ringFull || _pending == 0 || (Used(_durTailBlock, _durTailSeq) - Used(_memTailBlock, _memTailSeq)) * LowWatermark >= _sb.Blocks))
                 {
                     Reclaim();
                     continue;
@@ -478,21 +556,42 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 Waiters--;
             }
             seq = _headSeq;
+            foreach (int paying in paidBy)
+            {
+                _reserved -= _ringReserve[paying];
+                _ringReserve[paying] = 0;
+            }
             var header = new Span<byte>(_arena.BaseAddress, Raid5JournalLayout.BlockBytes);
-            Raid5JournalRecord.EncodeHeader(header, seq, at, memberSector, entries, payload, crc, _seed, kind, writesOut == 0 ? 0 : (uint)(seq - writesOut));
-            Bio bio = _bio.Init(BioOp.Write, at * Raid5JournalLayout.BlockSectors, BioFlags.Fua).AddVec(_arena.PfnAt(0), 0, Raid5JournalLayout.BlockBytes);
-            foreach (Raid5JournalEntry e in entries)
+            Raid5JournalRecord.EncodeHeader(header, seq, at, memberSector, entries, payload, crc.Value, _seed, kind, coversUpTo == 0 ? 0 : (uint)(seq - coversUpTo));
+            // No FUA and no fence: the record is made durable below (with the ones before it) or by whoever relies on it later.
+            if (_base != null)
             {
-                (Pfn pfn, uint inFrame) = set.FrameOf(e.Slot, (long)e.First << Bio.SectorShift);
-                bio.AddVec(pfn, inFrame, (uint)e.Sectors << Bio.SectorShift);
+                byte* to = _base + at * Raid5JournalLayout.BlockBytes;
+                PersistentMemory.CopyNonTemporal(to, _arena.BaseAddress, Raid5JournalLayout.BlockBytes);
+                to += Raid5JournalLayout.BlockBytes;
+                foreach (Raid5JournalEntry e in entries)
+                {
+                    uint n = (uint)e.Sectors << Bio.SectorShift;
+                    PersistentMemory.CopyNonTemporal(to, set.At(e.Slot, (long)e.First << Bio.SectorShift), n);
+                    to += n;
+                }
             }
-            if (pad > 0) bio.AddVec(_arena.PfnAt(1), 0, (uint)pad);
-            // FUA: the whole record is durable when the bio completes (the pmem device fences it).
-            if (_device.SubmitAndWait(bio) != BlockStatus.Ok)
+            else
             {
-                JournalFailed("record write");
-                return false;
+                Bio bio = _bio.Init(BioOp.Write, at * Raid5JournalLayout.BlockSectors).AddVec(_arena.PfnAt(0), 0, Raid5JournalLayout.BlockBytes);
+                foreach (Raid5JournalEntry e in entries)
+                {
+                    (Pfn pfn, uint inFrame) = set.FrameOf(e.Slot, (long)e.First << Bio.SectorShift);
+                    bio.AddVec(pfn, inFrame, (uint)e.Sectors << Bio.SectorShift);
+                }
+                if (_device.SubmitAndWait(bio) != BlockStatus.Ok)
+                {
+                    JournalFailed("record write");
+                    return false;
+                }
             }
+            // Copied in directly, a record needs at least the fence to be durable, whatever the device's cache.
+            if (_dirtyFrom < 0 && (_volatile || _base != null)) _dirtyFrom = at;
             int slot = (int)(seq % _ring);
             _ringBlock[slot] = at;
             _ringSeq[slot] = seq;
@@ -501,18 +600,67 @@ internal sealed unsafe class Raid5Journal : IDisposable
             _head = at + size;
             _headSeq = seq + 1;
             _records++;
+            if (durable && !PersistLocked())
+            {
+                JournalFailed("record flush");
+                return false;
+            }
             if (kind == Raid5JournalRecordKind.Data)
             {
                 entries.CopyTo(_ringEntries.AsSpan(slot * _sb.RaidDisks));
                 AddPending(slot, memberSector, entries.Length, reserve);
             }
-            else if (writesOut != 0)
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Makes every record written so far durable (an array flush in write-back mode: the data
+    /// records of the writes it covers). False when the journal device failed.
+    /// </summary>
+    public bool Persist()
+    {
+        if (!_volatile && _base == null) return !_failed;
+        lock (_sync)
+        {
+            if (_failed) return false;
+            if (PersistLocked()) return true;
+            JournalFailed("flush");
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Makes the log from the first block written since the last persist up to the head durable:
+    /// with direct access the range alone (two where the log wrapped), else a flush of the device.
+    /// Under the lock.
+    /// </summary>
+    private bool PersistLocked()
+    {
+        if (_dirtyFrom < 0) return true;
+        try
+        {
+            if (_base != null) PersistentMemory.Drain(); // the copies' non-temporal stores first
+            if (_ntDurable) return Clean(); // a MAP_SYNC mapping: the fence was it
+            if (_dax is { } dax)
             {
-                // The write-out record takes the space its data record reserved.
-                int d = (int)(writesOut % _ring);
-                _reserved -= _ringReserve[d];
-                _ringReserve[d] = 0;
+                long from = _dirtyFrom * Raid5JournalLayout.BlockBytes, to = _head * Raid5JournalLayout.BlockBytes;
+                if (_head > _dirtyFrom) dax.PersistRange(from, to - from);
+                else
+                {
+                    // Wrapped since: up to the log's end, then from its start.
+                    dax.PersistRange(from, _sb.Blocks * Raid5JournalLayout.BlockBytes - from);
+                    dax.PersistRange(Raid5JournalLayout.LogStart * Raid5JournalLayout.BlockBytes, to - Raid5JournalLayout.LogStart * Raid5JournalLayout.BlockBytes);
+                }
             }
+            else if (_device.SubmitAndWait(_flush.Init(BioOp.Flush, 0)) != BlockStatus.Ok) return false;
+        }
+        catch (IOException) { return false; }
+        return Clean();
+
+        bool Clean()
+        {
+            _dirtyFrom = -1;
             return true;
         }
     }
@@ -597,9 +745,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
                     long a = Math.Max(lo, e.First), b = Math.Min(hi, e.First + e.Sectors);
                     if (e.Slot == slot && a < b)
                     {
-                        (Pfn pfn, uint inFrame) = set.FrameOf(buffer, a << Bio.SectorShift);
-                        Bio bio = _readBio.Init(BioOp.Read, (payloadByte >> Bio.SectorShift) + a - e.First).AddVec(pfn, inFrame, (uint)((b - a) << Bio.SectorShift));
-                        if (_device.SubmitAndWait(bio) != BlockStatus.Ok) return false;
+                        if (ReadLog(_readBio, (payloadByte >> Bio.SectorShift) + a - e.First, set, buffer, a << Bio.SectorShift, (int)((b - a) << Bio.SectorShift)) != BlockStatus.Ok) return false;
                     }
                     payloadByte += (long)e.Sectors << Bio.SectorShift;
                 }
@@ -608,71 +754,106 @@ internal sealed unsafe class Raid5Journal : IDisposable
         }
     }
 
-    /// <summary>
-    /// The oldest pending data record (the next to write out): its seq, stripe, entries (copied into
-    /// <paramref name="entries"/>) and the log block of its payload. False when none is pending.
-    /// </summary>
-    public bool NextWriteOut(Span<Raid5JournalEntry> entries, out long seq, out long memberSector, out int count, out long payloadBlock)
+    /// <summary>The stripe (first member sector) of the oldest pending data record: the next to write out. False when none is pending.</summary>
+    public bool NextWriteOutStripe(out long memberSector)
     {
         lock (_sync)
         {
             for (; _nextOut < _headSeq; _nextOut++)
             {
                 int slot = (int)(_nextOut % _ring);
-                // A pending data record: not done, with entries (a stripe record's slot has none).
+                // A pending data record: not done, with entries (other records' slots have none).
                 if (_ringDone[slot] || _ringCount[slot] == 0) continue;
-                seq = _nextOut;
                 memberSector = _ringStripe[slot];
-                count = _ringCount[slot];
-                _ringEntries.AsSpan(slot * _sb.RaidDisks, count).CopyTo(entries);
-                payloadBlock = _ringBlock[slot] + 1;
                 return true;
             }
-            seq = memberSector = payloadBlock = 0;
-            count = 0;
+            memberSector = 0;
             return false;
         }
     }
 
-    /// <summary>Reads <paramref name="bytes"/> from log block <paramref name="block"/> into memory at <paramref name="pfn"/> with <paramref name="bio"/> (the caller's: no lock is taken; a pending record's blocks are not reused).</summary>
-    public BlockStatus ReadLog(Bio bio, long block, Pfn pfn, int bytes) =>
-        _device.SubmitAndWait(bio.Init(BioOp.Read, block * Raid5JournalLayout.BlockSectors).AddVec(pfn, 0, (uint)bytes));
-
     /// <summary>
-    /// Write-back: data record <paramref name="seq"/> is on the members (its stripe write and the
-    /// record that journalled it are done): it leaves the index and its space may be reclaimed.
-    /// Called under the stripe lock, so a read of the stripe sees either the record or the members that hold it.
+    /// Write-out: the pending data records of the stripe at <paramref name="memberSector"/>, oldest
+    /// first (at most <paramref name="slots"/>' length): their ring slots. The records stay pending (reads keep laying them over) until
+    /// <see cref="WrittenOut"/>; only the write-out thread removes them, so the slots stay theirs.
     /// </summary>
-    public void WrittenOut(long seq)
+    public int SnapshotStripe(long memberSector, Span<int> slots)
     {
         lock (_sync)
         {
-            int slot = (int)(seq % _ring);
-            long stripe = _ringStripe[slot];
-            ref (int Head, int Tail) chain = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_pendingByStripe, stripe);
-            if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref chain))
-            {
-                // Write-out goes oldest first, so it is the head of its stripe's chain; unlink it wherever it is all the same.
-                int prev = -1;
-                for (int r = chain.Head; r >= 0; prev = r, r = _ringNext[r])
-                {
-                    if (r != slot) continue;
-                    if (prev < 0) chain.Head = _ringNext[r];
-                    else _ringNext[prev] = _ringNext[r];
-                    if (chain.Tail == r) chain.Tail = prev;
-                    _pending--;
-                    break;
-                }
-                if (chain.Head < 0) _pendingByStripe.Remove(stripe);
-            }
-            _reserved -= _ringReserve[slot];
-            _ringReserve[slot] = 0;
-            _ringCount[slot] = 0;
-            _writtenOut++;
-            MarkDone(slot);
+            int n = 0;
+            if (_pendingByStripe.TryGetValue(memberSector, out (int Head, int Tail) chain))
+                for (int r = chain.Head; r >= 0 && n < slots.Length; r = _ringNext[r]) slots[n++] = r;
+            return n;
         }
     }
 
+    /// <summary>The seq of the pending record in ring slot <paramref name="slot"/> (from <see cref="SnapshotStripe"/>).</summary>
+    public long SeqOf(int slot) => _ringSeq[slot];
+
+    /// <summary>The entries of the pending record in ring slot <paramref name="slot"/> (from <see cref="SnapshotStripe"/>) and the log block of its payload.</summary>
+    public ReadOnlySpan<Raid5JournalEntry> EntriesOf(int slot, out long payloadBlock)
+    {
+        payloadBlock = _ringBlock[slot] + 1;
+        return _ringEntries.AsSpan(slot * _sb.RaidDisks, _ringCount[slot]);
+    }
+
+    /// <summary>
+    /// Reads <paramref name="bytes"/> from log block <paramref name="block"/> into buffer
+    /// <paramref name="buffer"/> of <paramref name="set"/> at <paramref name="offset"/>: a memory copy
+    /// from the pinned log, else with <paramref name="bio"/> (the caller's). No lock is taken: a
+    /// pending record's blocks are not reused.
+    /// </summary>
+    public BlockStatus ReadLog(Bio bio, long block, StripeBuffers set, int buffer, long offset, int bytes)
+    {
+        if (_base != null)
+        {
+            Buffer.MemoryCopy(_base + block * Raid5JournalLayout.BlockBytes, set.At(buffer, offset), bytes, bytes);
+            return BlockStatus.Ok;
+        }
+        (Pfn pfn, uint inFrame) = set.FrameOf(buffer, offset);
+        return _device.SubmitAndWait(bio.Init(BioOp.Read, block * Raid5JournalLayout.BlockSectors).AddVec(pfn, inFrame, (uint)bytes));
+    }
+
+    /// <summary>
+    /// Write-back: the data records in <paramref name="slots"/> (a snapshot of their stripe, oldest
+    /// first) and their parity record <paramref name="paritySeq"/> are on the members: they leave
+    /// the index and their space may be reclaimed. Called under the stripe lock, so a read of the
+    /// stripe sees either the records or the members that hold them.
+    /// </summary>
+    public void WrittenOut(ReadOnlySpan<int> slots, long paritySeq)
+    {
+        lock (_sync)
+        {
+            foreach (int slot in slots)
+            {
+                long stripe = _ringStripe[slot];
+                ref (int Head, int Tail) chain = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_pendingByStripe, stripe);
+                if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref chain))
+                {
+                    // The snapshot is the chain's oldest part, so each is its head; unlink it wherever it is all the same.
+                    int prev = -1;
+                    for (int r = chain.Head; r >= 0; prev = r, r = _ringNext[r])
+                    {
+                        if (r != slot) continue;
+                        if (prev < 0) chain.Head = _ringNext[r];
+                        else _ringNext[prev] = _ringNext[r];
+                        if (chain.Tail == r) chain.Tail = prev;
+                        _pending--;
+                        break;
+                    }
+                    if (chain.Head < 0) _pendingByStripe.Remove(stripe);
+                }
+                _reserved -= _ringReserve[slot];
+                _ringReserve[slot] = 0;
+                _ringCount[slot] = 0;
+                _writtenOut++;
+                _ringDone[slot] = true;
+            }
+            if (paritySeq != 0) _ringDone[paritySeq % _ring] = true;
+            AdvanceMemTail();
+        }
+    }
     /// <summary>
     /// Waits until every data record is written out (a clean stop), the journal failed, or
     /// <paramref name="alive"/> says the write-out thread can no longer run. True when none is pending.
@@ -706,6 +887,12 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private void MarkDone(int slot)
     {
         _ringDone[slot] = true;
+        AdvanceMemTail();
+    }
+
+    /// <summary>Moves the in-memory tail past the done records and wakes writers waiting for room. Under the lock.</summary>
+    private void AdvanceMemTail()
+    {
         while (_memTailSeq < _headSeq && _ringDone[_memTailSeq % _ring]) _memTailSeq++;
         _memTailBlock = _memTailSeq == _headSeq ? _head : _ringBlock[_memTailSeq % _ring];
         Monitor.PulseAll(_sync);
@@ -791,6 +978,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     public void Dispose()
     {
         Stop(clean: false);
+        foreach (DaxRange r in _pins) r.Unpin();
         _arena.Dispose();
         _io.Dispose();
         OutWake.Dispose();

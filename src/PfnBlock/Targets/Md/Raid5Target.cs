@@ -21,7 +21,8 @@ namespace PfnBlock.Targets.Md;
 /// blocks on a slow member.</para>
 /// <para>With a write-back journal (<see cref="Raid5Journal.WriteBack"/>) a write only puts its
 /// new data in the journal and completes; the write-out thread (md's r5c reclaim) later writes
-/// each data record through the stripe path above, oldest first, and reads of a stripe with
+/// the stripes out, the stripe of the oldest pending record first, each with all its pending
+/// records merged into one stripe write (<see cref="WriteOutStripe"/>), and reads of a stripe with
 /// records not yet written out lay them over what the members hold.</para>
 /// <para>Discard and write-zeroes become writes of zeros (parity stays right), except that a
 /// discard of whole stripes goes down as discards when every member guarantees discarded sectors
@@ -31,6 +32,15 @@ internal sealed unsafe class Raid5Target : MdTarget
 {
     private const int LockSlots = 4096;
     private const int ReadFailed = -2;
+    /// <summary>The most pending records one write-out merges (the rest of the stripe's wait for the next).</summary>
+    private const int MaxMerge = 4096;
+    /// <summary>
+    /// A write-out reads and writes a data member's changed sectors run by run up to this many
+    /// runs, else its whole window at once. A pmem member bio costs about what copying 4 KiB does
+    /// (perf of a 4 KiB random write-out: the non-temporal copies to the members dominate), so
+    /// runs win while the gaps between them are pages; many runs of a few sectors do not.
+    /// </summary>
+    private const int MaxRuns = 16;
 
     private readonly Raid5Layout _layout;
     private readonly int _chunkBytes;
@@ -47,9 +57,16 @@ internal sealed unsafe class Raid5Target : MdTarget
     private readonly Thread _thread;
     private readonly Raid5Journal? _journal;
     private readonly Thread? _outThread;     // write-back: writes data records out to the members
-    private readonly DramArena? _outArena;   // write-back: one data record's payload, read back from the log
     private readonly Bio _outBio = new(1);
     private readonly Bio _outRead = new(1);
+    // Write-back write-out scratch (one stripe at a time): the snapshot's ring slots, and per member a bitmap of the chunk sectors they change.
+    private readonly int[] _outSlots = new int[MaxMerge];
+    private readonly ulong[] _outDirty;
+    private readonly ulong[] _outRows, _outTrial; // the rows (chunk sectors) the merged records change, and a record's tried on them
+    private readonly Raid5JournalEntry[] _outRuns = new Raid5JournalEntry[Raid5JournalLayout.MaxMembers];
+    private readonly bool[] _outWhole;            // per data index: read and write the member's whole window, not run by run
+    private readonly int _dirtyWords;
+    private long _writeOuts, _mergedRecords;
     private volatile bool _stopping;
     private volatile bool _outStopping, _outStopped;
     private long _fullStripeWrites, _rmwWrites, _rcwWrites, _degradedWrites, _reconstructedReads;
@@ -67,9 +84,13 @@ internal sealed unsafe class Raid5Target : MdTarget
         _workerPool.TryRent(out _workerBuffers);
         _thread = new Thread(Worker) { IsBackground = true, Name = $"md-{array.Name}-raid5d" };
         _thread.Start();
+        _dirtyWords = (int)((array.ChunkSectors + 63) / 64);
+        _outDirty = new ulong[array.RaidDisks * _dirtyWords];
+        _outRows = new ulong[_dirtyWords];
+        _outWhole = new bool[array.RaidDisks];
+        _outTrial = new ulong[_dirtyWords];
         if (_journal is { WriteBack: true })
         {
-            _outArena = DramArena.Create((long)_layout.DataDisks * _chunkBytes, _space, $"md-{array.Name}-r5c");
             _outThread = new Thread(WriteOutLoop) { IsBackground = true, Name = $"md-{array.Name}-r5c" };
             _outThread.Start();
         }
@@ -87,6 +108,9 @@ internal sealed unsafe class Raid5Target : MdTarget
     /// <summary>Stripe writes by kind since assembly: full-stripe, read-modify-write, reconstruct-write, degraded.</summary>
     public (long Full, long Rmw, long Rcw, long Degraded) WriteCounts =>
         (Interlocked.Read(ref _fullStripeWrites), Interlocked.Read(ref _rmwWrites), Interlocked.Read(ref _rcwWrites), Interlocked.Read(ref _degradedWrites));
+
+    /// <summary>Write-back: stripe write-outs since assembly, and the data records they wrote out (merged: several per stripe).</summary>
+    public (long Stripes, long Records) WriteOutCounts => (Interlocked.Read(ref _writeOuts), Interlocked.Read(ref _mergedRecords));
 
     /// <summary>Chunk pieces read by reconstruction (a member missing or failing the read).</summary>
     public long ReconstructedReads => Interlocked.Read(ref _reconstructedReads);
@@ -253,6 +277,18 @@ internal sealed unsafe class Raid5Target : MdTarget
 
     // ---- writes ----------------------------------------------------------------------------------------
 
+    /// <summary>Write-back: an array flush also makes the journal's records durable (data records of writes without FUA are written without it), once per array flush.</summary>
+    protected override MapResult MapFlush(Bio bio, out IBlockDevice? lower)
+    {
+        if (bio.TargetBioNumber == 0 && _journal is { WriteBack: true } j && !j.Persist())
+        {
+            lower = null;
+            bio.Complete(BlockStatus.IoError);
+            return MapResult.Submitted;
+        }
+        return base.MapFlush(bio, out lower);
+    }
+
     /// <inheritdoc/>
     protected override MapResult MapWrite(Bio bio)
     {
@@ -264,7 +300,7 @@ internal sealed unsafe class Raid5Target : MdTarget
         }
         if (!_writes.TryRent(out Bio? carrier)) return MapResult.Requeue;
         R5Write w = carrier.ContextAs<R5Write>();
-        w.WriteOutSeq = 0;
+        w.WriteOutStripe = -1;
         w.Cached = _journal is { WriteBack: true };
         if (w.Cached)
         {
@@ -296,7 +332,12 @@ internal sealed unsafe class Raid5Target : MdTarget
     private void Process(R5Write w, StripeBuffers set)
     {
         Bio bio = w.Parent!;
-        // A write-back journal's records are written with FUA: a preflush has nothing more to make durable.
+        if (w.WriteOutStripe >= 0)
+        {
+            WriteOutStripe(w, w.WriteOutStripe, set);
+            return;
+        }
+        // A write-back data record of a preflush write is made durable with every record before it: nothing more to flush.
         if ((bio.Flags & BioFlags.Preflush) != 0 && !w.Cached)
             for (int j = 0; j < Array.RaidDisks; j++)
             {
@@ -362,7 +403,8 @@ internal sealed unsafe class Raid5Target : MdTarget
                     if (!FillNew(i)) { w.Error = BlockStatus.Invalid; return; }
                     cached[k++] = new Raid5JournalEntry(SlotOfData(i), (int)a[i], (int)(b[i] - a[i]));
                 }
-            if (!_journal!.AppendData(memberBase, cached.AsSpan(0, k), set, out _)) w.Error = BlockStatus.IoError;
+            bool durable = (bio.Flags & (BioFlags.Fua | BioFlags.Preflush)) != 0;
+            if (!_journal!.AppendData(memberBase, cached.AsSpan(0, k), set, durable, out _)) w.Error = BlockStatus.IoError;
             return;
         }
 
@@ -424,41 +466,11 @@ internal sealed unsafe class Raid5Target : MdTarget
 
         int SlotOfData(int i) => _layout.DataMember(stripe, i);
 
-        // Parity of the row window = XOR of every data chunk's buffer over it.
-        void ComputeParity()
-        {
-            byte* p = set.At(pd, rowByte);
-            bool first = true;
-            for (int i = 0; i < data; i++)
-            {
-                byte* d = set.At(SlotOfData(i), rowByte);
-                if (first) Buffer.MemoryCopy(d, p, rowBytes, rowBytes);
-                else Parity.Xor(p, d, (nuint)rowBytes);
-                first = false;
-            }
-        }
+        void ComputeParity() => ComputeStripeParity(set, stripe, rowByte, rowBytes);
 
-        bool Read(int slot, long chunkLo, long chunkHi)
-        {
-            if (chunkLo >= chunkHi) return true;
-            MdMember m = Array.Slot(slot);
-            long s = chunkLo << Bio.SectorShift;
-            if (MemberIo(m, BioOp.Read, memberBase + chunkLo, set, slot, s, (int)((chunkHi - chunkLo) << Bio.SectorShift), BioFlags.None) == BlockStatus.Ok) return true;
-            Array.ReadError(m, memberBase + chunkLo, (int)(chunkHi - chunkLo));
-            w.ReadFailedSlot = slot;
-            return false;
-        }
+        bool Read(int slot, long chunkLo, long chunkHi) => ReadMember(w, set, slot, memberBase, chunkLo, chunkHi);
 
-        void Write(int slot, long chunkLo, long chunkHi)
-        {
-            if (chunkLo >= chunkHi) return;
-            MdMember m = Array.Slot(slot);
-            if (!m.Writable || !m.Readable(memberBase + chunkLo, chunkHi - chunkLo) && m.State == MdMemberState.Recovering)
-                return; // not rebuilt this far yet: the rebuild writes it from the others
-            if (MemberIo(m, BioOp.Write, memberBase + chunkLo, set, slot, chunkLo << Bio.SectorShift,
-                    (int)((chunkHi - chunkLo) << Bio.SectorShift), bio.Flags & BioFlags.Fua) != BlockStatus.Ok)
-                MemberWriteFailed(w, m);
-        }
+        void Write(int slot, long chunkLo, long chunkHi) => WriteMember(w, set, slot, memberBase, chunkLo, chunkHi, bio.Flags & BioFlags.Fua);
 
         void WriteTouchedAndParity(bool parity)
         {
@@ -471,7 +483,7 @@ internal sealed unsafe class Raid5Target : MdTarget
                 for (int i = 0; i < data; i++)
                     if (a[i] < b[i]) entries[n++] = new Raid5JournalEntry(SlotOfData(i), (int)a[i], (int)(b[i] - a[i]));
                 if (parity) entries[n++] = new Raid5JournalEntry(pd, (int)rowLo, (int)rowSectors);
-                if (!_journal.Append(memberBase, entries.AsSpan(0, n), set, w.WriteOutSeq, out seq))
+                if (!_journal.Append(memberBase, entries.AsSpan(0, n), set, out seq))
                 {
                     w.Error = BlockStatus.IoError;
                     return;
@@ -480,16 +492,14 @@ internal sealed unsafe class Raid5Target : MdTarget
             for (int i = 0; i < data; i++) Write(SlotOfData(i), a[i], b[i]);
             if (parity) Write(pd, rowLo, rowHi);
             _journal?.Done(seq);
-            // Still under the stripe lock: a read sees the data record or the members holding it.
-            if (w.WriteOutSeq != 0) _journal!.WrittenOut(w.WriteOutSeq);
         }
 
         int Full()
         {
             for (int i = 0; i < data; i++) if (!FillNew(i)) return Invalid();
             ComputeParity();
+            Interlocked.Increment(ref _fullStripeWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(true);
-            Interlocked.Increment(ref _fullStripeWrites);
             return 0;
         }
 
@@ -514,8 +524,8 @@ internal sealed unsafe class Raid5Target : MdTarget
                     if (!FillNew(i)) return Invalid();
                     Parity.Xor(p + s, set.At(slot, s), len);
                 }
+                Interlocked.Increment(ref _rmwWrites); // before the member writes: after them, it would wait for their non-temporal stores
                 WriteTouchedAndParity(true);
-                Interlocked.Increment(ref _rmwWrites);
                 return 0;
             }
             // Reconstruct-write: what the write leaves of each chunk's row window is read, then parity from scratch.
@@ -530,8 +540,8 @@ internal sealed unsafe class Raid5Target : MdTarget
                 }
             }
             ComputeParity();
+            Interlocked.Increment(ref _rcwWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(true);
-            Interlocked.Increment(ref _rcwWrites);
             return 0;
         }
 
@@ -539,8 +549,8 @@ internal sealed unsafe class Raid5Target : MdTarget
         {
             // The parity member is gone: the data is all there is to write.
             for (int i = 0; i < data; i++) if (a[i] < b[i] && !FillNew(i)) return Invalid();
+            Interlocked.Increment(ref _degradedWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(false);
-            Interlocked.Increment(ref _degradedWrites);
             return 0;
         }
 
@@ -554,8 +564,8 @@ internal sealed unsafe class Raid5Target : MdTarget
             for (int j = 0; j < disks; j++) if (j != missing && j != pd) Parity.Xor(x, set.At(j, rowByte), (nuint)rowBytes);
             for (int i = 0; i < data; i++) if (a[i] < b[i] && !FillNew(i)) return Invalid();
             ComputeParity();
+            Interlocked.Increment(ref _degradedWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(true);
-            Interlocked.Increment(ref _degradedWrites);
             return 0;
         }
 
@@ -564,6 +574,41 @@ internal sealed unsafe class Raid5Target : MdTarget
             w.Error = BlockStatus.Invalid;
             return 0;
         }
+    }
+
+    /// <summary>Parity of the row window [<paramref name="rowByte"/>, +<paramref name="rowBytes"/>) = XOR of every data chunk's buffer over it.</summary>
+    private void ComputeStripeParity(StripeBuffers set, long stripe, long rowByte, int rowBytes)
+    {
+        byte* p = set.At(_layout.ParityMember(stripe), rowByte);
+        for (int i = 0; i < _layout.DataDisks; i++)
+        {
+            byte* d = set.At(_layout.DataMember(stripe, i), rowByte);
+            if (i == 0) Buffer.MemoryCopy(d, p, rowBytes, rowBytes);
+            else Parity.Xor(p, d, (nuint)rowBytes);
+        }
+    }
+
+    /// <summary>Reads chunk sectors [<paramref name="chunkLo"/>, <paramref name="chunkHi"/>) of slot <paramref name="slot"/> into its buffer; a failure is reported and named in <paramref name="w"/>.</summary>
+    private bool ReadMember(R5Write w, StripeBuffers set, int slot, long memberBase, long chunkLo, long chunkHi)
+    {
+        if (chunkLo >= chunkHi) return true;
+        MdMember m = Array.Slot(slot);
+        long s = chunkLo << Bio.SectorShift;
+        if (MemberIo(m, BioOp.Read, memberBase + chunkLo, set, slot, s, (int)((chunkHi - chunkLo) << Bio.SectorShift), BioFlags.None) == BlockStatus.Ok) return true;
+        Array.ReadError(m, memberBase + chunkLo, (int)(chunkHi - chunkLo));
+        w.ReadFailedSlot = slot;
+        return false;
+    }
+
+    /// <summary>Writes chunk sectors [<paramref name="chunkLo"/>, <paramref name="chunkHi"/>) of slot <paramref name="slot"/> from its buffer, unless the member is gone or not rebuilt that far.</summary>
+    private void WriteMember(R5Write w, StripeBuffers set, int slot, long memberBase, long chunkLo, long chunkHi, BioFlags flags)
+    {
+        if (chunkLo >= chunkHi) return;
+        MdMember m = Array.Slot(slot);
+        if (!m.Writable || !m.Readable(memberBase + chunkLo, chunkHi - chunkLo) && m.State == MdMemberState.Recovering)
+            return; // not rebuilt this far yet: the rebuild writes it from the others
+        if (MemberIo(m, BioOp.Write, memberBase + chunkLo, set, slot, chunkLo << Bio.SectorShift, (int)((chunkHi - chunkLo) << Bio.SectorShift), flags) != BlockStatus.Ok)
+            MemberWriteFailed(w, m);
     }
 
     /// <summary>True when every member guarantees that discarded sectors read back as zeros (md's devices_handle_discard_safely).</summary>
@@ -603,8 +648,8 @@ internal sealed unsafe class Raid5Target : MdTarget
         public int ReadFailedSlot;
         /// <summary>Write-back: this write only appends data records (no region, no member).</summary>
         public bool Cached;
-        /// <summary>Write-back: the seq of the data record this write writes out; 0 for an array write.</summary>
-        public long WriteOutSeq;
+        /// <summary>Write-back: the stripe whose pending data records this write writes out; −1 for an array write.</summary>
+        public long WriteOutStripe = -1;
 
         public override void BitsDurable() => owner.Dispatch(this);
     }
@@ -698,51 +743,39 @@ internal sealed unsafe class Raid5Target : MdTarget
     // ---- write-back: the write-out thread (md's r5c reclaim) -------------------------------------------
 
     /// <summary>
-    /// Writes the journal's pending data records to the members, oldest first: each one's payload
-    /// is read back from the log into a DRAM buffer and written as an array write of its range
-    /// through the stripe path (bitmap, parity, a write-through record naming the data record, the
-    /// members), one at a time. Stops when the journal or the array fails: the records stay in the
-    /// log for the next assembly.
+    /// Writes the journal's pending data records to the members a stripe at a time: the stripe of
+    /// the oldest pending record, with every pending record of that stripe, as an array write
+    /// through the bitmap (<see cref="WriteOutStripe"/>). Stops when the journal or the array
+    /// fails: the records stay in the log for the next assembly.
     /// </summary>
     private void WriteOutLoop()
     {
         Raid5Journal journal = _journal!;
-        var entries = new Raid5JournalEntry[Array.RaidDisks];
         long lastSeen = -1;
         try
         {
             while (!_outStopping)
             {
                 if (journal.Failed || Array.IsFailed || Array.IsReadOnly) return;
-                if (journal.PauseWriteOut || !journal.WriteOutWanted(ref lastSeen) || !journal.NextWriteOut(entries, out long seq, out long memberSector, out int count, out long payloadBlock))
+                if (journal.PauseWriteOut || !journal.WriteOutWanted(ref lastSeen) || !journal.NextWriteOutStripe(out long memberSector))
                 {
                     journal.OutWake.WaitOne(50);
                     continue;
                 }
                 long stripe = memberSector >> _layout.ChunkShift;
-                // The entries are data ranges in array order, contiguous: the record is one array range.
-                Raid5JournalEntry first = entries[0];
-                long sector = _layout.ArraySector(stripe, _layout.DataIndexOf(stripe, first.Slot), first.First);
-                int bytes = 0;
-                for (int i = 0; i < count; i++) bytes += entries[i].Sectors << Bio.SectorShift;
-                int padded = (bytes + Raid5JournalLayout.BlockBytes - 1) & ~(Raid5JournalLayout.BlockBytes - 1);
-                if (journal.ReadLog(_outRead, payloadBlock, _outArena!.PfnAt(0), padded) != BlockStatus.Ok)
-                {
-                    Array.JournalFailed($"journal {journal.Spec} failed (write-out read of record {seq}): {journal.Pending} acknowledged record(s) stay in it, not written out");
-                    return;
-                }
                 BlockStatus status;
                 while (true)
                 {
-                    Bio bio = _outBio.Init(BioOp.Write, sector).AddVec(_outArena.PfnAt(0), 0, (uint)bytes);
+                    // The bio names the stripe's first array sector and carries nothing: the data comes from the log.
+                    Bio bio = _outBio.Init(BioOp.Write, stripe * _layout.StripeSectors);
                     Bio? carrier;
                     while (!_writes.TryRent(out carrier)) Thread.Yield();
                     R5Write w = carrier.ContextAs<R5Write>();
                     w.Cached = false;
-                    w.WriteOutSeq = seq;
+                    w.WriteOutStripe = stripe;
                     ValueTask<BlockStatus> done = bio.PrepareAwait();
                     WriteIntentBitmap regions = Array.Regions;
-                    if (BeginWrite(carrier, w, bio, regions.RegionOf(stripe << _layout.ChunkShift), regions.RegionOf(((stripe + 1) << _layout.ChunkShift) - 1)) == MapResult.Requeue)
+                    if (BeginWrite(carrier, w, bio, regions.RegionOf(memberSector), regions.RegionOf(memberSector + _layout.ChunkSectors - 1)) == MapResult.Requeue)
                     {
                         // A sync holds the region: try again shortly. The bio never started; completing it ends the await armed above.
                         bio.Complete(BlockStatus.Ok);
@@ -755,12 +788,200 @@ internal sealed unsafe class Raid5Target : MdTarget
                 }
                 if (status != BlockStatus.Ok)
                 {
-                    Array.JournalFailed($"md: write-out of journal record {seq} failed ({status}): it stays in the journal for the next assembly");
+                    Array.JournalFailed($"md: write-out of stripe {stripe} failed ({status}): its records stay in the journal for the next assembly");
                     return;
                 }
             }
         }
         finally { _outStopped = true; }
+    }
+
+    /// <summary>
+    /// Writes out stripe <paramref name="stripe"/>: its pending data records, oldest first, merged
+    /// into one stripe write (md's r5c writes a cached stripe_head out with all its pages). The
+    /// rows they change (chunk sectors any of them writes on any member) form at most
+    /// <see cref="Raid5JournalLayout.MaxMembers"/> runs, the ranges one parity record names; a
+    /// record that would make more waits for the next write-out. Over those rows the sectors no
+    /// record changes are read from the members (with a data member unreadable, every other
+    /// member's rows and the missing one's rebuilt from them), the records' data is read from the
+    /// log over them, the parity computed, journalled as one parity record covering the records
+    /// (their data is in the log already) and made durable; then the changed sectors and the
+    /// parity go to the members and the records leave the index. Under the stripe lock: reads of
+    /// the stripe lay the records over the members until then.
+    /// </summary>
+    private void WriteOutStripe(R5Write w, long stripe, StripeBuffers set)
+    {
+        Raid5Journal journal = _journal!;
+        int disks = Array.RaidDisks, data = _layout.DataDisks, pd = _layout.ParityMember(stripe), words = _dirtyWords;
+        long memberBase = stripe << _layout.ChunkShift;
+        ulong[] dirty = _outDirty;
+        Span<ulong> rows = _outRows, trial = _outTrial;
+        Raid5JournalEntry[] runs = _outRuns;
+        LockStripe(stripe);
+        try
+        {
+            int count = journal.SnapshotStripe(memberBase, _outSlots);
+            if (count == 0) return;
+            dirty.AsSpan().Clear();
+            rows.Clear();
+            int taken = 0;
+            for (; taken < count; taken++)
+            {
+                // The record's rows added to the others': taken only while the runs still fit one header.
+                rows.CopyTo(trial);
+                foreach (Raid5JournalEntry e in journal.EntriesOf(_outSlots[taken], out _)) SetBits(trial, e.First, e.First + e.Sectors);
+                if (taken > 0 && CountRuns(trial) > Raid5JournalLayout.MaxMembers) break;
+                trial.CopyTo(rows);
+                foreach (Raid5JournalEntry e in journal.EntriesOf(_outSlots[taken], out _)) SetBits(dirty.AsSpan(e.Slot * words, words), e.First, e.First + e.Sectors);
+            }
+            ReadOnlySpan<int> slots = _outSlots.AsSpan(0, taken);
+            long newest = journal.SeqOf(slots[^1]);
+            int nRuns = 0;
+            long lo = long.MaxValue, hi = 0;
+            for (long s = 0; s < _layout.ChunkSectors;)
+            {
+                if (!IsSet(rows, s)) { s++; continue; }
+                long end = s + 1;
+                while (end < _layout.ChunkSectors && IsSet(rows, end)) end++;
+                runs[nRuns++] = new Raid5JournalEntry(pd, (int)s, (int)(end - s));
+                lo = Math.Min(lo, s);
+                hi = end;
+                s = end;
+            }
+            ReadOnlySpan<Raid5JournalEntry> parity = runs.AsSpan(0, nRuns);
+            bool[] wholeWindow = _outWhole;
+            for (int i = 0; i < data; i++) wholeWindow[i] = CountRuns(dirty.AsSpan(_layout.DataMember(stripe, i) * words, words)) > MaxRuns;
+            int unreadable = -1;
+            for (int j = 0; j < disks; j++)
+                if (!Array.Slot(j).Readable(memberBase + lo, hi - lo))
+                {
+                    if (unreadable >= 0) { w.Error = BlockStatus.IoError; return; } // two gone: the array is failing
+                    unreadable = j;
+                }
+            while (!ReadUnchanged(unreadable, parity))
+            {
+                // A member failed a read: treat it as the missing one, once.
+                if (unreadable >= 0) { w.Error = BlockStatus.IoError; return; }
+                unreadable = w.ReadFailedSlot;
+            }
+            // The records' data over it, oldest first, straight from the log into the member buffers.
+            foreach (int r in slots)
+            {
+                ReadOnlySpan<Raid5JournalEntry> entries = journal.EntriesOf(r, out long block);
+                foreach (Raid5JournalEntry e in entries)
+                {
+                    if (journal.ReadLog(_outRead, block, set, e.Slot, (long)e.First << Bio.SectorShift, e.Sectors << Bio.SectorShift) != BlockStatus.Ok) { w.Error = BlockStatus.IoError; return; }
+                    block += e.Sectors;
+                }
+            }
+            foreach (Raid5JournalEntry run in parity)
+                ComputeStripeParity(set, stripe, (long)run.First << Bio.SectorShift, run.Sectors << Bio.SectorShift);
+            if (!journal.AppendParity(memberBase, parity, set, newest, slots, out long paritySeq))
+            {
+                w.Error = BlockStatus.IoError;
+                return;
+            }
+            // The changed sectors of each data member, then the parity runs. A member with more than
+            // MaxRuns runs gets its whole window in one write (its buffer holds what lies between the
+            // runs as the member does: it was read whole).
+            for (int i = 0; i < data; i++)
+            {
+                int slot = _layout.DataMember(stripe, i);
+                ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
+                if (wholeWindow[i]) WriteMember(w, set, slot, memberBase, FirstSet(mine, lo, hi), LastSet(mine, lo, hi) + 1, BioFlags.None);
+                else
+                    for (long s = lo; s < hi;)
+                    {
+                        if (!IsSet(mine, s)) { s++; continue; }
+                        long end = s + 1;
+                        while (end < hi && IsSet(mine, end)) end++;
+                        WriteMember(w, set, slot, memberBase, s, end, BioFlags.None);
+                        s = end;
+                    }
+            }
+            foreach (Raid5JournalEntry run in parity) WriteMember(w, set, pd, memberBase, run.First, run.First + run.Sectors, BioFlags.None);
+            // Counted before the records leave the index: whoever sees them gone sees them counted.
+            Interlocked.Increment(ref _writeOuts);
+            Interlocked.Add(ref _mergedRecords, taken);
+            journal.WrittenOut(slots, paritySeq);
+
+            // What the records do not change of their rows: each data member's unchanged sectors there, or, with a data
+            // member unreadable, every other member's rows and the missing one's rebuilt from them (parity included).
+            bool ReadUnchanged(int missing, ReadOnlySpan<Raid5JournalEntry> rowRuns)
+            {
+                // A member the records change in many runs is read whole over the window, once (see the writes);
+                // degraded, only the rows are read (and rebuilt), so every member is written run by run.
+                if (missing >= 0 && missing != pd) wholeWindow.AsSpan().Clear();
+                for (int i = 0; i < data; i++)
+                    if (wholeWindow[i] && !ReadMember(w, set, _layout.DataMember(stripe, i), memberBase, lo, hi)) return false;
+                foreach (Raid5JournalEntry run in rowRuns)
+                {
+                    long a = run.First, b = run.First + run.Sectors;
+                    if (missing >= 0 && missing != pd)
+                    {
+                        for (int j = 0; j < disks; j++) if (j != missing && !ReadMember(w, set, j, memberBase, a, b)) return false;
+                        long at = a << Bio.SectorShift, bytes = (b - a) << Bio.SectorShift;
+                        byte* x = set.At(missing, at);
+                        Buffer.MemoryCopy(set.At(pd, at), x, bytes, bytes);
+                        for (int j = 0; j < disks; j++) if (j != missing && j != pd) Parity.Xor(x, set.At(j, at), (nuint)bytes);
+                        continue;
+                    }
+                    for (int i = 0; i < data; i++)
+                    {
+                        int slot = _layout.DataMember(stripe, i);
+                        if (wholeWindow[i]) continue;
+                        ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
+                        for (long s = a; s < b;)
+                        {
+                            if (IsSet(mine, s)) { s++; continue; }
+                            long end = s + 1;
+                            while (end < b && !IsSet(mine, end)) end++;
+                            if (!ReadMember(w, set, slot, memberBase, s, end)) return false;
+                            s = end;
+                        }
+                    }
+                }
+                if (missing >= 0 && missing != pd) Interlocked.Increment(ref _degradedWrites);
+                return true;
+            }
+        }
+        finally { UnlockStripe(stripe); }
+    }
+
+    /// <summary>The first set bit in [<paramref name="from"/>, <paramref name="to"/>) (there is one).</summary>
+    private static long FirstSet(ReadOnlySpan<ulong> bits, long from, long to)
+    {
+        while (from < to && !IsSet(bits, from)) from++;
+        return from;
+    }
+
+    /// <summary>The last set bit in [<paramref name="from"/>, <paramref name="to"/>) (there is one).</summary>
+    private static long LastSet(ReadOnlySpan<ulong> bits, long from, long to)
+    {
+        while (to > from && !IsSet(bits, to - 1)) to--;
+        return to - 1;
+    }
+
+    private static bool IsSet(ReadOnlySpan<ulong> bits, long i) => (bits[(int)(i >> 6)] & (1UL << (int)(i & 63))) != 0;
+
+    private static void SetBits(Span<ulong> bits, long from, long to)
+    {
+        for (long i = from; i < to; i++) bits[(int)(i >> 6)] |= 1UL << (int)(i & 63);
+    }
+
+    /// <summary>Runs of set bits (maximal ranges).</summary>
+    private static int CountRuns(ReadOnlySpan<ulong> bits)
+    {
+        int runs = 0;
+        bool carry = false; // the bit before this word's first was set
+        foreach (ulong word in bits)
+        {
+            // A run starts at each set bit whose lower neighbour is clear.
+            ulong starts = word & ~((word << 1) | (carry ? 1UL : 0));
+            runs += System.Numerics.BitOperations.PopCount(starts);
+            carry = (word >> 63) != 0;
+        }
+        return runs;
     }
 
     // ---- sync ------------------------------------------------------------------------------------------
@@ -850,6 +1071,5 @@ internal sealed unsafe class Raid5Target : MdTarget
         _thread.Join();
         _pool.Dispose();
         _workerPool.Dispose();
-        _outArena?.Dispose();
     }
 }

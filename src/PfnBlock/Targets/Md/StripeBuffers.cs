@@ -39,14 +39,17 @@ internal sealed unsafe class StripeBuffers(DramArena arena, long firstByte, int 
 }
 
 /// <summary>
-/// A fixed set of <see cref="StripeBuffers"/> rented without locks or allocation (a bitmask of free
-/// sets): the I/O path takes one per write or reconstruction and gives it back at once.
+/// A fixed set of <see cref="StripeBuffers"/> rented without locks or allocation (a free flag per
+/// set): the I/O path takes one per write or reconstruction and gives it back at once. Taking is a
+/// compare-exchange; giving back is a plain store, because it comes right after the members'
+/// non-temporal writes, and a locked instruction there would wait for them to reach memory.
 /// </summary>
 internal sealed class StripeBufferPool : IDisposable
 {
     private readonly DramArena _arena;
     private readonly StripeBuffers[] _sets;
-    private long _free;
+    // One flag per set, each on its own cache line: 1 free, 0 rented.
+    private readonly PaddedFlag[] _free;
 
     /// <summary>Creates <paramref name="sets"/> (at most 64) sets of <paramref name="count"/> buffers of <paramref name="bytes"/> bytes.</summary>
     public StripeBufferPool(int sets, int count, int bytes, PhysicalAddressSpace? space, string name)
@@ -55,31 +58,34 @@ internal sealed class StripeBufferPool : IDisposable
         long setBytes = (long)count * bytes;
         _arena = DramArena.Create(setBytes * sets, space, name);
         _sets = [.. Enumerable.Range(0, sets).Select(i => new StripeBuffers(_arena, i * setBytes, count, bytes) { Index = i })];
-        _free = sets == 64 ? -1L : (1L << sets) - 1;
+        _free = new PaddedFlag[sets];
+        for (int i = 0; i < sets; i++) _free[i].Value = 1;
     }
 
     /// <summary>Takes a free set; false when all are in use.</summary>
     public bool TryRent(out StripeBuffers set)
     {
-        while (true)
+        for (int i = 0; i < _free.Length; i++)
         {
-            long free = Volatile.Read(ref _free);
-            if (free == 0)
-            {
-                set = null!;
-                return false;
-            }
-            int i = System.Numerics.BitOperations.TrailingZeroCount(free);
-            if (Interlocked.CompareExchange(ref _free, free & ~(1L << i), free) == free)
+            ref int flag = ref _free[i].Value;
+            if (Volatile.Read(ref flag) == 1 && Interlocked.CompareExchange(ref flag, 0, 1) == 1)
             {
                 set = _sets[i];
                 return true;
             }
         }
+        set = null!;
+        return false;
     }
 
-    /// <summary>Gives a set back.</summary>
-    public void Return(StripeBuffers set) => Interlocked.Or(ref _free, 1L << set.Index);
+    /// <summary>Gives a set back (a release store: what the renter wrote is visible to the next renter).</summary>
+    public void Return(StripeBuffers set) => Volatile.Write(ref _free[set.Index].Value, 1);
+
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 64)]
+    private struct PaddedFlag
+    {
+        [System.Runtime.InteropServices.FieldOffset(0)] public int Value;
+    }
 
     public void Dispose() => _arena.Dispose();
 }

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using CsCheck;
 using PfnBlock.Block;
 using PfnBlock.Devices;
@@ -247,21 +248,22 @@ public sealed class Raid5JournalTests : IDisposable
         // its payload not all there. With the payload's checksum right it would count; torn, it is ignored.
         IBlockDevice jdev = _h.Open(j);
         Raid5JournalSuperblock jsb = JournalSuperblock(j);
-        // Where the writer puts the next record: after the last one, or at the log's start when
-        // two blocks no longer fit before its end (the child may have filled the log that far).
+        // Where the writer puts the next record (a header block and 8 of payload): after the last one, or at
+        // the log's start when it no longer fits before its end (the child may have filled the log that far).
+        const int Size = 1 + 8;
         long at = last.Block + 1 + last.PayloadBlocks;
-        if (at + 2 > jsb.Blocks)
+        if (at + Size > jsb.Blocks)
         {
             at = Raid5JournalLayout.LogStart;
-            Assert.True(records[0].Block >= at + 2, "the live records leave no room for a record at the log's start");
+            Assert.True(records[0].Block >= at + Size, "the live records leave no room for a record at the log's start");
         }
         byte[] payload = Stamp.Make(0, 4096, 5);
         Raid5JournalEntry[] entries = [new(last.Entries[0].Slot, 0, 8)];
-        var header = new byte[4096];
-        Raid5JournalRecord.EncodeHeader(header, last.Seq + 1, at, last.MemberSector, entries, 1, Crc32C.Compute(jsb.RecordSeed, payload), jsb.RecordSeed);
-        Assert.Equal(BlockStatus.Ok, _h.Write(jdev, at * 4096, [.. header, .. payload]));
+        var header = new byte[Raid5JournalLayout.BlockBytes];
+        Raid5JournalRecord.EncodeHeader(header, last.Seq + 1, at, last.MemberSector, entries, 8, Crc32C.Lanes.Of(jsb.RecordSeed, payload), jsb.RecordSeed);
+        Assert.Equal(BlockStatus.Ok, _h.Write(jdev, at * Raid5JournalLayout.BlockBytes, [.. header, .. payload]));
         Assert.Equal(records.Count + 1, _h.JournalRecords(j).Count);
-        Damage(jdev, (at + 1) * 4096 + 100);
+        Damage(jdev, (at + 1) * Raid5JournalLayout.BlockBytes + 100);
         Assert.Equal(records.Count, _h.JournalRecords(j).Count);
         // The older superblock copy damaged (as a torn update of it would be): the current one is used.
         Damage(jdev, (long)((jsb.Generation + 1) % 2) * Raid5JournalLayout.BlockBytes + 200);
@@ -270,6 +272,50 @@ public sealed class Raid5JournalTests : IDisposable
         IBlockDevice md = _h.Open(MdHarness.JournalSpec(m, j));
         Assert.Equal(records.Count, MdArray.Of(md)!.JournalStatus!.Replayed);
         _h.AssertAcknowledged(md, acks, Blocks, seed: 31);
+    }
+
+    /// <summary>Format 2.0 fields: a 1.x superblock (4 KiB blocks), a later major, a bad magic or checksum, and more members than a record header names are refused with what is wrong.</summary>
+    [Fact]
+    public void OtherFormatVersionsAndGeometriesAreRefusedClearly()
+    {
+        var sb = new Raid5JournalSuperblock { Generation = 1, Blocks = 8192, TailBlock = Raid5JournalLayout.LogStart, TailSeq = 1, RaidDisks = 4, ChunkSectors = 32 };
+        var block = new byte[Raid5JournalLayout.BlockBytes];
+        sb.Encode(block);
+        Assert.NotNull(Raid5JournalSuperblock.Decode(block, 8192, out string? error));
+        Assert.Null(error);
+
+        byte[] v1 = [.. block];
+        BinaryPrimitives.WriteUInt16LittleEndian(v1.AsSpan(8), 1);
+        Assert.Null(Raid5JournalSuperblock.Decode(v1, 8192, out error));
+        Assert.Contains("format 1.x", error);
+        Assert.Contains("stop it cleanly", error);
+
+        byte[] v3 = [.. block];
+        BinaryPrimitives.WriteUInt16LittleEndian(v3.AsSpan(8), 3);
+        Assert.Null(Raid5JournalSuperblock.Decode(v3, 8192, out error));
+        Assert.Contains("checksum mismatch", error); // the version is under the checksum
+        Reseal(v3);
+        Assert.Null(Raid5JournalSuperblock.Decode(v3, 8192, out error));
+        Assert.Contains("version 3 is not supported", error);
+
+        byte[] magic = [.. block];
+        magic[0] ^= 1;
+        Assert.Null(Raid5JournalSuperblock.Decode(magic, 8192, out error));
+        Assert.Contains("bad magic", error);
+
+        sb.RaidDisks = Raid5JournalLayout.MaxMembers + 1;
+        sb.Encode(block);
+        Assert.Null(Raid5JournalSuperblock.Decode(block, 8192, out error));
+        Assert.Contains("geometry", error);
+        IBlockDevice dev = _h.Open("pmem:" + _h.Scratch.NewNamespace(4 << 20));
+        var e = Assert.Throws<ArgumentException>(() => Raid5Journal.Format(dev, "j", new byte[16], Raid5JournalLayout.MaxMembers + 1, 32, Raid5JournalMode.WriteBack));
+        Assert.Contains($"at most {Raid5JournalLayout.MaxMembers} members", e.Message);
+
+        static void Reseal(byte[] b)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(Raid5JournalSuperblock.ChecksumOffset), 0);
+            BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(Raid5JournalSuperblock.ChecksumOffset), Crc32C.Compute(0, b));
+        }
     }
 
     [Fact]
@@ -292,7 +338,7 @@ public sealed class Raid5JournalTests : IDisposable
         // Both superblock copies damaged.
         IBlockDevice jdev = _h.Open(j);
         Damage(jdev, 100);
-        Damage(jdev, 4096 + 100);
+        Damage(jdev, Raid5JournalLayout.BlockBytes + 100);
         _h.Reopen();
         e = Assert.Throws<IOException>(() => _h.Open(MdHarness.JournalSpec(m, j)));
         Assert.Contains("checksum mismatch", e.Message);

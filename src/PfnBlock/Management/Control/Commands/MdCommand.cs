@@ -141,6 +141,7 @@ public sealed class MdCommand : IRegisteredControlCommand
                 ["spec"] = j.Spec,
                 ["mode"] = Raid5Journal.ModeName(j.Mode),
                 ["state"] = j.Failed ? "failed" : "active",
+                ["block_bytes"] = Raid5JournalLayout.BlockBytes,
                 ["blocks"] = j.Blocks,
                 ["used_blocks"] = j.UsedBlocks,
                 ["records"] = j.Records,
