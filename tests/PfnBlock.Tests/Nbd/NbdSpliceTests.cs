@@ -100,7 +100,7 @@ public sealed class NbdSpliceTests : IDisposable
         new Random(12).NextBytes(expected);
         expected.AsSpan().Replace((byte)0, (byte)1); // a zeroed byte must stand out
         expected.CopyTo(new Span<byte>(dev.Namespace.DataAddress, ReadBytes));
-        using var server = new NbdTestServer(("ns", dev, false));
+        using var server = new NbdTestServer(new NbdServerOptions { SpliceReadBytes = 64 << 10 }, ("ns", dev, false));
         using NbdRawClient reader = NbdRawClient.Connect(server.SocketPath);
         using NbdRawClient zeroer = NbdRawClient.Connect(server.SocketPath);
         reader.Negotiate("ns");
@@ -129,7 +129,7 @@ public sealed class NbdSpliceTests : IDisposable
     public void AClientThatLeavesWithoutReadingSplicedRepliesLeavesNoPinBehind()
     {
         PmemDevice dev = NewPmem();
-        using var server = new NbdTestServer(("ns", dev, false));
+        using var server = new NbdTestServer(new NbdServerOptions { SpliceReadBytes = 64 << 10 }, ("ns", dev, false));
         using (NbdRawClient c = NbdRawClient.Connect(server.SocketPath))
         {
             c.Negotiate("ns");

@@ -34,9 +34,11 @@ public sealed record NbdServerOptions
     /// <summary>
     /// Read data from a device's own memory (direct access) of at least this many bytes in one
     /// reply piece is handed to the socket by reference (<c>vmsplice</c> into a pipe, <c>splice</c>
-    /// to the socket) instead of copied into it; 0 turns this off. Plaintext connections only.
+    /// to the socket) instead of copied into it; 0 (the default) turns this off. Plaintext
+    /// connections only. Off by default: in one interleaved run it cost 1 MiB QD8 reads a fifth of
+    /// their IOPS, and one test failure of a trim waiting behind a spliced reply is unexplained.
     /// </summary>
-    public int SpliceReadBytes { get; init; } = 64 << 10;
+    public int SpliceReadBytes { get; init; }
     /// <summary>How long a client may take from connecting to the end of option haggling (TLS included); then it is dropped.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
