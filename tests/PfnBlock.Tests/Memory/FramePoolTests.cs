@@ -115,8 +115,15 @@ public sealed class FramePoolTests
             }
         }
         Cycle(1000);
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        Cycle(100_000);
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        // The least of a few rounds: a tier-up of the JIT can land inside one round and allocate on
+        // this thread (6776 bytes once in CI); a real allocation per rent would show in every round.
+        long least = long.MaxValue;
+        for (int round = 0; round < 5 && least > 0; round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            Cycle(100_000);
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.Equal(0, least);
     }
 }
