@@ -352,14 +352,13 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     /// <summary>Returns a pooled bio to its pool; does nothing for an unpooled one.</summary>
     public void Release() => ReturnToPool();
 
-    /// <summary>Arms the bio so that its completion can be awaited through the returned task.</summary>
     /// <summary>The bio <see cref="SubmitWaitingInline"/> is submitting on this thread.</summary>
     [ThreadStatic] private static Bio? t_waitingInline;
     private bool _doneInline;
 
     /// <summary>
     /// Submits this bio, armed with <see cref="PrepareAwait"/>, and dispatches it before returning
-    /// (nested in a running dispatch, as <see cref="BlockDevice.SubmitNested"/>). A completion on
+    /// (nested in a running dispatch, as <see cref="BlockDevice.SubmitNested(Bio)"/>). A completion on
     /// this thread before the submission returns (a memory device's, in its submit) is only noted,
     /// and the method returns true: the awaiter is never signalled, because its signal is a locked
     /// instruction (<c>ManualResetValueTaskSourceCore</c>'s compare-exchange), which would wait for
@@ -380,6 +379,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         return _doneInline;
     }
 
+    /// <summary>Arms the bio so that its completion can be awaited through the returned task.</summary>
     internal ValueTask<BlockStatus> PrepareAwait()
     {
         if (EndIo is not null) throw new InvalidOperationException("an awaited bio cannot also have EndIo");

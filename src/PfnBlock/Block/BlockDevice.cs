@@ -82,10 +82,11 @@ public abstract class BlockDevice : IBlockDevice
     /// Submits <paramref name="bio"/> and dispatches it (and whatever it queues) before returning,
     /// even when called from inside another dispatch: for callers that block on the result.
     /// </summary>
-    internal void SubmitNested(Bio bio)
+    internal void SubmitNested(Bio bio) => SubmitNested(bio, BlockThread.Current);
+
+    private void SubmitNested(Bio bio, BlockThread t)
     {
         bio.PrepareSubmit();
-        BlockThread t = BlockThread.Current;
         if (!t.Dispatching) { RunDispatchLoop(t, bio); return; }
         BlockThread.QueueState outer = t.SaveQueue();
         t.Nesting++;
@@ -102,7 +103,7 @@ public abstract class BlockDevice : IBlockDevice
 
     /// <summary>
     /// Submits <paramref name="bio"/> to <paramref name="device"/> and, where it can, dispatches it
-    /// before returning even from inside another dispatch (<see cref="SubmitNested"/>): a fan-out
+    /// before returning even from inside another dispatch (<see cref="SubmitNested(Bio)"/>): a fan-out
     /// target (a mirror's legs) then sees every leg that completes inline complete while its
     /// submitting call still holds the request, and can settle them with plain stores instead of
     /// locked instructions, each of which would wait for the leg's non-temporal stores to drain.
@@ -111,7 +112,7 @@ public abstract class BlockDevice : IBlockDevice
     /// </summary>
     internal static void SubmitNow(IBlockDevice device, Bio bio)
     {
-        if (device is BlockDevice bd && BlockThread.Current.Nesting < MaxNesting) bd.SubmitNested(bio);
+        if (device is BlockDevice bd && BlockThread.Current is { Nesting: < MaxNesting } t) bd.SubmitNested(bio, t);
         else device.Submit(bio);
     }
 

@@ -24,7 +24,7 @@ internal sealed class BlockThread
 
     /// <summary>True while the thread is inside a dispatch loop.</summary>
     public bool Dispatching;
-    /// <summary>Dispatch loops opened inside another on this thread (<see cref="BlockDevice.SubmitNested"/>).</summary>
+    /// <summary>Dispatch loops opened inside another on this thread (<see cref="BlockDevice.SubmitNested(Bio)"/>).</summary>
     public int Nesting;
     /// <summary>The next bio to dispatch.</summary>
     public Bio? Head;
