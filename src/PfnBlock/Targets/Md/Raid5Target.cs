@@ -472,6 +472,9 @@ internal sealed unsafe class Raid5Target : MdTarget
 
         void Write(int slot, long chunkLo, long chunkHi) => WriteMember(w, set, slot, memberBase, chunkLo, chunkHi, bio.Flags & BioFlags.Fua);
 
+        // New data of chunk i straight from the bio's frames to its member.
+        void WriteNew(int i) => WriteMemberFromBio(w, set, SlotOfData(i), memberBase, a[i], b[i], bio, bioByte + ((i * c + a[i] - off) << Bio.SectorShift), bio.Flags & BioFlags.Fua);
+
         void WriteTouchedAndParity(bool parity)
         {
             long seq = 0;
@@ -496,6 +499,22 @@ internal sealed unsafe class Raid5Target : MdTarget
 
         int Full()
         {
+            // Without a journal (whose records are read from the stripe buffers) the data is not
+            // copied into the buffers: parity is computed from the bio's memory and the members
+            // write the bio's frames (one non-temporal copy of the data instead of two copies).
+            if (_journal is null && bio.Op == BioOp.Write)
+            {
+                byte* p = set.At(pd, 0);
+                for (int i = 0; i < data; i++)
+                {
+                    long from = bioByte + (long)i * _chunkBytes;
+                    if (!(i == 0 ? CopyBio(bio, from, p, _chunkBytes, toBio: false) : XorFromBio(bio, from, p, null, null, _chunkBytes))) return Invalid();
+                }
+                Interlocked.Increment(ref _fullStripeWrites); // before the member writes: after them, it would wait for their non-temporal stores
+                for (int i = 0; i < data; i++) WriteNew(i);
+                Write(pd, 0, c);
+                return 0;
+            }
             for (int i = 0; i < data; i++) if (!FillNew(i)) return Invalid();
             ComputeParity();
             Interlocked.Increment(ref _fullStripeWrites); // before the member writes: after them, it would wait for their non-temporal stores
@@ -508,6 +527,9 @@ internal sealed unsafe class Raid5Target : MdTarget
             // md's choice: count the member reads each way; read-modify-write only when strictly fewer.
             int rmw = touched + 1, rcw = 0;
             for (int i = 0; i < data; i++) if (!(a[i] <= rowLo && b[i] >= rowHi)) rcw++;
+            // One chunk touched and two member ranges to read either way (old data and old parity, or
+            // the other two data chunks of a four-member array): the direct path, when it can map them.
+            if (touched == 1 && (rmw < rcw || rcw == 2) && _journal is null && bio.Op == BioOp.Write && OneChunkDirect(rmw < rcw)) return 0;
             if (rmw < rcw)
             {
                 // Old data and old parity out, new data in: P ^= old ^ new over each touched range.
@@ -543,6 +565,45 @@ internal sealed unsafe class Raid5Target : MdTarget
             Interlocked.Increment(ref _rcwWrites); // before the member writes: after them, it would wait for their non-temporal stores
             WriteTouchedAndParity(true);
             return 0;
+        }
+
+        // One chunk i touched, two member ranges to read, members with direct access: the two
+        // (old parity and old data for read-modify-write, the other two data chunks for
+        // reconstruct-write) are loaded where they lie, with no member read bios and no copies
+        // into the buffers, together with the new data in one pass into the parity buffer, so
+        // their cache misses overlap; the new data goes to its member from the bio's frames.
+        // False (nothing done) when a member cannot map its range: the buffered path then reads
+        // it through a bio (and sees a bad block fail).
+        bool OneChunkDirect(bool readModify)
+        {
+            int i = 0;
+            while (a[i] >= b[i]) i++;
+            int slot = SlotOfData(i), len = (int)((b[i] - a[i]) << Bio.SectorShift);
+            long fromBio = bioByte + ((i * c + a[i] - off) << Bio.SectorShift);
+            int first = readModify ? pd : SlotOfData(i == 0 ? 1 : 0), second = readModify ? slot : SlotOfData(i == 2 ? 1 : 2);
+            if (!TryMapMember(first, memberBase + a[i], len, out DaxRange firstRange, out byte* x)) return false;
+            if (!TryMapMember(second, memberBase + a[i], len, out DaxRange secondRange, out byte* y))
+            {
+                firstRange.Unpin();
+                return false;
+            }
+            bool ok;
+            // Unpinned before the member writes: a locked instruction after them would wait for their non-temporal stores.
+            try { ok = XorFromBio(bio, fromBio, set.At(pd, a[i] << Bio.SectorShift), x, y, len); }
+            finally
+            {
+                secondRange.Unpin();
+                firstRange.Unpin();
+            }
+            if (!ok)
+            {
+                Invalid();
+                return true;
+            }
+            Interlocked.Increment(ref readModify ? ref _rmwWrites : ref _rcwWrites);
+            WriteNew(i);
+            Write(pd, a[i], b[i]);
+            return true;
         }
 
         int DataOnly()
@@ -605,10 +666,81 @@ internal sealed unsafe class Raid5Target : MdTarget
     {
         if (chunkLo >= chunkHi) return;
         MdMember m = Array.Slot(slot);
-        if (!m.Writable || !m.Readable(memberBase + chunkLo, chunkHi - chunkLo) && m.State == MdMemberState.Recovering)
-            return; // not rebuilt this far yet: the rebuild writes it from the others
+        if (!MayWrite(m, memberBase + chunkLo, chunkHi - chunkLo)) return;
         if (MemberIo(m, BioOp.Write, memberBase + chunkLo, set, slot, chunkLo << Bio.SectorShift, (int)((chunkHi - chunkLo) << Bio.SectorShift), flags) != BlockStatus.Ok)
             MemberWriteFailed(w, m);
+    }
+
+    /// <summary>False when the member is gone, or not rebuilt as far as these sectors yet (the rebuild writes them from the others).</summary>
+    private static bool MayWrite(MdMember m, long memberSector, long sectors) =>
+        m.Writable && (m.Readable(memberSector, sectors) || m.State != MdMemberState.Recovering);
+
+    /// <summary>
+    /// Writes chunk sectors [<paramref name="chunkLo"/>, <paramref name="chunkHi"/>) of slot
+    /// <paramref name="slot"/> from the array bio's memory (from byte <paramref name="fromBio"/> of
+    /// its data): the member bio's vectors are the array bio's frames, so the data is copied once,
+    /// by the member. A range that needs more vectors than <see cref="StripeBuffers.Direct"/> holds
+    /// goes through the slot's buffer.
+    /// </summary>
+    private void WriteMemberFromBio(R5Write w, StripeBuffers set, int slot, long memberBase, long chunkLo, long chunkHi, Bio bio, long fromBio, BioFlags flags)
+    {
+        if (chunkLo >= chunkHi) return;
+        MdMember m = Array.Slot(slot);
+        if (!MayWrite(m, memberBase + chunkLo, chunkHi - chunkLo)) return;
+        int bytes = (int)((chunkHi - chunkLo) << Bio.SectorShift);
+        Bio direct = set.Direct.Init(BioOp.Write, m.DataOffset + memberBase + chunkLo, flags);
+        if (!AddBioRange(direct, bio, fromBio, bytes))
+        {
+            if (!CopyBio(bio, fromBio, set.At(slot, chunkLo << Bio.SectorShift), bytes, toBio: false)) w.Error = BlockStatus.Invalid;
+            else WriteMember(w, set, slot, memberBase, chunkLo, chunkHi, flags);
+            return;
+        }
+        if (m.Device!.SubmitAndWait(direct) != BlockStatus.Ok) MemberWriteFailed(w, m);
+    }
+
+    /// <summary>Appends the vectors of <paramref name="length"/> bytes of <paramref name="bio"/>'s data from byte <paramref name="skip"/> to <paramref name="to"/>; false when they do not fit.</summary>
+    private static bool AddBioRange(Bio to, Bio bio, long skip, int length)
+    {
+        foreach (BioVec seg in bio.Segments)
+        {
+            if (length == 0) break;
+            if (skip >= seg.Length)
+            {
+                skip -= seg.Length;
+                continue;
+            }
+            if (to.VecCount == to.MaxVecCount) return false;
+            uint n = (uint)Math.Min(seg.Length - skip, length);
+            to.AddVec(seg.Pfn, seg.Offset + (uint)skip, n);
+            length -= (int)n;
+            skip = 0;
+        }
+        return length == 0;
+    }
+
+    /// <summary>
+    /// Maps member sectors from <paramref name="memberSector"/> of slot <paramref name="slot"/> for
+    /// loads without a bio (direct access; pinned until <paramref name="range"/> is unpinned), when
+    /// the member is memory that grants the whole range at once. False otherwise (not a DAX device,
+    /// a bad block in the range, a discard of it pending): the caller reads through a bio.
+    /// </summary>
+    private bool TryMapMember(int slot, long memberSector, int bytes, out DaxRange range, out byte* address)
+    {
+        range = default;
+        address = null;
+        MdMember m = Array.Slot(slot);
+        if (m.Device is not IDaxDevice dax || (m.Device.Features & DeviceFeatures.Dax) == 0) return false;
+        long at = (m.DataOffset + memberSector) << Bio.SectorShift;
+        long inPage = at & (Pfn.PageSize - 1);
+        long pages = (inPage + bytes + Pfn.PageSize - 1) >> Pfn.PageShift;
+        if (dax.DirectAccess(at >> Pfn.PageShift, pages, out range) != pages)
+        {
+            range.Unpin();
+            range = default;
+            return false;
+        }
+        address = range.Address + inPage;
+        return true;
     }
 
     /// <summary>True when every member guarantees that discarded sectors read back as zeros (md's devices_handle_discard_safely).</summary>
@@ -661,6 +793,35 @@ internal sealed unsafe class Raid5Target : MdTarget
     {
         (Pfn pfn, uint inFrame) = set.FrameOf(buffer, offset);
         return m.Device!.SubmitAndWait(set.Bio.Init(op, m.DataOffset + memberSector, flags).AddVec(pfn, inFrame, (uint)bytes));
+    }
+
+    /// <summary>
+    /// XORs <paramref name="length"/> bytes of the bio's memory (from byte <paramref name="skip"/> of
+    /// its data) onto <paramref name="buffer"/>; with <paramref name="x"/> and <paramref name="y"/>,
+    /// sets the buffer to their XOR with the bio's bytes instead (a one-chunk write's new parity,
+    /// in one pass).
+    /// </summary>
+    private bool XorFromBio(Bio bio, long skip, byte* buffer, byte* x, byte* y, int length)
+    {
+        long at = 0;
+        foreach (BioVec seg in bio.Segments)
+        {
+            if (length == 0) break;
+            if (skip >= seg.Length)
+            {
+                skip -= seg.Length;
+                continue;
+            }
+            uint n = (uint)Math.Min(seg.Length - skip, length);
+            byte* mem = _space.TryKmap(seg.Pfn, seg.Offset + (uint)skip, n);
+            if (mem == null) return false;
+            if (x == null) Parity.Xor(buffer + at, mem, n);
+            else Parity.Xor3(buffer + at, x + at, y + at, mem, n);
+            at += n;
+            length -= (int)n;
+            skip = 0;
+        }
+        return length == 0;
     }
 
     /// <summary>Copies <paramref name="length"/> bytes between the bio's memory (from byte <paramref name="skip"/> of its data) and <paramref name="buffer"/>.</summary>

@@ -18,6 +18,11 @@ internal sealed unsafe class StripeBuffers(DramArena arena, long firstByte, int 
     public int Count { get; } = count;
     /// <summary>The bio member I/O of this set goes through (one at a time).</summary>
     public Bio Bio { get; } = new(1);
+    /// <summary>
+    /// The bio a member write straight from the array bio's frames goes through (its vectors are the
+    /// array bio's, so a chunk of it may need many; one that needs more goes through a buffer).
+    /// </summary>
+    public Bio Direct { get; } = new(Bio.MaxVecs);
     /// <summary>Per data chunk, the first sector a stripe write touches (scratch for the writer holding the set).</summary>
     public long[] From { get; } = new long[count];
     /// <summary>Per data chunk, the sector after the last one a stripe write touches.</summary>
