@@ -69,7 +69,7 @@ internal sealed unsafe class Raid5Target : MdTarget
     private long _writeOuts, _mergedRecords;
     private volatile bool _stopping;
     private volatile bool _outStopping, _outStopped;
-    private long _fullStripeWrites, _rmwWrites, _rcwWrites, _degradedWrites, _reconstructedReads;
+    private long _fullStripeWrites, _rmwWrites, _rcwWrites, _degradedWrites, _reconstructedReads, _directWrites;
 
     public Raid5Target(MdArray array, IBlockDevice[] devices) : base(array, devices)
     {
@@ -108,6 +108,12 @@ internal sealed unsafe class Raid5Target : MdTarget
     /// <summary>Stripe writes by kind since assembly: full-stripe, read-modify-write, reconstruct-write, degraded.</summary>
     public (long Full, long Rmw, long Rcw, long Degraded) WriteCounts =>
         (Interlocked.Read(ref _fullStripeWrites), Interlocked.Read(ref _rmwWrites), Interlocked.Read(ref _rcwWrites), Interlocked.Read(ref _degradedWrites));
+
+    /// <summary>
+    /// Stripe writes since assembly that took the direct path: a full stripe written from the bio's
+    /// frames, or a one-chunk write whose member reads were direct-access loads (also counted by kind above).
+    /// </summary>
+    public long DirectWrites => Interlocked.Read(ref _directWrites);
 
     /// <summary>Write-back: stripe write-outs since assembly, and the data records they wrote out (merged: several per stripe).</summary>
     public (long Stripes, long Records) WriteOutCounts => (Interlocked.Read(ref _writeOuts), Interlocked.Read(ref _mergedRecords));
@@ -511,6 +517,7 @@ internal sealed unsafe class Raid5Target : MdTarget
                     if (!(i == 0 ? CopyBio(bio, from, p, _chunkBytes, toBio: false) : XorFromBio(bio, from, p, null, null, _chunkBytes))) return Invalid();
                 }
                 Interlocked.Increment(ref _fullStripeWrites); // before the member writes: after them, it would wait for their non-temporal stores
+                Interlocked.Increment(ref _directWrites);
                 for (int i = 0; i < data; i++) WriteNew(i);
                 Write(pd, 0, c);
                 return 0;
@@ -601,6 +608,7 @@ internal sealed unsafe class Raid5Target : MdTarget
                 return true;
             }
             Interlocked.Increment(ref readModify ? ref _rmwWrites : ref _rcwWrites);
+            Interlocked.Increment(ref _directWrites);
             WriteNew(i);
             Write(pd, a[i], b[i]);
             return true;

@@ -108,7 +108,7 @@ public sealed unsafe class Raid5Tests : IDisposable
     private static string Faulty(string spec, string name) => $"[faulty:{DeviceSpec.Quote(spec)},name={name}]";
 
     /// <summary>Reads the members raw and checks every stripe: parity is the XOR of the data, and the data is <paramref name="model"/> where the layout puts it.</summary>
-    private static void AssertMembersHold(MdHarness h, string[] members, MdSuperblock sb, byte[] model)
+    internal static void AssertMembersHold(MdHarness h, string[] members, MdSuperblock sb, byte[] model)
     {
         var layout = new Raid5Layout(members.Length, (long)sb.ChunkSectors);
         long stripes = model.Length / (layout.StripeSectors << Bio.SectorShift);
