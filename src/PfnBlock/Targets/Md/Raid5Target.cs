@@ -511,11 +511,20 @@ internal sealed unsafe class Raid5Target : MdTarget
             if (_journal is null && bio.Op == BioOp.Write)
             {
                 byte* p = set.At(pd, 0);
-                for (int i = 0; i < data; i++)
+                // Each chunk in one vector of the bio (the usual case): parity in one pass over three of them.
+                bool runs = data >= 3;
+                for (int i = 0; i < data && runs; i++) runs = BioRun(bio, bioByte + (long)i * _chunkBytes, _chunkBytes) != null;
+                if (runs)
                 {
-                    long from = bioByte + (long)i * _chunkBytes;
-                    if (!(i == 0 ? CopyBio(bio, from, p, _chunkBytes, toBio: false) : XorFromBio(bio, from, p, null, null, _chunkBytes))) return Invalid();
+                    Parity.Xor3(p, BioRun(bio, bioByte, _chunkBytes), BioRun(bio, bioByte + _chunkBytes, _chunkBytes), BioRun(bio, bioByte + 2L * _chunkBytes, _chunkBytes), (nuint)_chunkBytes);
+                    for (int i = 3; i < data; i++) Parity.Xor(p, BioRun(bio, bioByte + (long)i * _chunkBytes, _chunkBytes), (nuint)_chunkBytes);
                 }
+                else
+                    for (int i = 0; i < data; i++)
+                    {
+                        long from = bioByte + (long)i * _chunkBytes;
+                        if (!(i == 0 ? CopyBio(bio, from, p, _chunkBytes, toBio: false) : XorFromBio(bio, from, p, null, null, _chunkBytes))) return Invalid();
+                    }
                 Interlocked.Increment(ref _fullStripeWrites); // before the member writes: after them, it would wait for their non-temporal stores
                 Interlocked.Increment(ref _directWrites);
                 for (int i = 0; i < data; i++) WriteNew(i);
@@ -830,6 +839,21 @@ internal sealed unsafe class Raid5Target : MdTarget
             skip = 0;
         }
         return length == 0;
+    }
+
+    /// <summary>The CPU address of <paramref name="length"/> bytes of the bio's data from byte <paramref name="skip"/> when they lie in one vector; null when they do not (or cannot be mapped).</summary>
+    private byte* BioRun(Bio bio, long skip, int length)
+    {
+        foreach (BioVec seg in bio.Segments)
+        {
+            if (skip >= seg.Length)
+            {
+                skip -= seg.Length;
+                continue;
+            }
+            return seg.Length - skip >= length ? _space.TryKmap(seg.Pfn, seg.Offset + (uint)skip, (uint)length) : null;
+        }
+        return null;
     }
 
     /// <summary>Copies <paramref name="length"/> bytes between the bio's memory (from byte <paramref name="skip"/> of its data) and <paramref name="buffer"/>.</summary>
