@@ -7,8 +7,10 @@
 # Then it times an unthrottled mirror rebuild onto a fresh namespace (speed_limit_max raised):
 # `serve` with a two-leg mirror, `ctl md … fail 1`, then `ctl md … add SPARE --watch`, wall time
 # of the add until the array is idle again; REBUILD_SIZE (1G) per member.
+# With ROWS containing "floor": bench/raid5-floor.c (built with gcc), the physical floor of a RAID5
+# 4 KiB write against a raw one: the same memory operations with no block layer, CPU ns per write.
 # Env: RUNTIME (seconds per workload and device, 20), SLICES (pairs, 20), SIZE (512M),
-# ROWS ("arrays rebuild": which parts run), REBUILD_SIZE (1G).
+# ROWS ("arrays rebuild", or any of those and "floor": which parts run), REBUILD_SIZE (1G).
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -88,6 +90,11 @@ rm -f -- "$ns".raw "$ns".m? "$ns".r?   # room in /dev/shm for the rebuild's name
 }
 
 case " $ROWS " in *" arrays "*) arrays ;; esac
+case " $ROWS " in *" floor "*)
+  gcc -O2 -mavx512f -o "$ns.floor" "$here/bench/raid5-floor.c"
+  echo "# the RAID5 4 KiB write's physical floor (bench/raid5-floor.c, SIZE per file), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$ns.floor" "$(( $(numfmt --from=iec "$SIZE") >> 20 ))" 15 ;;
+esac
 case " $ROWS " in *" rebuild "*)
   echo "# REBUILD_SIZE=$REBUILD_SIZE: wall time of \`ctl md rb add SPARE --watch\` (client start and 250 ms polls included; an idle watch measures that part)"
   echo "| workload | data | time | rate |"
