@@ -10,11 +10,13 @@
 # With ROWS containing "floor": bench/raid5-floor.c (built with gcc), the physical floor of a RAID5
 # 4 KiB write against a raw one: the same memory operations with no block layer, CPU ns per write.
 # Env: RUNTIME (seconds per workload and device, 20), SLICES (pairs, 20), SIZE (512M),
-# ROWS ("arrays rebuild", or any of those and "floor": which parts run), REBUILD_SIZE (1G).
+# ROWS ("arrays rebuild", or any of those and "floor": which parts run), ARRAYS ("mirror raid5":
+# which arrays' rows "arrays" runs), REBUILD_SIZE (1G).
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
 RUNTIME=${RUNTIME:-20}; SLICES=${SLICES:-20}; SIZE=${SIZE:-512M}; ROWS=${ROWS:-arrays rebuild}; REBUILD_SIZE=${REBUILD_SIZE:-1G}
+ARRAYS=${ARRAYS:-mirror raid5}
 ns=/dev/shm/pfnblock-md-bench.$$
 out=$(mktemp /tmp/pfnblock-md-bench.XXXXXX)
 server=""
@@ -78,14 +80,18 @@ raid5="raid5:pmem:$ns.r0+pmem:$ns.r1+pmem:$ns.r2+pmem:$ns.r3,chunk=64K"
 echo "# RUNTIME=$RUNTIME SLICES=$SLICES SIZE=$SIZE; A = pmem:$ns.raw"
 echo "| B | workload | pmem alone (A) | B | B/A, median of pairs [min..max] |"
 echo "|---|---|---|---|---|"
-run mirror "$mirror" randread 4k 1
-run mirror "$mirror" randread 4k 2
-run mirror "$mirror" randwrite 4k 1
-run mirror "$mirror" write 1M 1
-run raid5 "$raid5" randread 4k 1
-run raid5 "$raid5" randwrite 4k 1
-run raid5 "$raid5" write 192k 1
-run raid5 "$raid5" read 1M 1
+case " $ARRAYS " in *" mirror "*)
+  run mirror "$mirror" randread 4k 1
+  run mirror "$mirror" randread 4k 2
+  run mirror "$mirror" randwrite 4k 1
+  run mirror "$mirror" write 1M 1 ;;
+esac
+case " $ARRAYS " in *" raid5 "*)
+  run raid5 "$raid5" randread 4k 1
+  run raid5 "$raid5" randwrite 4k 1
+  run raid5 "$raid5" write 192k 1
+  run raid5 "$raid5" read 1M 1 ;;
+esac
 rm -f -- "$ns".raw "$ns".m? "$ns".r?   # room in /dev/shm for the rebuild's namespaces
 }
 

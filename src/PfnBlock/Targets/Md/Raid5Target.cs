@@ -414,6 +414,12 @@ internal sealed unsafe class Raid5Target : MdTarget
             return;
         }
 
+        // The direct path's member writes defer their store fences to one Drain after the last
+        // (BioFlags.DeferFence, as the mirror's legs do): a fence per member write would make the
+        // parity's copy wait for the data's to drain. Only where every member completes on this
+        // thread (the fence orders this thread's stores), and not with FUA (its persist follows the data).
+        BioFlags directFlags = (bio.Flags & BioFlags.Fua) != 0 || !MembersSynchronous() ? bio.Flags & BioFlags.Fua : BioFlags.DeferFence;
+
         bool fullStripe = touched == data && rowLo == 0 && rowHi == c;
         for (int i = 0; i < data && fullStripe; i++) fullStripe = a[i] == 0 && b[i] == c;
 
@@ -479,7 +485,14 @@ internal sealed unsafe class Raid5Target : MdTarget
         void Write(int slot, long chunkLo, long chunkHi) => WriteMember(w, set, slot, memberBase, chunkLo, chunkHi, bio.Flags & BioFlags.Fua);
 
         // New data of chunk i straight from the bio's frames to its member.
-        void WriteNew(int i) => WriteMemberFromBio(w, set, SlotOfData(i), memberBase, a[i], b[i], bio, bioByte + ((i * c + a[i] - off) << Bio.SectorShift), bio.Flags & BioFlags.Fua);
+        void WriteNew(int i) => WriteMemberFromBio(w, set, SlotOfData(i), memberBase, a[i], b[i], bio, bioByte + ((i * c + a[i] - off) << Bio.SectorShift), directFlags);
+
+        // The parity of the direct path, then the one fence its member writes deferred.
+        void WriteParityAndDrain(long chunkLo, long chunkHi)
+        {
+            WriteMember(w, set, pd, memberBase, chunkLo, chunkHi, directFlags);
+            if (directFlags == BioFlags.DeferFence) PersistentMemory.Drain();
+        }
 
         void WriteTouchedAndParity(bool parity)
         {
@@ -528,7 +541,7 @@ internal sealed unsafe class Raid5Target : MdTarget
                 Interlocked.Increment(ref _fullStripeWrites); // before the member writes: after them, it would wait for their non-temporal stores
                 Interlocked.Increment(ref _directWrites);
                 for (int i = 0; i < data; i++) WriteNew(i);
-                Write(pd, 0, c);
+                WriteParityAndDrain(0, c);
                 return 0;
             }
             for (int i = 0; i < data; i++) if (!FillNew(i)) return Invalid();
@@ -619,7 +632,7 @@ internal sealed unsafe class Raid5Target : MdTarget
             Interlocked.Increment(ref readModify ? ref _rmwWrites : ref _rcwWrites);
             Interlocked.Increment(ref _directWrites);
             WriteNew(i);
-            Write(pd, a[i], b[i]);
+            WriteParityAndDrain(a[i], b[i]);
             return true;
         }
 
