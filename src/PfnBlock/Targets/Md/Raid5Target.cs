@@ -831,28 +831,8 @@ internal sealed unsafe class Raid5Target : MdTarget
     /// sets the buffer to their XOR with the bio's bytes instead (a one-chunk write's new parity,
     /// in one pass).
     /// </summary>
-    private bool XorFromBio(Bio bio, long skip, byte* buffer, byte* x, byte* y, int length)
-    {
-        long at = 0;
-        foreach (BioVec seg in bio.Segments)
-        {
-            if (length == 0) break;
-            if (skip >= seg.Length)
-            {
-                skip -= seg.Length;
-                continue;
-            }
-            uint n = (uint)Math.Min(seg.Length - skip, length);
-            byte* mem = _space.TryKmap(seg.Pfn, seg.Offset + (uint)skip, n);
-            if (mem == null) return false;
-            if (x == null) Parity.Xor(buffer + at, mem, n);
-            else Parity.Xor3(buffer + at, x + at, y + at, mem, n);
-            at += n;
-            length -= (int)n;
-            skip = 0;
-        }
-        return length == 0;
-    }
+    private bool XorFromBio(Bio bio, long skip, byte* buffer, byte* x, byte* y, int length) =>
+        WalkBio(bio, skip, buffer, length, x == null ? BioBytes.Xor : BioBytes.Xor3, x, y);
 
     /// <summary>The CPU address of <paramref name="length"/> bytes of the bio's data from byte <paramref name="skip"/> when they lie in one vector; null when they do not (or cannot be mapped).</summary>
     private byte* BioRun(Bio bio, long skip, int length)
@@ -870,8 +850,21 @@ internal sealed unsafe class Raid5Target : MdTarget
     }
 
     /// <summary>Copies <paramref name="length"/> bytes between the bio's memory (from byte <paramref name="skip"/> of its data) and <paramref name="buffer"/>.</summary>
-    private bool CopyBio(Bio bio, long skip, byte* buffer, int length, bool toBio)
+    private bool CopyBio(Bio bio, long skip, byte* buffer, int length, bool toBio) =>
+        WalkBio(bio, skip, buffer, length, toBio ? BioBytes.ToBio : BioBytes.FromBio, null, null);
+
+    /// <summary>What <see cref="WalkBio"/> does with each piece of the bio's memory.</summary>
+    private enum BioBytes { ToBio, FromBio, Xor, Xor3 }
+
+    /// <summary>
+    /// Walks <paramref name="length"/> bytes of the bio's memory from byte <paramref name="skip"/>
+    /// of its data vector by vector, against <paramref name="buffer"/> (and, for
+    /// <see cref="BioBytes.Xor3"/>, <paramref name="x"/> and <paramref name="y"/>) at the same
+    /// offsets; false when the bio is shorter or a frame cannot be mapped.
+    /// </summary>
+    private bool WalkBio(Bio bio, long skip, byte* buffer, int length, BioBytes op, byte* x, byte* y)
     {
+        long at = 0;
         foreach (BioVec seg in bio.Segments)
         {
             if (length == 0) break;
@@ -883,9 +876,14 @@ internal sealed unsafe class Raid5Target : MdTarget
             uint n = (uint)Math.Min(seg.Length - skip, length);
             byte* mem = _space.TryKmap(seg.Pfn, seg.Offset + (uint)skip, n);
             if (mem == null) return false;
-            if (toBio) Buffer.MemoryCopy(buffer, mem, n, n);
-            else Buffer.MemoryCopy(mem, buffer, n, n);
-            buffer += n;
+            switch (op)
+            {
+                case BioBytes.ToBio: Buffer.MemoryCopy(buffer + at, mem, n, n); break;
+                case BioBytes.FromBio: Buffer.MemoryCopy(mem, buffer + at, n, n); break;
+                case BioBytes.Xor: Parity.Xor(buffer + at, mem, n); break;
+                default: Parity.Xor3(buffer + at, x + at, y + at, mem, n); break;
+            }
+            at += n;
             length -= (int)n;
             skip = 0;
         }

@@ -89,15 +89,22 @@ public sealed unsafe class Raid5DirectPathTests : IDisposable
         }, iter: 12, threads: 1);
     }
 
+    /// <summary>A fresh RAID5 of <paramref name="members"/> pmem namespaces, opened.</summary>
+    private (string[] Members, MdSuperblock Sb, IBlockDevice Md, MdArray Array, Raid5Target R5) NewArray(int members)
+    {
+        string[] m = _h.Members(members);
+        MdSuperblock sb = _h.Create(5, m, chunk: Chunk, bitmapChunk: 64 << 10);
+        IBlockDevice md = _h.Open(MdHarness.Spec(m));
+        MdArray array = MdArray.Of(md)!;
+        return (m, sb, md, array, (Raid5Target)array.Personality);
+    }
+
     [Theory]
     [InlineData(4)]
     [InlineData(5)]
     public void OneChunkAndFullStripeWritesTakeTheDirectPath(int members)
     {
-        string[] m = _h.Members(members);
-        MdSuperblock sb = _h.Create(5, m, chunk: Chunk, bitmapChunk: 64 << 10);
-        IBlockDevice md = _h.Open(MdHarness.Spec(m));
-        var r5 = (Raid5Target)MdArray.Of(md)!.Personality;
+        (string[] m, MdSuperblock sb, IBlockDevice md, _, Raid5Target r5) = NewArray(members);
         int stripeBytes = (int)((members - 1) * Chunk);
         var model = new byte[4 * stripeBytes];
         var rng = new Random(members);
@@ -115,11 +122,7 @@ public sealed unsafe class Raid5DirectPathTests : IDisposable
     [Fact]
     public void ADegradedArrayWritesFullStripesFromTheFramesAndRebuildsRight()
     {
-        string[] m = _h.Members(4);
-        MdSuperblock sb = _h.Create(5, m, chunk: Chunk, bitmapChunk: 64 << 10);
-        IBlockDevice md = _h.Open(MdHarness.Spec(m));
-        MdArray array = MdArray.Of(md)!;
-        var r5 = (Raid5Target)array.Personality;
+        (string[] m, MdSuperblock sb, IBlockDevice md, MdArray array, Raid5Target r5) = NewArray(4);
         int stripeBytes = (int)(3 * Chunk);
         var model = new byte[8 * stripeBytes];
         var rng = new Random(3);
@@ -145,11 +148,7 @@ public sealed unsafe class Raid5DirectPathTests : IDisposable
     [Fact]
     public void ABadBlockUnderTheDirectLoadsSendsTheWriteThroughTheBufferedPath()
     {
-        string[] m = _h.Members(4);
-        MdSuperblock sb = _h.Create(5, m, chunk: Chunk, bitmapChunk: 64 << 10);
-        IBlockDevice md = _h.Open(MdHarness.Spec(m));
-        MdArray array = MdArray.Of(md)!;
-        var r5 = (Raid5Target)array.Personality;
+        (string[] m, MdSuperblock sb, IBlockDevice md, MdArray array, Raid5Target r5) = NewArray(4);
         var model = new byte[(int)(3 * Chunk)];
         var rng = new Random(4);
         WriteScattered(md, rng, model, 0, model.Length, 1, maxVecs: 8);
@@ -173,10 +172,7 @@ public sealed unsafe class Raid5DirectPathTests : IDisposable
     [Fact]
     public void TheDirectPathAllocatesNothingPerWrite()
     {
-        string[] m = _h.Members(4);
-        _h.Create(5, m, chunk: Chunk, bitmapChunk: 64 << 10);
-        IBlockDevice md = _h.Open(MdHarness.Spec(m));
-        var r5 = (Raid5Target)MdArray.Of(md)!.Personality;
+        (_, _, IBlockDevice md, _, Raid5Target r5) = NewArray(4);
         using var buffers = new IoBuffers(md.AddressSpace, 1 << 20);
         var rng = new Random(5);
         using IoBuffers.Layout stripe = buffers.NewLayout(rng, (int)(3 * Chunk), 8, align: Bio.SectorSize);
