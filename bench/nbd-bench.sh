@@ -10,7 +10,14 @@
 #      SERVE_ARGS (more flags for pfnblock serve, e.g. "--splice-reads 0"),
 #      ROWS (space-separated globs over the workload names of the summary table, e.g.
 #      ROWS="4k-*-qd1-1j nbdcopy-*"; default: every row. Any nbdcopy row also runs the
-#      first copy, which fills the exports).
+#      first copy, which fills the exports),
+#      QD1_PIN (same): how the iodepth-1 rows place the programs. "same": both servers (every
+#      thread, for the row only) and fio on cpu QD1_CPU (0), and the same rows unpinned beside
+#      them as 4k-*-qd1-1j-unpinned (QD1_UNPINNED=0 drops those); "none": unpinned only.
+#      Why: this guest's idle driver halts an idle vCPU at once (cpuidle-haltpoll with
+#      guest_halt_poll_ns=0) and waking it costs the host ~35 us, so a QD1 ping-pong between
+#      two vCPUs measures that wake-up (twice per request) and where the scheduler put the
+#      threads, not the server. On one cpu no vCPU wakes between request and reply.
 SCRIPT_NAME=nbd-bench
 # ---- common helpers (inlined in every peers script so each runs on its own) ----
 set -euo pipefail
@@ -72,14 +79,15 @@ fio_rep() {
   local rows="$WORK/$label.rows" i f fp c0 c1 t0 t1 thr srv
   local hz; hz=$(getconf CLK_TCK)
   echo "## $label"
-  echo "CMD: $(env | grep -E '^PMEM_' | sort | tr '\n' ' ')fio $* --runtime=$RUNTIME --ramp_time=$RAMP --time_based --group_reporting --lat_percentiles=1 --output-format=json"
+  echo "CMD: $(env | grep -E '^PMEM_' | sort | tr '\n' ' ')${FIO_TASKSET:+$FIO_TASKSET }fio $* --runtime=$RUNTIME --ramp_time=$RAMP --time_based --group_reporting --lat_percentiles=1 --output-format=json"
   : > "$rows"
   for i in $(seq 1 "$REPS"); do
     f="$WORK/$label.$i.json"
     thr=-; srv=-
     if [ -n "${SERVER_PID:-}" ]; then c0=$(proc_ticks "$SERVER_PID"); fi
     t0=$(date +%s.%N)
-    fio "$@" --runtime="$RUNTIME" --ramp_time="$RAMP" --time_based --group_reporting --lat_percentiles=1 \
+    # shellcheck disable=SC2086 # FIO_TASKSET is "taskset -c N" or empty
+    ${FIO_TASKSET:-} fio "$@" --runtime="$RUNTIME" --ramp_time="$RAMP" --time_based --group_reporting --lat_percentiles=1 \
         --output-format=json --output="$f" >"$WORK/fio.out" 2>&1 &
     fp=$!; FIO_PID=$fp
     if [ -n "${SERVER_PID:-}" ]; then
@@ -230,8 +238,30 @@ both() { # both LABEL FIO-ARGS... (the URI is filled in per server)
   SERVER_PID=$KPID fio_rep "nbdkit-$label" --name=nbd --ioengine=nbd --uri="$KURI" --size="$SIZE" "$@"
   SERVER_PID=$PPID_ fio_rep "pfnblock-$label" --name=nbd --ioengine=nbd --uri="$PURI" --size="$SIZE" "$@"
 }
+QD1_PIN=${QD1_PIN:-same}
+QD1_CPU=${QD1_CPU:-0}
+QD1_UNPINNED=${QD1_UNPINNED:-1}
+ALL_CPUS=0-$(($(nproc) - 1))
+pin_servers() { # pin_servers CPULIST : every thread of both servers (new threads inherit it)
+  taskset -a -p -c "$1" "$KPID" >/dev/null
+  taskset -a -p -c "$1" "$PPID_" >/dev/null
+}
+# qd1 LABEL FIO-ARGS... : the QD1 rows as QD1_PIN says (see the header)
+qd1() {
+  local label=$1; shift
+  want "$label" || return 0
+  if [ "$QD1_PIN" = same ]; then
+    echo "# $label: both servers' threads and fio on cpu $QD1_CPU (taskset -a -p -c $QD1_CPU PID)"
+    pin_servers "$QD1_CPU"
+    FIO_TASKSET="taskset -c $QD1_CPU" both "$label" "$@"
+    pin_servers "$ALL_CPUS"
+    [ "$QD1_UNPINNED" = 0 ] || ROWS="*" both "$label-unpinned" "$@"
+  else
+    both "$label" "$@"
+  fi
+}
 for rw in randread randwrite; do
-  both "4k-$rw-qd1-1j" --bs=4k --rw=$rw --iodepth=1 --numjobs=1
+  qd1 "4k-$rw-qd1-1j" --bs=4k --rw=$rw --iodepth=1 --numjobs=1
   for nj in $NJOBS; do both "4k-$rw-qd32-${nj}j" --bs=4k --rw=$rw --iodepth=32 --numjobs=$nj; done
 done
 both "1m-read-qd8-1j" --bs=1m --rw=read --iodepth=8 --numjobs=1
