@@ -80,7 +80,8 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private readonly long _slack;         // write-back admission slack: one largest record (the wrap at the log's end)
     private readonly uint _seed;
     private long _reserved;               // blocks reserved by pending data records for their write-out records
-    private long _nextOut;                // no pending data record has a lower seq
+    private readonly long[] _nextOut;     // per write-out worker: no pending data record of its stripes has a lower seq
+    private readonly AutoResetEvent[] _outWakes; // per write-out worker: set when it has work (see WakeWriteOut)
     private volatile int _pending;
     private long _writtenOut;
     private long _dataRecords;            // data records appended since assembly (the write-out's idle test)
@@ -128,6 +129,10 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _ringReserve = new int[_ring];
         _pendingByStripe.EnsureCapacity(_ring);
         _slack = Raid5JournalLayout.MaxRecordBlocks(sb.RaidDisks, sb.ChunkSectors);
+        WriteOutWorkers = Math.Clamp(Environment.ProcessorCount, 2, MaxWriteOutWorkers);
+        _nextOut = new long[WriteOutWorkers];
+        _outWakes = new AutoResetEvent[WriteOutWorkers];
+        for (int k = 0; k < WriteOutWorkers; k++) _outWakes[k] = new AutoResetEvent(false);
         _head = _memTailBlock = _durTailBlock = sb.TailBlock;
         _headSeq = _memTailSeq = _durTailSeq = sb.TailSeq;
     }
@@ -174,12 +179,41 @@ internal sealed unsafe class Raid5Journal : IDisposable
     public bool Failed => _failed;
     /// <summary>Write-back: data records not yet written out to the members.</summary>
     public int Pending => _pending;
-    /// <summary>Set when write-out is wanted now (a record was appended, a writer waits for room, a stop drains); the write-out thread waits on it.</summary>
-    public AutoResetEvent OutWake { get; } = new(false);
+    /// <summary>The most write-out workers a journal runs.</summary>
+    private const int MaxWriteOutWorkers = 4;
+
+    /// <summary>
+    /// Write-back: how many write-out workers the target runs (one per core, at least two, at most
+    /// <see cref="MaxWriteOutWorkers"/>). Each owns the stripes <see cref="OwnerOf"/> gives it, so a
+    /// stripe's records are written out by one worker in log order and no two workers take one
+    /// stripe's lock; the log's tail is the oldest record any of them has not written out.
+    /// </summary>
+    public int WriteOutWorkers { get; }
+
+    /// <summary>The write-out worker that owns the stripe at member sector <paramref name="memberSector"/>: stripes are dealt round-robin.</summary>
+    public int OwnerOf(long memberSector) => (int)((ulong)(memberSector / _sb.ChunkSectors) % (uint)WriteOutWorkers);
+
+    /// <summary>What write-out worker <paramref name="worker"/> waits on: set when write-out is wanted now (a record was appended past the high watermark, a writer waits for room, a stop drains).</summary>
+    public WaitHandle OutWake(int worker) => _outWakes[worker];
+
+    /// <summary>Wakes every write-out worker.</summary>
+    public void WakeWriteOut()
+    {
+        foreach (AutoResetEvent e in _outWakes) e.Set();
+    }
     /// <summary>Writers waiting for log space now.</summary>
     internal int Waiters { get; private set; }
-    /// <summary>Test seam: while set, the write-out thread leaves data records pending (writers still wait when the log is full).</summary>
+    /// <summary>Test seam: while set, the write-out workers leave data records pending (writers still wait when the log is full).</summary>
     internal bool PauseWriteOut { get; set; }
+    /// <summary>Test seam: a mask of write-out workers that leave their stripes' records pending (bit k: worker k).</summary>
+    internal int PausedWorkers { get; set; }
+    /// <summary>Test seam: write-out worker <paramref name="worker"/> is paused.</summary>
+    internal bool Paused(int worker) => PauseWriteOut || (PausedWorkers & (1 << worker)) != 0;
+    /// <summary>Test seam: the oldest record not done (every record before it is on the members); the durable tail moves only up to it.</summary>
+    internal long MemTailSeq
+    {
+        get { lock (_sync) return _memTailSeq; }
+    }
     /// <summary>Test seam: the next stop leaves the log as a crash would (records kept, superblock not marked clean).</summary>
     internal bool LeaveLogOnStop { get; set; }
     /// <summary>True when the journal's device completes bios on the submitting thread.</summary>
@@ -411,8 +445,9 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 AddPending(slot, r.MemberSector, r.Entries.Length, WriteOutBlocks(r.Entries));
                 pending++;
             }
-            _memTailSeq = _nextOut = records.FirstOrDefault(r => !_ringDone[r.Seq % _ring]).Seq is long first and > 0 ? first : endSeq;
+            _memTailSeq = records.FirstOrDefault(r => !_ringDone[r.Seq % _ring]).Seq is long first and > 0 ? first : endSeq;
             _memTailBlock = _memTailSeq == endSeq ? endBlock : _ringBlock[_memTailSeq % _ring];
+            _nextOut.AsSpan().Fill(_memTailSeq);
             _durTailBlock = _memTailBlock;
             _durTailSeq = _memTailSeq;
             WriteSuperblock(clean: false);
@@ -550,7 +585,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
                     continue;
                 }
                 // Full of records still being written to the members (or written out): their Done frees space.
-                if (_pending > 0) OutWake.Set();
+                if (_pending > 0) WakeWriteOut();
                 Waiters++;
                 Monitor.Wait(_sync, 100);
                 Waiters--;
@@ -686,8 +721,8 @@ internal sealed unsafe class Raid5Journal : IDisposable
         // Write-out is lazy (as md's r5c): woken past the high watermark, else it finds work when idle.
         if (!_outWoken && Used(_memTailBlock, _memTailSeq) * HighWatermark > _sb.Blocks)
         {
-            _outWoken = true; // one wake, not one per write: the thread keeps going until the low watermark
-            OutWake.Set();
+            _outWoken = true; // one wake, not one per write: the workers keep going until the low watermark
+            WakeWriteOut();
         }
     }
 
@@ -754,16 +789,22 @@ internal sealed unsafe class Raid5Journal : IDisposable
         }
     }
 
-    /// <summary>The stripe (first member sector) of the oldest pending data record: the next to write out. False when none is pending.</summary>
-    public bool NextWriteOutStripe(out long memberSector)
+    /// <summary>
+    /// The stripe (first member sector) of the oldest pending data record of the stripes write-out
+    /// worker <paramref name="worker"/> owns: its next to write out. False when none is pending.
+    /// </summary>
+    public bool NextWriteOutStripe(int worker, out long memberSector)
     {
         lock (_sync)
         {
-            for (; _nextOut < _headSeq; _nextOut++)
+            // Records before the tail are all done (and their slots may hold newer records).
+            if (_nextOut[worker] < _memTailSeq) _nextOut[worker] = _memTailSeq;
+            for (; _nextOut[worker] < _headSeq; _nextOut[worker]++)
             {
-                int slot = (int)(_nextOut % _ring);
-                // A pending data record: not done, with entries (other records' slots have none).
-                if (_ringDone[slot] || _ringCount[slot] == 0) continue;
+                int slot = (int)(_nextOut[worker] % _ring);
+                // A pending data record (not done, with entries: other records' slots have none) of a stripe it owns;
+                // another worker's records are never this one's, so it passes them for good.
+                if (_ringDone[slot] || _ringCount[slot] == 0 || OwnerOf(_ringStripe[slot]) != worker) continue;
                 memberSector = _ringStripe[slot];
                 return true;
             }
@@ -865,7 +906,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
             _draining = true;
             while (_pending > 0 && !_failed && alive())
             {
-                OutWake.Set();
+                WakeWriteOut();
                 Monitor.Wait(_sync, 50);
             }
         }
@@ -952,7 +993,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
         if (_failed) return;
         _failed = true;
         Monitor.PulseAll(_sync);
-        OutWake.Set();
+        WakeWriteOut();
         _array.JournalFailed($"journal {Spec} failed ({what}): writes are refused from now on, the array is read-only (as md does)");
     }
 
@@ -981,6 +1022,6 @@ internal sealed unsafe class Raid5Journal : IDisposable
         foreach (DaxRange r in _pins) r.Unpin();
         _arena.Dispose();
         _io.Dispose();
-        OutWake.Dispose();
+        foreach (AutoResetEvent e in _outWakes) e.Dispose();
     }
 }
