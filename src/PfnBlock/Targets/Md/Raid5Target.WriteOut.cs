@@ -171,15 +171,12 @@ internal sealed unsafe partial class Raid5Target
             long newest = journal.SeqOf(slots[^1]);
             int nRuns = 0;
             long lo = long.MaxValue, hi = 0;
-            for (long s = 0; s < _layout.ChunkSectors;)
+            for (long s = NextSet(rows, 0, _layout.ChunkSectors), end; s < _layout.ChunkSectors; s = NextSet(rows, end, _layout.ChunkSectors))
             {
-                if (!IsSet(rows, s)) { s++; continue; }
-                long end = s + 1;
-                while (end < _layout.ChunkSectors && IsSet(rows, end)) end++;
+                end = NextClear(rows, s, _layout.ChunkSectors);
                 runs[nRuns++] = new Raid5JournalEntry(pd, (int)s, (int)(end - s));
                 lo = Math.Min(lo, s);
                 hi = end;
-                s = end;
             }
             ReadOnlySpan<Raid5JournalEntry> parity = runs.AsSpan(0, nRuns);
             bool[] wholeWindow = worker.Whole;
@@ -221,15 +218,12 @@ internal sealed unsafe partial class Raid5Target
             {
                 int slot = _layout.DataMember(stripe, i);
                 ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
-                if (wholeWindow[i]) WriteMember(w, set, slot, memberBase, FirstSet(mine, lo, hi), LastSet(mine, lo, hi) + 1, BioFlags.None);
+                if (wholeWindow[i]) WriteMember(w, set, slot, memberBase, NextSet(mine, lo, hi), LastSet(mine, lo, hi) + 1, BioFlags.None);
                 else
-                    for (long s = lo; s < hi;)
+                    for (long s = NextSet(mine, lo, hi), end; s < hi; s = NextSet(mine, end, hi))
                     {
-                        if (!IsSet(mine, s)) { s++; continue; }
-                        long end = s + 1;
-                        while (end < hi && IsSet(mine, end)) end++;
+                        end = NextClear(mine, s, hi);
                         WriteMember(w, set, slot, memberBase, s, end, BioFlags.None);
-                        s = end;
                     }
             }
             foreach (Raid5JournalEntry run in parity) WriteMember(w, set, pd, memberBase, run.First, run.First + run.Sectors, BioFlags.None);
@@ -265,13 +259,10 @@ internal sealed unsafe partial class Raid5Target
                         int slot = _layout.DataMember(stripe, i);
                         if (wholeWindow[i]) continue;
                         ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
-                        for (long s = a; s < b;)
+                        for (long s = NextClear(mine, a, b), end; s < b; s = NextClear(mine, end, b))
                         {
-                            if (IsSet(mine, s)) { s++; continue; }
-                            long end = s + 1;
-                            while (end < b && !IsSet(mine, end)) end++;
+                            end = NextSet(mine, s, b);
                             if (!ReadMember(w, set, slot, memberBase, s, end)) return false;
-                            s = end;
                         }
                     }
                 }
@@ -282,11 +273,30 @@ internal sealed unsafe partial class Raid5Target
         finally { UnlockStripe(stripe); }
     }
 
-    /// <summary>The first set bit in [<paramref name="from"/>, <paramref name="to"/>) (there is one).</summary>
-    private static long FirstSet(ReadOnlySpan<ulong> bits, long from, long to)
+    /// <summary>The first set bit in [<paramref name="from"/>, <paramref name="to"/>), or <paramref name="to"/>: a word at a time (the run scans were a tenth of a write-out's time bit by bit).</summary>
+    private static long NextSet(ReadOnlySpan<ulong> bits, long from, long to)
     {
-        while (from < to && !IsSet(bits, from)) from++;
-        return from;
+        while (from < to)
+        {
+            int word = (int)(from >> 6);
+            ulong rest = bits[word] >> (int)(from & 63);
+            if (rest != 0) return Math.Min(to, from + System.Numerics.BitOperations.TrailingZeroCount(rest));
+            from = (long)(word + 1) << 6;
+        }
+        return to;
+    }
+
+    /// <summary>The first clear bit in [<paramref name="from"/>, <paramref name="to"/>), or <paramref name="to"/>.</summary>
+    private static long NextClear(ReadOnlySpan<ulong> bits, long from, long to)
+    {
+        while (from < to)
+        {
+            int word = (int)(from >> 6);
+            ulong rest = ~bits[word] >> (int)(from & 63);
+            if (rest != 0) return Math.Min(to, from + System.Numerics.BitOperations.TrailingZeroCount(rest));
+            from = (long)(word + 1) << 6;
+        }
+        return to;
     }
 
     /// <summary>The last set bit in [<paramref name="from"/>, <paramref name="to"/>) (there is one).</summary>
