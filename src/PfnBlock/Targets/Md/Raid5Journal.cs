@@ -38,9 +38,10 @@ public sealed record Raid5JournalStatus(string Spec, Raid5JournalMode Mode, long
 /// <para>In write-back mode (md's r5c) a write appends a <see cref="Raid5JournalRecordKind.Data"/>
 /// record of its new data alone and completes: no member is read or written. The records stay
 /// pending, indexed by stripe in DRAM (reads lay them over what the members hold), until the
-/// target's write-out thread writes them out a stripe at a time: the stripe of the oldest pending
-/// record, with every pending record of that stripe merged into one stripe write (md's r5c flushes
-/// a stripe_head with all its cached pages). The write-out computes the parity of the merged
+/// target's write-out workers write them out a stripe at a time, each worker the stripes
+/// <see cref="OwnerOf"/> gives it: the stripe of its oldest pending record, with every pending
+/// record of that stripe merged into one stripe write (md's r5c flushes a stripe_head with all its
+/// cached pages). The write-out computes the parity of the merged
 /// rows and journals it alone as a <see cref="Raid5JournalRecordKind.Parity"/> record covering those
 /// data records before it changes any member (the data is in the log already), so a torn
 /// write-out is replayed, not a write hole. Each pending data record reserves the log space of the
@@ -86,7 +87,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private long _writtenOut;
     private long _dataRecords;            // data records appended since assembly (the write-out's idle test)
     private bool _draining;               // a stop waits for every record to be written out
-    private bool _outWoken;               // the write-out thread was woken past the high watermark and has not gone idle since
+    private bool _outWoken;               // the write-out workers were woken past the high watermark and has not gone idle since
     private long _head, _headSeq;            // where and which the next record is
     private long _memTailBlock, _memTailSeq; // the oldest record not yet done (or the head)
     private long _durTailBlock, _durTailSeq; // the tail the superblock records
@@ -391,7 +392,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     /// In write-back mode a data record covered by a parity record of its stripe (its
     /// <c>writes_out</c> reaches back to it) is written onto the members as it is, and the parity
     /// record's parity after it; a data record no parity record covers becomes pending again:
-    /// indexed for reads and left for the write-out thread (parity computed from the members then,
+    /// indexed for reads and left for the write-out workers (parity computed from the members then,
     /// degraded or not). Returns what to report.
     /// </summary>
     /// <exception cref="IOException">A journal read or member write failed.</exception>
@@ -732,7 +733,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private const int LowWatermark = 8;
 
     /// <summary>
-    /// Whether the write-out thread should write a record out now: a stop drains the log, a writer
+    /// Whether a write-out worker should write a record out now: a stop drains the log, a writer
     /// waits for room, the log is past its low watermark, or no data record was appended since
     /// the last look (<paramref name="lastSeen"/>, updated): an idle array is written out fully.
     /// </summary>
@@ -816,7 +817,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     /// <summary>
     /// Write-out: the pending data records of the stripe at <paramref name="memberSector"/>, oldest
     /// first (at most <paramref name="slots"/>' length): their ring slots. The records stay pending (reads keep laying them over) until
-    /// <see cref="WrittenOut"/>; only the write-out thread removes them, so the slots stay theirs.
+    /// <see cref="WrittenOut"/>; only the stripe's write-out worker removes them, so the slots stay theirs.
     /// </summary>
     public int SnapshotStripe(long memberSector, Span<int> slots)
     {
@@ -897,7 +898,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     }
     /// <summary>
     /// Waits until every data record is written out (a clean stop), the journal failed, or
-    /// <paramref name="alive"/> says the write-out thread can no longer run. True when none is pending.
+    /// <paramref name="alive"/> says every write-out worker still runs (false: one ended). True when none is pending.
     /// </summary>
     public bool WaitWrittenOut(Func<bool> alive)
     {
