@@ -87,7 +87,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private long _writtenOut;
     private long _dataRecords;            // data records appended since assembly (the write-out's idle test)
     private bool _draining;               // a stop waits for every record to be written out
-    private bool _outWoken;               // the write-out workers were woken past the high watermark and has not gone idle since
+    private bool _outWoken;               // the write-out workers were woken past the high watermark and have not gone idle since
     private long _head, _headSeq;            // where and which the next record is
     private long _memTailBlock, _memTailSeq; // the oldest record not yet done (or the head)
     private long _durTailBlock, _durTailSeq; // the tail the superblock records
