@@ -31,6 +31,8 @@ public sealed record DeviceCopyOptions
     /// transfer on READV/WRITEV (for comparison).
     /// </summary>
     public bool FixedBuffers { get; init; } = true;
+    /// <summary>Test hook: the largest registered window (1 GiB, the kernel's limit, unless a test wants several windows in a small copy).</summary>
+    internal long WindowBytes { get; init; } = RegisteredWindow.MaxBytes;
 }
 
 /// <summary>What a copy did.</summary>
@@ -106,7 +108,7 @@ public sealed unsafe class DeviceCopy
         Path = IsDax(to) ? CopyPath.IntoPinnedFrames : IsDax(from) ? CopyPath.FromPinnedFrames : CopyPath.Bounce;
         IBlockDevice fileSide = Path == CopyPath.IntoPinnedFrames ? from : to;
         // Windows of whole chunks, so no chunk straddles two registrations.
-        _windowBytes = RegisteredWindow.MaxBytes / _bs * _bs;
+        _windowBytes = Math.Min(options.WindowBytes, RegisteredWindow.MaxBytes) / _bs * _bs;
         if (options.FixedBuffers && Path != CopyPath.Bounce && _windowBytes > 0 && fileSide is FileDevice { IsDirect: true } f) _fixedFile = f;
     }
 
