@@ -68,7 +68,7 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
 
         // 1 MiB windows of four 256 KiB chunks, three in flight: windows are retired with chunks
         // still in flight and released by the completion of their last one.
-        var options = new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 3, WindowBytes = 1 << 20 };
+        var options = new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 3, FixedBuffers = true, WindowBytes = 1 << 20 };
         DeviceCopyResult r = new DeviceCopy(file, pmem, options).Run();
         Assert.Equal((Size, Size, Size, 0), (r.Bytes, r.PinnedBytes, r.RegisteredBytes, r.RegistrationErrno));
         Assert.Equal(Size / Bs, inEngine.FixedBufferIos);
@@ -98,7 +98,7 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
         discard.EndIo = _ => discarded.Set();
         bool submitted = false, doneWhileRegistered = false;
         int checks = 0;
-        DeviceCopyResult r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 2 }).Run(done =>
+        DeviceCopyResult r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 2, FixedBuffers = true }).Run(done =>
         {
             // One window covers the copy: it is registered and pinned until Run ends.
             if (submitted)
@@ -135,7 +135,7 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
         // Simulated RLIMIT_MEMLOCK.
         engine.SimulateBufferRegistrationErrno = 12;
         PmemDevice pmem = Namespace(DescriptorMapKind.Dense);
-        DeviceCopyResult r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, WindowBytes = 1 << 20 }).Run();
+        DeviceCopyResult r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, FixedBuffers = true, WindowBytes = 1 << 20 }).Run();
         Assert.Equal((Size, 0L, 12), (r.PinnedBytes, r.RegisteredBytes, r.RegistrationErrno));
         Assert.Equal(0, engine.FixedBufferIos);
         Assert.True(Holds(pmem, expected));
@@ -145,15 +145,15 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
         // Real: a namespace on ext4 is a shared mapping of a file that tracks dirty pages, which
         // the kernel will not pin long-term (EFAULT).
         PmemDevice onExt4 = Namespace(DescriptorMapKind.None, "/var/tmp");
-        r = new DeviceCopy(file, onExt4, new DeviceCopyOptions { Size = Size, BlockSize = Bs }).Run();
+        r = new DeviceCopy(file, onExt4, new DeviceCopyOptions { Size = Size, BlockSize = Bs, FixedBuffers = true }).Run();
         Assert.Equal((Size, 0L, 14), (r.PinnedBytes, r.RegisteredBytes, r.RegistrationErrno));
         Assert.Equal(0, engine.FixedBufferIos);
         Assert.True(Holds(onExt4, expected));
         Assert.False(onExt4.Pins.AnyPinned);
 
-        // And without asking: every chunk vectored, nothing registered.
+        // Without asking (the default): every chunk vectored, nothing registered.
         long vectored = engine.VectoredIos;
-        r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, FixedBuffers = false }).Run();
+        r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs }).Run();
         Assert.Equal((0L, 0), (r.RegisteredBytes, r.RegistrationErrno));
         Assert.Equal(vectored + Size / Bs, engine.VectoredIos);
     }
@@ -164,7 +164,7 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
         FileDevice file = OpenFile(RandomFile(9));
         PmemDevice pmem = Namespace(DescriptorMapKind.Huge);
         IoUringEngine engine = Engine(file);
-        var e = Assert.Throws<IOException>(() => new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 4 }).Run(done =>
+        var e = Assert.Throws<IOException>(() => new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 4, FixedBuffers = true }).Run(done =>
         {
             // The window is registered and chunks are in flight; the ring and its registrations go.
             if (done == Bs) file.Dispose();

@@ -27,10 +27,14 @@ public sealed record DeviceCopyOptions
     public int QueueDepth { get; init; } = 4;
     /// <summary>
     /// Register the pinned side's frames with an O_DIRECT file's io_uring as fixed buffers, a
-    /// window of up to 1 GiB at a time (see <see cref="RegisteredWindow"/>); false keeps every
-    /// transfer on READV/WRITEV (for comparison).
+    /// window of up to 1 GiB at a time (see <see cref="RegisteredWindow"/>), so the kernel pins no
+    /// pages per I/O. Off by default: a copy uses each frame once, so registering pins exactly the
+    /// pages per-I/O pinning would, only all at once before the window's first I/O (about 55 ms
+    /// per GiB of tmpfs pages here) instead of overlapped with the disk, and measured no faster
+    /// (docs/BENCHMARKS.md §12); and the window's pin holds a discard of it off for the window's
+    /// whole copy rather than one chunk's.
     /// </summary>
-    public bool FixedBuffers { get; init; } = true;
+    public bool FixedBuffers { get; init; }
     /// <summary>Test hook: the largest registered window (1 GiB, the kernel's limit, unless a test wants several windows in a small copy).</summary>
     internal long WindowBytes { get; init; } = RegisteredWindow.MaxBytes;
 }
@@ -66,8 +70,9 @@ public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedByte
 /// allocated before the first I/O. Frames written by a read into them are made durable with the
 /// destination's <see cref="IDaxDevice.PersistRange"/> before they are unpinned; the destination
 /// is flushed at the end.
-/// <para>When the other side is an O_DIRECT file on io_uring, the copy also registers the DAX
-/// side's frames as fixed buffers, one window of up to 1 GiB at a time, pinned as a whole for as
+/// <para>When asked (<see cref="DeviceCopyOptions.FixedBuffers"/>) and the other side is an O_DIRECT
+/// file on io_uring, the copy also registers the DAX side's frames as fixed buffers, one window of
+/// up to 1 GiB at a time, pinned as a whole for as
 /// long as it is registered (<see cref="RegisteredWindow"/>): the kernel then pins no user pages
 /// per I/O. The registration lasts only while the copy runs over that window, so a discard waits
 /// for at most one window's worth of copying; where registration is refused the chunks simply go
