@@ -165,7 +165,8 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     public Bio Clone(BioPool? pool = null)
     {
         // Init resets the completion state (remaining count, status, callback) a pooled bio keeps from its last use.
-        Bio c = (pool ?? BioPool.Shared).Rent(Op, Iter.Sector, Flags);
+        // DeferFence binds the one who set it to fence: a clone's completion goes to someone else.
+        Bio c = (pool ?? BioPool.Shared).Rent(Op, Iter.Sector, Flags & ~BioFlags.DeferFence);
         c._vecs = _vecs;
         c._vecCount = _vecCount;
         c.Iter = Iter;

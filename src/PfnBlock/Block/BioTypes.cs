@@ -36,6 +36,16 @@ public enum BioFlags : ushort
     /// thread of its own. Elsewhere, and on devices that cannot poll, the flag changes nothing.
     /// </summary>
     Polled = 8,
+    /// <summary>
+    /// The receiver of this write's completion fences for it (no kernel equivalent: the kernel's
+    /// pmem driver fences per request too). A memory device that stores the data with
+    /// non-temporal stores may leave out its store fence; whoever gets the completion calls
+    /// <see cref="Memory.PersistentMemory.Drain"/> on the completing thread before it treats the
+    /// write as durable. That is enough because a memory device copies and completes a bio on one
+    /// thread. A mirror sets it on its legs so that the legs' copies drain together, behind one
+    /// fence, instead of one after the other. Clones do not inherit it; other devices ignore it.
+    /// </summary>
+    DeferFence = 16,
 }
 
 /// <summary>Completion status of a bio (the kernel's blk_status_t).</summary>

@@ -37,7 +37,7 @@ public abstract unsafe class MemoryDevice : BlockDevice, IAllocationMap
     protected abstract void WriteData(byte* dst, byte* src, nuint length);
     /// <summary>Zeroes <paramref name="length"/> bytes of the device at <paramref name="dst"/>.</summary>
     protected abstract void ZeroData(byte* dst, nuint length);
-    /// <summary>Called once after all segments of a write were stored (e.g. a store fence).</summary>
+    /// <summary>Called once after all segments of a write were stored (e.g. a store fence); not for a write marked <see cref="BioFlags.DeferFence"/>, whose completion's receiver fences.</summary>
     protected virtual void WriteDone() { }
     /// <summary>Makes all completed writes durable (FLUSH, PREFLUSH).</summary>
     protected virtual BlockStatus FlushCache() => BlockStatus.Ok;
@@ -138,7 +138,7 @@ public abstract unsafe class MemoryDevice : BlockDevice, IAllocationMap
             else Buffer.MemoryCopy(dev, mem, seg.Length, seg.Length);
             dev += seg.Length;
         }
-        if (write) WriteDone();
+        if (write && (bio.Flags & BioFlags.DeferFence) == 0) WriteDone();
         return BlockStatus.Ok;
     }
 }

@@ -61,6 +61,24 @@ public sealed class MdHarness : IDisposable
         }
     }
 
+    /// <summary>
+    /// Writes <paramref name="data"/> with a plain <see cref="IBlockDevice.Submit"/> and runs
+    /// <paramref name="completed"/> inside the bio's completion: for tests of what happened before it.
+    /// </summary>
+    public void WriteObserved(IBlockDevice device, long offset, ReadOnlySpan<byte> data, Action<Bio> completed)
+    {
+        lock (_lock)
+        {
+            using IoBuffers.Layout layout = Buffers(device).Single(data.Length);
+            layout.Write(data);
+            using var done = new ManualResetEventSlim();
+            Bio bio = layout.AddTo(new Bio().Init(BioOp.Write, offset >> Bio.SectorShift));
+            bio.EndIo = b => { completed(b); done.Set(); };
+            device.Submit(bio);
+            Assert.True(done.Wait(TimeSpan.FromSeconds(30)), "the write never completed");
+        }
+    }
+
     /// <summary>Writes a stamp of <paramref name="length"/> bytes at <paramref name="offset"/> through <paramref name="device"/> and into <paramref name="model"/>.</summary>
     public void WriteToModel(IBlockDevice device, byte[] model, int offset, int length, int seed)
     {

@@ -1,5 +1,6 @@
 using PfnBlock.Block;
 using PfnBlock.Devices;
+using PfnBlock.Memory;
 using PfnBlock.Targets.Md;
 
 namespace PfnBlock.Tests.Targets.Md;
@@ -33,6 +34,35 @@ public sealed class MirrorTests : IDisposable
             int n = Math.Min(1 << 20, expected.Length - off);
             Assert.True(expected.AsSpan(off, n).SequenceEqual(_h.Read(md, off, n)), $"the array differs from what was written in the MiB at {off}");
         }
+    }
+
+    [Fact]
+    public void AWriteFencesItsLegsCopiesOnceAfterTheLastAndBeforeItCompletes()
+    {
+        (string[] m, MdSuperblock sb) = NewMirror();
+        IBlockDevice md = _h.Open(MdHarness.Spec(m));
+        // The first write of a region makes its bitmap bit durable; the traced one is the steady state.
+        Assert.Equal(BlockStatus.Ok, _h.Write(md, 8192, Pattern(8192, 4096, 1)));
+        byte[] data = Pattern(8192, 4096, 2);
+        var recorder = new PmemTraceRecorder();
+        int atCompletion = -1;
+        BlockStatus status = BlockStatus.IoError;
+        using (PmemTrace.Record(recorder))
+            _h.WriteObserved(md, 8192, data, b => { atCompletion = recorder.Events.Count; status = b.Status; });
+        Assert.Equal(BlockStatus.Ok, status);
+
+        List<PmemTraceEvent> before = [.. recorder.Events.Take(atCompletion)];
+        int first = before.FindIndex(e => e.Kind is PmemTraceKind.Store or PmemTraceKind.NonTemporalStore);
+        int last = before.FindLastIndex(e => e.Kind is PmemTraceKind.Store or PmemTraceKind.NonTemporalStore);
+        Assert.True(first >= 0, "the legs' copies were not traced on the submitting thread");
+        Assert.Equal(2 * 4096, before.Where(e => e.Kind == PmemTraceKind.NonTemporalStore).Sum(e => e.Length));
+        // Durable when acknowledged: a fence after the last copy, before the completion.
+        Assert.Contains(before.Skip(last + 1), e => e.Kind == PmemTraceKind.Fence);
+        // And only one: the second leg's copy does not wait for the first's to drain.
+        Assert.Equal(1, before.Skip(first).Count(e => e.Kind == PmemTraceKind.Fence));
+        _h.Reopen();
+        foreach (string leg in m)
+            Assert.Equal(data, _h.MemberData(leg, (long)sb.DataOffset, (long)sb.Size).AsSpan(8192, 4096).ToArray());
     }
 
     [Fact]
