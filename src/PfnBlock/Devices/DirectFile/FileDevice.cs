@@ -57,7 +57,7 @@ public sealed record FileDeviceOptions
 /// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
 /// instead of deadlocking the thread that frees slots.</para>
 /// </remarks>
-public sealed partial class FileDevice : BlockDevice, IRegisteredDevice
+public sealed partial class FileDevice : BlockDevice, IRegisteredDevice, IFixedBufferDevice
 {
     private const int MaxBytesPerBio = 1 << 20;
 
@@ -164,6 +164,9 @@ public sealed partial class FileDevice : BlockDevice, IRegisteredDevice
         errno = -id;
         return null;
     }
+
+    /// <inheritdoc/>
+    IDisposable? IFixedBufferDevice.RegisterFixedBuffer(in DaxRange range, out int errno) => RegisterFixedBuffer(range, out errno);
 
     /// <summary>Test hook into the engine (short-I/O simulation, counters).</summary>
     internal FileIoEngine EngineForTests => _engine;

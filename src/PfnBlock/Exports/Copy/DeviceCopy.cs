@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using PfnBlock.Block;
-using PfnBlock.Devices.DirectFile;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Exports.Copy;
@@ -50,7 +49,7 @@ public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedByte
 {
     /// <summary>Bytes of chunks whose frames were registered with the file's io_uring as a fixed buffer while they moved (READ_FIXED/WRITE_FIXED: no per-I/O page pinning in the kernel).</summary>
     public long RegisteredBytes { get; init; }
-    /// <summary>Why registration stopped being tried (an errno: EFAULT for a namespace on a disk filesystem, ENOMEM for RLIMIT_MEMLOCK, EOPNOTSUPP for an engine without fixed buffers); 0 when it was never refused.</summary>
+    /// <summary>Why registration stopped being tried (an errno: EFAULT for a namespace on a disk filesystem, ENOMEM for RLIMIT_MEMLOCK, EOPNOTSUPP for a buffered file or an engine without fixed buffers); 0 when it was never refused.</summary>
     public int RegistrationErrno { get; init; }
 
     /// <summary>Bytes per second.</summary>
@@ -85,7 +84,7 @@ public sealed unsafe class DeviceCopy
     private readonly long _size;
     private readonly int _bs;
     private readonly int _depth;
-    private readonly FileDevice? _fixedFile;
+    private readonly IFixedBufferDevice? _fixedFile;
     private readonly long _windowBytes;
 
     /// <summary>Checks that the copy can run: sizes, block alignment (O_DIRECT's rule) and a shared address space.</summary>
@@ -114,7 +113,7 @@ public sealed unsafe class DeviceCopy
         IBlockDevice fileSide = Path == CopyPath.IntoPinnedFrames ? from : to;
         // Windows of whole chunks, so no chunk straddles two registrations.
         _windowBytes = Math.Min(options.WindowBytes, RegisteredWindow.MaxBytes) / _bs * _bs;
-        if (options.FixedBuffers && Path != CopyPath.Bounce && _windowBytes > 0 && fileSide is FileDevice { IsDirect: true } f) _fixedFile = f;
+        if (options.FixedBuffers && Path != CopyPath.Bounce && _windowBytes > 0 && fileSide is IFixedBufferDevice f) _fixedFile = f;
     }
 
     /// <summary>Bytes the copy moves.</summary>

@@ -1,5 +1,4 @@
 using PfnBlock.Block;
-using PfnBlock.Devices.DirectFile;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Exports.Copy;
@@ -23,7 +22,7 @@ internal sealed class RegisteredWindow
     public const long MaxBytes = 1L << 30;
 
     private DaxRange _pin;
-    private FixedBufferLease? _lease;
+    private IDisposable? _lease;
 
     private RegisteredWindow(long start, long end)
     {
@@ -47,7 +46,7 @@ internal sealed class RegisteredWindow
     /// with <paramref name="file"/>; <paramref name="errno"/> is the registration's refusal (0 when
     /// it worked or was not tried because the range could not be pinned).
     /// </summary>
-    public static RegisteredWindow Open(IDaxDevice dax, FileDevice file, long start, long end, out int errno)
+    public static RegisteredWindow Open(IDaxDevice dax, IFixedBufferDevice file, long start, long end, out int errno)
     {
         errno = 0;
         var w = new RegisteredWindow(start, end);

@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using PfnBlock.Block;
-using PfnBlock.Devices;
 using PfnBlock.Devices.DirectFile;
 using PfnBlock.Devices.Pmem;
 using PfnBlock.Exports.Copy;
@@ -10,42 +9,15 @@ using PfnBlock.Namespaces;
 namespace PfnBlock.Tests.Copy;
 
 /// <summary>
-/// <c>pfnblock copy</c> with the pmem side registered as io_uring fixed buffers, on real O_DIRECT
-/// files on ext4 and real namespaces on tmpfs: the chunks go as READ_FIXED/WRITE_FIXED window by
-/// window and round-trip byte for byte, a discard of a registered window waits until the copy has
-/// unregistered it, a refused registration (simulated, or real: a namespace on ext4) falls back to
-/// READV/WRITEV, and a source disposed mid-copy fails the copy without a hang or a pin left.
+/// <c>pfnblock copy --fixed-buffers</c>: the pmem side registered as io_uring fixed buffers, on
+/// real O_DIRECT files on ext4 and real namespaces on tmpfs. The chunks go as READ_FIXED/WRITE_FIXED
+/// window by window and round-trip byte for byte, a discard of a registered window waits until the
+/// copy has unregistered it, a refused registration (simulated, or real: a namespace on ext4) falls
+/// back to READV/WRITEV, and a source disposed mid-copy fails the copy without a hang or a pin left.
 /// </summary>
-public sealed class DeviceCopyFixedBufferTests : IDisposable
+public sealed partial class DeviceCopyTests
 {
-    private const long Size = 3 << 20;
     private const int Bs = 256 << 10;
-    private readonly Scratch _scratch = new();
-    private readonly DeviceSet _set = new(new PhysicalAddressSpace());
-
-    public void Dispose()
-    {
-        _set.Dispose();
-        _scratch.Dispose();
-    }
-
-    public static TheoryData<DescriptorMapKind> Kinds => [.. DescriptorMaps.All];
-
-    private string RandomFile(int seed)
-    {
-        var bytes = new byte[Size];
-        new Random(seed).NextBytes(bytes);
-        string path = _scratch.NewSizedFile("/var/tmp", Size, "src");
-        File.WriteAllBytes(path, bytes);
-        return path;
-    }
-
-    private PmemDevice Namespace(DescriptorMapKind kind, string? directory = null)
-    {
-        string path = _scratch.NewPath(DescriptorMaps.Name(kind), directory);
-        PmemNamespace.Create(path, new NamespaceCreateOptions { Size = 6 << 20, Align = 4096, MapKind = kind }, new PhysicalAddressSpace()).Dispose();
-        return (PmemDevice)_set.Open($"pmem:{path}");
-    }
 
     private FileDevice OpenFile(string path) => (FileDevice)_set.Open($"file:{path}");
 
@@ -56,9 +28,9 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
 
     [Theory]
     [MemberData(nameof(Kinds))]
-    public void FileToPmemToFileGoesFixedWindowByWindowAndRoundTrips(DescriptorMapKind kind)
+    public void FixedBuffers_FileToPmemToFileGoWindowByWindowAndRoundTrip(DescriptorMapKind kind)
     {
-        string src = RandomFile((int)kind);
+        string src = RandomFile(Size, (int)kind);
         string dst = _scratch.NewSizedFile("/var/tmp", Size, "dst");
         FileDevice file = OpenFile(src);
         FileDevice back = OpenFile(dst);
@@ -87,9 +59,9 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
     }
 
     [Fact]
-    public void ADiscardOfTheRegisteredWindowWaitsUntilTheCopyHasUnregisteredIt()
+    public void FixedBuffers_ADiscardOfTheRegisteredWindowWaitsUntilTheCopyHasUnregisteredIt()
     {
-        FileDevice file = OpenFile(RandomFile(11));
+        FileDevice file = OpenFile(RandomFile(Size, 11));
         PmemDevice pmem = Namespace(DescriptorMapKind.None);
         IoUringEngine engine = Engine(file);
         var discard = new Bio().Init(BioOp.Discard, 0);
@@ -125,9 +97,9 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
     }
 
     [Fact]
-    public void ARefusedRegistrationFallsBackToVectoredIo()
+    public void FixedBuffers_ARefusedRegistrationFallsBackToVectoredIo()
     {
-        string src = RandomFile(5);
+        string src = RandomFile(Size, 5);
         byte[] expected = File.ReadAllBytes(src);
         FileDevice file = OpenFile(src);
         IoUringEngine engine = Engine(file);
@@ -159,9 +131,9 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
     }
 
     [Fact]
-    public void TheSourceDisposedMidCopyFailsTheCopyAndLeavesNoPinAndNoRegistration()
+    public void FixedBuffers_TheSourceDisposedMidCopyFailsTheCopyAndLeavesNoPin()
     {
-        FileDevice file = OpenFile(RandomFile(9));
+        FileDevice file = OpenFile(RandomFile(Size, 9));
         PmemDevice pmem = Namespace(DescriptorMapKind.Huge);
         IoUringEngine engine = Engine(file);
         var e = Assert.Throws<IOException>(() => new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 4, FixedBuffers = true }).Run(done =>
@@ -180,10 +152,10 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
     }
 
     [Fact]
-    public unsafe void RegisteredRangesAreLimitedAndEndWithTheRing()
+    public unsafe void FixedBuffers_RegisteredRangesAreLimitedAndEndWithTheRing()
     {
         using var arena = DramArena.Create(17 * Pfn.PageSize);
-        FileDevice file = OpenFile(RandomFile(3));
+        FileDevice file = OpenFile(RandomFile(Size, 3));
         IoUringEngine engine = Engine(file);
         byte* at = arena.BaseAddress;
         var ids = new List<int>();
@@ -203,7 +175,7 @@ public sealed class DeviceCopyFixedBufferTests : IDisposable
         engine.UnregisterRange(ids[0]); // a no-op: the ring took every registration with it
 
         // An engine without fixed buffers says so.
-        using FileDevice threads = FileDevice.Open(RandomFile(4), new FileDeviceOptions { Engine = FileEngineKind.ThreadPool });
+        using FileDevice threads = FileDevice.Open(RandomFile(Size, 4), new FileDeviceOptions { Engine = FileEngineKind.ThreadPool });
         Assert.Equal(-95, threads.EngineForTests.RegisterRange(at, Pfn.PageSize));
     }
 }
