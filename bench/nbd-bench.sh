@@ -10,7 +10,19 @@
 #      SERVE_ARGS (more flags for pfnblock serve, e.g. "--splice-reads 0"),
 #      ROWS (space-separated globs over the workload names of the summary table, e.g.
 #      ROWS="4k-*-qd1-1j nbdcopy-*"; default: every row. Any nbdcopy row also runs the
-#      first copy, which fills the exports).
+#      first copy, which fills the exports),
+#      SPLICE_PEER (empty): a size, e.g. 64k: the fio rows also run on a third server,
+#      "pfnsplice" (pfnblock serve --splice-reads SIZE, its own namespace), after pfnblock, and a
+#      second table sets it against pfnblock (copying, the default) in the same run,
+#      FILL (0): 1 writes every fio export whole (1 MiB sequential, not measured) before the rows,
+#      so reads meet data rather than holes,
+#      QD1_PIN (same): how the iodepth-1 rows place the programs. "same": both servers (every
+#      thread, for the row only) and fio on cpu QD1_CPU (0), and the same rows unpinned beside
+#      them as 4k-*-qd1-1j-unpinned (QD1_UNPINNED=0 drops those); "none": unpinned only.
+#      Why: this guest's idle driver halts an idle vCPU at once (cpuidle-haltpoll with
+#      guest_halt_poll_ns=0) and waking it costs the host ~35 us, so a QD1 ping-pong between
+#      two vCPUs measures that wake-up (twice per request) and where the scheduler put the
+#      threads, not the server. On one cpu no vCPU wakes between request and reply.
 SCRIPT_NAME=nbd-bench
 # ---- common helpers (inlined in every peers script so each runs on its own) ----
 set -euo pipefail
@@ -72,14 +84,15 @@ fio_rep() {
   local rows="$WORK/$label.rows" i f fp c0 c1 t0 t1 thr srv
   local hz; hz=$(getconf CLK_TCK)
   echo "## $label"
-  echo "CMD: $(env | grep -E '^PMEM_' | sort | tr '\n' ' ')fio $* --runtime=$RUNTIME --ramp_time=$RAMP --time_based --group_reporting --lat_percentiles=1 --output-format=json"
+  echo "CMD: $(env | grep -E '^PMEM_' | sort | tr '\n' ' ')${FIO_TASKSET:+$FIO_TASKSET }fio $* --runtime=$RUNTIME --ramp_time=$RAMP --time_based --group_reporting --lat_percentiles=1 --output-format=json"
   : > "$rows"
   for i in $(seq 1 "$REPS"); do
     f="$WORK/$label.$i.json"
     thr=-; srv=-
     if [ -n "${SERVER_PID:-}" ]; then c0=$(proc_ticks "$SERVER_PID"); fi
     t0=$(date +%s.%N)
-    fio "$@" --runtime="$RUNTIME" --ramp_time="$RAMP" --time_based --group_reporting --lat_percentiles=1 \
+    # shellcheck disable=SC2086 # FIO_TASKSET is "taskset -c N" or empty
+    ${FIO_TASKSET:-} fio "$@" --runtime="$RUNTIME" --ramp_time="$RAMP" --time_based --group_reporting --lat_percentiles=1 \
         --output-format=json --output="$f" >"$WORK/fio.out" 2>&1 &
     fp=$!; FIO_PID=$fp
     if [ -n "${SERVER_PID:-}" ]; then
@@ -134,7 +147,7 @@ COPY_MIB=$(numfmt --from=iec "$COPY_SIZE" | awk '{print int($1 / 1048576)}')
 EXPORT_BYTES=
 SRC=/dev/shm/nbd-bench-src.$$.img
 NS=/dev/shm/nbd-bench-pmem.$$
-CLEANUP_FILES+=("$SRC" "$SRC.chunk" "$NS")
+CLEANUP_FILES+=("$SRC" "$SRC.chunk" "$NS" "$NS.splice")
 [ -n "$RESULTS" ] || RESULTS="$WORK/results.tsv"
 
 wait_server() { # wait_server URI
@@ -172,7 +185,10 @@ echo "# building pfnblock (Release)"
 "$here/pfnblock" --help >/dev/null
 KSOCK="$WORK/nbdkit.sock"; PSOCK="$WORK/pfnblock.sock"
 KURI="nbd+unix:///?socket=$KSOCK"; PURI="nbd+unix:///pmem0?socket=$PSOCK"
-KPID=; PPID_=
+KPID=; PPID_=; SPID=
+SSOCK="$WORK/pfnsplice.sock"; SURI="nbd+unix:///pmem0?socket=$SSOCK"
+SPLICE_PEER=${SPLICE_PEER:-}
+FILL=${FILL:-0}
 # start_servers MIB : a pmem namespace whose data area holds at least MIB MiB (its info block
 # and alignment take a little more), served by pfnblock; nbdkit memory of exactly the same
 # byte size, so both exports are alike. Sets EXPORT_BYTES.
@@ -185,6 +201,15 @@ start_servers() {
   PPID_=$!; CLEANUP_PIDS+=("$PPID_")
   wait_server "$PURI"
   EXPORT_BYTES=$(nbdinfo --size "$PURI")
+  if [ -n "$SPLICE_PEER" ] && [ "${2:-}" = fio ]; then
+    rm -f "$NS.splice" "$SSOCK"
+    "$here/pfnblock" namespace create --path "$NS.splice" --size "$(($1 + 64))M" >/dev/null
+    echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS.splice --listen unix:$SSOCK ${SERVE_ARGS:-} --splice-reads $SPLICE_PEER"
+    # shellcheck disable=SC2086 # SERVE_ARGS holds separate flags
+    "$here/pfnblock" serve --export "pmem0=pmem:$NS.splice" --listen "unix:$SSOCK" ${SERVE_ARGS:-} --splice-reads "$SPLICE_PEER" > "$WORK/pfnsplice.out" 2>&1 &
+    SPID=$!; CLEANUP_PIDS+=("$SPID")
+    wait_server "$SURI"
+  fi
   echo "CMD: nbdkit -f --exit-with-parent -U $KSOCK memory $EXPORT_BYTES allocator=sparse"
   nbdkit -f --exit-with-parent -U "$KSOCK" memory "$EXPORT_BYTES" allocator=sparse &
   KPID=$!; CLEANUP_PIDS+=("$KPID")
@@ -192,8 +217,9 @@ start_servers() {
   for u in "$KURI" "$PURI"; do nbdinfo "$u" | grep -E 'export-size|can_multi_conn|block_size_max|can_fua|can_flush' | sed 's/^/  /'; done
 }
 stop_servers() {
-  kill -TERM "$PPID_" "$KPID"; wait "$PPID_" "$KPID" 2>/dev/null || true
+  kill -TERM "$PPID_" "$KPID" $SPID; wait "$PPID_" "$KPID" $SPID 2>/dev/null || true
   echo "# pfnblock serve output:"; sed 's/^/  /' "$WORK/pfnblock.out"
+  SPID=
 }
 echo "# $(nbdkit --version), $(nbdcopy --version | head -n1), fio $(fio --version), .NET SDK $(dotnet --version 2>/dev/null)"
 echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -222,19 +248,50 @@ stop_servers
 fi
 
 # ---- fio: exports of SIZE ----
-start_servers "$SIZE_MIB"
+start_servers "$SIZE_MIB" fio
+if [ "$FILL" = 1 ]; then
+  for u in "$KURI" "$PURI" ${SPID:+"$SURI"}; do
+    echo "# filling $u"
+    fio --name=fill --ioengine=nbd --uri="$u" --size="$SIZE" --bs=1m --rw=write --iodepth=8 --output=/dev/null
+  done
+fi
 # ---- fio: the 06-nbdkit-memory.sh matrix, alternating servers per workload ----
 both() { # both LABEL FIO-ARGS... (the URI is filled in per server)
   local label=$1; shift
   want "$label" || return 0
   SERVER_PID=$KPID fio_rep "nbdkit-$label" --name=nbd --ioengine=nbd --uri="$KURI" --size="$SIZE" "$@"
   SERVER_PID=$PPID_ fio_rep "pfnblock-$label" --name=nbd --ioengine=nbd --uri="$PURI" --size="$SIZE" "$@"
+  [ -z "$SPID" ] || SERVER_PID=$SPID fio_rep "pfnsplice-$label" --name=nbd --ioengine=nbd --uri="$SURI" --size="$SIZE" "$@"
+}
+QD1_PIN=${QD1_PIN:-same}
+QD1_CPU=${QD1_CPU:-0}
+QD1_UNPINNED=${QD1_UNPINNED:-1}
+ALL_CPUS=0-$(($(nproc) - 1))
+pin_servers() { # pin_servers CPULIST : every thread of both servers (new threads inherit it)
+  taskset -a -p -c "$1" "$KPID" >/dev/null
+  taskset -a -p -c "$1" "$PPID_" >/dev/null
+  [ -z "$SPID" ] || taskset -a -p -c "$1" "$SPID" >/dev/null
+}
+# qd1 LABEL FIO-ARGS... : the QD1 rows as QD1_PIN says (see the header)
+qd1() {
+  local label=$1; shift
+  want "$label" || return 0
+  if [ "$QD1_PIN" = same ]; then
+    echo "# $label: both servers' threads and fio on cpu $QD1_CPU (taskset -a -p -c $QD1_CPU PID)"
+    pin_servers "$QD1_CPU"
+    FIO_TASKSET="taskset -c $QD1_CPU" both "$label" "$@"
+    pin_servers "$ALL_CPUS"
+    [ "$QD1_UNPINNED" = 0 ] || ROWS="*" both "$label-unpinned" "$@"
+  else
+    both "$label" "$@"
+  fi
 }
 for rw in randread randwrite; do
-  both "4k-$rw-qd1-1j" --bs=4k --rw=$rw --iodepth=1 --numjobs=1
+  qd1 "4k-$rw-qd1-1j" --bs=4k --rw=$rw --iodepth=1 --numjobs=1
   for nj in $NJOBS; do both "4k-$rw-qd32-${nj}j" --bs=4k --rw=$rw --iodepth=32 --numjobs=$nj; done
 done
 both "1m-read-qd8-1j" --bs=1m --rw=read --iodepth=8 --numjobs=1
+both "1m-read-qd32-1j" --bs=1m --rw=read --iodepth=32 --numjobs=1
 both "1m-write-qd8-1j" --bs=1m --rw=write --iodepth=8 --numjobs=1
 
 # ---- summary: medians side by side, ratios, server CPU per request ----
@@ -259,4 +316,24 @@ awk -F'\t' -v OFS=' | ' '
         cpu["nbdkit", w] "%", cpu["pfnblock", w] "%", ck, cf, (ck != "" && cf != "" && ck > 0 ? sprintf("%.2fx", cf / ck) : "") " |"
     }
   }' "$RESULTS" | tee "${REPORT:-/dev/null}"
+if [ -n "$SPID" ]; then
+  echo "## spliced (pfnsplice: --splice-reads $SPLICE_PEER) against copying (pfnblock), same run"
+  awk -F'\t' -v OFS=' | ' '
+    function num(s, key) { return match(s, key "=[0-9.e+]+") ? substr(s, RSTART + length(key) + 1, RLENGTH - length(key) - 1) + 0 : -1 }
+    $1 == "nbd-bench" && $2 !~ /nbdcopy/ {
+      split($2, p, "-"); srv = p[1]; w = substr($2, length(srv) + 2)
+      if (!(w in seen)) { seen[w] = 1; order[++n] = w }
+      v[srv, w] = num($3, "IOPS"); cpu[srv, w] = num($3, "srv_cpu%")
+    }
+    END {
+      print "| workload | nbdkit | copying | spliced | spliced/copying | nbdkit us CPU/req | copying us CPU/req | spliced us CPU/req | spliced/copying CPU/req |"
+      print "|---|---|---|---|---|---|---|---|---|"
+      for (i = 1; i <= n; i++) {
+        w = order[i]; k = v["nbdkit", w]; c = v["pfnblock", w]; s = v["pfnsplice", w]
+        if (s <= 0 || c <= 0) continue
+        ck = k > 0 ? cpu["nbdkit", w] / 100 / k * 1e6 : 0; cc = cpu["pfnblock", w] / 100 / c * 1e6; cs = cpu["pfnsplice", w] / 100 / s * 1e6
+        print "| " w, k, c, s, sprintf("%.2fx", s / c), sprintf("%.2f", ck), sprintf("%.2f", cc), sprintf("%.2f", cs), sprintf("%.2fx", cs / cc) " |"
+      }
+    }' "$RESULTS" | tee -a "${REPORT:-/dev/null}"
+fi
 stop_servers

@@ -54,6 +54,9 @@ public sealed unsafe partial class PmemNamespace
     /// </summary>
     public bool ReserveForWrite(long offset, long length) => _holes is null || _holes.Reserve(offset, length);
 
+    /// <summary>How many writes made pages of theirs that might be holes exist first (<c>MADV_POPULATE_WRITE</c>; for tests).</summary>
+    internal long HoleReservations => _holes?.Reservations ?? 0;
+
     /// <summary>Called after a write of [<paramref name="offset"/>, +<paramref name="length"/>) through the block layer: those pages exist now.</summary>
     public void NoteWritten(long offset, long length) => _holes?.Written(offset, length);
 }

@@ -20,7 +20,14 @@ public sealed class NbdPinTests : IDisposable
 
     [Theory]
     [MemberData(nameof(Kinds))]
-    public unsafe void ATrimWaitsForTheReplySentFromTheFramesItWouldZero(DescriptorMapKind kind)
+    public void ATrimWaitsForTheReplySentFromTheFramesItWouldZero(DescriptorMapKind kind) => TrimBehindAnUnreadReply(kind, 0);
+
+    /// <summary>The same with the reply spliced (the socket holds references to the frames themselves until the client reads them).</summary>
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void ATrimWaitsForTheSplicedReplyFromTheFramesItWouldZero(DescriptorMapKind kind) => TrimBehindAnUnreadReply(kind, 64 << 10);
+
+    private unsafe void TrimBehindAnUnreadReply(DescriptorMapKind kind, int spliceBytes)
     {
         var dev = new PmemDevice(PmemNamespace.Create(_scratch.NewPath(DescriptorMaps.Name(kind)),
             new NamespaceCreateOptions { Size = 6 << 20, Align = 4096, MapKind = kind }, new PhysicalAddressSpace()));
@@ -29,7 +36,7 @@ public sealed class NbdPinTests : IDisposable
         expected.AsSpan().Replace((byte)0, (byte)1); // a zeroed byte must stand out
         expected.CopyTo(new Span<byte>(dev.Namespace.DataAddress, ReadBytes));
         // A small send buffer: a 4 MiB reply cannot leave until the client reads it.
-        using var server = new NbdTestServer(new NbdServerOptions { SocketBufferBytes = 64 << 10 }, ("ns", dev, false));
+        using var server = new NbdTestServer(new NbdServerOptions { SocketBufferBytes = 64 << 10, SpliceReadBytes = spliceBytes }, ("ns", dev, false));
         using NbdRawClient reader = NbdRawClient.Connect(server.SocketPath);
         using NbdRawClient trimmer = NbdRawClient.Connect(server.SocketPath);
         reader.Negotiate("ns");
