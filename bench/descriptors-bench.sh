@@ -6,9 +6,11 @@
 #      namespace of each map, the maps interleaved within each repetition: each read reply is
 #      pinned through the map's pin store while it waits to leave;
 #   3. pfnblock copy from an O_DIRECT file into pmem (one map per rep, rotating) against fio's
-#      io_uring O_DIRECT read of the same file with the same block size and depth (the peer).
+#      io_uring O_DIRECT read of the same file with the same block size and depth (the peer):
+#      into a fresh namespace, into a written one with and without io_uring fixed buffers, into null:.
 # Env: REPS (3), RUNTIME (10), RAMP (2), OPS (1000000, per memmap loop), MEASURE (4G), NS_SIZE (1G), COPY_SIZE (1G), BS (1M), DEPTH (4),
-#      PARTS ("1 2 3": which parts run), COPY_MAPS (the maps part 3 rotates through; default all)
+#      PARTS ("1 2 3": which parts run), COPY_MAPS (the maps part 3 rotates through; default all),
+#      SRC_DIR (/var/tmp: where part 3's source file lives; /dev/shm takes the disk out of the noise)
 set -euo pipefail
 export LC_ALL=C
 REPS=${REPS:-3}; RUNTIME=${RUNTIME:-10}; RAMP=${RAMP:-2}
@@ -18,7 +20,8 @@ PARTS=${PARTS:-1 2 3}; COPY_MAPS=${COPY_MAPS:-$MAPS}
 part() { case " $PARTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/descriptors-bench.XXXXXX)
-SRC=/var/tmp/descriptors-bench-src.$$.img
+SRC_DIR=${SRC_DIR:-/var/tmp}
+SRC=$SRC_DIR/descriptors-bench-src.$$.img
 NS=/dev/shm/descriptors-bench-ns.$$
 SERVER=
 cleanup() {
@@ -61,10 +64,15 @@ for map in $MAPS; do printf 'RESULT nbd-4k-randread-qd32 %-10s IOPS=%s\n' "$map"
 fi
 part 3 || exit 0
 
-echo "## 3. copy $COPY_SIZE from an O_DIRECT file on $(df -T /var/tmp | awk 'NR==2{print $2}') into pmem vs fio io_uring O_DIRECT read, bs $BS, depth $DEPTH"
+SRC_FS=$(df -T "$SRC_DIR" | awk 'NR==2{print $2}')
+echo "## 3. copy $COPY_SIZE from an O_DIRECT file on $SRC_FS ($SRC_DIR) into pmem vs fio io_uring O_DIRECT read, bs $BS, depth $DEPTH"
+echo "#  per rep: fio; copy into a fresh namespace; copy into the same, now written namespace with and without"
+echo "#  --fixed-buffers (which goes first alternates); copy into null:. Ratios are per rep, copy / fio of that rep."
 head -c "$COPY_SIZE" /dev/urandom > "$SRC"
-rm -f "$NS"
-"$here/pfnblock" namespace create --path "$NS" --size "$(( $(numfmt --from=iec "$COPY_SIZE") + (64 << 20) ))" >/dev/null
+# The file engine's own choice on tmpfs is the thread pool; the peer is io_uring, so ask for it.
+FROM="file:$SRC,engine=io_uring"
+NS_BYTES=$(( $(numfmt --from=iec "$COPY_SIZE") + (64 << 20) ))
+copy() { "$here/pfnblock" copy --from "$FROM" --to "pmem:$NS" --size "$COPY_SIZE" --bs "$BS" --iodepth "$DEPTH" --json "$@"; }
 # One unmeasured read first: the first read of a new file comes from the host's disk, every later
 # one (fio's and the copy's alike) from the host's page cache; rep 1 would compare unlike reads.
 fio --name=warm --filename="$SRC" --rw=read --bs="$BS" --iodepth="$DEPTH" --ioengine=io_uring --direct=1 --size="$COPY_SIZE" >/dev/null
@@ -74,15 +82,30 @@ for rep in $(seq 1 "$REPS"); do
   fbw=$(jq '.jobs[0].read.bw_bytes / 1048576' "$WORK/fio.json")
   n=$(echo $COPY_MAPS | wc -w)
   map=$(echo $COPY_MAPS | cut -d' ' -f$(( (rep - 1) % n + 1 )))
-  rm -f "$NS"; "$here/pfnblock" namespace create --path "$NS" --size "$(( $(numfmt --from=iec "$COPY_SIZE") + (64 << 20) ))" --map "$map" >/dev/null
-  # A first, unmeasured pass gives the fresh namespace its pages (tmpfs allocates them on first
-  # touch); fio reads into a buffer it reuses, so only the second pass compares like with like.
-  "$here/pfnblock" copy --from "file:$SRC" --to "pmem:$NS" --size "$COPY_SIZE" --bs "$BS" --iodepth "$DEPTH" --json > /dev/null
-  "$here/pfnblock" copy --from "file:$SRC" --to "pmem:$NS" --size "$COPY_SIZE" --bs "$BS" --iodepth "$DEPTH" --json > "$WORK/copy.json"
-  cbw=$(jq '.bytes_per_second / 1048576' "$WORK/copy.json")
-  cpu=$(jq '.cpu_copied_bytes' "$WORK/copy.json")
-  echo "$fbw" >> "$WORK/fio.bw"; echo "$cbw" >> "$WORK/copy.bw"
-  awk -v r="$rep" -v f="$fbw" -v c="$cbw" -v m="$map" -v cpu="$cpu" -v l="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN { printf "  rep %s: fio %.0f MiB/s, copy (map %s) %.0f MiB/s = %.1f %%, CPU-copied bytes %s, load %s\n", r, f, m, c, 100 * c / f, cpu, l }'
+  rm -f "$NS"; "$here/pfnblock" namespace create --path "$NS" --size "$NS_BYTES" --map "$map" >/dev/null
+  # Into the fresh namespace: tmpfs allocates and zeroes each page on first touch (real pmem
+  # has nothing to allocate). Then the same namespace again, its pages present, as fio's buffer is.
+  copy > "$WORK/fresh.json"
+  if [ $(( rep % 2 )) -eq 1 ]; then copy --fixed-buffers > "$WORK/fixed.json"; copy > "$WORK/vec.json"
+  else copy > "$WORK/vec.json"; copy --fixed-buffers > "$WORK/fixed.json"; fi
+  # The same engine, chunk loop, bs and depth into null: (a 4 MiB bounce buffer reused, as fio
+  # reuses its buffers): what the copy does when the destination is not 1 GiB of distinct pages.
+  "$here/pfnblock" copy --from "$FROM" --to "null:$COPY_SIZE" --size "$COPY_SIZE" --bs "$BS" --iodepth "$DEPTH" --json > "$WORK/null.json"
+  bw() { jq '.bytes_per_second / 1048576' "$1"; }
+  fresh=$(bw "$WORK/fresh.json"); fixed=$(bw "$WORK/fixed.json"); vec=$(bw "$WORK/vec.json"); null=$(bw "$WORK/null.json")
+  reg=$(jq '.registered_bytes' "$WORK/fixed.json"); errno=$(jq '.registration_errno' "$WORK/fixed.json")
+  cpu=$(jq '.cpu_copied_bytes' "$WORK/vec.json")
+  echo "$fbw" >> "$WORK/fio.bw"; echo "$vec" >> "$WORK/copy.bw"
+  awk -v f="$fbw" -v c="$fixed" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.fixed"
+  awk -v f="$fbw" -v c="$vec" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.vec"
+  awk -v f="$fbw" -v c="$fresh" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.fresh"
+  awk -v f="$fbw" -v c="$null" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.null"
+  awk -v r="$rep" -v f="$fbw" -v c="$fixed" -v v="$vec" -v fr="$fresh" -v nu="$null" -v m="$map" -v reg="$reg" -v e="$errno" -v cpu="$cpu" -v l="$(cut -d' ' -f1 /proc/loadavg)" \
+    'BEGIN { printf "  rep %s: fio %.0f MiB/s | written ns: READV %.0f (%.1f %%), fixed %.0f (%.1f %%) | fresh ns: READV %.0f (%.1f %%) | null: %.0f (%.1f %%) | map %s, registered bytes %s (errno %s), CPU-copied %s, load %s\n", r, f, v, 100 * v / f, c, 100 * c / f, fr, 100 * fr / f, nu, 100 * nu / f, m, reg, e, cpu, l }'
 done
 printf 'RESULT fio-io_uring-direct-read MiB/s=%s\n' "$(median < "$WORK/fio.bw")"
 printf 'RESULT pfnblock-copy-into-pmem  MiB/s=%s\n' "$(median < "$WORK/copy.bw")"
+printf 'RESULT copy/fio %%, written namespace, READV (default) %s\n' "$(median < "$WORK/ratio.vec")"
+printf 'RESULT copy/fio %%, written namespace, --fixed-buffers   %s\n' "$(median < "$WORK/ratio.fixed")"
+printf 'RESULT copy/fio %%, fresh namespace, READV (default)   %s\n' "$(median < "$WORK/ratio.fresh")"
+printf 'RESULT copy/fio %%, into null: (4 MiB reused buffer)   %s\n' "$(median < "$WORK/ratio.null")"

@@ -53,6 +53,7 @@ internal static unsafe partial class Libc
     public const int EWOULDBLOCK = 11;
     public const int EINVAL = 22;
     public const int EOPNOTSUPP = 95;
+    public const int ESHUTDOWN = 108;
 
     [LibraryImport(LibName, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int open(string path, int flags, int mode);

@@ -120,6 +120,13 @@ internal sealed unsafe class NamespaceHoles
         return Math.Min(end, p << Pfn.PageShift);
     }
 
+    /// <summary>True when a page of [<paramref name="offset"/>, +<paramref name="length"/>) may be a hole (punched since it was last written).</summary>
+    public bool AnyMaybe(long offset, long length)
+    {
+        long first = offset >> Pfn.PageShift, last = (offset + length - 1) >> Pfn.PageShift;
+        return NextMaybe(first, last + 1) <= last;
+    }
+
     /// <summary>
     /// Before a write of [<paramref name="offset"/>, +<paramref name="length"/>): makes every page
     /// of it that may be a hole exist and be mapped, so that a full filesystem fails the write here

@@ -48,6 +48,13 @@ public sealed unsafe partial class PmemNamespace
     }
 
     /// <summary>
+    /// True when a page of [<paramref name="offset"/>, +<paramref name="length"/>) of the data area
+    /// may be a hole: a read must not load it through the mapping, which on tmpfs would allocate the
+    /// page (undoing the punch) and, on a full tmpfs, raise SIGBUS. Cheap: a look at a bitmap.
+    /// </summary>
+    public bool MayHaveHoles(long offset, long length) => _holes is not null && _holes.AnyMaybe(offset, length);
+
+    /// <summary>
     /// Called before a write of [<paramref name="offset"/>, +<paramref name="length"/>) to the data
     /// area: gives holes in it their memory back first. False when the filesystem has no space left
     /// (the write must fail then: a store into a hole that cannot be allocated would raise SIGBUS).

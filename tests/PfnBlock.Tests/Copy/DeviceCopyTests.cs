@@ -14,7 +14,7 @@ namespace PfnBlock.Tests.Copy;
 /// transfers landing in pinned pmem frames (no bounce buffer, no CPU copy), a pending discard
 /// sends its chunks through DRAM instead, and bad sizes are refused before any I/O.
 /// </summary>
-public sealed class DeviceCopyTests : IDisposable
+public sealed partial class DeviceCopyTests : IDisposable
 {
     private const long Size = 3 << 20;
     private readonly Scratch _scratch = new();
@@ -37,12 +37,12 @@ public sealed class DeviceCopyTests : IDisposable
         return path;
     }
 
-    private PmemDevice Namespace(DescriptorMapKind kind) =>
-        (PmemDevice)_set.Open($"pmem:{PmemNamespaceAt(kind)}");
+    private PmemDevice Namespace(DescriptorMapKind kind, string? directory = null) =>
+        (PmemDevice)_set.Open($"pmem:{PmemNamespaceAt(kind, directory)}");
 
-    private string PmemNamespaceAt(DescriptorMapKind kind)
+    private string PmemNamespaceAt(DescriptorMapKind kind, string? directory = null)
     {
-        string path = _scratch.NewPath(DescriptorMaps.Name(kind));
+        string path = _scratch.NewPath(DescriptorMaps.Name(kind), directory);
         PmemNamespace.Create(path, new NamespaceCreateOptions { Size = 6 << 20, Align = 4096, MapKind = kind }, new PhysicalAddressSpace()).Dispose();
         return path;
     }

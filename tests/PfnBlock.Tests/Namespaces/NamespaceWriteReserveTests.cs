@@ -62,6 +62,32 @@ public sealed class NamespaceWriteReserveTests : IDisposable
         Assert.Equal(0x30, Read(dev, buf, 300));
     }
 
+    [Fact]
+    public void ReadingPunchedPagesOfAFullTmpfsGivesZerosAndAllocatesNothing()
+    {
+        using PrivateMount mount = PrivateMount.Tmpfs("never", sizeMiB: 8);
+        string path = Path.Combine(mount.Directory, "ns");
+        using var dev = new PmemDevice(PmemNamespace.Create(path, new NamespaceCreateOptions { Size = 4 << 20 }));
+        using var buf = DramArena.Create(4 * Pfn.PageSize, dev.AddressSpace);
+        Write(dev, buf, 9, 1, 0x99);
+        Assert.Equal(BlockStatus.Ok, Discard(dev, 0, 8)); // pages 0-7 leave the file; 9 stays
+        FillUp(Path.Combine(mount.Directory, "filler"));
+
+        // A load from a punched page of a shared tmpfs mapping allocates it (SIGBUS on a full
+        // filesystem): the read must give zeros without touching the page.
+        for (int p = 0; p < 8; p++) Assert.Equal(0, Read(dev, buf, p));
+        // A read across holes and data, in one bio of several vectors.
+        Span<byte> mem = buf.AddressSpace!.KmapSpan(buf.PfnAt(0), 0, 4 * Pfn.PageSize);
+        mem.Fill(0xee);
+        var bio = new Bio().Init(BioOp.Read, 6 * 8L).AddVec(buf.PfnAt(0), 0, 2 * Pfn.PageSize).AddVec(buf.PfnAt(2), 0, 2 * Pfn.PageSize);
+        Assert.Equal(BlockStatus.Ok, dev.SubmitAndWait(bio));
+        Assert.True(mem[..(2 * Pfn.PageSize)].IndexOfAnyExcept((byte)0) < 0, "the punched pages 6 and 7 did not read as zeros");
+        Assert.True(mem.Slice(3 * Pfn.PageSize, Pfn.PageSize).IndexOfAnyExcept((byte)0x99) < 0, "page 9 did not read back");
+        // And the reads left them holes: nothing was allocated.
+        Assert.Equal(AllocationState.Hole, dev.QueryAllocation(0, 8 * 8, out long run));
+        Assert.Equal(8 * 8, run);
+    }
+
     private static void FillUp(string path)
     {
         var chunk = new byte[64 << 10];

@@ -57,7 +57,7 @@ public sealed record FileDeviceOptions
 /// (back-pressure), except inside a completion callback, where it gets <see cref="BlockStatus.Busy"/>
 /// instead of deadlocking the thread that frees slots.</para>
 /// </remarks>
-public sealed partial class FileDevice : BlockDevice, IRegisteredDevice
+public sealed partial class FileDevice : BlockDevice, IRegisteredDevice, IFixedBufferDevice
 {
     private const int MaxBytesPerBio = 1 << 20;
 
@@ -142,6 +142,31 @@ public sealed partial class FileDevice : BlockDevice, IRegisteredDevice
     public override DeviceLimits Limits { get; }
     /// <inheritdoc/>
     public override DeviceFeatures Features => _features;
+
+    /// <summary>
+    /// Registers the pinned frames of <paramref name="range"/> with the io_uring engine as a fixed
+    /// buffer (at most 1 GiB, the kernel's limit), so reads into them and writes out of them skip
+    /// the kernel's per-I/O page pinning. The caller keeps <paramref name="range"/> pinned until it
+    /// has disposed the lease, and disposes it only once its I/O in the range has completed (see
+    /// <see cref="FixedBufferLease"/>).
+    /// </summary>
+    /// <returns>The lease, or null when the range stays on plain READV/WRITEV: then
+    /// <paramref name="errno"/> says why (EOPNOTSUPP: buffered or thread-pool engine, or no fixed
+    /// buffers on this kernel; EFAULT: memory the kernel will not pin long-term, such as a shared
+    /// mapping of a file on ext4; ENOMEM: RLIMIT_MEMLOCK; ENOSPC: every range slot in use;
+    /// EINVAL: above 1 GiB; ESHUTDOWN: the device is closing).</returns>
+    public unsafe FixedBufferLease? RegisterFixedBuffer(in DaxRange range, out int errno)
+    {
+        errno = 0;
+        long bytes = range.Pages << Pfn.PageShift;
+        int id = !IsDirect ? -Libc.EOPNOTSUPP : range.Pages <= 0 ? -Libc.EINVAL : _engine.RegisterRange(range.Address, (nuint)bytes);
+        if (id >= 0) return new FixedBufferLease(_engine, id, bytes);
+        errno = -id;
+        return null;
+    }
+
+    /// <inheritdoc/>
+    IDisposable? IFixedBufferDevice.RegisterFixedBuffer(in DaxRange range, out int errno) => RegisterFixedBuffer(range, out errno);
 
     /// <summary>Test hook into the engine (short-I/O simulation, counters).</summary>
     internal FileIoEngine EngineForTests => _engine;

@@ -200,6 +200,17 @@ internal abstract unsafe class FileIoEngine : IDisposable
     protected virtual void OnDrained() { }
 
     /// <summary>
+    /// Registers [<paramref name="start"/>, +<paramref name="length"/>) as a fixed buffer, so a
+    /// single-iovec read or write inside it skips the kernel's per-I/O page pinning; returns the
+    /// registration's number for <see cref="UnregisterRange"/>, or -errno (this engine has no fixed
+    /// buffers: EOPNOTSUPP). The caller keeps the memory alive and owned until it unregisters.
+    /// </summary>
+    public virtual int RegisterRange(byte* start, nuint length) => -Libc.EOPNOTSUPP;
+
+    /// <summary>Drops registration <paramref name="id"/> (the kernel unpins its pages); a no-op once the engine has closed.</summary>
+    public virtual void UnregisterRange(int id) { }
+
+    /// <summary>
     /// Applies the result of <paramref name="r"/>'s current step (bytes or fallocate/fsync 0, or
     /// -errno). True when the request is finished (<see cref="FileRequest.Status"/> set); false when
     /// the engine must <see cref="Issue"/> it again for the next step or the rest of a short transfer.

@@ -54,6 +54,12 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     internal const int MaxBuffers = 16;
     /// <summary>The kernel refuses a fixed buffer above 1 GiB; larger arenas stay on READV/WRITEV.</summary>
     private const long MaxBufferBytes = 1L << 30;
+    /// <summary>
+    /// Fixed-buffer slots for ranges registered explicitly (<see cref="RegisterRange"/>: a copy's
+    /// window of pinned pmem frames), numbered after the arenas' slots and reused once unregistered.
+    /// Only the shared ring uses them; poll queues mirror the arenas' slots alone.
+    /// </summary>
+    internal const int MaxRanges = 16;
     /// <summary>Polling threads given a ring of their own, per device; later ones use the shared ring.</summary>
     internal const int MaxPollQueues = 64;
 
@@ -93,6 +99,17 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     private int _triedCount;
     private MemoryRegion? _pendingRegion;
 
+    // Explicit ranges: slot i is fixed buffer MaxBuffers + i while non-null. Written by the ring
+    // thread only (a reference store: submitters see a whole entry or none); _rangeCount > 0 tells
+    // FindBuffer to look at them. Registration and unregistration are the ring thread's (a
+    // SINGLE_ISSUER ring accepts io_uring_register only from its issuer): callers queue a request
+    // and wait for it. _rangesClosed: the thread has exited; queued requests were failed.
+    private readonly RegisteredRange?[] _ranges = new RegisteredRange?[MaxRanges];
+    private int _rangeCount;
+    private readonly Lock _rangeLock = new();
+    private readonly Queue<RangeRequest> _rangeRequests = new();
+    private bool _rangesClosed;
+
     // Poll queues: every thread ring opened, closed when the engine releases its resources.
     private readonly Lock _pollLock = new();
     private readonly List<IoUringPollQueue> _pollQueues = [];
@@ -113,6 +130,22 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     internal long FixedBufferIos;
     /// <summary>Reads and writes issued as READV/WRITEV (counted racily: diagnostics).</summary>
     internal long VectoredIos;
+
+    private sealed class RegisteredRange(byte* start, nuint length)
+    {
+        public readonly byte* Start = start;
+        public readonly nuint Length = length;
+    }
+
+    /// <summary>A caller's request to the ring thread: register [Start, +Length), or unregister slot <see cref="Slot"/> when it is not negative.</summary>
+    private sealed class RangeRequest
+    {
+        public byte* Start;
+        public nuint Length;
+        public int Slot = -1;
+        public int Result;
+        public readonly ManualResetEventSlim Done = new(false);
+    }
 
     private readonly struct RegisteredBuffer(byte* start, nuint length, MemoryRegion region)
     {
@@ -148,6 +181,8 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     internal bool FixedFile => _fixedFile;
     /// <summary>Fixed buffers registered now.</summary>
     internal int RegisteredBufferCount => Volatile.Read(ref _bufferCount);
+    /// <summary>Explicit ranges registered now (<see cref="RegisterRange"/>).</summary>
+    internal int RegisteredRangeCount => Volatile.Read(ref _rangeCount);
 
     /// <summary>Sets up a ring for <paramref name="slots"/> requests on <paramref name="fd"/>.</summary>
     /// <param name="fd">The file (owned by the engine once this returns).</param>
@@ -194,7 +229,7 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
             // Registration before the ring is enabled: SINGLE_ISSUER allows it from any thread now.
             bool fixedFile = ring.RegisterFile(fd.Fd) == 0;
             bool fixedBuffers = ring.IsSupported(IoUring.IORING_OP_READ_FIXED) && ring.IsSupported(IoUring.IORING_OP_WRITE_FIXED)
-                && ring.RegisterSparseBuffers(MaxBuffers) == 0;
+                && ring.RegisterSparseBuffers(MaxBuffers + MaxRanges) == 0;
             engine = new IoUringEngine(fd, slots, space, ring, efd, name, fixedFile, fixedBuffers, note);
             engine.Start();
             return engine;
@@ -227,7 +262,7 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
     public override string Description =>
         $"io_uring: {Slots} slots (SQ {_ring.SqEntries}, CQ {_ring.CqEntries}), {_setupNote}, " +
         $"{(_fixedFile ? "registered file" : "unregistered file")}, " +
-        $"{(_fixedBuffers ? $"fixed buffers over DRAM arenas ({RegisteredBufferCount} registered)" : "no fixed buffers")}, " +
+        $"{(_fixedBuffers ? $"fixed buffers over DRAM arenas ({RegisteredBufferCount} registered) and registered ranges ({RegisteredRangeCount} now)" : "no fixed buffers")}, " +
         $"submitted and completed by thread '{_thread.Name}'; " +
         (_pollable ? _pollRefusal is null ? $"polled bios on their thread's own ring ({PollQueueCount} open)" : $"polled bios on the shared ring ({_pollRefusal})"
             : "polled bios on the shared ring (needs DEFER_TASKRUN)");
@@ -400,7 +435,7 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
         iovec* v = r.Iov + r.IovIndex;
         int count = r.IovCount - r.IovIndex;
         sqe->off = (ulong)r.Offset;
-        int buffer = count == 1 ? FindBuffer((byte*)v->iov_base, v->iov_len) : -1;
+        int buffer = count == 1 ? FindBuffer((byte*)v->iov_base, v->iov_len, ranges: q is null) : -1;
         if (buffer >= 0 && q is not null && !q.HasBuffer(buffer)) buffer = -1;
         if (buffer >= 0)
         {
@@ -418,9 +453,17 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
         if (count == 1 && r.Step != FileStep.WriteZeros) ProposeRegistration(r);
     }
 
-    /// <summary>The fixed buffer holding all of [<paramref name="p"/>, +<paramref name="length"/>), or -1.</summary>
-    private int FindBuffer(byte* p, nuint length)
+    /// <summary>The fixed buffer holding all of [<paramref name="p"/>, +<paramref name="length"/>), or -1; explicit ranges only when <paramref name="ranges"/> (the shared ring).</summary>
+    private int FindBuffer(byte* p, nuint length, bool ranges)
     {
+        if (ranges && Volatile.Read(ref _rangeCount) > 0)
+        {
+            for (int i = 0; i < MaxRanges; i++)
+            {
+                RegisteredRange? g = Volatile.Read(ref _ranges[i]);
+                if (g is not null && p >= g.Start && (nuint)(p - g.Start) + length <= g.Length) return MaxBuffers + i;
+            }
+        }
         int n = Volatile.Read(ref _bufferCount);
         for (int i = 0; i < n; i++)
         {
@@ -542,6 +585,7 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
             if (Closing && InFlight == 0) break;
             ReleaseRemovedBuffers();
             RegisterProposed();
+            ServeRangeRequests();
             if (!_wakeArmed) ArmWake();
 
             Volatile.Write(ref _sleeping, 1);
@@ -558,8 +602,102 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
                 Thread.Yield();
             }
         }
+        CloseRangeRequests();
         DisarmWake();
         if (_selfTeardown) ReleaseResources();
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// The caller must keep the memory mapped and its pages owned (for pmem frames: pinned through
+    /// the pin seam, so no discard, shrink or destroy can take them) until <see cref="UnregisterRange"/>
+    /// returns, and must not unregister while its own I/O into the range is in flight: the kernel
+    /// keeps the pages of a buffer in use until that I/O completes, whatever the table says. At most
+    /// 1 GiB (the kernel's limit for one fixed buffer) and <see cref="MaxRanges"/> at a time.
+    /// Blocks until the ring thread has done it (a SINGLE_ISSUER ring registers only from its issuer).
+    /// </remarks>
+    public override int RegisterRange(byte* start, nuint length)
+    {
+        if (!_fixedBuffers) return -Libc.EOPNOTSUPP;
+        if (length == 0 || length > MaxBufferBytes) return -Libc.EINVAL;
+        return CallRingThread(start, length, -1);
+    }
+
+    /// <inheritdoc/>
+    public override void UnregisterRange(int id)
+    {
+        if (id is < 0 or >= MaxRanges) throw new ArgumentOutOfRangeException(nameof(id), id, "not a registered range");
+        _ = CallRingThread(null, 0, id);
+    }
+
+    private int CallRingThread(byte* start, nuint length, int slot)
+    {
+        var req = new RangeRequest { Start = start, Length = length, Slot = slot };
+        if (Thread.CurrentThread == _thread) return Serve(req); // from a completion callback
+        lock (_rangeLock)
+        {
+            if (_rangesClosed) return -Libc.ESHUTDOWN; // the ring is gone, and every registration with it
+            _rangeRequests.Enqueue(req);
+        }
+        WakeIfOpen();
+        req.Done.Wait();
+        req.Done.Dispose();
+        return req.Result;
+    }
+
+    /// <summary>Ring thread: serves the queued register/unregister requests.</summary>
+    private void ServeRangeRequests()
+    {
+        while (true)
+        {
+            RangeRequest? req;
+            lock (_rangeLock)
+                if (!_rangeRequests.TryDequeue(out req)) return;
+            req.Result = Serve(req);
+            req.Done.Set();
+        }
+    }
+
+    private int Serve(RangeRequest req)
+    {
+        if (req.Slot >= 0)
+        {
+            if (_ranges[req.Slot] is null) return 0;
+            // Submitters stop choosing it first; then the kernel drops its pins (at once, as no
+            // I/O of the caller's is in flight in it).
+            Volatile.Write(ref _ranges[req.Slot], null);
+            Volatile.Write(ref _rangeCount, _rangeCount - 1);
+            _ = _ring.UpdateBuffer((uint)(MaxBuffers + req.Slot), null, 0);
+            return 0;
+        }
+        int free = Array.IndexOf(_ranges, null);
+        if (free < 0) return -Libc.ENOSPC;
+        int res = SimulateBufferRegistrationErrno != 0 ? -SimulateBufferRegistrationErrno
+            : _ring.UpdateBuffer((uint)(MaxBuffers + free), req.Start, req.Length);
+        if (res < 0)
+        {
+            // EFAULT: memory the kernel will not pin long-term (a shared mapping of a file on a
+            // disk filesystem, which tracks dirty pages); ENOMEM: RLIMIT_MEMLOCK.
+            LastBufferRegistrationErrno = -res;
+            return res;
+        }
+        Volatile.Write(ref _ranges[free], new RegisteredRange(req.Start, req.Length));
+        Volatile.Write(ref _rangeCount, _rangeCount + 1);
+        return free;
+    }
+
+    /// <summary>Ring thread, on its way out: no request is served from now on; queued ones fail.</summary>
+    private void CloseRangeRequests()
+    {
+        lock (_rangeLock)
+        {
+            _rangesClosed = true;
+            while (_rangeRequests.TryDequeue(out RangeRequest? req))
+            {
+                req.Result = -Libc.ESHUTDOWN;
+                req.Done.Set();
+            }
+        }
     }
 
     /// <summary>
@@ -622,6 +760,12 @@ internal sealed unsafe class IoUringEngine : FileIoEngine
         // handle's reference keeps the fd from closing (and its number from being reused) under
         // the write; once released, the thread is gone and needs no wake.
         if (!Volatile.Read(ref _selfTeardown) || Thread.CurrentThread == _thread) return;
+        WakeIfOpen();
+    }
+
+    /// <summary>Wakes the ring thread unless the eventfd is already closed (the thread is then gone and needs no wake).</summary>
+    private void WakeIfOpen()
+    {
         bool added = false;
         try
         {

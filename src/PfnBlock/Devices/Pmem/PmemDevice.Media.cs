@@ -10,11 +10,44 @@ namespace PfnBlock.Devices.Pmem;
 /// </summary>
 public sealed unsafe partial class PmemDevice
 {
-    /// <summary>Reads touching a bad block fail (the kernel's <c>pmem_do_read</c> on <c>is_bad_pmem</c>); the others copy out.</summary>
+    /// <summary>
+    /// Reads touching a bad block fail (the kernel's <c>pmem_do_read</c> on <c>is_bad_pmem</c>); reads
+    /// of a range that may hold holes zero-fill them; the others copy out.
+    /// </summary>
     private void SubmitRead(Bio bio)
     {
         if (TouchesBadBlocks(bio.Sector, bio.Size)) bio.Complete(BlockStatus.MediaError);
+        else if (_ns.MayHaveHoles(bio.Sector << Bio.SectorShift, bio.Size)) bio.Complete(ReadAroundHoles(bio));
         else base.SubmitCore(bio);
+    }
+
+    /// <summary>
+    /// Reads a range some of whose pages may have been punched out of the namespace file: the
+    /// destination gets zeros for a hole instead of a load through the mapping, which on tmpfs
+    /// would allocate the page again (a read undoing a discard) and, on a full tmpfs, kill the
+    /// process with SIGBUS.
+    /// </summary>
+    private BlockStatus ReadAroundHoles(Bio bio)
+    {
+        PhysicalAddressSpace space = AddressSpace;
+        long at = bio.Sector << Bio.SectorShift;
+        foreach (BioVec seg in bio.Segments)
+        {
+            byte* mem = space.TryKmap(seg.Pfn, seg.Offset, seg.Length);
+            if (mem == null) return BlockStatus.Invalid;
+            long segStart = at, segEnd = at + seg.Length;
+            while (at < segEnd)
+            {
+                long stop = _ns.AllocationRun(at, segEnd, out bool hole);
+                if (stop <= at) stop = segEnd; // cannot happen (a run covers at least its first page); never loop
+                nuint n = (nuint)(stop - at);
+                byte* dst = mem + (at - segStart);
+                if (hole) System.Runtime.InteropServices.NativeMemory.Clear(dst, n);
+                else Buffer.MemoryCopy(BaseAddress + at, dst, n, n);
+                at = stop;
+            }
+        }
+        return BlockStatus.Ok;
     }
 
     /// <summary>

@@ -24,6 +24,18 @@ public sealed record DeviceCopyOptions
     public int BlockSize { get; init; } = 1 << 20;
     /// <summary>I/Os in flight.</summary>
     public int QueueDepth { get; init; } = 4;
+    /// <summary>
+    /// Register the pinned side's frames with an O_DIRECT file's io_uring as fixed buffers, a
+    /// window of up to 1 GiB at a time (see <see cref="RegisteredWindow"/>), so the kernel pins no
+    /// pages per I/O. Off by default: a copy uses each frame once, so registering pins exactly the
+    /// pages per-I/O pinning would, only all at once before the window's first I/O (about 55 ms
+    /// per GiB of tmpfs pages here) instead of overlapped with the disk, and measured no faster
+    /// (docs/BENCHMARKS.md §12); and the window's pin holds a discard of it off for the window's
+    /// whole copy rather than one chunk's.
+    /// </summary>
+    public bool FixedBuffers { get; init; }
+    /// <summary>Test hook: the largest registered window (1 GiB, the kernel's limit, unless a test wants several windows in a small copy).</summary>
+    internal long WindowBytes { get; init; } = RegisteredWindow.MaxBytes;
 }
 
 /// <summary>What a copy did.</summary>
@@ -35,6 +47,11 @@ public sealed record DeviceCopyOptions
 /// <param name="Elapsed">Wall time.</param>
 public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedBytes, long BounceBytes, long CpuCopiedBytes, TimeSpan Elapsed)
 {
+    /// <summary>Bytes of chunks whose frames were registered with the file's io_uring as a fixed buffer while they moved (READ_FIXED/WRITE_FIXED: no per-I/O page pinning in the kernel).</summary>
+    public long RegisteredBytes { get; init; }
+    /// <summary>Why registration stopped being tried (an errno: EFAULT for a namespace on a disk filesystem, ENOMEM for RLIMIT_MEMLOCK, EOPNOTSUPP for a buffered file or an engine without fixed buffers); 0 when it was never refused.</summary>
+    public int RegistrationErrno { get; init; }
+
     /// <summary>Bytes per second.</summary>
     public double BytesPerSecond => Bytes / Math.Max(Elapsed.TotalSeconds, 1e-9);
 }
@@ -52,6 +69,13 @@ public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedByte
 /// allocated before the first I/O. Frames written by a read into them are made durable with the
 /// destination's <see cref="IDaxDevice.PersistRange"/> before they are unpinned; the destination
 /// is flushed at the end.
+/// <para>When asked (<see cref="DeviceCopyOptions.FixedBuffers"/>) and the other side is an O_DIRECT
+/// file on io_uring, the copy also registers the DAX side's frames as fixed buffers, one window of
+/// up to 1 GiB at a time, pinned as a whole for as
+/// long as it is registered (<see cref="RegisteredWindow"/>): the kernel then pins no user pages
+/// per I/O. The registration lasts only while the copy runs over that window, so a discard waits
+/// for at most one window's worth of copying; where registration is refused the chunks simply go
+/// as READV/WRITEV.</para>
 /// </remarks>
 public sealed unsafe class DeviceCopy
 {
@@ -60,6 +84,8 @@ public sealed unsafe class DeviceCopy
     private readonly long _size;
     private readonly int _bs;
     private readonly int _depth;
+    private readonly IFixedBufferDevice? _fixedFile;
+    private readonly long _windowBytes;
 
     /// <summary>Checks that the copy can run: sizes, block alignment (O_DIRECT's rule) and a shared address space.</summary>
     /// <exception cref="ArgumentException">A size or block size the devices cannot take, or devices in different address spaces.</exception>
@@ -84,6 +110,10 @@ public sealed unsafe class DeviceCopy
         (_from, _to, _size, _bs, _depth) = (from, to, size, options.BlockSize, options.QueueDepth);
         // pmem to pmem reads into the pinned destination too: the source's memcpy is the one copy.
         Path = IsDax(to) ? CopyPath.IntoPinnedFrames : IsDax(from) ? CopyPath.FromPinnedFrames : CopyPath.Bounce;
+        IBlockDevice fileSide = Path == CopyPath.IntoPinnedFrames ? from : to;
+        // Windows of whole chunks, so no chunk straddles two registrations.
+        _windowBytes = Math.Min(options.WindowBytes, RegisteredWindow.MaxBytes) / _bs * _bs;
+        if (options.FixedBuffers && Path != CopyPath.Bounce && _windowBytes > 0 && fileSide is IFixedBufferDevice f) _fixedFile = f;
     }
 
     /// <summary>Bytes the copy moves.</summary>
@@ -99,7 +129,9 @@ public sealed unsafe class DeviceCopy
         using DramArena bounce = DramArena.Create((long)_depth * _bs, _from.AddressSpace, "copy-bounce");
         var slots = new Slot[_depth];
         for (int i = 0; i < _depth; i++) slots[i] = new Slot(bounce.PfnAt((long)i * _bs / Pfn.PageSize));
-        long next = 0, done = 0, pinned = 0, bounced = 0, cpu = 0;
+        long next = 0, done = 0, pinned = 0, bounced = 0, cpu = 0, registered = 0;
+        RegisteredWindow? window = null;
+        int refused = 0;
         try
         {
             int busy = 0;
@@ -114,12 +146,34 @@ public sealed unsafe class DeviceCopy
                     if (Advance(s)) continue; // its second half is in flight
                     done += s.Length;
                     if (s.Pinned) pinned += s.Length; else bounced += s.Length;
+                    if (s.Window is { } w)
+                    {
+                        if (w.Registered) registered += s.Length;
+                        s.Window = null;
+                        if (--w.InFlight == 0 && w.Retired) w.Release();
+                    }
                     cpu += s.CpuBytes;
                     busy--;
                     progress?.Invoke(done);
                 }
                 if (next >= _size) continue;
                 int length = (int)Math.Min(_bs, _size - next);
+                if (_fixedFile is not null && refused == 0 && (window is null || next >= window.End))
+                {
+                    if (window is not null)
+                    {
+                        window.Retired = true;
+                        if (window.InFlight == 0) window.Release();
+                    }
+                    // The last window ends at the page holding the copy's last byte: pins go by whole pages.
+                    window = RegisteredWindow.Open((IDaxDevice)(Path == CopyPath.IntoPinnedFrames ? _to : _from), _fixedFile,
+                        next, Math.Min(next + _windowBytes, _size + Pfn.PageSize - 1 & ~(long)(Pfn.PageSize - 1)), out refused);
+                }
+                if (window is not null && next < window.End)
+                {
+                    s.Window = window;
+                    window.InFlight++;
+                }
                 Start(s, next, length);
                 next += length;
                 busy++;
@@ -132,13 +186,17 @@ public sealed unsafe class DeviceCopy
         finally
         {
             foreach (Slot s in slots)
-            {
                 if (s.Stage != Stage.Idle) s.Done.Wait(); // never free a buffer under an I/O
+            // Nothing is in flight now: a failed copy's windows (retired ones included) can go.
+            foreach (Slot s in slots)
+            {
                 if (s.Pinned && s.Pin.Pages != 0) s.Pin.Unpin();
+                s.Window?.Release();
                 s.Done.Dispose();
             }
+            window?.Release();
         }
-        return new DeviceCopyResult(done, Path, pinned, bounced, cpu, clock.Elapsed);
+        return new DeviceCopyResult(done, Path, pinned, bounced, cpu, clock.Elapsed) { RegisteredBytes = registered, RegistrationErrno = refused };
     }
 
     private void Start(Slot s, long offset, int length)
@@ -237,6 +295,8 @@ public sealed unsafe class DeviceCopy
         public IBlockDevice? Device;
         public DaxRange Pin;
         public bool Pinned;
+        /// <summary>The registered window the chunk is in, if any.</summary>
+        public RegisteredWindow? Window;
         public long Offset;
         public int Length;
         public long CpuBytes;

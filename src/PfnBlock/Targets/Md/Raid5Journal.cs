@@ -38,9 +38,10 @@ public sealed record Raid5JournalStatus(string Spec, Raid5JournalMode Mode, long
 /// <para>In write-back mode (md's r5c) a write appends a <see cref="Raid5JournalRecordKind.Data"/>
 /// record of its new data alone and completes: no member is read or written. The records stay
 /// pending, indexed by stripe in DRAM (reads lay them over what the members hold), until the
-/// target's write-out thread writes them out a stripe at a time: the stripe of the oldest pending
-/// record, with every pending record of that stripe merged into one stripe write (md's r5c flushes
-/// a stripe_head with all its cached pages). The write-out computes the parity of the merged
+/// target's write-out workers write them out a stripe at a time, each worker the stripes
+/// <see cref="OwnerOf"/> gives it: the stripe of its oldest pending record, with every pending
+/// record of that stripe merged into one stripe write (md's r5c flushes a stripe_head with all its
+/// cached pages). The write-out computes the parity of the merged
 /// rows and journals it alone as a <see cref="Raid5JournalRecordKind.Parity"/> record covering those
 /// data records before it changes any member (the data is in the log already), so a torn
 /// write-out is replayed, not a write hole. Each pending data record reserves the log space of the
@@ -80,12 +81,13 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private readonly long _slack;         // write-back admission slack: one largest record (the wrap at the log's end)
     private readonly uint _seed;
     private long _reserved;               // blocks reserved by pending data records for their write-out records
-    private long _nextOut;                // no pending data record has a lower seq
+    private readonly long[] _nextOut;     // per write-out worker: no pending data record of its stripes has a lower seq
+    private readonly AutoResetEvent[] _outWakes; // per write-out worker: set when it has work (see WakeWriteOut)
     private volatile int _pending;
     private long _writtenOut;
     private long _dataRecords;            // data records appended since assembly (the write-out's idle test)
     private bool _draining;               // a stop waits for every record to be written out
-    private bool _outWoken;               // the write-out thread was woken past the high watermark and has not gone idle since
+    private bool _outWoken;               // the write-out workers were woken past the high watermark and have not gone idle since
     private long _head, _headSeq;            // where and which the next record is
     private long _memTailBlock, _memTailSeq; // the oldest record not yet done (or the head)
     private long _durTailBlock, _durTailSeq; // the tail the superblock records
@@ -128,6 +130,10 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _ringReserve = new int[_ring];
         _pendingByStripe.EnsureCapacity(_ring);
         _slack = Raid5JournalLayout.MaxRecordBlocks(sb.RaidDisks, sb.ChunkSectors);
+        WriteOutWorkers = Math.Clamp(Environment.ProcessorCount, 2, MaxWriteOutWorkers);
+        _nextOut = new long[WriteOutWorkers];
+        _outWakes = new AutoResetEvent[WriteOutWorkers];
+        for (int k = 0; k < WriteOutWorkers; k++) _outWakes[k] = new AutoResetEvent(false);
         _head = _memTailBlock = _durTailBlock = sb.TailBlock;
         _headSeq = _memTailSeq = _durTailSeq = sb.TailSeq;
     }
@@ -174,12 +180,41 @@ internal sealed unsafe class Raid5Journal : IDisposable
     public bool Failed => _failed;
     /// <summary>Write-back: data records not yet written out to the members.</summary>
     public int Pending => _pending;
-    /// <summary>Set when write-out is wanted now (a record was appended, a writer waits for room, a stop drains); the write-out thread waits on it.</summary>
-    public AutoResetEvent OutWake { get; } = new(false);
+    /// <summary>The most write-out workers a journal runs.</summary>
+    private const int MaxWriteOutWorkers = 4;
+
+    /// <summary>
+    /// Write-back: how many write-out workers the target runs (one per core, at least two, at most
+    /// <see cref="MaxWriteOutWorkers"/>). Each owns the stripes <see cref="OwnerOf"/> gives it, so a
+    /// stripe's records are written out by one worker in log order and no two workers take one
+    /// stripe's lock; the log's tail is the oldest record any of them has not written out.
+    /// </summary>
+    public int WriteOutWorkers { get; }
+
+    /// <summary>The write-out worker that owns the stripe at member sector <paramref name="memberSector"/>: stripes are dealt round-robin.</summary>
+    public int OwnerOf(long memberSector) => (int)((ulong)(memberSector / _sb.ChunkSectors) % (uint)WriteOutWorkers);
+
+    /// <summary>What write-out worker <paramref name="worker"/> waits on: set when write-out is wanted now (a record was appended past the high watermark, a writer waits for room, a stop drains).</summary>
+    public WaitHandle OutWake(int worker) => _outWakes[worker];
+
+    /// <summary>Wakes every write-out worker.</summary>
+    public void WakeWriteOut()
+    {
+        foreach (AutoResetEvent e in _outWakes) e.Set();
+    }
     /// <summary>Writers waiting for log space now.</summary>
     internal int Waiters { get; private set; }
-    /// <summary>Test seam: while set, the write-out thread leaves data records pending (writers still wait when the log is full).</summary>
+    /// <summary>Test seam: while set, the write-out workers leave data records pending (writers still wait when the log is full).</summary>
     internal bool PauseWriteOut { get; set; }
+    /// <summary>Test seam: a mask of write-out workers that leave their stripes' records pending (bit k: worker k).</summary>
+    internal int PausedWorkers { get; set; }
+    /// <summary>Test seam: write-out worker <paramref name="worker"/> is paused.</summary>
+    internal bool Paused(int worker) => PauseWriteOut || (PausedWorkers & (1 << worker)) != 0;
+    /// <summary>Test seam: the oldest record not done (every record before it is on the members); the durable tail moves only up to it.</summary>
+    internal long MemTailSeq
+    {
+        get { lock (_sync) return _memTailSeq; }
+    }
     /// <summary>Test seam: the next stop leaves the log as a crash would (records kept, superblock not marked clean).</summary>
     internal bool LeaveLogOnStop { get; set; }
     /// <summary>True when the journal's device completes bios on the submitting thread.</summary>
@@ -357,7 +392,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     /// In write-back mode a data record covered by a parity record of its stripe (its
     /// <c>writes_out</c> reaches back to it) is written onto the members as it is, and the parity
     /// record's parity after it; a data record no parity record covers becomes pending again:
-    /// indexed for reads and left for the write-out thread (parity computed from the members then,
+    /// indexed for reads and left for the write-out workers (parity computed from the members then,
     /// degraded or not). Returns what to report.
     /// </summary>
     /// <exception cref="IOException">A journal read or member write failed.</exception>
@@ -411,8 +446,9 @@ internal sealed unsafe class Raid5Journal : IDisposable
                 AddPending(slot, r.MemberSector, r.Entries.Length, WriteOutBlocks(r.Entries));
                 pending++;
             }
-            _memTailSeq = _nextOut = records.FirstOrDefault(r => !_ringDone[r.Seq % _ring]).Seq is long first and > 0 ? first : endSeq;
+            _memTailSeq = records.FirstOrDefault(r => !_ringDone[r.Seq % _ring]).Seq is long first and > 0 ? first : endSeq;
             _memTailBlock = _memTailSeq == endSeq ? endBlock : _ringBlock[_memTailSeq % _ring];
+            _nextOut.AsSpan().Fill(_memTailSeq);
             _durTailBlock = _memTailBlock;
             _durTailSeq = _memTailSeq;
             WriteSuperblock(clean: false);
@@ -550,7 +586,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
                     continue;
                 }
                 // Full of records still being written to the members (or written out): their Done frees space.
-                if (_pending > 0) OutWake.Set();
+                if (_pending > 0) WakeWriteOut();
                 Waiters++;
                 Monitor.Wait(_sync, 100);
                 Waiters--;
@@ -686,8 +722,8 @@ internal sealed unsafe class Raid5Journal : IDisposable
         // Write-out is lazy (as md's r5c): woken past the high watermark, else it finds work when idle.
         if (!_outWoken && Used(_memTailBlock, _memTailSeq) * HighWatermark > _sb.Blocks)
         {
-            _outWoken = true; // one wake, not one per write: the thread keeps going until the low watermark
-            OutWake.Set();
+            _outWoken = true; // one wake, not one per write: the workers keep going until the low watermark
+            WakeWriteOut();
         }
     }
 
@@ -697,7 +733,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     private const int LowWatermark = 8;
 
     /// <summary>
-    /// Whether the write-out thread should write a record out now: a stop drains the log, a writer
+    /// Whether a write-out worker should write a record out now: a stop drains the log, a writer
     /// waits for room, the log is past its low watermark, or no data record was appended since
     /// the last look (<paramref name="lastSeen"/>, updated): an idle array is written out fully.
     /// </summary>
@@ -754,16 +790,22 @@ internal sealed unsafe class Raid5Journal : IDisposable
         }
     }
 
-    /// <summary>The stripe (first member sector) of the oldest pending data record: the next to write out. False when none is pending.</summary>
-    public bool NextWriteOutStripe(out long memberSector)
+    /// <summary>
+    /// The stripe (first member sector) of the oldest pending data record of the stripes write-out
+    /// worker <paramref name="worker"/> owns: its next to write out. False when none is pending.
+    /// </summary>
+    public bool NextWriteOutStripe(int worker, out long memberSector)
     {
         lock (_sync)
         {
-            for (; _nextOut < _headSeq; _nextOut++)
+            // Records before the tail are all done (and their slots may hold newer records).
+            if (_nextOut[worker] < _memTailSeq) _nextOut[worker] = _memTailSeq;
+            for (; _nextOut[worker] < _headSeq; _nextOut[worker]++)
             {
-                int slot = (int)(_nextOut % _ring);
-                // A pending data record: not done, with entries (other records' slots have none).
-                if (_ringDone[slot] || _ringCount[slot] == 0) continue;
+                int slot = (int)(_nextOut[worker] % _ring);
+                // A pending data record (not done, with entries: other records' slots have none) of a stripe it owns;
+                // another worker's records are never this one's, so it passes them for good.
+                if (_ringDone[slot] || _ringCount[slot] == 0 || OwnerOf(_ringStripe[slot]) != worker) continue;
                 memberSector = _ringStripe[slot];
                 return true;
             }
@@ -775,7 +817,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     /// <summary>
     /// Write-out: the pending data records of the stripe at <paramref name="memberSector"/>, oldest
     /// first (at most <paramref name="slots"/>' length): their ring slots. The records stay pending (reads keep laying them over) until
-    /// <see cref="WrittenOut"/>; only the write-out thread removes them, so the slots stay theirs.
+    /// <see cref="WrittenOut"/>; only the stripe's write-out worker removes them, so the slots stay theirs.
     /// </summary>
     public int SnapshotStripe(long memberSector, Span<int> slots)
     {
@@ -856,7 +898,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
     }
     /// <summary>
     /// Waits until every data record is written out (a clean stop), the journal failed, or
-    /// <paramref name="alive"/> says the write-out thread can no longer run. True when none is pending.
+    /// <paramref name="alive"/> says every write-out worker still runs (false: one ended). True when none is pending.
     /// </summary>
     public bool WaitWrittenOut(Func<bool> alive)
     {
@@ -865,7 +907,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
             _draining = true;
             while (_pending > 0 && !_failed && alive())
             {
-                OutWake.Set();
+                WakeWriteOut();
                 Monitor.Wait(_sync, 50);
             }
         }
@@ -952,7 +994,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
         if (_failed) return;
         _failed = true;
         Monitor.PulseAll(_sync);
-        OutWake.Set();
+        WakeWriteOut();
         _array.JournalFailed($"journal {Spec} failed ({what}): writes are refused from now on, the array is read-only (as md does)");
     }
 
@@ -981,6 +1023,6 @@ internal sealed unsafe class Raid5Journal : IDisposable
         foreach (DaxRange r in _pins) r.Unpin();
         _arena.Dispose();
         _io.Dispose();
-        OutWake.Dispose();
+        foreach (AutoResetEvent e in _outWakes) e.Dispose();
     }
 }

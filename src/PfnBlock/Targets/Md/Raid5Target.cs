@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using PfnBlock.Block;
+using PfnBlock.Devices.Pmem;
 using PfnBlock.Memory;
 
 namespace PfnBlock.Targets.Md;
@@ -20,27 +21,19 @@ namespace PfnBlock.Targets.Md;
 /// when the pool is empty, on the target's own thread (md's raid5d), so <see cref="MapWrite"/> never
 /// blocks on a slow member.</para>
 /// <para>With a write-back journal (<see cref="Raid5Journal.WriteBack"/>) a write only puts its
-/// new data in the journal and completes; the write-out thread (md's r5c reclaim) later writes
-/// the stripes out, the stripe of the oldest pending record first, each with all its pending
-/// records merged into one stripe write (<see cref="WriteOutStripe"/>), and reads of a stripe with
-/// records not yet written out lay them over what the members hold.</para>
+/// new data in the journal and completes; the write-out workers (md's r5c reclaim, one per core,
+/// each owning a share of the stripes) later write the stripes out, each worker the stripe of its
+/// oldest pending record first, with all its pending records merged into one stripe write
+/// (<see cref="WriteOutStripe"/>), and reads of a stripe with records not yet written out lay them
+/// over what the members hold.</para>
 /// <para>Discard and write-zeroes become writes of zeros (parity stays right), except that a
 /// discard of whole stripes goes down as discards when every member guarantees discarded sectors
 /// read back as zeros (md's devices_handle_discard_safely): zero data has zero parity.</para>
 /// </remarks>
-internal sealed unsafe class Raid5Target : MdTarget
+internal sealed unsafe partial class Raid5Target : MdTarget
 {
     private const int LockSlots = 4096;
     private const int ReadFailed = -2;
-    /// <summary>The most pending records one write-out merges (the rest of the stripe's wait for the next).</summary>
-    private const int MaxMerge = 4096;
-    /// <summary>
-    /// A write-out reads and writes a data member's changed sectors run by run up to this many
-    /// runs, else its whole window at once. A pmem member bio costs about what copying 4 KiB does
-    /// (perf of a 4 KiB random write-out: the non-temporal copies to the members dominate), so
-    /// runs win while the gaps between them are pages; many runs of a few sectors do not.
-    /// </summary>
-    private const int MaxRuns = 16;
 
     private readonly Raid5Layout _layout;
     private readonly int _chunkBytes;
@@ -56,19 +49,11 @@ internal sealed unsafe class Raid5Target : MdTarget
     private readonly AutoResetEvent _wake = new(false);
     private readonly Thread _thread;
     private readonly Raid5Journal? _journal;
-    private readonly Thread? _outThread;     // write-back: writes data records out to the members
-    private readonly Bio _outBio = new(1);
-    private readonly Bio _outRead = new(1);
-    // Write-back write-out scratch (one stripe at a time): the snapshot's ring slots, and per member a bitmap of the chunk sectors they change.
-    private readonly int[] _outSlots = new int[MaxMerge];
-    private readonly ulong[] _outDirty;
-    private readonly ulong[] _outRows, _outTrial; // the rows (chunk sectors) the merged records change, and a record's tried on them
-    private readonly Raid5JournalEntry[] _outRuns = new Raid5JournalEntry[Raid5JournalLayout.MaxMembers];
-    private readonly bool[] _outWhole;            // per data index: read and write the member's whole window, not run by run
-    private readonly int _dirtyWords;
+    private readonly WriteOutWorker[] _outWorkers = []; // write-back: they write data records out to the members (Raid5Target.WriteOut.cs)
     private long _writeOuts, _mergedRecords;
     private volatile bool _stopping;
-    private volatile bool _outStopping, _outStopped;
+    private volatile bool _outStopping;
+    private int _outRunning;                 // write-out workers not yet ended
     private long _fullStripeWrites, _rmwWrites, _rcwWrites, _degradedWrites, _reconstructedReads, _directWrites;
 
     public Raid5Target(MdArray array, IBlockDevice[] devices) : base(array, devices)
@@ -84,16 +69,7 @@ internal sealed unsafe class Raid5Target : MdTarget
         _workerPool.TryRent(out _workerBuffers);
         _thread = new Thread(Worker) { IsBackground = true, Name = $"md-{array.Name}-raid5d" };
         _thread.Start();
-        _dirtyWords = (int)((array.ChunkSectors + 63) / 64);
-        _outDirty = new ulong[array.RaidDisks * _dirtyWords];
-        _outRows = new ulong[_dirtyWords];
-        _outWhole = new bool[array.RaidDisks];
-        _outTrial = new ulong[_dirtyWords];
-        if (_journal is { WriteBack: true })
-        {
-            _outThread = new Thread(WriteOutLoop) { IsBackground = true, Name = $"md-{array.Name}-r5c" };
-            _outThread.Start();
-        }
+        if (_journal is { WriteBack: true } j) _outWorkers = StartWriteOut(j);
     }
 
     /// <summary>RAID5 passes a volatile cache, FUA and read-only on; it is not synchronous (a write may wait for the bitmap).</summary>
@@ -306,7 +282,7 @@ internal sealed unsafe class Raid5Target : MdTarget
         }
         if (!_writes.TryRent(out Bio? carrier)) return MapResult.Requeue;
         R5Write w = carrier.ContextAs<R5Write>();
-        w.WriteOutStripe = -1;
+        w.WriteOut = null;
         w.Cached = _journal is { WriteBack: true };
         if (w.Cached)
         {
@@ -338,9 +314,9 @@ internal sealed unsafe class Raid5Target : MdTarget
     private void Process(R5Write w, StripeBuffers set)
     {
         Bio bio = w.Parent!;
-        if (w.WriteOutStripe >= 0)
+        if (w.WriteOut is { } worker)
         {
-            WriteOutStripe(w, w.WriteOutStripe, set);
+            WriteOutStripe(w, worker, set);
             return;
         }
         // A write-back data record of a preflush write is made durable with every record before it: nothing more to flush.
@@ -752,7 +728,7 @@ internal sealed unsafe class Raid5Target : MdTarget
     /// Maps member sectors from <paramref name="memberSector"/> of slot <paramref name="slot"/> for
     /// loads without a bio (direct access; pinned until <paramref name="range"/> is unpinned), when
     /// the member is memory that grants the whole range at once. False otherwise (not a DAX device,
-    /// a bad block in the range, a discard of it pending): the caller reads through a bio.
+    /// a bad block in the range, a discard of it pending, a page that may be a hole): the caller reads through a bio.
     /// </summary>
     private bool TryMapMember(int slot, long memberSector, int bytes, out DaxRange range, out byte* address)
     {
@@ -761,6 +737,9 @@ internal sealed unsafe class Raid5Target : MdTarget
         MdMember m = Array.Slot(slot);
         if (m.Device is not IDaxDevice dax || (m.Device.Features & DeviceFeatures.Dax) == 0) return false;
         long at = (m.DataOffset + memberSector) << Bio.SectorShift;
+        // A page that may be a punched hole is not loaded through the mapping (on tmpfs the load would
+        // allocate it, and raise SIGBUS when full): the member's read bio zero-fills it instead.
+        if (m.Device is PmemDevice pmem && pmem.Namespace.MayHaveHoles(at, bytes)) return false;
         long inPage = at & (Pfn.PageSize - 1);
         long pages = (inPage + bytes + Pfn.PageSize - 1) >> Pfn.PageShift;
         if (dax.DirectAccess(at >> Pfn.PageShift, pages, out range) != pages)
@@ -810,8 +789,8 @@ internal sealed unsafe class Raid5Target : MdTarget
         public int ReadFailedSlot;
         /// <summary>Write-back: this write only appends data records (no region, no member).</summary>
         public bool Cached;
-        /// <summary>Write-back: the stripe whose pending data records this write writes out; −1 for an array write.</summary>
-        public long WriteOutStripe = -1;
+        /// <summary>Write-back: the write-out worker whose stripe (<see cref="WriteOutWorker.Stripe"/>) this write writes out; null for an array write.</summary>
+        public WriteOutWorker? WriteOut;
 
         public override void BitsDurable() => owner.Dispatch(this);
     }
@@ -944,250 +923,6 @@ internal sealed unsafe class Raid5Target : MdTarget
         }
     }
 
-    // ---- write-back: the write-out thread (md's r5c reclaim) -------------------------------------------
-
-    /// <summary>
-    /// Writes the journal's pending data records to the members a stripe at a time: the stripe of
-    /// the oldest pending record, with every pending record of that stripe, as an array write
-    /// through the bitmap (<see cref="WriteOutStripe"/>). Stops when the journal or the array
-    /// fails: the records stay in the log for the next assembly.
-    /// </summary>
-    private void WriteOutLoop()
-    {
-        Raid5Journal journal = _journal!;
-        long lastSeen = -1;
-        try
-        {
-            while (!_outStopping)
-            {
-                if (journal.Failed || Array.IsFailed || Array.IsReadOnly) return;
-                if (journal.PauseWriteOut || !journal.WriteOutWanted(ref lastSeen) || !journal.NextWriteOutStripe(out long memberSector))
-                {
-                    journal.OutWake.WaitOne(50);
-                    continue;
-                }
-                long stripe = memberSector >> _layout.ChunkShift;
-                BlockStatus status;
-                while (true)
-                {
-                    // The bio names the stripe's first array sector and carries nothing: the data comes from the log.
-                    Bio bio = _outBio.Init(BioOp.Write, stripe * _layout.StripeSectors);
-                    Bio? carrier;
-                    while (!_writes.TryRent(out carrier)) Thread.Yield();
-                    R5Write w = carrier.ContextAs<R5Write>();
-                    w.Cached = false;
-                    w.WriteOutStripe = stripe;
-                    ValueTask<BlockStatus> done = bio.PrepareAwait();
-                    WriteIntentBitmap regions = Array.Regions;
-                    if (BeginWrite(carrier, w, bio, regions.RegionOf(memberSector), regions.RegionOf(memberSector + _layout.ChunkSectors - 1)) == MapResult.Requeue)
-                    {
-                        // A sync holds the region: try again shortly. The bio never started; completing it ends the await armed above.
-                        bio.Complete(BlockStatus.Ok);
-                        done.AsTask().GetAwaiter().GetResult();
-                        Thread.Sleep(1);
-                        continue;
-                    }
-                    status = done.IsCompleted ? done.Result : done.AsTask().GetAwaiter().GetResult();
-                    break;
-                }
-                if (status != BlockStatus.Ok)
-                {
-                    Array.JournalFailed($"md: write-out of stripe {stripe} failed ({status}): its records stay in the journal for the next assembly");
-                    return;
-                }
-            }
-        }
-        finally { _outStopped = true; }
-    }
-
-    /// <summary>
-    /// Writes out stripe <paramref name="stripe"/>: its pending data records, oldest first, merged
-    /// into one stripe write (md's r5c writes a cached stripe_head out with all its pages). The
-    /// rows they change (chunk sectors any of them writes on any member) form at most
-    /// <see cref="Raid5JournalLayout.MaxMembers"/> runs, the ranges one parity record names; a
-    /// record that would make more waits for the next write-out. Over those rows the sectors no
-    /// record changes are read from the members (with a data member unreadable, every other
-    /// member's rows and the missing one's rebuilt from them), the records' data is read from the
-    /// log over them, the parity computed, journalled as one parity record covering the records
-    /// (their data is in the log already) and made durable; then the changed sectors and the
-    /// parity go to the members and the records leave the index. Under the stripe lock: reads of
-    /// the stripe lay the records over the members until then.
-    /// </summary>
-    private void WriteOutStripe(R5Write w, long stripe, StripeBuffers set)
-    {
-        Raid5Journal journal = _journal!;
-        int disks = Array.RaidDisks, data = _layout.DataDisks, pd = _layout.ParityMember(stripe), words = _dirtyWords;
-        long memberBase = stripe << _layout.ChunkShift;
-        ulong[] dirty = _outDirty;
-        Span<ulong> rows = _outRows, trial = _outTrial;
-        Raid5JournalEntry[] runs = _outRuns;
-        LockStripe(stripe);
-        try
-        {
-            int count = journal.SnapshotStripe(memberBase, _outSlots);
-            if (count == 0) return;
-            dirty.AsSpan().Clear();
-            rows.Clear();
-            int taken = 0;
-            for (; taken < count; taken++)
-            {
-                // The record's rows added to the others': taken only while the runs still fit one header.
-                rows.CopyTo(trial);
-                foreach (Raid5JournalEntry e in journal.EntriesOf(_outSlots[taken], out _)) SetBits(trial, e.First, e.First + e.Sectors);
-                if (taken > 0 && CountRuns(trial) > Raid5JournalLayout.MaxMembers) break;
-                trial.CopyTo(rows);
-                foreach (Raid5JournalEntry e in journal.EntriesOf(_outSlots[taken], out _)) SetBits(dirty.AsSpan(e.Slot * words, words), e.First, e.First + e.Sectors);
-            }
-            ReadOnlySpan<int> slots = _outSlots.AsSpan(0, taken);
-            long newest = journal.SeqOf(slots[^1]);
-            int nRuns = 0;
-            long lo = long.MaxValue, hi = 0;
-            for (long s = 0; s < _layout.ChunkSectors;)
-            {
-                if (!IsSet(rows, s)) { s++; continue; }
-                long end = s + 1;
-                while (end < _layout.ChunkSectors && IsSet(rows, end)) end++;
-                runs[nRuns++] = new Raid5JournalEntry(pd, (int)s, (int)(end - s));
-                lo = Math.Min(lo, s);
-                hi = end;
-                s = end;
-            }
-            ReadOnlySpan<Raid5JournalEntry> parity = runs.AsSpan(0, nRuns);
-            bool[] wholeWindow = _outWhole;
-            for (int i = 0; i < data; i++) wholeWindow[i] = CountRuns(dirty.AsSpan(_layout.DataMember(stripe, i) * words, words)) > MaxRuns;
-            int unreadable = -1;
-            for (int j = 0; j < disks; j++)
-                if (!Array.Slot(j).Readable(memberBase + lo, hi - lo))
-                {
-                    if (unreadable >= 0) { w.Error = BlockStatus.IoError; return; } // two gone: the array is failing
-                    unreadable = j;
-                }
-            while (!ReadUnchanged(unreadable, parity))
-            {
-                // A member failed a read: treat it as the missing one, once.
-                if (unreadable >= 0) { w.Error = BlockStatus.IoError; return; }
-                unreadable = w.ReadFailedSlot;
-            }
-            // The records' data over it, oldest first, straight from the log into the member buffers.
-            foreach (int r in slots)
-            {
-                ReadOnlySpan<Raid5JournalEntry> entries = journal.EntriesOf(r, out long block);
-                foreach (Raid5JournalEntry e in entries)
-                {
-                    if (journal.ReadLog(_outRead, block, set, e.Slot, (long)e.First << Bio.SectorShift, e.Sectors << Bio.SectorShift) != BlockStatus.Ok) { w.Error = BlockStatus.IoError; return; }
-                    block += e.Sectors;
-                }
-            }
-            foreach (Raid5JournalEntry run in parity)
-                ComputeStripeParity(set, stripe, (long)run.First << Bio.SectorShift, run.Sectors << Bio.SectorShift);
-            if (!journal.AppendParity(memberBase, parity, set, newest, slots, out long paritySeq))
-            {
-                w.Error = BlockStatus.IoError;
-                return;
-            }
-            // The changed sectors of each data member, then the parity runs. A member with more than
-            // MaxRuns runs gets its whole window in one write (its buffer holds what lies between the
-            // runs as the member does: it was read whole).
-            for (int i = 0; i < data; i++)
-            {
-                int slot = _layout.DataMember(stripe, i);
-                ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
-                if (wholeWindow[i]) WriteMember(w, set, slot, memberBase, FirstSet(mine, lo, hi), LastSet(mine, lo, hi) + 1, BioFlags.None);
-                else
-                    for (long s = lo; s < hi;)
-                    {
-                        if (!IsSet(mine, s)) { s++; continue; }
-                        long end = s + 1;
-                        while (end < hi && IsSet(mine, end)) end++;
-                        WriteMember(w, set, slot, memberBase, s, end, BioFlags.None);
-                        s = end;
-                    }
-            }
-            foreach (Raid5JournalEntry run in parity) WriteMember(w, set, pd, memberBase, run.First, run.First + run.Sectors, BioFlags.None);
-            // Counted before the records leave the index: whoever sees them gone sees them counted.
-            Interlocked.Increment(ref _writeOuts);
-            Interlocked.Add(ref _mergedRecords, taken);
-            journal.WrittenOut(slots, paritySeq);
-
-            // What the records do not change of their rows: each data member's unchanged sectors there, or, with a data
-            // member unreadable, every other member's rows and the missing one's rebuilt from them (parity included).
-            bool ReadUnchanged(int missing, ReadOnlySpan<Raid5JournalEntry> rowRuns)
-            {
-                // A member the records change in many runs is read whole over the window, once (see the writes);
-                // degraded, only the rows are read (and rebuilt), so every member is written run by run.
-                if (missing >= 0 && missing != pd) wholeWindow.AsSpan().Clear();
-                for (int i = 0; i < data; i++)
-                    if (wholeWindow[i] && !ReadMember(w, set, _layout.DataMember(stripe, i), memberBase, lo, hi)) return false;
-                foreach (Raid5JournalEntry run in rowRuns)
-                {
-                    long a = run.First, b = run.First + run.Sectors;
-                    if (missing >= 0 && missing != pd)
-                    {
-                        for (int j = 0; j < disks; j++) if (j != missing && !ReadMember(w, set, j, memberBase, a, b)) return false;
-                        long at = a << Bio.SectorShift, bytes = (b - a) << Bio.SectorShift;
-                        byte* x = set.At(missing, at);
-                        Buffer.MemoryCopy(set.At(pd, at), x, bytes, bytes);
-                        for (int j = 0; j < disks; j++) if (j != missing && j != pd) Parity.Xor(x, set.At(j, at), (nuint)bytes);
-                        continue;
-                    }
-                    for (int i = 0; i < data; i++)
-                    {
-                        int slot = _layout.DataMember(stripe, i);
-                        if (wholeWindow[i]) continue;
-                        ReadOnlySpan<ulong> mine = dirty.AsSpan(slot * words, words);
-                        for (long s = a; s < b;)
-                        {
-                            if (IsSet(mine, s)) { s++; continue; }
-                            long end = s + 1;
-                            while (end < b && !IsSet(mine, end)) end++;
-                            if (!ReadMember(w, set, slot, memberBase, s, end)) return false;
-                            s = end;
-                        }
-                    }
-                }
-                if (missing >= 0 && missing != pd) Interlocked.Increment(ref _degradedWrites);
-                return true;
-            }
-        }
-        finally { UnlockStripe(stripe); }
-    }
-
-    /// <summary>The first set bit in [<paramref name="from"/>, <paramref name="to"/>) (there is one).</summary>
-    private static long FirstSet(ReadOnlySpan<ulong> bits, long from, long to)
-    {
-        while (from < to && !IsSet(bits, from)) from++;
-        return from;
-    }
-
-    /// <summary>The last set bit in [<paramref name="from"/>, <paramref name="to"/>) (there is one).</summary>
-    private static long LastSet(ReadOnlySpan<ulong> bits, long from, long to)
-    {
-        while (to > from && !IsSet(bits, to - 1)) to--;
-        return to - 1;
-    }
-
-    private static bool IsSet(ReadOnlySpan<ulong> bits, long i) => (bits[(int)(i >> 6)] & (1UL << (int)(i & 63))) != 0;
-
-    private static void SetBits(Span<ulong> bits, long from, long to)
-    {
-        for (long i = from; i < to; i++) bits[(int)(i >> 6)] |= 1UL << (int)(i & 63);
-    }
-
-    /// <summary>Runs of set bits (maximal ranges).</summary>
-    private static int CountRuns(ReadOnlySpan<ulong> bits)
-    {
-        int runs = 0;
-        bool carry = false; // the bit before this word's first was set
-        foreach (ulong word in bits)
-        {
-            // A run starts at each set bit whose lower neighbour is clear.
-            ulong starts = word & ~((word << 1) | (carry ? 1UL : 0));
-            runs += System.Numerics.BitOperations.PopCount(starts);
-            carry = (word >> 63) != 0;
-        }
-        return runs;
-    }
-
     // ---- sync ------------------------------------------------------------------------------------------
 
     internal override long SyncWindow(MdSyncAction action, MdMember? target, long sector, int sectors, MdSyncBuffers buffers)
@@ -1266,9 +1001,9 @@ internal sealed unsafe class Raid5Target : MdTarget
     public override void Dispose()
     {
         // Write-back: a clean stop writes every pending data record out first (unless a test leaves the log as a crash would).
-        if (_journal is { WriteBack: true, LeaveLogOnStop: false } j) j.WaitWrittenOut(() => !_outStopped);
+        if (_journal is { WriteBack: true, LeaveLogOnStop: false } j) j.WaitWrittenOut(() => Volatile.Read(ref _outRunning) == _outWorkers.Length);
         _outStopping = true;
-        _outThread?.Join();
+        foreach (WriteOutWorker worker in _outWorkers) worker.Thread.Join();
         base.Dispose(); // stops the array first: no more syncs or writes
         _stopping = true;
         _wake.Set();

@@ -27,7 +27,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
     private static void WaitWrittenOut(Raid5Journal j)
     {
         j.PauseWriteOut = false;
-        j.OutWake.Set();
+        j.WakeWriteOut();
         Assert.True(SpinWait.SpinUntil(() => j.Pending == 0 || j.Failed, TimeSpan.FromSeconds(60)), $"{j.Pending} record(s) were never written out");
     }
 
@@ -142,7 +142,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
         Assert.True(writer.IsAlive);
         Assert.False(journal.Failed);
         journal.PauseWriteOut = false;
-        journal.OutWake.Set();
+        journal.WakeWriteOut();
         Assert.True(writer.Join(TimeSpan.FromSeconds(120)), "the writer never proceeded");
         Assert.Equal(400, written);
         _h.AssertModel(md, model, 0, model.Length, array);
@@ -179,7 +179,7 @@ public sealed class Raid5JournalWriteBackTests : IDisposable
                 else
                 {
                     journal.PauseWriteOut = false;
-                    journal.OutWake.Set();
+                    journal.WakeWriteOut();
                     Assert.True(SpinWait.SpinUntil(() => journal.Pending <= a, TimeSpan.FromSeconds(60)));
                     journal.PauseWriteOut = true;
                 }
