@@ -64,8 +64,8 @@ internal static class ServeCommand
             "Memory of all connection buffers together (at least 1M per --max-connections plus 64M); given back when connections idle or end.", 256L << 20);
         var spliceReads = new Option<long>("--splice-reads")
         {
-            Description = "Read data of a direct-access device from this size up goes to a Unix-socket client by reference (vmsplice/splice), not copied (e.g. 64K); 0, the default: always copy.",
-            DefaultValueFactory = _ => 0,
+            Description = "Read data of a direct-access device from this size up goes to a Unix-socket client by reference (vmsplice/splice), not copied (default 64K); 0: always copy.",
+            DefaultValueFactory = _ => 64 << 10,
             CustomParser = r =>
             {
                 string text = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";

@@ -34,9 +34,10 @@ public sealed record NbdServerOptions
     /// <summary>
     /// Read data from a device's own memory (direct access) of at least this many bytes in one
     /// reply piece is handed to the socket by reference (<c>vmsplice</c> into a pipe, <c>splice</c>
-    /// to the socket) instead of copied into it; 0 (the default) turns this off. Plaintext
-    /// connections only. Off by default: in one interleaved run it cost 1 MiB QD8 reads a fifth of
-    /// their IOPS, and one test failure of a trim waiting behind a spliced reply is unexplained.
+    /// to the socket) instead of copied into it; 0 (the default here) turns this off. Plaintext
+    /// connections only. The CLI's <c>serve</c> sets 64 KiB: on the quiet machine splicing read
+    /// 1 MiB at 1.16–1.21× the IOPS of copying for 0.30–0.38× of the server's CPU per read
+    /// (docs/BENCHMARKS.md §3); under other load it has lost IOPS at QD8.
     /// </summary>
     public int SpliceReadBytes { get; init; }
     /// <summary>How long a client may take from connecting to the end of option haggling (TLS included); then it is dropped.</summary>
