@@ -22,6 +22,13 @@ public sealed unsafe partial class PmemDevice
     }
 
     /// <summary>
+    /// True when a page of the device's bytes [<paramref name="offset"/>, +<paramref name="length"/>)
+    /// may have been punched out of the namespace file: such a page must not be loaded through a
+    /// direct-access mapping (on tmpfs the load would allocate it, and raise SIGBUS when full).
+    /// </summary>
+    public bool MayHaveHoles(long offset, long length) => _ns.MayHaveHoles(offset, length);
+
+    /// <summary>
     /// Reads a range some of whose pages may have been punched out of the namespace file: the
     /// destination gets zeros for a hole instead of a load through the mapping, which on tmpfs
     /// would allocate the page again (a read undoing a discard) and, on a full tmpfs, kill the

@@ -739,7 +739,7 @@ internal sealed unsafe partial class Raid5Target : MdTarget
         long at = (m.DataOffset + memberSector) << Bio.SectorShift;
         // A page that may be a punched hole is not loaded through the mapping (on tmpfs the load would
         // allocate it, and raise SIGBUS when full): the member's read bio zero-fills it instead.
-        if (m.Device is PmemDevice pmem && pmem.Namespace.MayHaveHoles(at, bytes)) return false;
+        if (m.Device is PmemDevice pmem && pmem.MayHaveHoles(at, bytes)) return false;
         long inPage = at & (Pfn.PageSize - 1);
         long pages = (inPage + bytes + Pfn.PageSize - 1) >> Pfn.PageShift;
         if (dax.DirectAccess(at >> Pfn.PageShift, pages, out range) != pages)
