@@ -314,8 +314,9 @@ public sealed partial class MdArray
                 s += n;
             }
             if (!ok) continue;
-            Interlocked.Add(ref _corrected, sectors);
+            // The log line first: whoever sees the count go up (ctl, a test) finds the line there too.
             Report($"read error corrected ({sectors} sectors at {sector} on {m.Spec})");
+            Interlocked.Add(ref _corrected, sectors);
         }
     }
 
