@@ -124,9 +124,15 @@ public sealed unsafe class ControlServer : IDisposable
     private void ReleaseLock()
     {
         if (_lockFd < 0) return;
-        if (SameFile(_lockFd, _lockPath!)) File.Delete(_lockPath!);
-        _ = Libc.close(_lockFd);
-        _lockFd = -1;
+        try
+        {
+            if (SameFile(_lockFd, _lockPath!)) File.Delete(_lockPath!);
+        }
+        finally
+        {
+            _ = Libc.close(_lockFd);
+            _lockFd = -1;
+        }
     }
 
     private void AcceptLoop(Socket listener)
@@ -233,7 +239,7 @@ public sealed unsafe class ControlServer : IDisposable
         }
         foreach (Thread t in threads) t.Join(TimeSpan.FromSeconds(5));
         _socketFile?.RemoveIfOurs();
-        // Only now: until the socket is gone, a server starting at this path waits or refuses.
+        // Only now: until the socket is gone, a server starting at this path is refused.
         lock (_lock) ReleaseLock();
     }
 }
