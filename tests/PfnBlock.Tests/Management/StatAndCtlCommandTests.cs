@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using PfnBlock.Management.Control;
 using PfnBlock.Tests.Nbd;
 
 namespace PfnBlock.Tests.Management;
@@ -200,6 +201,7 @@ public sealed partial class StatAndCtlCommandTests : IDisposable
             killed.Kill();
         }
         Assert.True(File.Exists(control), "SIGKILL left no stale control socket to take over");
+        Assert.True(File.Exists(control + ControlServer.LockSuffix), "SIGKILL left no lock file (nobody holds it now)");
         // Nothing accepts on it: the next server replaces it, and answers on it.
         using ServeProcess next = ServeProcess.Start(env, "--export", "two=ram:8M", "--listen", $"unix:{_dir}/two.sock");
         Assert.Contains($"control socket {control}", next.Output);
@@ -210,6 +212,7 @@ public sealed partial class StatAndCtlCommandTests : IDisposable
         next.Terminate();
         Assert.Equal(0, next.Process.ExitCode);
         Assert.False(File.Exists(control), "a clean exit left the control socket behind");
+        Assert.False(File.Exists(control + ControlServer.LockSuffix), "a clean exit left the control socket's lock file behind");
     }
 
     /// <summary>CLI children of the tests never touch the machine's default data directory (a SIGKILLed serve would leave its control.sock there).</summary>
