@@ -68,12 +68,17 @@ run_daemon() {
   echo $! >"$dir/run/$name.pid"
 }
 
-# True when nothing listens on TCP ports $1 .. $1+19 (read from /proc: no ss needed).
+# Each cluster gets $span TCP ports from 21000 up: the monitor's two (v2, v1), then the daemons'
+# range. An OSD binds eight (public, cluster and two heartbeat addresses, each v2 and v1), so 48
+# hold 6 OSDs. (With 20 the range held two: a third OSD could not bind, never came up, and the
+# three-OSD test ran on two, where killing one leaves fewer than min_size and I/O stops.)
+span=50 slots=160
+# True when nothing listens on TCP ports $1 .. $1+$span-1 (read from /proc: no ss needed).
 port_range_free() {
   local hex p
   for hex in $(awk 'NR > 1 && $4 == "0A" { n = split($2, a, ":"); print a[n] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
     p=$((16#$hex))
-    if [ "$p" -ge "$1" ] && [ "$p" -le $(($1 + 19)) ]; then return 1; fi
+    if [ "$p" -ge "$1" ] && [ "$p" -le $(($1 + span - 1)) ]; then return 1; fi
   done
   return 0
 }
@@ -83,7 +88,7 @@ start_cluster() {
   case "$osds" in 1|2|3|4|5) ;; *) echo "ceph-cluster: OSDS must be 1..5" >&2; exit 2 ;; esac
   [ -e "$dir/ceph.conf" ] && { echo "ceph-cluster: $dir already holds a cluster (stop it first)" >&2; exit 1; }
   install_ceph
-  # Port range: the one derived from DIR, or the next whose 20 ports nothing listens on. Two
+  # Port range: the one derived from DIR, or the next whose $span ports nothing listens on. Two
   # clusters must never share one: a second monitor that cannot bind would leave this script
   # configuring the first cluster (it once set another cluster's pool to size 3). The choice is
   # made under a lock held until this cluster's monitor answers with this cluster's fsid.
@@ -91,9 +96,9 @@ start_cluster() {
   flock 8
   local port=${CEPH_PORT:-}
   if [ -z "$port" ]; then
-    local slot=$(( $(printf %s "$dir" | cksum | cut -d' ' -f1) % 400 )) k
-    for k in $(seq 0 399); do
-      port=$((21000 + (slot + k) % 400 * 20))
+    local slot=$(( $(printf %s "$dir" | cksum | cut -d' ' -f1) % slots )) k
+    for k in $(seq 0 $((slots - 1))); do
+      port=$((21000 + (slot + k) % slots * span))
       port_range_free "$port" && break
     done
   fi
@@ -112,7 +117,7 @@ mon_host = [v2:127.0.0.1:$port,v1:127.0.0.1:$((port + 1))]
 public_addr = 127.0.0.1
 cluster_addr = 127.0.0.1
 ms_bind_port_min = $((port + 2))
-ms_bind_port_max = $((port + 19))
+ms_bind_port_max = $((port + span - 1))
 auth_cluster_required = none
 auth_service_required = none
 auth_client_required = none
@@ -168,6 +173,17 @@ EOF
     ceph-osd "${c[@]}" -i "$id" --mkfs --osd-uuid "$uuid" >>"$dir/log/mkfs.log" 2>&1
     run_daemon "osd.$id" ceph-osd -i "$id"
   done
+  # Every OSD up before the cluster is handed out. The probe write below needs only min_size of
+  # them, and on a loaded machine the last OSD can still be booting then: a test that kills one of
+  # three (size 3, min_size 2) while only two are up leaves one, and every write blocks until the
+  # client's op timeout (seen as EIO from rbd: after a 60 s stall).
+  local up=0
+  for i in $(seq 240); do
+    up=$(timeout 30 ceph "${c[@]}" osd stat -f json 2>/dev/null | sed -n 's/.*"num_up_osds":\([0-9]*\).*/\1/p')
+    [ "${up:-0}" -eq "$osds" ] && break
+    sleep 0.5
+  done
+  [ "${up:-0}" -eq "$osds" ] || { echo "ceph-cluster: only ${up:-0} of $osds OSDs came up within 2 minutes" >&2; false; }
   timeout 60 ceph "${c[@]}" osd pool create rbd 8 8 >/dev/null 2>&1
   timeout 60 ceph "${c[@]}" osd pool set rbd size "$size" --yes-i-really-mean-it >/dev/null 2>&1
   timeout 60 ceph "${c[@]}" osd pool set rbd min_size "$minsize" >/dev/null 2>&1

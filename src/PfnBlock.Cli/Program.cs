@@ -11,6 +11,8 @@ public static class Program
     {
         // Persistence tracing is fixed at start-up (so that it folds away elsewhere): on only for crashtest.
         if (args.Length > 0 && args[0] == CrashTestCommand.Name) AppContext.SetSwitch(Memory.PmemTrace.SwitchName, true);
+        // SIGINT is stat's stop even if this process inherited it ignored; only possible before anything touches Console.
+        if (args.Length > 0 && args[0] == StatCommand.Name) StatCommand.TakeInterrupts();
         // A Command named "pfnblock" rather than a RootCommand, whose name (and usage lines) would be the
         // assembly's, PfnBlock.Cli; help and version are added as RootCommand would.
         var root = new Command("pfnblock", "PfnBlock: a user-space storage stack for persistent memory whose block layer carries page frame numbers.")

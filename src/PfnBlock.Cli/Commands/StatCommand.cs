@@ -12,16 +12,49 @@ namespace PfnBlock.Cli.Commands;
 /// <c>stats</c>: per device r/s, w/s, rMB/s, wMB/s, r_await, w_await (ms), aqu-sz, %util and
 /// requests in flight, every <c>--interval</c> seconds. The first report covers the time since the server
 /// started (as iostat's first covers the time since boot), each later one the interval before it.
+/// It runs until <c>--count</c> reports or SIGINT, which ends it with exit code 0.
 /// </summary>
-internal static class StatCommand
+internal static partial class StatCommand
 {
+    /// <summary>The command's name, which <see cref="Program.Main"/> checks before the runtime sets up its signal handling.</summary>
+    public const string Name = "stat";
+
+    // <signal.h>
+    private const int SIGINT = 2;
+    private const nint SIG_DFL = 0;
+    private const nint SIG_IGN = 1;
+
+    [LibraryImport("libc", EntryPoint = "signal")]
+    private static partial nint Signal(int signum, nint handler);
+
+    /// <summary>
+    /// Makes SIGINT reach stat even when stat was started with it ignored. A shell without job
+    /// control (a script's <c>pfnblock stat &amp;</c>, a CI job, a test suite run in the background)
+    /// starts its background commands with SIGINT ignored, and the runtime, like any Unix program,
+    /// keeps an inherited SIG_IGN: <see cref="PosixSignalRegistration"/> then never sees the
+    /// signal, and stat, whose stop is Ctrl-C, would ignore <c>kill -INT</c> and run forever. Like
+    /// ping, stat takes SIGINT back. This must run before the first use of <see cref="Console"/>,
+    /// <see cref="System.Diagnostics.Process"/> or <see cref="PosixSignalRegistration"/>: the
+    /// runtime reads each signal's disposition once, when its signal handling starts, and leaves a
+    /// signal it found ignored alone from then on. A SIGINT that arrives before this runs (while the
+    /// runtime starts) is still ignored; one between this and the registration in <see cref="Run"/>
+    /// ends stat by the default action.
+    /// </summary>
+    public static void TakeInterrupts()
+    {
+        // signal() both reads and sets; nothing in this process has a SIGINT handler yet, so the
+        // previous disposition is SIG_DFL or SIG_IGN and SIG_DFL is right either way.
+        nint previous = Signal(SIGINT, SIG_DFL);
+        if (previous != SIG_DFL && previous != SIG_IGN) Signal(SIGINT, previous);
+    }
+
     public static Command Create()
     {
         var control = ControlOption();
         var interval = new Option<double>("--interval") { Description = "Seconds between reports.", DefaultValueFactory = _ => 1 };
         var count = new Option<int?>("--count") { Description = "Stop after N reports (default: until Ctrl-C)." };
         var json = new Option<bool>("--json") { Description = "One JSON object per report, on one line." };
-        var cmd = new Command("stat", "Show a running server's devices like iostat (r/s, w/s, MB/s, await, queue size, %util, in flight), over its control socket.")
+        var cmd = new Command(Name, "Show a running server's devices like iostat (r/s, w/s, MB/s, await, queue size, %util, in flight), over its control socket.")
         {
             control, interval, count, json,
         };

@@ -167,7 +167,7 @@ public sealed class ControlSocketTests
         using (var second = new ControlServer(server.Context))
         {
             IOException e = Assert.Throws<IOException>(() => second.Start(path));
-            Assert.Equal($"cannot listen on unix:{path}: in use by another server (it accepted a connection)", e.Message);
+            Assert.Equal($"cannot listen on unix:{path}: in use by another server (it holds '{path}.lock')", e.Message);
         }
         Assert.True(File.Exists(path), "the refused control server removed the first one's socket");
         using (ControlClient c = ControlClient.Connect(path)) Assert.NotNull(c.Result("stats"));
@@ -176,13 +176,17 @@ public sealed class ControlSocketTests
         (int exit, _, string stderr) = ChildProcess.Run(ChildProcess.CliDll,
             ["serve", "--export", "r=ram:16M", "--listen", $"unix:{server.Directory}/other.sock", "--control", path]);
         Assert.Equal(1, exit);
-        Assert.Equal($"pfnblock: error: cannot listen on unix:{path}: in use by another server (it accepted a connection)", stderr.Trim());
+        Assert.Equal($"pfnblock: error: cannot listen on unix:{path}: in use by another server (it holds '{path}.lock')", stderr.Trim());
         Assert.True(File.Exists(path));
+        Assert.True(File.Exists(path + ControlServer.LockSuffix));
 
-        // The first one stops: its socket goes. A socket left by a server that died is taken over.
+        // The first one stops: its socket and lock file go. A socket left by a server that died
+        // (and the lock file it held, which nobody holds now) is taken over.
         first.Dispose();
         Assert.False(File.Exists(path));
+        Assert.False(File.Exists(path + ControlServer.LockSuffix));
         BindAndClose(path);
+        File.WriteAllText(path + ControlServer.LockSuffix, "");
         Assert.True(File.Exists(path), "no stale socket to take over");
         var third = new ControlServer(server.Context);
         third.Start(path);
@@ -192,6 +196,39 @@ public sealed class ControlSocketTests
         BindAndClose(path);
         third.Dispose();
         Assert.True(File.Exists(path), "the control server removed a socket file that was not its own");
+    }
+
+    /// <summary>
+    /// Two servers start at the same moment on a stale socket, again and again: exactly one gets
+    /// it, the other is refused, and the path always reaches the winner. Without the lock file both
+    /// could find the socket stale, and the later one unlink the earlier one's fresh socket.
+    /// </summary>
+    [Fact]
+    public void ServersStartingAtOnceOnAStaleSocketNeverStealTheWinnersSocket()
+    {
+        using var server = new ManagedTestServer();
+        string path = Path.Combine(server.Directory, "race.sock");
+        for (int round = 0; round < 20; round++)
+        {
+            BindAndClose(path);
+            var contenders = new[] { new ControlServer(server.Context), new ControlServer(server.Context) };
+            var errors = new Exception?[2];
+            using var go = new Barrier(2);
+            Thread[] threads = [.. Enumerable.Range(0, 2).Select(i => new Thread(() =>
+            {
+                go.SignalAndWait();
+                try { contenders[i].Start(path); }
+                catch (IOException e) { errors[i] = e; }
+            }))];
+            foreach (Thread t in threads) t.Start();
+            foreach (Thread t in threads) t.Join();
+            int winner = Array.FindIndex(errors, e => e is null);
+            Assert.True(winner >= 0 && errors[1 - winner] is not null, $"round {round}: {errors[0]?.Message} / {errors[1]?.Message}");
+            Assert.Contains("in use by another server", errors[1 - winner]!.Message);
+            using (ControlClient c = ControlClient.Connect(path)) Assert.NotNull(c.Result("help"));
+            foreach (ControlServer c in contenders) c.Dispose();
+            Assert.False(File.Exists(path), $"round {round}: the winner's socket was not removed at exit");
+        }
     }
 
     /// <summary>Leaves a socket file nobody listens on, as a server that died does (a .NET socket would unlink it on dispose).</summary>

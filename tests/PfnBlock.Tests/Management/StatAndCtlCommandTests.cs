@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using PfnBlock.Management.Control;
 using PfnBlock.Tests.Nbd;
 
 namespace PfnBlock.Tests.Management;
@@ -59,17 +60,71 @@ public sealed partial class StatAndCtlCommandTests : IDisposable
         Assert.StartsWith("ram:16M ", table[1]);
     }
 
-    [Fact]
-    public void StatRunsUntilInterrupted()
+    /// <summary>
+    /// stat stops on SIGINT with exit code 0, also when it was started with SIGINT ignored (as a
+    /// shell without job control starts background commands: a CI job or a suite run with
+    /// <c>&amp;</c> passes that on to every child). The disposition is set with env(1), so the test
+    /// does not depend on how the suite itself was started.
+    /// </summary>
+    [Theory]
+    [InlineData("--default-signal=INT")]
+    [InlineData("--ignore-signal=INT")]
+    public void StatRunsUntilInterrupted(string disposition)
     {
         using ServeProcess server = StartServer(out string control);
-        using System.Diagnostics.Process stat = ChildProcess.Start(ChildProcess.CliDll, "stat", "--control", control, "--interval", "0.2", "--json");
-        stat.StandardInput.Close();
+        using System.Diagnostics.Process stat = StartStat(disposition, "stat", "--control", control, "--interval", "0.2", "--json");
         // Three reports, then Ctrl-C: it stops at once, successfully.
         for (int i = 0; i < 3; i++) Assert.StartsWith("{\"uptime_s\"", stat.StandardOutput.ReadLine());
         Tool.Run("kill", "-INT", stat.Id.ToString(CultureInfo.InvariantCulture));
         Assert.True(stat.WaitForExit(30_000), "stat did not stop on SIGINT");
         Assert.Equal(0, stat.ExitCode);
+    }
+
+    /// <summary>
+    /// A SIGINT sent right after stat starts, before it installs its handler, still stops it: by
+    /// the default action while the runtime starts (exit 130) or through the handler (exit 0).
+    /// </summary>
+    [Fact]
+    public void StatStopsOnASigintSentRightAfterItStarts()
+    {
+        using ServeProcess server = StartServer(out string control);
+        for (int round = 0; round < 3; round++)
+        {
+            using System.Diagnostics.Process stat = StartStat("--default-signal=INT", "stat", "--control", control, "--interval", "0.2", "--json");
+            // Once env has exec'd the dotnet host, SIGINT is at its default (env set it); before, it
+            // may still be ignored as inherited from this process. The runtime starts after the exec.
+            WaitForExec(stat.Id, ChildProcess.DotnetHost);
+            Tool.Run("kill", "-INT", stat.Id.ToString(CultureInfo.InvariantCulture));
+            Assert.True(stat.WaitForExit(30_000), $"stat did not stop on a SIGINT sent as it started (round {round})");
+            Assert.Contains(stat.ExitCode, new[] { 0, 130 });
+            // Whatever it printed before the signal are whole reports (a few lines: the pipe never filled).
+            Assert.All(stat.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries), l => Assert.StartsWith("{\"uptime_s\"", l));
+        }
+    }
+
+    /// <summary>Waits until process <paramref name="pid"/> runs <paramref name="program"/> (its argv[0]: env's own command line names it too), or has exited.</summary>
+    private static void WaitForExec(int pid, string program)
+    {
+        for (int i = 0; i < 30_000; i++)
+        {
+            string cmdline;
+            try { cmdline = File.ReadAllText($"/proc/{pid}/cmdline"); }
+            catch (IOException) { return; } // gone already
+            if (cmdline.Split('\0')[0] == program) return;
+            Thread.Sleep(1);
+        }
+        Assert.Fail($"process {pid} did not exec {program}");
+    }
+
+    /// <summary>The CLI through env(1) with <paramref name="disposition"/> (<c>--default-signal=INT</c>, <c>--ignore-signal=INT</c>); env execs, so the pid is the CLI's.</summary>
+    private static System.Diagnostics.Process StartStat(string disposition, params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("env") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in (string[])[disposition, ChildProcess.DotnetHost, ChildProcess.CliDll, .. args]) psi.ArgumentList.Add(a);
+        psi.Environment["PFNBLOCK_DATA_DIR"] = ChildProcess.DataDirectory;
+        System.Diagnostics.Process p = System.Diagnostics.Process.Start(psi)!;
+        p.StandardInput.Close();
+        return p;
     }
 
     [Fact]
@@ -133,6 +188,43 @@ public sealed partial class StatAndCtlCommandTests : IDisposable
         Assert.True(File.Exists(control), "the second server removed the first one's control socket");
         first.Terminate();
         Assert.False(File.Exists(control));
+    }
+
+    [Fact]
+    public void AServerTakesOverTheControlSocketAKilledOneLeftAndRemovesItsOwnAtExit()
+    {
+        var env = new Dictionary<string, string> { ["PFNBLOCK_DATA_DIR"] = _dir };
+        string control = Path.Combine(_dir, "control.sock");
+        using (ServeProcess killed = ServeProcess.Start(env, "--export", "one=ram:8M", "--listen", $"unix:{_dir}/one.sock"))
+        {
+            Assert.Contains($"control socket {control}", killed.Output);
+            killed.Kill();
+        }
+        Assert.True(File.Exists(control), "SIGKILL left no stale control socket to take over");
+        Assert.True(File.Exists(control + ControlServer.LockSuffix), "SIGKILL left no lock file (nobody holds it now)");
+        // Nothing accepts on it: the next server replaces it, and answers on it.
+        using ServeProcess next = ServeProcess.Start(env, "--export", "two=ram:8M", "--listen", $"unix:{_dir}/two.sock");
+        Assert.Contains($"control socket {control}", next.Output);
+        Assert.DoesNotContain("warning", next.Error);
+        (int exit, string stdout, string stderr) = ChildProcess.Run(ChildProcess.CliDll, ["ctl", "exports", "--json"], environment: env);
+        Assert.True(exit == 0, stderr);
+        Assert.Equal("two", JsonNode.Parse(stdout)!["exports"]![0]!["name"]!.GetValue<string>());
+        next.Terminate();
+        Assert.Equal(0, next.Process.ExitCode);
+        Assert.False(File.Exists(control), "a clean exit left the control socket behind");
+        Assert.False(File.Exists(control + ControlServer.LockSuffix), "a clean exit left the control socket's lock file behind");
+    }
+
+    /// <summary>CLI children of the tests never touch the machine's default data directory (a SIGKILLed serve would leave its control.sock there).</summary>
+    [Fact]
+    public void TheTestsCliChildrenGetAPrivateDataDirectory()
+    {
+        using ServeProcess server = ServeProcess.Start("--export", "r=ram:8M", "--listen", $"unix:{_dir}/nbd.sock");
+        string expected = Path.Combine(ChildProcess.DataDirectory, "control.sock");
+        Assert.NotEqual("/dev/shm/pfnblock", ChildProcess.DataDirectory.TrimEnd('/'));
+        // Another test's server may hold the socket in that directory at the moment: then this one warns about it.
+        Assert.True(server.Output.Contains($"control socket {expected} ", StringComparison.Ordinal)
+            || server.Error.Contains($"cannot listen on unix:{expected}: in use by another server", StringComparison.Ordinal), server.Output + "\n" + server.Error);
     }
 
     [Fact]

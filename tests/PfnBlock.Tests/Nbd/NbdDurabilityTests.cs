@@ -18,7 +18,8 @@ public sealed class NbdDurabilityTests
             PmemNamespace.Create(nsPath, new NamespaceCreateOptions { Size = 16 << 20 }).Dispose();
             string cli = Path.Combine(AppContext.BaseDirectory, "PfnBlock.Cli.dll");
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (string a in (string[])[cli, "serve", "--export", $"pmem0=pmem:{nsPath}", "--listen", $"unix:{socket}"]) psi.ArgumentList.Add(a);
+            // SIGKILLed below, so its control socket stays behind: in this test's directory, not the default data directory.
+            foreach (string a in (string[])[cli, "serve", "--export", $"pmem0=pmem:{nsPath}", "--listen", $"unix:{socket}", "--control", Path.Combine(dir, "control.sock")]) psi.ArgumentList.Add(a);
             using Process server = Process.Start(psi)!;
             try
             {

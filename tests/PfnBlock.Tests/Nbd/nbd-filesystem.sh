@@ -38,7 +38,9 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
 
 start_server() {
-  "$dotnet_host" "$cli" serve --export "fs=pmem:$ns" --listen "unix:$sock" >"$work/server.log" 2>&1 &
+  # Its control socket in $work too: kill_server's SIGKILL leaves it behind (the default one, in
+  # the data directory /dev/shm/pfnblock, would outlive the run).
+  "$dotnet_host" "$cli" serve --export "fs=pmem:$ns" --listen "unix:$sock" --control "$work/control.sock" >"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 600); do
     grep -q '^serving' "$work/server.log" && return 0

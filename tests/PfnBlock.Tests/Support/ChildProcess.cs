@@ -20,6 +20,29 @@ public static class ChildProcess
         return path;
     }
 
+    private static readonly Lazy<string> s_dataDirectory = new(CreateDataDirectory);
+
+    /// <summary>
+    /// The data directory (<c>$PFNBLOCK_DATA_DIR</c>) of every CLI child that is not given one: private
+    /// to this test process, so a child never uses the machine's default one (/dev/shm/pfnblock) and
+    /// what it leaves there (a <c>serve</c> SIGKILLed with its default <c>control.sock</c>, a
+    /// namespace) neither outlives the run nor meets another run's server. Removed when the tests exit.
+    /// </summary>
+    public static string DataDirectory => s_dataDirectory.Value;
+
+    private static string CreateDataDirectory()
+    {
+        string root = Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath();
+        string dir = Path.Combine(root, $"pfnblock-test-data-{Environment.ProcessId}-{Guid.NewGuid():N}"[..48]);
+        Directory.CreateDirectory(dir);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(dir, recursive: true); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // best effort: a child still running may hold a file
+        };
+        return dir;
+    }
+
     /// <summary>The dotnet host running the tests (to run the built DLLs with).</summary>
     public static string DotnetHost
     {
@@ -34,7 +57,10 @@ public static class ChildProcess
     /// <summary>Starts <paramref name="dll"/> with redirected stdin, stdout and stderr.</summary>
     public static Process Start(string dll, params string[] args) => Start(dll, args, null);
 
-    /// <summary>Starts <paramref name="dll"/> with redirected stdin, stdout and stderr and <paramref name="environment"/> added to the environment.</summary>
+    /// <summary>
+    /// Starts <paramref name="dll"/> with redirected stdin, stdout and stderr and <paramref name="environment"/>
+    /// added to the environment (which may name another <c>PFNBLOCK_DATA_DIR</c> than <see cref="DataDirectory"/>).
+    /// </summary>
     public static Process Start(string dll, string[] args, IReadOnlyDictionary<string, string>? environment)
     {
         var psi = new ProcessStartInfo(DotnetHost)
@@ -48,6 +74,7 @@ public static class ChildProcess
         foreach (string a in args) psi.ArgumentList.Add(a);
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         psi.Environment["DOTNET_NOLOGO"] = "1";
+        psi.Environment["PFNBLOCK_DATA_DIR"] = DataDirectory;
         foreach ((string name, string value) in environment ?? new Dictionary<string, string>()) psi.Environment[name] = value;
         return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {dll}");
     }

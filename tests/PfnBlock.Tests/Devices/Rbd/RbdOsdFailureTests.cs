@@ -13,7 +13,8 @@ namespace PfnBlock.Tests.Devices.Rbd;
 /// primary once the monitor marks the OSD down; the cache holds writes meanwhile), write-back goes
 /// on after the kill without a failed run, and the images the real rbd CLI exports afterwards hold
 /// exactly what was written. One cluster for both stacks: a second kill would leave one replica,
-/// below min_size.
+/// below min_size; and all three must be up before the kill (ceph-cluster.sh waits for them, the
+/// test checks), or the kill leaves one and every write blocks until librbd's op timeout.
 /// </summary>
 [Collection(CephCollection.Name)]
 public sealed class RbdOsdFailureTests : IDisposable
@@ -37,6 +38,7 @@ public sealed class RbdOsdFailureTests : IDisposable
     public void KillingAnOsdMidWorkloadLosesNothingAndFailsNothingAloneOrThroughTheCache()
     {
         string conf = CephCluster.Script("start", _clusterDir, "3").Trim().Split('\n')[^1];
+        Assert.Contains("\"num_up_osds\":3,", Tool.Run("ceph", "--conf", conf, "osd", "stat", "-f", "json"));
         Tool.Run("rbd", "--conf", conf, "create", "--size", "8M", "rbd/osdkill");
         Tool.Run("rbd", "--conf", conf, "create", "--size", "8M", "rbd/osdcache");
         var cached = new CachedWriter($"0 {Size >> 9} writecache p rbd:rbd/osdcache,conf={conf} pmem:{_scratch.NewNamespace(1 << 20)} 4096 6 high_watermark 20 low_watermark 5 writeback_jobs 16");
