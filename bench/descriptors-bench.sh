@@ -7,7 +7,9 @@
 #      pinned through the map's pin store while it waits to leave;
 #   3. pfnblock copy from an O_DIRECT file into pmem (one map per rep, rotating) against fio's
 #      io_uring O_DIRECT read of the same file with the same block size and depth (the peer):
-#      into a fresh namespace, into a written one with and without io_uring fixed buffers, into null:.
+#      into a fresh namespace, into a written one with and without io_uring fixed buffers, into null:;
+#      and bench/copy-floor.c, the same reads with nothing of PfnBlock, into a reused buffer (fio's
+#      destination) and into a /dev/shm mapping as large as the copy (the copy's): the floor.
 # Env: REPS (3), RUNTIME (10), RAMP (2), OPS (1000000, per memmap loop), MEASURE (4G), NS_SIZE (1G), COPY_SIZE (1G), BS (1M), DEPTH (4),
 #      PARTS ("1 2 3": which parts run), COPY_MAPS (the maps part 3 rotates through; default all),
 #      SRC_DIR (/var/tmp: where part 3's source file lives; /dev/shm takes the disk out of the noise)
@@ -30,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-for t in fio jq nbdinfo; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+for t in fio jq nbdinfo gcc; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }; done
 median() { sort -g | awk '{a[NR]=$1} END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.4g [%.4g..%.4g]\n", m, a[1], a[NR] }'; }
 
 "$here/pfnblock" --help >/dev/null
@@ -67,7 +69,9 @@ part 3 || exit 0
 SRC_FS=$(df -T "$SRC_DIR" | awk 'NR==2{print $2}')
 echo "## 3. copy $COPY_SIZE from an O_DIRECT file on $SRC_FS ($SRC_DIR) into pmem vs fio io_uring O_DIRECT read, bs $BS, depth $DEPTH"
 echo "#  per rep: fio; copy into a fresh namespace; copy into the same, now written namespace with and without"
-echo "#  --fixed-buffers (which goes first alternates); copy into null:. Ratios are per rep, copy / fio of that rep."
+echo "#  --fixed-buffers (which goes first alternates); copy into null:; bench/copy-floor.c (one rep of each"
+echo "#  destination, their order rotating). Ratios are per rep, copy / fio and copy / probe of that rep."
+gcc -O2 -o "$WORK/copy-floor" "$here/bench/copy-floor.c"
 head -c "$COPY_SIZE" /dev/urandom > "$SRC"
 # The file engine's own choice on tmpfs is the thread pool; the peer is io_uring, so ask for it.
 FROM="file:$SRC,engine=io_uring"
@@ -80,6 +84,10 @@ for rep in $(seq 1 "$REPS"); do
   fio --name=read --filename="$SRC" --rw=read --bs="$BS" --iodepth="$DEPTH" --ioengine=io_uring --direct=1 --size="$COPY_SIZE" \
       --output-format=json --output="$WORK/fio.json" >/dev/null
   fbw=$(jq '.jobs[0].read.bw_bytes / 1048576' "$WORK/fio.json")
+  # The floor, same reads with nothing of PfnBlock: into fio's reused buffer and into a mapping like the namespace's.
+  "$WORK/copy-floor" "$SRC" $(( $(numfmt --from=iec "$COPY_SIZE") >> 20 )) $(( $(numfmt --from=iec "$BS") >> 10 )) "$DEPTH" 1 - $(( rep - 1 )) > "$WORK/probe.out"
+  probe() { sed -n "s/^RESULT probe $1 MiB\/s=\([0-9.]*\).*/\1/p" "$WORK/probe.out"; }
+  preuse=$(probe reuse); pshm=$(probe shm); pcold=$(probe shm-cold); pfresh=$(probe shm-fresh); panon=$(probe anon)
   n=$(echo $COPY_MAPS | wc -w)
   map=$(echo $COPY_MAPS | cut -d' ' -f$(( (rep - 1) % n + 1 )))
   rm -f "$NS"; "$here/pfnblock" namespace create --path "$NS" --size "$NS_BYTES" --map "$map" >/dev/null
@@ -100,8 +108,18 @@ for rep in $(seq 1 "$REPS"); do
   awk -v f="$fbw" -v c="$vec" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.vec"
   awk -v f="$fbw" -v c="$fresh" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.fresh"
   awk -v f="$fbw" -v c="$null" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.null"
+  awk -v f="$fbw" -v c="$preuse" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.preuse"
+  awk -v f="$preuse" -v c="$pshm" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.pshm"
+  awk -v f="$preuse" -v c="$pcold" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.pcold"
+  awk -v f="$preuse" -v c="$pfresh" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.pfresh"
+  awk -v f="$preuse" -v c="$panon" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.panon"
+  awk -v f="$pshm" -v c="$vec" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.vec-pshm"
+  awk -v f="$pfresh" -v c="$fresh" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.fresh-pfresh"
+  awk -v f="$preuse" -v c="$null" 'BEGIN { print 100 * c / f }' >> "$WORK/ratio.null-preuse"
   awk -v r="$rep" -v f="$fbw" -v c="$fixed" -v v="$vec" -v fr="$fresh" -v nu="$null" -v m="$map" -v reg="$reg" -v e="$errno" -v cpu="$cpu" -v l="$(cut -d' ' -f1 /proc/loadavg)" \
     'BEGIN { printf "  rep %s: fio %.0f MiB/s | written ns: READV %.0f (%.1f %%), fixed %.0f (%.1f %%) | fresh ns: READV %.0f (%.1f %%) | null: %.0f (%.1f %%) | map %s, registered bytes %s (errno %s), CPU-copied %s, load %s\n", r, f, v, 100 * v / f, c, 100 * c / f, fr, 100 * fr / f, nu, 100 * nu / f, m, reg, e, cpu, l }'
+  awk -v r="$rep" -v f="$fbw" -v pr="$preuse" -v ps="$pshm" -v pc="$pcold" -v pf="$pfresh" -v pa="$panon" -v v="$vec" -v fr="$fresh" \
+    'BEGIN { printf "  rep %s: probe reuse %.0f (%.1f %% of fio) | probe shm %.0f (%.1f %% of reuse), shm-cold %.0f (%.1f %%), shm-fresh %.0f (%.1f %%), anon %.0f (%.1f %%) | copy written / probe shm %.1f %%, copy fresh / probe shm-fresh %.1f %%\n", r, pr, 100 * pr / f, ps, 100 * ps / pr, pc, 100 * pc / pr, pf, 100 * pf / pr, pa, 100 * pa / pr, 100 * v / ps, 100 * fr / pf }'
 done
 printf 'RESULT fio-io_uring-direct-read MiB/s=%s\n' "$(median < "$WORK/fio.bw")"
 printf 'RESULT pfnblock-copy-into-pmem  MiB/s=%s\n' "$(median < "$WORK/copy.bw")"
@@ -109,3 +127,11 @@ printf 'RESULT copy/fio %%, written namespace, READV (default) %s\n' "$(median <
 printf 'RESULT copy/fio %%, written namespace, --fixed-buffers   %s\n' "$(median < "$WORK/ratio.fixed")"
 printf 'RESULT copy/fio %%, fresh namespace, READV (default)   %s\n' "$(median < "$WORK/ratio.fresh")"
 printf 'RESULT copy/fio %%, into null: (4 MiB reused buffer)   %s\n' "$(median < "$WORK/ratio.null")"
+printf 'RESULT probe reuse / fio %%                          %s\n' "$(median < "$WORK/ratio.preuse")"
+printf 'RESULT probe shm / probe reuse %% (the floor)         %s\n' "$(median < "$WORK/ratio.pshm")"
+printf 'RESULT probe shm-cold / probe reuse %%                %s\n' "$(median < "$WORK/ratio.pcold")"
+printf 'RESULT probe shm-fresh / probe reuse %%               %s\n' "$(median < "$WORK/ratio.pfresh")"
+printf 'RESULT probe anon / probe reuse %%                    %s\n' "$(median < "$WORK/ratio.panon")"
+printf 'RESULT copy written / probe shm %%                    %s\n' "$(median < "$WORK/ratio.vec-pshm")"
+printf 'RESULT copy fresh / probe shm-fresh %%               %s\n' "$(median < "$WORK/ratio.fresh-pfresh")"
+printf 'RESULT copy into null: / probe reuse %%              %s\n' "$(median < "$WORK/ratio.null-preuse")"
