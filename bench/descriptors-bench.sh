@@ -7,7 +7,7 @@
 #      pinned through the map's pin store while it waits to leave;
 #   3. pfnblock copy from an O_DIRECT file into pmem (one map per rep, rotating) against fio's
 #      io_uring O_DIRECT read of the same file with the same block size and depth (the peer):
-#      into a fresh namespace, into a written one polled, not polled and with io_uring fixed buffers,
+#      into a fresh namespace, into a written one with and without --poll and with io_uring fixed buffers,
 #      into null:; and bench/copy-floor.c, the same reads with nothing of PfnBlock, into a reused
 #      buffer (fio's destination) and into the namespace's own pages (the copy's): the floor.
 # Env: REPS (3), RUNTIME (10), RAMP (2), OPS (1000000, per memmap loop), MEASURE (4G), NS_SIZE (1G), COPY_SIZE (1G), BS (1M), DEPTH (4),
@@ -74,7 +74,7 @@ SRC_FS=$(df -T "$SRC_DIR" | awk 'NR==2{print $2}')
 echo "## 3. copy $COPY_SIZE from an O_DIRECT file on $SRC_FS ($SRC_DIR) into pmem vs fio io_uring O_DIRECT read, bs $BS, depth $DEPTH"
 echo "#  per rep: copy into a fresh namespace (4 KiB tmpfs pages); fio; bench/copy-floor.c into fio's kind of"
 echo "#  reused buffer, into the very pages of that namespace, now written, and into scattered pages; copy into the"
-echo "#  written namespace polled (default), --no-poll (which first alternates), --fixed-buffers; copy into null:;"
+echo "#  written namespace with --poll and without (the default; which first alternates), --fixed-buffers; copy into null:;"
 echo "#  with HUGE=1 (root): fio with its buffer in 2 MiB hugetlbfs pages, the probe into and copies into a written"
 echo "#  namespace on a private tmpfs mounted huge=always. Ratios are per rep; medians of them."
 gcc -O2 -o "$WORK/copy-floor" "$here/bench/copy-floor.c"
@@ -131,7 +131,7 @@ for rep in $(seq 1 "$REPS"); do
   }
   [ $(( rep % 2 )) -eq 1 ] && probe_4k
   for variant in $([ $(( rep % 2 )) -eq 1 ] && echo "poll nopoll" || echo "nopoll poll"); do
-    r0=$(reads); copy "$NS" $([ "$variant" = nopoll ] && echo --no-poll) > "$WORK/c.json"; row "copy-$variant" "$(bw "$WORK/c.json")" "$r0"
+    r0=$(reads); copy "$NS" $([ "$variant" = poll ] && echo --poll) > "$WORK/c.json"; row "copy-$variant" "$(bw "$WORK/c.json")" "$r0"
   done
   [ $(( rep % 2 )) -eq 0 ] && probe_4k
   r0=$(reads); copy "$NS" --fixed-buffers > "$WORK/c.json"; row copy-fixed "$(bw "$WORK/c.json")" "$r0"
@@ -147,7 +147,7 @@ for rep in $(seq 1 "$REPS"); do
     }
     [ $(( rep % 2 )) -eq 0 ] && probe_huge
     for variant in $([ $(( rep % 2 )) -eq 1 ] && echo "poll nopoll" || echo "nopoll poll"); do
-      r0=$(reads); copy "$HUGE_NS" $([ "$variant" = nopoll ] && echo --no-poll) > "$WORK/c.json"; row "copy-huge-$variant" "$(bw "$WORK/c.json")" "$r0"
+      r0=$(reads); copy "$HUGE_NS" $([ "$variant" = poll ] && echo --poll) > "$WORK/c.json"; row "copy-huge-$variant" "$(bw "$WORK/c.json")" "$r0"
     done
     [ $(( rep % 2 )) -eq 1 ] && probe_huge
   fi

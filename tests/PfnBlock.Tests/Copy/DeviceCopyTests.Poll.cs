@@ -8,9 +8,9 @@ using PfnBlock.Memory;
 namespace PfnBlock.Tests.Copy;
 
 /// <summary>
-/// The copy's polled chunks (<see cref="DeviceCopyOptions.Poll"/>, on by default): with an
+/// The copy's polled chunks (<see cref="DeviceCopyOptions.Poll"/>, <c>--poll</c>): with an
 /// O_DIRECT file on io_uring the copy's own thread reaps every chunk (a poll queue of its own, no
-/// ring-thread completion), both ways, and still round-trips byte for byte; without polling, or
+/// ring-thread completion), both ways, and still round-trips byte for byte; without polling (the default), or
 /// with an engine that cannot poll, the file's thread completes them and the copy still finishes;
 /// and the copy allocates nothing per chunk.
 /// </summary>
@@ -23,7 +23,7 @@ public sealed partial class DeviceCopyTests
         string dst = _scratch.NewSizedFile("/var/tmp", Size, "dst");
         FileDevice file = OpenFile(src), back = OpenFile(dst);
         PmemDevice pmem = Namespace(DescriptorMapKind.None);
-        var options = new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 3 };
+        var options = new DeviceCopyOptions { Size = Size, BlockSize = Bs, QueueDepth = 3, Poll = true };
 
         DeviceCopyResult r = new DeviceCopy(file, pmem, options).Run();
         Assert.Equal((Size, Size, Size, 0L), (r.Bytes, r.PinnedBytes, r.PolledBytes, r.CpuCopiedBytes));
@@ -38,12 +38,12 @@ public sealed partial class DeviceCopyTests
     }
 
     [Fact]
-    public void Poll_OffTheFilesRingThreadCompletesTheChunks()
+    public void Poll_OffByDefaultTheFilesRingThreadCompletesTheChunks()
     {
         string src = RandomFile(Size, 22);
         FileDevice file = OpenFile(src);
         PmemDevice pmem = Namespace(DescriptorMapKind.None);
-        DeviceCopyResult r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, Poll = false }).Run();
+        DeviceCopyResult r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs }).Run();
         Assert.Equal((Size, Size, 0L), (r.Bytes, r.PinnedBytes, r.PolledBytes));
         Assert.Equal(0, Engine(file).PollQueueCount);
         Assert.True(Holds(pmem, File.ReadAllBytes(src)));
@@ -61,7 +61,7 @@ public sealed partial class DeviceCopyTests
         FileDevice file = OpenFile(src);
         Assert.IsType<ThreadPoolEngine>(file.EngineForTests);
         PmemDevice pmem = Namespace(DescriptorMapKind.None);
-        DeviceCopyResult r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs }).Run();
+        DeviceCopyResult r = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = Bs, Poll = true }).Run();
         Assert.Equal((Size, Size, 0L), (r.Bytes, r.PinnedBytes, r.PolledBytes));
         Assert.False(BlockPoll.IsPolling);
         Assert.True(Holds(pmem, bytes));
@@ -76,7 +76,7 @@ public sealed partial class DeviceCopyTests
         PmemDevice pmem = Namespace(DescriptorMapKind.None);
         long Allocated(int bs)
         {
-            var copy = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = bs, QueueDepth = 4 });
+            var copy = new DeviceCopy(file, pmem, new DeviceCopyOptions { Size = Size, BlockSize = bs, QueueDepth = 4, Poll = true });
             long before = GC.GetAllocatedBytesForCurrentThread();
             DeviceCopyResult r = copy.Run();
             long allocated = GC.GetAllocatedBytesForCurrentThread() - before;

@@ -38,12 +38,13 @@ public sealed record DeviceCopyOptions
     /// Submit the chunks as polled bios (<see cref="BioFlags.Polled"/>) inside a
     /// <see cref="BlockPoll"/> scope, so that a file on io_uring leaves their completions to the
     /// copy's own thread: it reaps a chunk, persists and unpins it and submits the next in one
-    /// thread, with no wake-up of the file's ring thread or of the copy's thread per chunk (two
-    /// thread hops per MiB otherwise; docs/BENCHMARKS.md §12 measured what they cost). On by
-    /// default; off only to measure the difference. Not with <see cref="FixedBuffers"/>, whose
-    /// windows are registered on the file's shared ring.
+    /// thread, as bench/copy-floor.c does, with no wake-up of the file's ring thread or of the
+    /// copy's thread per chunk. Off by default: in 16 alternating reps (docs/BENCHMARKS.md §12)
+    /// it was no faster than the ring thread's completions (medians of per-rep ratios 88–107 %),
+    /// the copy being within a few per cent of the probe into its own pages either way. Not with
+    /// <see cref="FixedBuffers"/>, whose windows are registered on the file's shared ring.
     /// </summary>
-    public bool Poll { get; init; } = true;
+    public bool Poll { get; init; }
     /// <summary>Test hook: the largest registered window (1 GiB, the kernel's limit, unless a test wants several windows in a small copy).</summary>
     internal long WindowBytes { get; init; } = RegisteredWindow.MaxBytes;
 }
@@ -80,7 +81,9 @@ public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedByte
 /// own bio, completion event and bounce buffer (used only when a chunk cannot be pinned), all
 /// allocated before the first I/O. Frames written by a read into them are made durable with the
 /// destination's <see cref="IDaxDevice.PersistRange"/> before they are unpinned; the destination
-/// is flushed at the end.
+/// is flushed at the end. With <see cref="DeviceCopyOptions.Poll"/> the chunks are polled bios in a
+/// <see cref="BlockPoll"/> scope: an io_uring file then leaves their completions to this thread's
+/// own ring, and a device that cannot poll completes them as usual while the copy waits on the event.
 /// <para>When asked (<see cref="DeviceCopyOptions.FixedBuffers"/>) and the other side is an O_DIRECT
 /// file on io_uring, the copy also registers the DAX side's frames as fixed buffers, one window of
 /// up to 1 GiB at a time, pinned as a whole for as
