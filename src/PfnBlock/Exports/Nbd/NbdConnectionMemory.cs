@@ -141,7 +141,8 @@ internal sealed unsafe partial class NbdConnection
     }
 
     /// <summary>
-    /// Polls the socket with non-blocking receives for up to <see cref="NbdServerOptions.BusyPoll"/>:
+    /// Polls the socket with non-blocking receives for up to <see cref="NbdServerOptions.BusyPoll"/>,
+    /// yielding the CPU between them:
     /// the bytes received, -1 on a socket error, or 0 when nothing came (the caller then sleeps in a
     /// blocking receive, which also sees the end of the stream).
     /// </summary>
@@ -160,6 +161,9 @@ internal sealed unsafe partial class NbdConnection
             if (n == 0) return 0;
             int errno = Libc.Errno;
             if (errno != Libc.EAGAIN && errno != Libc.EINTR) return -1;
+            // sched_yield: a client on this CPU (a pinned benchmark, a busy machine) must get to
+            // send its request; spinning through its time slice would delay the very request awaited.
+            Thread.Yield();
         }
         while (Stopwatch.GetTimestamp() < until);
         return 0;
