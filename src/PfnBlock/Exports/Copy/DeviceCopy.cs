@@ -34,6 +34,17 @@ public sealed record DeviceCopyOptions
     /// whole copy rather than one chunk's.
     /// </summary>
     public bool FixedBuffers { get; init; }
+    /// <summary>
+    /// Submit the chunks as polled bios (<see cref="BioFlags.Polled"/>) inside a
+    /// <see cref="BlockPoll"/> scope, so that a file on io_uring leaves their completions to the
+    /// copy's own thread: it reaps a chunk, persists and unpins it and submits the next in one
+    /// thread, as bench/copy-floor.c does, with no wake-up of the file's ring thread or of the
+    /// copy's thread per chunk. Off by default: in 16 alternating reps (docs/BENCHMARKS.md §12)
+    /// it was no faster than the ring thread's completions (medians of per-rep ratios 88–107 %),
+    /// the copy being within a few per cent of the probe into its own pages either way. Not with
+    /// <see cref="FixedBuffers"/>, whose windows are registered on the file's shared ring.
+    /// </summary>
+    public bool Poll { get; init; }
     /// <summary>Test hook: the largest registered window (1 GiB, the kernel's limit, unless a test wants several windows in a small copy).</summary>
     internal long WindowBytes { get; init; } = RegisteredWindow.MaxBytes;
 }
@@ -47,6 +58,8 @@ public sealed record DeviceCopyOptions
 /// <param name="Elapsed">Wall time.</param>
 public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedBytes, long BounceBytes, long CpuCopiedBytes, TimeSpan Elapsed)
 {
+    /// <summary>Bytes of chunks whose bios all completed on the copy's own thread (reaped by its poll, <see cref="DeviceCopyOptions.Poll"/>, or completed inline by a device that works in its caller's thread); the others were completed by a device's thread, which then woke the copy's.</summary>
+    public long PolledBytes { get; init; }
     /// <summary>Bytes of chunks whose frames were registered with the file's io_uring as a fixed buffer while they moved (READ_FIXED/WRITE_FIXED: no per-I/O page pinning in the kernel).</summary>
     public long RegisteredBytes { get; init; }
     /// <summary>Why registration stopped being tried (an errno: EFAULT for a namespace on a disk filesystem, ENOMEM for RLIMIT_MEMLOCK, EOPNOTSUPP for a buffered file or an engine without fixed buffers); 0 when it was never refused.</summary>
@@ -68,7 +81,9 @@ public sealed record DeviceCopyResult(long Bytes, CopyPath Path, long PinnedByte
 /// own bio, completion event and bounce buffer (used only when a chunk cannot be pinned), all
 /// allocated before the first I/O. Frames written by a read into them are made durable with the
 /// destination's <see cref="IDaxDevice.PersistRange"/> before they are unpinned; the destination
-/// is flushed at the end.
+/// is flushed at the end. With <see cref="DeviceCopyOptions.Poll"/> the chunks are polled bios in a
+/// <see cref="BlockPoll"/> scope: an io_uring file then leaves their completions to this thread's
+/// own ring, and a device that cannot poll completes them as usual while the copy waits on the event.
 /// <para>When asked (<see cref="DeviceCopyOptions.FixedBuffers"/>) and the other side is an O_DIRECT
 /// file on io_uring, the copy also registers the DAX side's frames as fixed buffers, one window of
 /// up to 1 GiB at a time, pinned as a whole for as
@@ -86,6 +101,7 @@ public sealed unsafe class DeviceCopy
     private readonly int _depth;
     private readonly IFixedBufferDevice? _fixedFile;
     private readonly long _windowBytes;
+    private readonly bool _poll;
 
     /// <summary>Checks that the copy can run: sizes, block alignment (O_DIRECT's rule) and a shared address space.</summary>
     /// <exception cref="ArgumentException">A size or block size the devices cannot take, or devices in different address spaces.</exception>
@@ -114,6 +130,7 @@ public sealed unsafe class DeviceCopy
         // Windows of whole chunks, so no chunk straddles two registrations.
         _windowBytes = Math.Min(options.WindowBytes, RegisteredWindow.MaxBytes) / _bs * _bs;
         if (options.FixedBuffers && Path != CopyPath.Bounce && _windowBytes > 0 && fileSide is IFixedBufferDevice f) _fixedFile = f;
+        _poll = options.Poll && _fixedFile is null;
     }
 
     /// <summary>Bytes the copy moves.</summary>
@@ -128,10 +145,14 @@ public sealed unsafe class DeviceCopy
         var clock = Stopwatch.StartNew();
         using DramArena bounce = DramArena.Create((long)_depth * _bs, _from.AddressSpace, "copy-bounce");
         var slots = new Slot[_depth];
-        for (int i = 0; i < _depth; i++) slots[i] = new Slot(bounce.PfnAt((long)i * _bs / Pfn.PageSize));
-        long next = 0, done = 0, pinned = 0, bounced = 0, cpu = 0, registered = 0;
+        int owner = Environment.CurrentManagedThreadId;
+        for (int i = 0; i < _depth; i++) slots[i] = new Slot(bounce.PfnAt((long)i * _bs / Pfn.PageSize), owner);
+        long next = 0, done = 0, pinned = 0, bounced = 0, cpu = 0, registered = 0, polled = 0;
         RegisteredWindow? window = null;
         int refused = 0;
+        // Opened before the first chunk and closed after the last wait (End polls until nothing of
+        // this thread's is in flight, so no polled bio is left without a poller on any path).
+        if (_poll) BlockPoll.Begin();
         try
         {
             int busy = 0;
@@ -140,12 +161,13 @@ public sealed unsafe class DeviceCopy
                 Slot s = slots[i];
                 if (s.Stage != Stage.Idle)
                 {
-                    s.Done.Wait();
+                    WaitFor(s);
                     s.Done.Reset();
                     if (s.Bio.Status != BlockStatus.Ok) Fail(s);
                     if (Advance(s)) continue; // its second half is in flight
                     done += s.Length;
                     if (s.Pinned) pinned += s.Length; else bounced += s.Length;
+                    if (s.Polled) polled += s.Length;
                     if (s.Window is { } w)
                     {
                         if (w.Registered) registered += s.Length;
@@ -185,8 +207,15 @@ public sealed unsafe class DeviceCopy
         }
         finally
         {
-            foreach (Slot s in slots)
-                if (s.Stage != Stage.Idle) s.Done.Wait(); // never free a buffer under an I/O
+            try
+            {
+                foreach (Slot s in slots)
+                    if (s.Stage != Stage.Idle) WaitFor(s); // never free a buffer under an I/O
+            }
+            finally
+            {
+                if (_poll) BlockPoll.End();
+            }
             // Nothing is in flight now: a failed copy's windows (retired ones included) can go.
             foreach (Slot s in slots)
             {
@@ -196,7 +225,21 @@ public sealed unsafe class DeviceCopy
             }
             window?.Release();
         }
-        return new DeviceCopyResult(done, Path, pinned, bounced, cpu, clock.Elapsed) { RegisteredBytes = registered, RegistrationErrno = refused };
+        return new DeviceCopyResult(done, Path, pinned, bounced, cpu, clock.Elapsed) { RegisteredBytes = registered, RegistrationErrno = refused, PolledBytes = polled };
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="s"/>'s bio has completed: polls while this thread has polled bios
+    /// in flight (the slot's own, or others whose completions must be reaped here before the slot's
+    /// can be), else blocks on its event (a device that does not poll completes it on its own thread).
+    /// </summary>
+    private void WaitFor(Slot s)
+    {
+        while (!s.Done.IsSet)
+        {
+            if (_poll && BlockPoll.Poll(wait: true)) continue;
+            s.Done.Wait();
+        }
     }
 
     private void Start(Slot s, long offset, int length)
@@ -205,6 +248,7 @@ public sealed unsafe class DeviceCopy
         s.Length = length;
         s.CpuBytes = 0;
         s.Pinned = false;
+        s.Polled = true;
         long firstPage = offset >> Pfn.PageShift;
         long pages = (length + Pfn.PageSize - 1) >> Pfn.PageShift;
         if (Path != CopyPath.Bounce)
@@ -253,7 +297,7 @@ public sealed unsafe class DeviceCopy
         s.Stage = stage;
         s.Device = device;
         if (IsCpuCopying(device)) s.CpuBytes += s.Length;
-        s.Bio.Init(op, s.Offset >> Bio.SectorShift).AddVec(pfn, 0, (uint)s.Length);
+        s.Bio.Init(op, s.Offset >> Bio.SectorShift, _poll ? BioFlags.Polled : BioFlags.None).AddVec(pfn, 0, (uint)s.Length);
         s.Bio.EndIo = s.EndIo;
         device.Submit(s.Bio);
     }
@@ -295,16 +339,23 @@ public sealed unsafe class DeviceCopy
         public IBlockDevice? Device;
         public DaxRange Pin;
         public bool Pinned;
+        /// <summary>True while every bio of the chunk completed on the copy's own thread.</summary>
+        public bool Polled;
         /// <summary>The registered window the chunk is in, if any.</summary>
         public RegisteredWindow? Window;
         public long Offset;
         public int Length;
         public long CpuBytes;
 
-        public Slot(Pfn bounce)
+        public Slot(Pfn bounce, int owner)
         {
             BouncePfn = bounce;
-            EndIo = _ => Done.Set();
+            EndIo = _ =>
+            {
+                // On the owner's thread (inside its BlockPoll.Poll, or inline) the Set wakes nobody.
+                if (Environment.CurrentManagedThreadId != owner) Polled = false;
+                Done.Set();
+            };
         }
     }
 }
