@@ -6,8 +6,8 @@ namespace PfnBlock.Tests.Support;
 /// <summary>Runs the crash child's writer and SIGKILLs it: the acknowledgements it printed before it died.</summary>
 public static class CrashWriter
 {
-    /// <summary>Starts the crash child's writer with <paramref name="args"/> (write PATH … or write-spec SPEC …), waits for its first acknowledgement, lets it run <paramref name="runMs"/> more, kills it and returns every acknowledgement it printed.</summary>
-    public static List<(long Version, int Block)> RunAndKill(string[] args, int runMs, string ctx)
+    /// <summary>Starts the crash child's writer with <paramref name="args"/> (write PATH … or write-spec SPEC …), waits for its first acknowledgement, lets it run <paramref name="runMs"/> more and at least until <paramref name="minAcks"/> acknowledgements, kills it and returns every acknowledgement it printed.</summary>
+    public static List<(long Version, int Block)> RunAndKill(string[] args, int runMs, string ctx, int minAcks = 1)
     {
         using Process child = ChildProcess.Start(ChildProcess.CrashChildDll, args);
         Task<string> stderr = child.StandardError.ReadToEndAsync();
@@ -27,6 +27,9 @@ public static class CrashWriter
                 Assert.Fail($"the child printed nothing ({ctx}); exited: {child.HasExited}");
             var acks = new List<string> { firstLine! };
             Thread.Sleep(runMs);
+            // On a loaded machine the child may not have got as far as the caller needs: wait for that many acks.
+            while (acks.Count < minAcks && lines.TryTake(out string? more, TimeSpan.FromSeconds(30))) acks.Add(more);
+            Assert.True(acks.Count >= minAcks, $"the child acknowledged {acks.Count} writes, fewer than {minAcks} ({ctx})");
             Assert.False(child.HasExited, $"the child stopped by itself ({ctx})");
             child.Kill(); // SIGKILL
             child.WaitForExit();

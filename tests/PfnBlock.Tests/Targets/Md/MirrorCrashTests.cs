@@ -80,7 +80,7 @@ public sealed class MirrorCrashTests : IDisposable
         return [.. Enumerable.Range(0, regions).Select(r => (area[MdBitmapSuperblock.Bytes + r / 8] & (1 << (r % 8))) != 0)];
     }
 
-    /// <summary>Runs the child writer on <paramref name="spec"/>, kills it <paramref name="runMs"/> after its first acknowledgement and returns its acknowledgements.</summary>
-    internal static List<(long Version, int Block)> RunAndKill(string spec, int seed, int runMs, int blocks = Blocks) =>
-        CrashWriter.RunAndKill(["write-spec", spec, seed.ToString(), "1", blocks.ToString()], runMs, $"md writer, seed {seed}");
+    /// <summary>Runs the child writer on <paramref name="spec"/>, kills it <paramref name="runMs"/> after its first acknowledgement (and not before <paramref name="minAcks"/> of them) and returns its acknowledgements.</summary>
+    internal static List<(long Version, int Block)> RunAndKill(string spec, int seed, int runMs, int blocks = Blocks, int minAcks = 1) =>
+        CrashWriter.RunAndKill(["write-spec", spec, seed.ToString(), "1", blocks.ToString()], runMs, $"md writer, seed {seed}", minAcks);
 }
