@@ -21,6 +21,10 @@ internal sealed unsafe partial class Raid5Target
 
     /// <summary>The write-out workers' stripe buffers: a set each, so no write-out waits for another's (or the front end's).</summary>
     private StripeBufferPool? _outPool;
+    private int _outInFlight, _outInFlightMax; // stripe write-outs running now, and the most at once since assembly
+
+    /// <summary>The most stripe write-outs that ran at once since assembly (on slow members, many should).</summary>
+    internal int MaxWriteOutsInFlight => Volatile.Read(ref _outInFlightMax);
 
     /// <summary>
     /// One write-out worker (md's raid5 worker threads, <c>group_thread_cnt</c>): its thread and
@@ -152,7 +156,11 @@ internal sealed unsafe partial class Raid5Target
                     }
                     // Its bits are durable now or once the bitmap's flush completes; then it runs here, on this worker's thread and buffers.
                     worker.WaitHanded();
+                    int inFlight = Interlocked.Increment(ref _outInFlight);
+                    for (int max = Volatile.Read(ref _outInFlightMax); inFlight > max; max = Volatile.Read(ref _outInFlightMax))
+                        if (Interlocked.CompareExchange(ref _outInFlightMax, inFlight, max) == max) break;
                     Process(w, worker.Set);
+                    Interlocked.Decrement(ref _outInFlight);
                     Finish(w);
                     status = done.IsCompleted ? done.Result : done.AsTask().GetAwaiter().GetResult();
                     break;
