@@ -60,10 +60,13 @@ writeback="$(array t0 t1 t2 t3),journal=pmem:$ns.k,journal_mode=write-back"
 echo "# $(date -u +%FT%TZ) $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$MEMBERS" = file ]; then
   # The members really are O_DIRECT: the open flags of the process's descriptors of them (O_DIRECT is octal 040000).
-  pfnblock bench --device "$plain" --rw randwrite --bs 4k --runtime 2 --ramp 0 >/dev/null & pid=$!
-  sleep 1.5
-  direct=0; for fd in /proc/$pid/fd/*; do
-    [[ "$(readlink "$fd" 2>/dev/null)" == "$disk".r* ]] && (( 8#$(awk '/^flags/ {print $2}' "/proc/$pid/fdinfo/${fd##*/}") & 8#40000 )) && direct=$((direct + 1))
+  "$here/pfnblock" bench --device "$plain" --rw randwrite --bs 4k --runtime 3 --ramp 0 >/dev/null & pid=$! # (the wrapper execs: this pid)
+  direct=0
+  for ((try = 0; try < 50 && direct == 0; try++)); do
+    sleep 0.1
+    for fd in /proc/$pid/fd/*; do
+      [[ "$(readlink "$fd" 2>/dev/null)" == "$disk".r* ]] && (( 8#$(awk '/^flags/ {print $2}' "/proc/$pid/fdinfo/${fd##*/}" 2>/dev/null || echo 0) & 8#40000 )) && direct=$((direct + 1))
+    done
   done
   wait $pid
   echo "# members: 4 files of $SIZE on $(df --output=source "$(dirname "$disk")" | tail -1) ($(findmnt -no FSTYPE -T "$(dirname "$disk")")), $direct of A's 4 descriptors O_DIRECT; journals on pmem namespaces in /dev/shm"
@@ -87,7 +90,7 @@ run() { # NAME SPEC RW BS JOBS [FLAGS]
   pfnblock bench --device "$plain" --vs "$2" --rw "$3" --bs "$4" --jobs "$5" ${6:-} \
     --runtime "$RUNTIME" --slices "$SLICES" --ramp 1 --json > "$out"
   jq -r --arg name "$1" --arg jobs "$5" --arg flags "${6:+ $6}" '.comparisons[0] | if .unit == "IOPS"
-      then "| \($name) | \(.rw) \(.bs) ×\($jobs)\($flags) | \(.median_a / 1e3 | round) k IOPS | \(.median_b / 1e3 | round) k IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
+      then "| \($name) | \(.rw) \(.bs) ×\($jobs)\($flags) | \(.median_a / 1e2 | round / 10) k IOPS | \(.median_b / 1e2 | round / 10) k IOPS | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |"
       else "| \($name) | \(.rw) \(.bs) ×\($jobs)\($flags) | \(.median_a / 1e9 * 100 | round / 100) GB/s | \(.median_b / 1e9 * 100 | round / 100) GB/s | \(.ratio_median * 1000 | round / 1000) [\(.ratio_min * 1000 | round / 1000)..\(.ratio_max * 1000 | round / 1000)] |" end' "$out"
 }
 for depth in $DEPTHS; do
