@@ -9,7 +9,10 @@ namespace PfnBlock.Tests.Targets.Md;
 /// The write-back journal over members that do not complete on the submitting thread (files
 /// through the file device, as disks would be): many write-out workers, each running its stripe
 /// writes on its own thread and buffers, so several stripes are written out at once — and each
-/// stripe's records still reach the members in log order.
+/// stripe's records still reach the members in log order. (Before, over such members every
+/// write-out and every append ran on the target's one worker thread: an append waiting there for
+/// room in a full log kept the write-outs that would make room from ever running, and the array
+/// hung. This test's 1 MiB log fills many times over in every sample.)
 /// </summary>
 public sealed class Raid5JournalSlowMembersTests : IDisposable
 {
