@@ -76,15 +76,7 @@ public sealed class Raid5JournalSlowMembersTests : IDisposable
             // The crash: the log as it is, the array dirty.
             journal.LeaveLogOnStop = true;
             _h.Reopen();
-            foreach (IGrouping<long, Raid5Journal.Record> stripe in _h.JournalRecords(j).Where(r => r.Kind == Raid5JournalRecordKind.Parity).GroupBy(r => r.MemberSector))
-            {
-                long covered = 0;
-                foreach (Raid5Journal.Record p in stripe)
-                {
-                    Assert.True(p.Seq - p.WritesOut > covered, $"stripe at {stripe.Key}: parity record {p.Seq} covers up to {p.Seq - p.WritesOut}, not past {covered}");
-                    covered = p.Seq - p.WritesOut;
-                }
-            }
+            _h.AssertParityRecordsInLogOrder(j);
             _h.MarkDirty(m);
             _h.Reopen();
             md = _h.Open(MdHarness.JournalSpec(m, j));
