@@ -130,7 +130,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _ringReserve = new int[_ring];
         _pendingByStripe.EnsureCapacity(_ring);
         _slack = Raid5JournalLayout.MaxRecordBlocks(sb.RaidDisks, sb.ChunkSectors);
-        WriteOutWorkers = Math.Clamp(Environment.ProcessorCount, 2, MaxWriteOutWorkers);
+        WriteOutWorkers = MembersSynchronous(array) ? Math.Clamp(Environment.ProcessorCount, 2, MaxWriteOutWorkers) : SlowMemberWriteOutWorkers;
         _nextOut = new long[WriteOutWorkers];
         _outWakes = new AutoResetEvent[WriteOutWorkers];
         for (int k = 0; k < WriteOutWorkers; k++) _outWakes[k] = new AutoResetEvent(false);
@@ -180,16 +180,34 @@ internal sealed unsafe class Raid5Journal : IDisposable
     public bool Failed => _failed;
     /// <summary>Write-back: data records not yet written out to the members.</summary>
     public int Pending => _pending;
-    /// <summary>The most write-out workers a journal runs.</summary>
+    /// <summary>The most write-out workers a journal runs over members that complete on the submitting thread (pmem): each is busy on a core.</summary>
     private const int MaxWriteOutWorkers = 4;
 
     /// <summary>
-    /// Write-back: how many write-out workers the target runs (one per core, at least two, at most
-    /// <see cref="MaxWriteOutWorkers"/>). Each owns the stripes <see cref="OwnerOf"/> gives it, so a
+    /// Write-out workers over members that do not complete on the submitting thread (O_DIRECT
+    /// files, disks): a worker waits for its member I/O most of the time, so one per core would
+    /// keep one stripe per core in flight at disk latency — slower than the front end. Sixteen
+    /// keep sixteen stripes (up to 16 × members I/Os) in flight, md's stripe cache in miniature;
+    /// each holds a stripe buffer set (members + 1 chunks).
+    /// </summary>
+    internal const int SlowMemberWriteOutWorkers = 16;
+
+    /// <summary>
+    /// Write-back: how many write-out workers the target runs — over pmem members one per core, at
+    /// least two, at most <see cref="MaxWriteOutWorkers"/>; over slower members
+    /// <see cref="SlowMemberWriteOutWorkers"/>. Each owns the stripes <see cref="OwnerOf"/> gives it, so a
     /// stripe's records are written out by one worker in log order and no two workers take one
     /// stripe's lock; the log's tail is the oldest record any of them has not written out.
     /// </summary>
     public int WriteOutWorkers { get; }
+
+    /// <summary>Every present member completes bios on the submitting thread (pmem): a write-out worker computes rather than waits.</summary>
+    private static bool MembersSynchronous(MdArray array)
+    {
+        for (int i = 0; i < array.RaidDisks; i++)
+            if (array.Slot(i).Device is { } d && (d.Features & DeviceFeatures.Synchronous) == 0) return false;
+        return true;
+    }
 
     /// <summary>The write-out worker that owns the stripe at member sector <paramref name="memberSector"/>: stripes are dealt round-robin.</summary>
     public int OwnerOf(long memberSector) => (int)((ulong)(memberSector / _sb.ChunkSectors) % (uint)WriteOutWorkers);

@@ -19,16 +19,26 @@ internal sealed unsafe partial class Raid5Target
     /// </summary>
     private const int MaxRuns = 16;
 
+    /// <summary>The write-out workers' stripe buffers: a set each, so no write-out waits for another's (or the front end's).</summary>
+    private StripeBufferPool? _outPool;
+    private int _outInFlight, _outInFlightMax; // stripe write-outs running now, and the most at once since assembly
+
+    /// <summary>The most stripe write-outs that ran at once since assembly (on slow members, many should).</summary>
+    internal int MaxWriteOutsInFlight => Volatile.Read(ref _outInFlightMax);
+
     /// <summary>
     /// One write-out worker (md's raid5 worker threads, <c>group_thread_cnt</c>): its thread and
-    /// its scratch for one stripe at a time — the snapshot's ring slots, and per member a bitmap
-    /// of the chunk sectors they change.
+    /// its scratch for one stripe at a time — its stripe buffers, the snapshot's ring slots, and
+    /// per member a bitmap of the chunk sectors they change. It runs its stripe writes itself,
+    /// with synchronous member I/O: on slow members the workers are many, so that many stripes
+    /// are in flight at once (md's raid5 keeps its whole stripe cache busy).
     /// </summary>
     private sealed class WriteOutWorker
     {
-        public WriteOutWorker(int index, int raidDisks, long chunkSectors)
+        public WriteOutWorker(int index, int raidDisks, long chunkSectors, StripeBuffers set)
         {
             Index = index;
+            Set = set;
             int words = (int)((chunkSectors + 63) / 64);
             Dirty = new ulong[raidDisks * words];
             Rows = new ulong[words];
@@ -52,6 +62,27 @@ internal sealed unsafe partial class Raid5Target
         public readonly bool[] Whole;
         /// <summary>Stripe write-outs this worker did.</summary>
         public long WriteOuts;
+        /// <summary>Its stripe buffers.</summary>
+        public readonly StripeBuffers Set;
+        /// <summary>Set (and <c>_go</c> signalled) when its stripe write's bitmap bits are durable: it may run it.</summary>
+        private volatile bool _ready;
+        private readonly AutoResetEvent _go = new(false);
+
+        /// <summary>The stripe write may run (its bitmap bits are durable): called from whatever thread saw them so, which must not block.</summary>
+        public void Hand()
+        {
+            _ready = true;
+            _go.Set();
+        }
+
+        /// <summary>Waits until <see cref="Hand"/> was called for the stripe write begun last.</summary>
+        public void WaitHanded()
+        {
+            while (!_ready) _go.WaitOne();
+            _ready = false;
+        }
+
+        public void Dispose() => _go.Dispose();
     }
 
     /// <summary>Starts the journal's write-out workers.</summary>
@@ -59,13 +90,22 @@ internal sealed unsafe partial class Raid5Target
     {
         var workers = new WriteOutWorker[journal.WriteOutWorkers];
         _outRunning = workers.Length;
+        _outPool = new StripeBufferPool(workers.Length, Array.RaidDisks + 1, _chunkBytes, _space, $"md-{Array.Name}-r5c");
         for (int k = 0; k < workers.Length; k++)
         {
-            WriteOutWorker worker = workers[k] = new WriteOutWorker(k, Array.RaidDisks, Array.ChunkSectors);
+            _outPool.TryRent(out StripeBuffers set);
+            WriteOutWorker worker = workers[k] = new WriteOutWorker(k, Array.RaidDisks, Array.ChunkSectors, set);
             worker.Thread = new Thread(() => WriteOutLoop(worker)) { IsBackground = true, Name = $"md-{Array.Name}-r5c{k}" };
         }
         foreach (WriteOutWorker worker in workers) worker.Thread.Start();
         return workers;
+    }
+
+    /// <summary>Frees the write-out workers' buffers and events (they have ended).</summary>
+    private void DisposeWriteOut()
+    {
+        foreach (WriteOutWorker worker in _outWorkers) worker.Dispose();
+        _outPool?.Dispose();
     }
 
     /// <summary>Stripe write-outs per write-out worker since assembly.</summary>
@@ -114,6 +154,14 @@ internal sealed unsafe partial class Raid5Target
                         Thread.Sleep(1);
                         continue;
                     }
+                    // Its bits are durable now or once the bitmap's flush completes; then it runs here, on this worker's thread and buffers.
+                    worker.WaitHanded();
+                    int inFlight = Interlocked.Increment(ref _outInFlight);
+                    for (int max = Volatile.Read(ref _outInFlightMax); inFlight > max; max = Volatile.Read(ref _outInFlightMax))
+                        if (Interlocked.CompareExchange(ref _outInFlightMax, inFlight, max) == max) break;
+                    Process(w, worker.Set);
+                    Interlocked.Decrement(ref _outInFlight);
+                    Finish(w);
                     status = done.IsCompleted ? done.Result : done.AsTask().GetAwaiter().GetResult();
                     break;
                 }

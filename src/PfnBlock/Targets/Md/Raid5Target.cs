@@ -297,10 +297,21 @@ internal sealed unsafe partial class Raid5Target : MdTarget
         return BeginWrite(carrier, w, bio, regions.RegionOf(first << _layout.ChunkShift), regions.RegionOf(((last + 1) << _layout.ChunkShift) - 1));
     }
 
-    /// <summary>Runs the write here when the members are synchronous and a stripe buffer set is free, else on the worker.</summary>
+    /// <summary>
+    /// Runs the write here when the members are synchronous and a stripe buffer set is free, else on
+    /// the worker. A write-back data record touches the journal alone, so it runs here whenever the
+    /// journal completes on this thread, whatever the members are (on slow members it would
+    /// otherwise queue behind the worker's member I/O). A write-out goes back to its own write-out
+    /// worker, which runs it with its own buffers (<see cref="WriteOutWorker.Hand"/>).
+    /// </summary>
     private void Dispatch(R5Write w)
     {
-        if (MembersSynchronous() && _pool.TryRent(out StripeBuffers set))
+        if (w.WriteOut is { } worker)
+        {
+            worker.Hand();
+            return;
+        }
+        if ((w.Cached ? _journal!.Synchronous : MembersSynchronous()) && _pool.TryRent(out StripeBuffers set))
         {
             try { Process(w, set); }
             finally { _pool.Return(set); }
@@ -1010,5 +1021,6 @@ internal sealed unsafe partial class Raid5Target : MdTarget
         _thread.Join();
         _pool.Dispose();
         _workerPool.Dispose();
+        DisposeWriteOut();
     }
 }

@@ -153,6 +153,23 @@ public sealed class MdHarness : IDisposable
         return Raid5Journal.Scan(dev, Raid5Journal.ReadSuperblock(dev, io), io).Records;
     }
 
+    /// <summary>
+    /// Per-stripe log order in <paramref name="journal"/>'s log: each stripe's parity records cover
+    /// its data records in order (each covers more than the one before it).
+    /// </summary>
+    internal void AssertParityRecordsInLogOrder(string journal)
+    {
+        foreach (IGrouping<long, Raid5Journal.Record> stripe in JournalRecords(journal).Where(r => r.Kind == Raid5JournalRecordKind.Parity).GroupBy(r => r.MemberSector))
+        {
+            long covered = 0;
+            foreach (Raid5Journal.Record p in stripe)
+            {
+                Assert.True(p.Seq - p.WritesOut > covered, $"stripe at {stripe.Key}: parity record {p.Seq} covers up to {p.Seq - p.WritesOut}, not past {covered}");
+                covered = p.Seq - p.WritesOut;
+            }
+        }
+    }
+
     /// <summary>Makes the members' superblocks say "active" (an unclean stop) without touching anything else.</summary>
     public void MarkDirty(string[] members)
     {
