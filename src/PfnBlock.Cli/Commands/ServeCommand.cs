@@ -73,17 +73,6 @@ internal static class ServeCommand
                 catch (FormatException e) { r.AddError(e.Message); return 0; }
             },
         };
-        var directWrites = new Option<long>("--direct-writes")
-        {
-            Description = "Write payloads from this size up to a device that takes direct writes (pmem) are received from the socket straight into its memory, not through a buffer (default 64K); 0: always through the buffer.",
-            DefaultValueFactory = _ => 64 << 10,
-            CustomParser = r =>
-            {
-                string text = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
-                try { return text == "0" ? 0 : Common.SizeParser.Parse(text); }
-                catch (FormatException e) { r.AddError(e.Message); return 0; }
-            },
-        };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate (chain) offered by STARTTLS." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
         var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };
@@ -99,7 +88,7 @@ internal static class ServeCommand
         };
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, spliceReads, directWrites, tlsCert, tlsKey, tls,
+            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, spliceReads, tlsCert, tlsKey, tls,
             metrics, control,
         };
         cmd.SetAction(r => Cli.Run(() =>
@@ -115,8 +104,6 @@ internal static class ServeCommand
                 MemoryBudget = r.GetValue(memoryBudget),
                 SpliceReadBytes = r.GetValue(spliceReads) is >= 0 and <= int.MaxValue and long splice ? (int)splice
                     : throw new ArgumentException("--splice-reads must be between 0 and 2G"),
-                DirectWriteBytes = r.GetValue(directWrites) is >= 0 and <= int.MaxValue and long direct ? (int)direct
-                    : throw new ArgumentException("--direct-writes must be between 0 and 2G"),
                 TlsCertificate = LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), tlsRequired),
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),

@@ -7,7 +7,6 @@ internal static unsafe partial class Libc
 {
     // <sys/socket.h>, <poll.h>, <errno.h>
     public const int MSG_NOSIGNAL = 0x4000;
-    public const int MSG_WAITALL = 0x100;
     public const short POLLIN = 0x1;
     public const short POLLOUT = 0x4;
     public const int IOV_MAX = 1024;

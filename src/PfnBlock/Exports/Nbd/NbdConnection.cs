@@ -151,7 +151,6 @@ internal sealed unsafe partial class NbdConnection
         // Spliced replies need a send queue that empties only when the peer has read (NbdReplyWriter.Splice.cs).
         int splice = _socket.AddressFamily == AddressFamily.Unix ? options.SpliceReadBytes : 0;
         _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle, splice);
-        _directWriteBytes = _negotiation.Tls is null && export.DirectWrite is not null && options.DirectWriteBytes > 0 ? options.DirectWriteBytes : int.MaxValue;
         export.WriteGate.Register(_writes);
         try
         {
@@ -192,24 +191,10 @@ internal sealed unsafe partial class NbdConnection
                 }
                 if (tail - head < NbdProtocol.RequestHeaderSize + payload)
                 {
-                    // NbdConnection.DirectWrite.cs: the rest of a large payload goes straight into the device.
-                    if (payload >= _directWriteBytes)
-                    {
-                        int here = tail - head - NbdProtocol.RequestHeaderSize;
-                        DirectReceive done = TryReceiveDirect(fd, cookie, flags, offset, length, p + NbdProtocol.RequestHeaderSize, here);
-                        if (done == DirectReceive.Disconnected) return;
-                        if (done == DirectReceive.Received)
-                        {
-                            head = tail;
-                            _headerOnly = true;
-                            continue;
-                        }
-                    }
                     need = NbdProtocol.RequestHeaderSize + payload;
                     break;
                 }
                 head += NbdProtocol.RequestHeaderSize + payload;
-                _headerOnly = false;
                 if (command == NbdCommand.Disc) return;
                 Start(cookie, command, flags, offset, length, p + NbdProtocol.RequestHeaderSize);
             }
@@ -223,8 +208,6 @@ internal sealed unsafe partial class NbdConnection
                 // NbdConnectionMemory.cs: how much of the receive buffer the memory budget lets this connection fill.
                 int end = PrepareReceive(buf, ref head, ref tail, need);
                 if (end < 0) return;
-                // After a direct write, read one header first: if another large write follows, all of its payload goes direct.
-                if (_headerOnly) end = Math.Min(end, Math.Max(tail + 1, head + NbdProtocol.RequestHeaderSize));
                 n = _negotiation!.Tls is { } tls ? tls.Read(new Span<byte>(buf + tail, end - tail)) : ReceiveOrIdle(fd, buf, ref head, ref tail, end);
             }
             while (n == IdleTrimmed);

@@ -23,7 +23,6 @@ public sealed class NbdExport
         Description = description ?? $"{device.Name} ({SizeParser.Format(device.CapacityBytes)})";
         Dax = (device.Features & DeviceFeatures.Dax) != 0 ? device as IDaxDevice : null;
         Synchronous = (device.Features & DeviceFeatures.Synchronous) != 0;
-        DirectWrite = ReadOnly ? null : device as IDirectWriteDevice;
         Allocation = (device.Features & DeviceFeatures.AllocationMap) != 0 ? device as IAllocationMap : null;
         MinBlockSize = Math.Max(1, device.Limits.LogicalBlockSize);
     }
@@ -44,8 +43,6 @@ public sealed class NbdExport
     internal IDaxDevice? Dax { get; }
     /// <summary>The device's allocation map (holes and zeros for block status and direct reads), or null: then everything is data.</summary>
     internal IAllocationMap? Allocation { get; }
-    /// <summary>Large write payloads may be received straight into the device's memory (NbdConnection.DirectWrite.cs), or null.</summary>
-    internal IDirectWriteDevice? DirectWrite { get; }
     /// <summary>The device completes bios before Submit returns, so bio memory can be reused at once.</summary>
     internal bool Synchronous { get; }
     /// <summary>Counters of this export.</summary>

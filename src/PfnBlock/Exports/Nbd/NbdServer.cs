@@ -40,13 +40,6 @@ public sealed record NbdServerOptions
     /// (docs/BENCHMARKS.md §3); under other load it has lost IOPS at QD8.
     /// </summary>
     public int SpliceReadBytes { get; init; }
-    /// <summary>
-    /// A write of at least this many bytes to a device that takes direct writes (pmem), whose
-    /// payload has not all arrived with its header, is received from the socket straight into the
-    /// device's memory: the kernel's copy out of the socket is then the only copy of the data
-    /// (NbdConnection.DirectWrite.cs). 0 turns this off. Plaintext connections only.
-    /// </summary>
-    public int DirectWriteBytes { get; init; } = 64 << 10;
     /// <summary>How long a client may take from connecting to the end of option haggling (TLS included); then it is dropped.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
