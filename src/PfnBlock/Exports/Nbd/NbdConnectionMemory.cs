@@ -159,7 +159,11 @@ internal sealed unsafe partial class NbdConnection
         do
         {
             nint n = Libc.recv(fd, into, (nuint)count, Libc.MSG_DONTWAIT);
-            if (n >= 0) return n;
+            if (n >= 0)
+            {
+                _server.NoteSpunReceive();
+                return n;
+            }
             if (Libc.Errno != Libc.EAGAIN) return -1;
             // A system call per try is costly in a VM: pause a little (about a microsecond) between tries.
             Thread.SpinWait(SpinPause);

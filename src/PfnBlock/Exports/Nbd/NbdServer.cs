@@ -76,6 +76,7 @@ public sealed partial class NbdServer : IDisposable
     private readonly List<UnixSocketFile> _socketFiles = [];
     private readonly Lock _lock = new();
     private volatile bool _stopping;
+    private long _spunReceives;
     private bool _stopped;
 
     /// <summary>Creates a server of <paramref name="exports"/>.</summary>
@@ -107,6 +108,9 @@ public sealed partial class NbdServer : IDisposable
     public NbdServerOptions Options { get; }
     /// <summary>The memory connections take beyond their reserved floors.</summary>
     internal NbdMemoryBudget Budget { get; }
+    /// <summary>Receives that found data while spinning (<see cref="NbdServerOptions.ReceiveSpin"/>), on every connection: a sleep and wake-up saved each.</summary>
+    internal long SpunReceives => Volatile.Read(ref _spunReceives);
+    internal void NoteSpunReceive() => Interlocked.Increment(ref _spunReceives);
     /// <summary>True once <see cref="Stop"/> began.</summary>
     public bool Stopping => _stopping;
 
