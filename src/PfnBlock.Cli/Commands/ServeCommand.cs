@@ -73,11 +73,6 @@ internal static class ServeCommand
                 catch (FormatException e) { r.AddError(e.Message); return 0; }
             },
         };
-        var receiveSpin = new Option<double>("--receive-spin")
-        {
-            Description = "Microseconds a connection keeps polling its socket, after answering a batch of several requests, before it sleeps in recv (default 0: sleeps at once). Trades a short spin for the wake-up of a sleeping thread.",
-            DefaultValueFactory = _ => 0,
-        };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate (chain) offered by STARTTLS." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
         var tls = new Option<string>("--tls") { Description = "With a certificate: 'allow' (clients choose) or 'require' (plaintext options are refused).", DefaultValueFactory = _ => "allow" };
@@ -93,7 +88,7 @@ internal static class ServeCommand
         };
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, spliceReads, receiveSpin, tlsCert, tlsKey, tls,
+            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, spliceReads, tlsCert, tlsKey, tls,
             metrics, control,
         };
         cmd.SetAction(r => Cli.Run(() =>
@@ -109,8 +104,6 @@ internal static class ServeCommand
                 MemoryBudget = r.GetValue(memoryBudget),
                 SpliceReadBytes = r.GetValue(spliceReads) is >= 0 and <= int.MaxValue and long splice ? (int)splice
                     : throw new ArgumentException("--splice-reads must be between 0 and 2G"),
-                ReceiveSpin = r.GetValue(receiveSpin) is >= 0 and <= 1_000_000 and double spin ? TimeSpan.FromMicroseconds(spin)
-                    : throw new ArgumentException("--receive-spin must be between 0 and 1000000 microseconds"),
                 TlsCertificate = LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), tlsRequired),
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),

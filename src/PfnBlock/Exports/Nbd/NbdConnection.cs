@@ -151,7 +151,6 @@ internal sealed unsafe partial class NbdConnection
         // Spliced replies need a send queue that empties only when the peer has read (NbdReplyWriter.Splice.cs).
         int splice = _socket.AddressFamily == AddressFamily.Unix ? options.SpliceReadBytes : 0;
         _writer = new NbdReplyWriter(_sync, fd, _negotiation!.Tls, (int)options.SendTimeout.TotalMilliseconds, _buffers, slots, _recycle, splice);
-        _spinTicks = (long)(options.ReceiveSpin.TotalSeconds * Stopwatch.Frequency);
         export.WriteGate.Register(_writes);
         try
         {
@@ -173,7 +172,6 @@ internal sealed unsafe partial class NbdConnection
         while (true)
         {
             int need = NbdProtocol.RequestHeaderSize;
-            int started = 0;
             while (tail - head >= NbdProtocol.RequestHeaderSize)
             {
                 byte* p = buf + head;
@@ -199,14 +197,11 @@ internal sealed unsafe partial class NbdConnection
                 head += NbdProtocol.RequestHeaderSize + payload;
                 if (command == NbdCommand.Disc) return;
                 Start(cookie, command, flags, offset, length, p + NbdProtocol.RequestHeaderSize);
-                started++;
             }
 
             lock (_sync) _writer!.EndBatch();
             if (_stopping || _writer.Broken) return;
             if (_writer.HasHeld) WaitUntilTaken(fd);
-            // A client that sent several requests at once has more in flight: its next ones are near (NbdConnectionMemory.cs).
-            _spinNext = started >= 2;
             nint n;
             do
             {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using PfnBlock.Interop;
 
 namespace PfnBlock.Exports.Nbd;
@@ -12,14 +11,7 @@ internal sealed unsafe partial class NbdConnection
     private const nint IdleTrimmed = -2;
     private const int SolSocket = 1, SoRcvTimeo = 20;
 
-    /// <summary><see cref="Thread.SpinWait"/> iterations between two tries of a spinning receive.</summary>
-    private const int SpinPause = 20;
-
     private int _receiveEnd;
-    // NbdServerOptions.ReceiveSpin in Stopwatch ticks; 0: receives block at once.
-    private long _spinTicks;
-    // The last batch held several requests: spin before the next receive blocks.
-    private bool _spinNext;
     private bool _idleArmed;
     private bool _idleByTimeout;
     private bool _idleTrimmed;
@@ -118,11 +110,6 @@ internal sealed unsafe partial class NbdConnection
                 _socket.SetRawSocketOption(SolSocket, SoRcvTimeo, System.Runtime.InteropServices.MemoryMarshal.AsBytes(timeval));
             }
         }
-        if (_spinNext && _spinTicks > 0 && !_idleTrimmed)
-        {
-            nint s = SpinReceive(fd, buf + tail, end - tail);
-            if (s >= 0) return s;
-        }
         while (true)
         {
             nint n = Libc.recv(fd, buf + tail, (nuint)(end - tail), 0);
@@ -146,30 +133,6 @@ internal sealed unsafe partial class NbdConnection
                 if (TrimIdle(ref head, ref tail)) return IdleTrimmed;
             }
         }
-    }
-
-    /// <summary>
-    /// Tries a non-blocking receive until data comes or <see cref="NbdServerOptions.ReceiveSpin"/>
-    /// has passed: bytes received (0 at end of stream), or -1 to block as usual (nothing came, or
-    /// an error the blocking receive will report).
-    /// </summary>
-    private nint SpinReceive(int fd, byte* into, int count)
-    {
-        long deadline = Stopwatch.GetTimestamp() + _spinTicks;
-        do
-        {
-            nint n = Libc.recv(fd, into, (nuint)count, Libc.MSG_DONTWAIT);
-            if (n >= 0)
-            {
-                _server.NoteSpunReceive();
-                return n;
-            }
-            if (Libc.Errno != Libc.EAGAIN) return -1;
-            // A system call per try is costly in a VM: pause a little (about a microsecond) between tries.
-            Thread.SpinWait(SpinPause);
-        }
-        while (Stopwatch.GetTimestamp() < deadline);
-        return -1;
     }
 
     /// <summary>Gives back the free chunks and, if nothing is buffered, the whole receive buffer; true in that case.</summary>

@@ -40,16 +40,6 @@ public sealed record NbdServerOptions
     /// (docs/BENCHMARKS.md §3); under other load it has lost IOPS at QD8.
     /// </summary>
     public int SpliceReadBytes { get; init; }
-    /// <summary>
-    /// How long the transmission loop keeps trying to receive without sleeping after it answered a
-    /// batch of several requests, before it blocks in <c>recv</c>; zero (the default) blocks at
-    /// once. A client that sends several requests at a time has more in flight and usually sends
-    /// the next ones within microseconds, while on a VM whose idle vCPUs halt a sleep and wake-up
-    /// can cost tens of microseconds of the server's CPU time. After a batch of one request (a
-    /// queue depth of one, or a large write arriving in pieces) the loop blocks at once: there the
-    /// client's own wake-up decides when the next bytes come. Plaintext connections only.
-    /// </summary>
-    public TimeSpan ReceiveSpin { get; init; }
     /// <summary>How long a client may take from connecting to the end of option haggling (TLS included); then it is dropped.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>How long a reply may wait for a client that does not read before the connection is dropped.</summary>
@@ -76,7 +66,6 @@ public sealed partial class NbdServer : IDisposable
     private readonly List<UnixSocketFile> _socketFiles = [];
     private readonly Lock _lock = new();
     private volatile bool _stopping;
-    private long _spunReceives;
     private bool _stopped;
 
     /// <summary>Creates a server of <paramref name="exports"/>.</summary>
@@ -108,9 +97,6 @@ public sealed partial class NbdServer : IDisposable
     public NbdServerOptions Options { get; }
     /// <summary>The memory connections take beyond their reserved floors.</summary>
     internal NbdMemoryBudget Budget { get; }
-    /// <summary>Receives that found data while spinning (<see cref="NbdServerOptions.ReceiveSpin"/>), on every connection: a sleep and wake-up saved each.</summary>
-    internal long SpunReceives => Volatile.Read(ref _spunReceives);
-    internal void NoteSpunReceive() => Interlocked.Increment(ref _spunReceives);
     /// <summary>True once <see cref="Stop"/> began.</summary>
     public bool Stopping => _stopping;
 
