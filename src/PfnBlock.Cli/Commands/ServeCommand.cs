@@ -62,6 +62,11 @@ internal static class ServeCommand
         };
         Option<long> memoryBudget = Cli.SizeOption("--memory-budget",
             "Memory of all connection buffers together (at least 1M per --max-connections plus 64M); given back when connections idle or end.", 256L << 20);
+        var busyPoll = new Option<int>("--busy-poll")
+        {
+            Description = "Microseconds a connection keeps polling its socket for the next request before it sleeps (0: sleep at once). Spends CPU to save the wake-up of a queue-depth-1 client's next request.",
+            DefaultValueFactory = _ => 0,
+        };
         var spliceReads = new Option<long>("--splice-reads")
         {
             Description = "Read data of a direct-access device from this size up goes to a Unix-socket client by reference (vmsplice/splice), not copied (default 64K); 0: always copy.",
@@ -88,7 +93,7 @@ internal static class ServeCommand
         };
         var cmd = new Command("serve", "Serve devices to NBD clients (qemu, nbd-client, libnbd tools, fio) until SIGINT/SIGTERM.")
         {
-            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, spliceReads, tlsCert, tlsKey, tls,
+            exports, defines, config, check, listen, readOnly, statsInterval, maxConnections, maxPerSource, handshakeTimeout, memoryBudget, spliceReads, busyPoll, tlsCert, tlsKey, tls,
             metrics, control,
         };
         cmd.SetAction(r => Cli.Run(() =>
@@ -104,6 +109,8 @@ internal static class ServeCommand
                 MemoryBudget = r.GetValue(memoryBudget),
                 SpliceReadBytes = r.GetValue(spliceReads) is >= 0 and <= int.MaxValue and long splice ? (int)splice
                     : throw new ArgumentException("--splice-reads must be between 0 and 2G"),
+                BusyPoll = r.GetValue(busyPoll) is >= 0 and < 1_000_000 and int us ? TimeSpan.FromMicroseconds(us)
+                    : throw new ArgumentException("--busy-poll must be between 0 and 999999 microseconds"),
                 TlsCertificate = LoadCertificate(r.GetValue(tlsCert), r.GetValue(tlsKey), tlsRequired),
                 TlsRequired = tlsRequired,
                 Log = m => Console.Error.WriteLine($"pfnblock: {m}"),

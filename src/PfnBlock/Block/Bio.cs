@@ -175,6 +175,20 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     }
 
     /// <summary>
+    /// A bio from <paramref name="pool"/> with this bio's op and flags, at <paramref name="sector"/>,
+    /// with no vectors yet: its own, to be filled with <see cref="AddVec"/> from parts of this bio's
+    /// (a striped target gathers the chunks one stripe holds into one bio). Like a clone, its time
+    /// starts when this bio reached the level that derives it, and it does not inherit
+    /// <see cref="BioFlags.DeferFence"/>.
+    /// </summary>
+    public Bio Derive(long sector, BioPool? pool = null)
+    {
+        Bio d = (pool ?? BioPool.Shared).Rent(Op, sector, Flags & ~BioFlags.DeferFence);
+        d._startHint = _depth > 0 ? _frames[_depth - 1].Start : 0;
+        return d;
+    }
+
+    /// <summary>
     /// Splits off the first <paramref name="sectors"/> sectors into a new bio sharing the vectors
     /// (<c>bio_split</c>); this bio then covers the rest. Only the split keeps PREFLUSH (it must
     /// precede all the data); both keep FUA, so each part is durable when it completes.

@@ -69,6 +69,9 @@ public sealed class BioPool
     /// <summary>Bios this pool has made so far (its memory footprint, in bios).</summary>
     public int Created => Volatile.Read(ref _created);
 
+    /// <summary>Vectors each bio of this pool has room for (<see cref="BioPoolOptions.MaxVecs"/>).</summary>
+    public int MaxVecs => _options.MaxVecs;
+
     /// <summary>Takes a bio from the pool, making one if the pool is empty.</summary>
     /// <exception cref="InvalidOperationException">The pool is bounded and every bio is out (use <see cref="TryRent"/>).</exception>
     public Bio Rent() => TryRent(out Bio? bio) ? bio : throw new InvalidOperationException($"bio pool '{Name}' is exhausted ({_options.Capacity} bios out)");

@@ -50,6 +50,14 @@ public sealed class IoBuffers : IDisposable
         return layout;
     }
 
+    /// <summary><paramref name="count"/> vectors of <paramref name="length"/> bytes each, each at the start of a fresh run.</summary>
+    public Layout Pieces(int count, uint length)
+    {
+        var layout = new Layout(this);
+        for (int i = 0; i < count; i++) layout.Add(0, length);
+        return layout;
+    }
+
     /// <summary>One vector of <paramref name="length"/> bytes at <paramref name="offset"/> of a fresh run.</summary>
     public Layout Single(int length, uint offset = 0)
     {

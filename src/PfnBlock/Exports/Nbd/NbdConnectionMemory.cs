@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using PfnBlock.Interop;
 
 namespace PfnBlock.Exports.Nbd;
@@ -15,6 +16,7 @@ internal sealed unsafe partial class NbdConnection
     private bool _idleArmed;
     private bool _idleByTimeout;
     private bool _idleTrimmed;
+    private long _busyPollTicks; // NbdServerOptions.BusyPoll in Stopwatch ticks, set when the idle timer is armed
 
     /// <summary>
     /// Readies the receive buffer for the next receive and returns how far it may be filled:
@@ -98,11 +100,13 @@ internal sealed unsafe partial class NbdConnection
     /// </summary>
     private nint ReceiveOrIdle(int fd, byte* buf, ref int head, ref int tail, int end)
     {
+        nint n;
         int idleMs = (int)_server.Options.IdleTrimDelay.TotalMilliseconds;
         if (!_idleArmed)
         {
             // A blocking socket times its receives out after the idle delay; a non-blocking one polls with it.
             _idleArmed = true;
+            _busyPollTicks = _server.Options.BusyPoll.Ticks * Stopwatch.Frequency / TimeSpan.TicksPerSecond;
             _idleByTimeout = _socket.Blocking;
             if (_idleByTimeout)
             {
@@ -110,9 +114,10 @@ internal sealed unsafe partial class NbdConnection
                 _socket.SetRawSocketOption(SolSocket, SoRcvTimeo, System.Runtime.InteropServices.MemoryMarshal.AsBytes(timeval));
             }
         }
+        if (_busyPollTicks > 0 && !_idleTrimmed && (n = PollReceive(fd, buf + tail, end - tail)) != 0) return n;
         while (true)
         {
-            nint n = Libc.recv(fd, buf + tail, (nuint)(end - tail), 0);
+            n = Libc.recv(fd, buf + tail, (nuint)(end - tail), 0);
             if (n >= 0)
             {
                 _idleTrimmed = false;
@@ -133,6 +138,31 @@ internal sealed unsafe partial class NbdConnection
                 if (TrimIdle(ref head, ref tail)) return IdleTrimmed;
             }
         }
+    }
+
+    /// <summary>
+    /// Polls the socket with non-blocking receives for up to <see cref="NbdServerOptions.BusyPoll"/>:
+    /// the bytes received, -1 on a socket error, or 0 when nothing came (the caller then sleeps in a
+    /// blocking receive, which also sees the end of the stream).
+    /// </summary>
+    private nint PollReceive(int fd, byte* to, int length)
+    {
+        long until = Stopwatch.GetTimestamp() + _busyPollTicks;
+        do
+        {
+            nint n = Libc.recv(fd, to, (nuint)length, Libc.MSG_DONTWAIT);
+            if (n > 0)
+            {
+                _idleTrimmed = false;
+                _export!.Stats.PolledReceive();
+                return n;
+            }
+            if (n == 0) return 0;
+            int errno = Libc.Errno;
+            if (errno != Libc.EAGAIN && errno != Libc.EINTR) return -1;
+        }
+        while (Stopwatch.GetTimestamp() < until);
+        return 0;
     }
 
     /// <summary>Gives back the free chunks and, if nothing is buffered, the whole receive buffer; true in that case.</summary>

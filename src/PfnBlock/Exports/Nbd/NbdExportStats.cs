@@ -25,6 +25,7 @@ public sealed class NbdExportStats
     private long _connections;
     private long _connectionsClosed;
     private long _latencyTicks;
+    private long _polledReceives;
 
     /// <summary>Counts a finished request.</summary>
     /// <param name="command">The command.</param>
@@ -49,6 +50,9 @@ public sealed class NbdExportStats
     /// <summary>Counts the end of a connection <see cref="ConnectionOpened"/> counted.</summary>
     public void ConnectionClosed() => Interlocked.Increment(ref _connectionsClosed);
 
+    /// <summary>Counts a receive that found data while the connection was busy-polling (<see cref="NbdServerOptions.BusyPoll"/>): a sleep and a wake-up saved.</summary>
+    public void PolledReceive() => Interlocked.Increment(ref _polledReceives);
+
     /// <summary>A consistent-enough copy of the counters.</summary>
     public NbdStatsSnapshot Snapshot()
     {
@@ -63,6 +67,7 @@ public sealed class NbdExportStats
         {
             ConnectionsOpen = Volatile.Read(ref _connections) - closed,
             LatencyTicks = Volatile.Read(ref _latencyTicks),
+            PolledReceives = Volatile.Read(ref _polledReceives),
         };
     }
 
@@ -97,6 +102,9 @@ public sealed record NbdStatsSnapshot(long[] Requests, long BytesRead, long Byte
 
     /// <summary>The latency of all requests, summed, in <see cref="Stopwatch"/> ticks.</summary>
     public long LatencyTicks { get; init; }
+
+    /// <summary>Receives that found data while their connection was busy-polling (<see cref="NbdServerOptions.BusyPoll"/>).</summary>
+    public long PolledReceives { get; init; }
 
     /// <summary>Requests of one command.</summary>
     public long Count(NbdCommand command) => (int)command < Requests.Length ? Requests[(int)command] : 0;

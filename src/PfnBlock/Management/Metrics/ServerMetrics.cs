@@ -24,7 +24,7 @@ public sealed class ServerMetrics
     private readonly Counter _deviceRequests, _deviceSectors, _deviceErrors, _deviceRequeues, _deviceBusy;
     private readonly Gauge _deviceInFlight, _deviceCapacity, _deviceInfo;
     private readonly Histogram _deviceLatency;
-    private readonly Counter _nbdRequests, _nbdErrors, _nbdReadBytes, _nbdWrittenBytes, _nbdConnections;
+    private readonly Counter _nbdRequests, _nbdErrors, _nbdReadBytes, _nbdWrittenBytes, _nbdConnections, _nbdPolled;
     private readonly Gauge _nbdOpen, _exportInfo;
     private readonly Histogram _nbdLatency;
     private readonly Counter _refused, _evicted, _handshakeTimeouts;
@@ -52,6 +52,7 @@ public sealed class ServerMetrics
         _nbdErrors = f.CreateCounter("pfnblock_nbd_errors_total", "NBD requests answered with an error.", export);
         _nbdReadBytes = f.CreateCounter("pfnblock_nbd_read_bytes_total", "Bytes returned by successful NBD reads.", export);
         _nbdWrittenBytes = f.CreateCounter("pfnblock_nbd_written_bytes_total", "Bytes stored by successful NBD writes.", export);
+        _nbdPolled = f.CreateCounter("pfnblock_nbd_polled_receives_total", "Receives that found a request while the connection busy-polled (serve --busy-poll): sleeps saved.", export);
         _nbdLatency = f.CreateHistogram("pfnblock_nbd_request_seconds", "Server-side time of an NBD request, from parsing it to queueing its reply.",
             new HistogramConfiguration { LabelNames = export, Buckets = HistogramFeed.BucketBounds });
         _nbdConnections = f.CreateCounter("pfnblock_nbd_connections_total", "NBD connections that finished their handshake on the export.", export);
@@ -152,6 +153,7 @@ public sealed class ServerMetrics
             _nbdErrors.WithLabels(e.Name).IncTo(s.Errors);
             _nbdReadBytes.WithLabels(e.Name).IncTo(s.BytesRead);
             _nbdWrittenBytes.WithLabels(e.Name).IncTo(s.BytesWritten);
+            _nbdPolled.WithLabels(e.Name).IncTo(s.PolledReceives);
             _nbdConnections.WithLabels(e.Name).IncTo(s.Connections);
             _nbdOpen.WithLabels(e.Name).Set(s.ConnectionsOpen);
             series.Latency.Update(_nbdLatency.WithLabels(e.Name), ToLatencyBuckets(s.LatencyHistogram), s.LatencyTicks);

@@ -52,6 +52,7 @@ public sealed class StatsCommand : IRegisteredControlCommand
                 ["errors"] = s.Errors,
                 ["connections"] = s.Connections,
                 ["connections_open"] = s.ConnectionsOpen,
+                ["polled_receives"] = s.PolledReceives,
                 ["latency_ns"] = new JsonObject
                 {
                     ["sum"] = (long)(LatencyBuckets.Seconds(s.LatencyTicks) * 1e9),
