@@ -11,7 +11,7 @@
 #      ROWS (space-separated globs over the workload names of the summary table, e.g.
 #      ROWS="4k-*-qd1-1j nbdcopy-*"; default: every row. Any nbdcopy row also runs the
 #      first copy, which fills the exports),
-#      PEER_ARGS (empty): flags, e.g. "--receive-spin 20": the fio rows also run on a third server,
+#      PEER_ARGS (empty): flags, e.g. "--busy-poll 20": the fio rows also run on a third server,
 #      "pfnpeer" (pfnblock serve SERVE_ARGS PEER_ARGS, its own namespace), after pfnblock, and a
 #      second table sets it against pfnblock in the same run; SPLICE_PEER=SIZE is short for
 #      PEER_ARGS="--splice-reads SIZE",
