@@ -171,13 +171,14 @@ internal sealed unsafe class BenchJob
         bio.EndIo = s_onComplete;
         bio.Private = slot;
         slot.Start = Stopwatch.GetTimestamp();
+        bio.SetStartTime(slot.Start); // one clock read per end of an I/O, shared with the block layer's accounting
         _device.Submit(bio);
     }
 
     private static void OnComplete(Bio bio)
     {
         var slot = (Slot)bio.Private!;
-        slot.End = Stopwatch.GetTimestamp();
+        slot.End = bio.CompletionTime != 0 ? bio.CompletionTime : Stopwatch.GetTimestamp();
         slot.Job.Completed(slot);
     }
 

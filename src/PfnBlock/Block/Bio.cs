@@ -133,6 +133,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         TargetBioNumber = 0;
         DriverCookie = 0;
         _startHint = 0;
+        CompletionTime = 0;
         return this;
     }
 
@@ -236,8 +237,23 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         Push(hook, _depth > 0 ? _frames[_depth - 1].Start : 0, isDevice: false);
     }
 
-    /// <summary>The start time a clone takes from its parent's level when it was cloned (0: read the clock at its first device).</summary>
+    /// <summary>The start time a clone takes from its parent's level when it was cloned, or its submitter gave (0: read the clock at its first device).</summary>
     private long _startHint;
+
+    /// <summary>
+    /// Gives the bio the <see cref="Stopwatch"/> timestamp its submitter took just before submitting
+    /// it, so that the first device starts its accounting there instead of reading the clock again
+    /// (as the kernel caches the time in a plug, <c>blk_time_get_ns</c>). Set after
+    /// <see cref="Init"/>, which clears it.
+    /// </summary>
+    public void SetStartTime(long timestamp) => _startHint = timestamp;
+
+    /// <summary>
+    /// When the bio's last device accounted its completion (a <see cref="Stopwatch"/> timestamp),
+    /// readable from <see cref="EndIo"/>: a submitter that times its requests can use it instead of
+    /// reading the clock again. 0 when no device accounted it (the submitter then reads the clock).
+    /// </summary>
+    public long CompletionTime { get; private set; }
 
     /// <summary>Pushes the completion frame of <paramref name="device"/>, which starts accounting the bio now.</summary>
     /// <returns>The bio's start time at this level (Stopwatch ticks).</returns>
@@ -347,6 +363,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
                 bio._waiter.SetResult(bio.Status);
                 return;
             }
+            bio.CompletionTime = now;
             bio.EndIo?.Invoke(bio);
             return;
         }
