@@ -11,9 +11,10 @@
 #      ROWS (space-separated globs over the workload names of the summary table, e.g.
 #      ROWS="4k-*-qd1-1j nbdcopy-*"; default: every row. Any nbdcopy row also runs the
 #      first copy, which fills the exports),
-#      SPLICE_PEER (empty): a size, e.g. 64k: the fio rows also run on a third server,
-#      "pfnsplice" (pfnblock serve --splice-reads SIZE, its own namespace), after pfnblock, and a
-#      second table sets it against pfnblock (copying, the default) in the same run,
+#      PEER_ARGS (empty): flags, e.g. "--busy-poll 20": the fio rows also run on a third server,
+#      "pfnpeer" (pfnblock serve SERVE_ARGS PEER_ARGS, its own namespace), after pfnblock, and a
+#      second table sets it against pfnblock in the same run; SPLICE_PEER=SIZE is short for
+#      PEER_ARGS="--splice-reads SIZE",
 #      FILL (0): 1 writes every fio export whole (1 MiB sequential, not measured) before the rows,
 #      so reads meet data rather than holes,
 #      QD1_PIN (same): how the iodepth-1 rows place the programs. "same": both servers (every
@@ -186,8 +187,9 @@ echo "# building pfnblock (Release)"
 KSOCK="$WORK/nbdkit.sock"; PSOCK="$WORK/pfnblock.sock"
 KURI="nbd+unix:///?socket=$KSOCK"; PURI="nbd+unix:///pmem0?socket=$PSOCK"
 KPID=; PPID_=; SPID=
-SSOCK="$WORK/pfnsplice.sock"; SURI="nbd+unix:///pmem0?socket=$SSOCK"
+SSOCK="$WORK/pfnpeer.sock"; SURI="nbd+unix:///pmem0?socket=$SSOCK"
 SPLICE_PEER=${SPLICE_PEER:-}
+PEER_ARGS=${PEER_ARGS:-${SPLICE_PEER:+--splice-reads $SPLICE_PEER}}
 FILL=${FILL:-0}
 # start_servers MIB : a pmem namespace whose data area holds at least MIB MiB (its info block
 # and alignment take a little more), served by pfnblock; nbdkit memory of exactly the same
@@ -201,12 +203,12 @@ start_servers() {
   PPID_=$!; CLEANUP_PIDS+=("$PPID_")
   wait_server "$PURI"
   EXPORT_BYTES=$(nbdinfo --size "$PURI")
-  if [ -n "$SPLICE_PEER" ] && [ "${2:-}" = fio ]; then
+  if [ -n "$PEER_ARGS" ] && [ "${2:-}" = fio ]; then
     rm -f "$NS.splice" "$SSOCK"
     "$here/pfnblock" namespace create --path "$NS.splice" --size "$(($1 + 64))M" >/dev/null
-    echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS.splice --listen unix:$SSOCK ${SERVE_ARGS:-} --splice-reads $SPLICE_PEER"
-    # shellcheck disable=SC2086 # SERVE_ARGS holds separate flags
-    "$here/pfnblock" serve --export "pmem0=pmem:$NS.splice" --listen "unix:$SSOCK" ${SERVE_ARGS:-} --splice-reads "$SPLICE_PEER" > "$WORK/pfnsplice.out" 2>&1 &
+    echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS.splice --listen unix:$SSOCK ${SERVE_ARGS:-} $PEER_ARGS"
+    # shellcheck disable=SC2086 # SERVE_ARGS and PEER_ARGS hold separate flags
+    "$here/pfnblock" serve --export "pmem0=pmem:$NS.splice" --listen "unix:$SSOCK" ${SERVE_ARGS:-} $PEER_ARGS > "$WORK/pfnpeer.out" 2>&1 &
     SPID=$!; CLEANUP_PIDS+=("$SPID")
     wait_server "$SURI"
   fi
@@ -261,7 +263,7 @@ both() { # both LABEL FIO-ARGS... (the URI is filled in per server)
   want "$label" || return 0
   SERVER_PID=$KPID fio_rep "nbdkit-$label" --name=nbd --ioengine=nbd --uri="$KURI" --size="$SIZE" "$@"
   SERVER_PID=$PPID_ fio_rep "pfnblock-$label" --name=nbd --ioengine=nbd --uri="$PURI" --size="$SIZE" "$@"
-  [ -z "$SPID" ] || SERVER_PID=$SPID fio_rep "pfnsplice-$label" --name=nbd --ioengine=nbd --uri="$SURI" --size="$SIZE" "$@"
+  [ -z "$SPID" ] || SERVER_PID=$SPID fio_rep "pfnpeer-$label" --name=nbd --ioengine=nbd --uri="$SURI" --size="$SIZE" "$@"
 }
 QD1_PIN=${QD1_PIN:-same}
 QD1_CPU=${QD1_CPU:-0}
@@ -317,7 +319,7 @@ awk -F'\t' -v OFS=' | ' '
     }
   }' "$RESULTS" | tee "${REPORT:-/dev/null}"
 if [ -n "$SPID" ]; then
-  echo "## spliced (pfnsplice: --splice-reads $SPLICE_PEER) against copying (pfnblock), same run"
+  echo "## pfnpeer (serve ${SERVE_ARGS:-} $PEER_ARGS) against pfnblock (serve ${SERVE_ARGS:-}), same run"
   awk -F'\t' -v OFS=' | ' '
     function num(s, key) { return match(s, key "=[0-9.e+]+") ? substr(s, RSTART + length(key) + 1, RLENGTH - length(key) - 1) + 0 : -1 }
     $1 == "nbd-bench" && $2 !~ /nbdcopy/ {
@@ -326,13 +328,13 @@ if [ -n "$SPID" ]; then
       v[srv, w] = num($3, "IOPS"); cpu[srv, w] = num($3, "srv_cpu%")
     }
     END {
-      print "| workload | nbdkit | copying | spliced | spliced/copying | nbdkit us CPU/req | copying us CPU/req | spliced us CPU/req | spliced/copying CPU/req |"
-      print "|---|---|---|---|---|---|---|---|---|"
+      print "| workload | nbdkit | pfnblock | pfnpeer | pfnpeer/pfnblock | nbdkit us CPU/req | pfnblock us CPU/req | pfnpeer us CPU/req | pfnpeer/pfnblock CPU/req | pfnpeer/nbdkit CPU/req |"
+      print "|---|---|---|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
-        w = order[i]; k = v["nbdkit", w]; c = v["pfnblock", w]; s = v["pfnsplice", w]
+        w = order[i]; k = v["nbdkit", w]; c = v["pfnblock", w]; s = v["pfnpeer", w]
         if (s <= 0 || c <= 0) continue
-        ck = k > 0 ? cpu["nbdkit", w] / 100 / k * 1e6 : 0; cc = cpu["pfnblock", w] / 100 / c * 1e6; cs = cpu["pfnsplice", w] / 100 / s * 1e6
-        print "| " w, k, c, s, sprintf("%.2fx", s / c), sprintf("%.2f", ck), sprintf("%.2f", cc), sprintf("%.2f", cs), sprintf("%.2fx", cs / cc) " |"
+        ck = k > 0 ? cpu["nbdkit", w] / 100 / k * 1e6 : 0; cc = cpu["pfnblock", w] / 100 / c * 1e6; cs = cpu["pfnpeer", w] / 100 / s * 1e6
+        print "| " w, k, c, s, sprintf("%.2fx", s / c), sprintf("%.2f", ck), sprintf("%.2f", cc), sprintf("%.2f", cs), sprintf("%.2fx", cs / cc), (ck > 0 ? sprintf("%.2fx", cs / ck) : "-") " |"
       }
     }' "$RESULTS" | tee -a "${REPORT:-/dev/null}"
 fi
