@@ -114,7 +114,9 @@ internal sealed unsafe partial class NbdConnection
                 _socket.SetRawSocketOption(SolSocket, SoRcvTimeo, System.Runtime.InteropServices.MemoryMarshal.AsBytes(timeval));
             }
         }
-        if (_busyPollTicks > 0 && !_idleTrimmed && (n = PollReceive(fd, buf + tail, end - tail)) != 0) return n;
+        // Poll only between requests (nothing of one buffered): in the middle of a large payload the
+        // client is still sending, and polling there spent 40 % more CPU per 1 MiB write for nothing.
+        if (_busyPollTicks > 0 && !_idleTrimmed && head == tail && (n = PollReceive(fd, buf + tail, end - tail)) != 0) return n;
         while (true)
         {
             n = Libc.recv(fd, buf + tail, (nuint)(end - tail), 0);

@@ -47,7 +47,8 @@ public sealed record NbdServerOptions
     /// thread that went to sleep in between is woken through the scheduler, and on a VM whose idle
     /// vCPUs halt at once (this one: cpuidle-haltpoll with <c>guest_halt_poll_ns=0</c>) waking a
     /// halted vCPU costs tens of microseconds. Polling costs the CPU time it spins, at most this long
-    /// per idle gap; at higher queue depths the socket is rarely empty and nothing spins.
+    /// per idle gap; at higher queue depths the socket is rarely empty and nothing spins. It polls
+    /// only between requests, never while the rest of a request's payload is on its way.
     /// Plaintext connections only.
     /// </summary>
     public TimeSpan BusyPoll { get; init; }
