@@ -55,7 +55,7 @@ for rep in $(seq 1 "$REPS"); do
   for map in $MAPS; do
     rm -f "$NS" "$SOCK"
     "$here/pfnblock" namespace create --path "$NS" --size "$NS_SIZE" --map "$map" >/dev/null
-    "$here/pfnblock" serve --export "ns=pmem:$NS" --listen "unix:$SOCK" >"$WORK/serve.out" 2>&1 &
+    "$here/pfnblock" serve --export "ns=pmem:$NS" --listen "unix:$SOCK" --control "$WORK/serve.ctl" >"$WORK/serve.out" 2>&1 &
     SERVER=$!
     for i in $(seq 1 300); do nbdinfo --size "$URI" >/dev/null 2>&1 && break; sleep 0.1; done
     fio --name=randread --ioengine=nbd --uri="$URI" --rw=randread --bs=4k --iodepth=32 --numjobs=1 \

@@ -197,18 +197,20 @@ FILL=${FILL:-0}
 start_servers() {
   rm -f "$NS" "$KSOCK" "$PSOCK"
   "$here/pfnblock" namespace create --path "$NS" --size "$(($1 + 64))M" >/dev/null
-  echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS --listen unix:$PSOCK ${SERVE_ARGS:-}"
+  # Each server gets a control socket of its own in the bench's work directory (the default one in the
+  # data directory would be taken by the first server only, and left behind if one were killed).
+  echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS --listen unix:$PSOCK --control $WORK/pfnblock.ctl ${SERVE_ARGS:-}"
   # shellcheck disable=SC2086 # SERVE_ARGS holds separate flags
-  "$here/pfnblock" serve --export "pmem0=pmem:$NS" --listen "unix:$PSOCK" ${SERVE_ARGS:-} > "$WORK/pfnblock.out" 2>&1 &
+  "$here/pfnblock" serve --export "pmem0=pmem:$NS" --listen "unix:$PSOCK" --control "$WORK/pfnblock.ctl" ${SERVE_ARGS:-} > "$WORK/pfnblock.out" 2>&1 &
   PPID_=$!; CLEANUP_PIDS+=("$PPID_")
   wait_server "$PURI"
   EXPORT_BYTES=$(nbdinfo --size "$PURI")
   if [ -n "$PEER_ARGS" ] && [ "${2:-}" = fio ]; then
     rm -f "$NS.splice" "$SSOCK"
     "$here/pfnblock" namespace create --path "$NS.splice" --size "$(($1 + 64))M" >/dev/null
-    echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS.splice --listen unix:$SSOCK ${SERVE_ARGS:-} $PEER_ARGS"
+    echo "CMD: $here/pfnblock serve --export pmem0=pmem:$NS.splice --listen unix:$SSOCK --control $WORK/pfnpeer.ctl ${SERVE_ARGS:-} $PEER_ARGS"
     # shellcheck disable=SC2086 # SERVE_ARGS and PEER_ARGS hold separate flags
-    "$here/pfnblock" serve --export "pmem0=pmem:$NS.splice" --listen "unix:$SSOCK" ${SERVE_ARGS:-} $PEER_ARGS > "$WORK/pfnpeer.out" 2>&1 &
+    "$here/pfnblock" serve --export "pmem0=pmem:$NS.splice" --listen "unix:$SSOCK" --control "$WORK/pfnpeer.ctl" ${SERVE_ARGS:-} $PEER_ARGS > "$WORK/pfnpeer.out" 2>&1 &
     SPID=$!; CLEANUP_PIDS+=("$SPID")
     wait_server "$SURI"
   fi
