@@ -171,7 +171,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
         c._vecs = _vecs;
         c._vecCount = _vecCount;
         c.Iter = Iter;
-        c._startHint = _depth > 0 ? _frames[_depth - 1].Start : 0;
+        c._startHint = LevelStart;
         return c;
     }
 
@@ -185,7 +185,7 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     public Bio Derive(long sector, BioPool? pool = null)
     {
         Bio d = (pool ?? BioPool.Shared).Rent(Op, sector, Flags & ~BioFlags.DeferFence);
-        d._startHint = _depth > 0 ? _frames[_depth - 1].Start : 0;
+        d._startHint = LevelStart;
         return d;
     }
 
@@ -234,8 +234,11 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     public void PushEndIo(IBioEndIo hook)
     {
         ArgumentNullException.ThrowIfNull(hook);
-        Push(hook, _depth > 0 ? _frames[_depth - 1].Start : 0, isDevice: false);
+        Push(hook, LevelStart, isDevice: false);
     }
+
+    /// <summary>When the bio reached the level it is at now (0 before its first device): what bios cloned or derived from it there start from.</summary>
+    private long LevelStart => _depth > 0 ? _frames[_depth - 1].Start : 0;
 
     /// <summary>The start time a clone takes from its parent's level when it was cloned, or its submitter gave (0: read the clock at its first device).</summary>
     private long _startHint;

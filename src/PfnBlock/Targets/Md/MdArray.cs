@@ -190,6 +190,14 @@ public sealed partial class MdArray
     /// <summary>The member in <paramref name="slot"/> now (lock-free read for the I/O path).</summary>
     internal MdMember Slot(int slot) => Volatile.Read(ref _slots[slot]);
 
+    /// <summary>Every present member completes bios on the submitting thread (memory devices: pmem, RAM), so member I/O computes rather than waits.</summary>
+    internal bool MembersSynchronous()
+    {
+        for (int i = 0; i < RaidDisks; i++)
+            if (Slot(i).Device is { } d && (d.Features & DeviceFeatures.Synchronous) == 0) return false;
+        return true;
+    }
+
     /// <summary>Completes <paramref name="item"/> once the superblocks record the failures seen so far.</summary>
     internal void DeferUntilSuperblocks(IMdDeferred item)
     {

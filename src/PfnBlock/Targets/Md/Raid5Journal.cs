@@ -130,7 +130,7 @@ internal sealed unsafe class Raid5Journal : IDisposable
         _ringReserve = new int[_ring];
         _pendingByStripe.EnsureCapacity(_ring);
         _slack = Raid5JournalLayout.MaxRecordBlocks(sb.RaidDisks, sb.ChunkSectors);
-        WriteOutWorkers = MembersSynchronous(array) ? Math.Clamp(Environment.ProcessorCount, 2, MaxWriteOutWorkers) : SlowMemberWriteOutWorkers;
+        WriteOutWorkers = array.MembersSynchronous() ? Math.Clamp(Environment.ProcessorCount, 2, MaxWriteOutWorkers) : SlowMemberWriteOutWorkers;
         _nextOut = new long[WriteOutWorkers];
         _outWakes = new AutoResetEvent[WriteOutWorkers];
         for (int k = 0; k < WriteOutWorkers; k++) _outWakes[k] = new AutoResetEvent(false);
@@ -200,14 +200,6 @@ internal sealed unsafe class Raid5Journal : IDisposable
     /// stripe's lock; the log's tail is the oldest record any of them has not written out.
     /// </summary>
     public int WriteOutWorkers { get; }
-
-    /// <summary>Every present member completes bios on the submitting thread (pmem): a write-out worker computes rather than waits.</summary>
-    private static bool MembersSynchronous(MdArray array)
-    {
-        for (int i = 0; i < array.RaidDisks; i++)
-            if (array.Slot(i).Device is { } d && (d.Features & DeviceFeatures.Synchronous) == 0) return false;
-        return true;
-    }
 
     /// <summary>The write-out worker that owns the stripe at member sector <paramref name="memberSector"/>: stripes are dealt round-robin.</summary>
     public int OwnerOf(long memberSector) => (int)((ulong)(memberSector / _sb.ChunkSectors) % (uint)WriteOutWorkers);

@@ -98,16 +98,7 @@ internal sealed unsafe partial class Raid5Target : MdTarget
     public long ReconstructedReads => Interlocked.Read(ref _reconstructedReads);
 
     /// <summary>True when every member completes bios on the submitting thread (stripe work may then run inline).</summary>
-    private bool MembersSynchronous()
-    {
-        if (_journal is { Synchronous: false }) return false;
-        for (int i = 0; i < Array.RaidDisks; i++)
-        {
-            MdMember m = Array.Slot(i);
-            if (m.Device is not null && (m.Device.Features & DeviceFeatures.Synchronous) == 0) return false;
-        }
-        return true;
-    }
+    private bool MembersSynchronous() => _journal is not { Synchronous: false } && Array.MembersSynchronous();
 
     // ---- reads -----------------------------------------------------------------------------------------
 
