@@ -132,11 +132,25 @@ internal sealed unsafe class BenchJob
         while (true)
         {
             if (allocStart < 0 && _clock.Phase == BenchClock.Measure) allocStart = GC.GetAllocatedBytesForCurrentThread();
-            while (freeCount > 0 && CanIssue())
+            if (freeCount > 0 && CanIssue())
             {
-                Slot slot = free[--freeCount];
-                inFlight++;
-                Issue(slot);
+                // One clock read starts the whole batch (the kernel's plug caches the time alike).
+                long now = Stopwatch.GetTimestamp();
+                bool plug = _options.Plug && freeCount > 1;
+                if (plug) BlockPlug.Start();
+                try
+                {
+                    do
+                    {
+                        Slot slot = free[--freeCount];
+                        inFlight++;
+                        Issue(slot, now);
+                    } while (freeCount > 0 && CanIssue());
+                }
+                finally
+                {
+                    if (plug) BlockPlug.Finish();
+                }
             }
             int reaped = Reap(free, ref freeCount);
             inFlight -= reaped;
@@ -149,7 +163,7 @@ internal sealed unsafe class BenchJob
     private bool CanIssue() =>
         Error is null && _clock.Phase != BenchClock.Stop && (_bytesToIssue == 0 || _issuedBytes < _bytesToIssue);
 
-    private void Issue(Slot slot)
+    private void Issue(Slot slot, long now)
     {
         int bs = _options.BlockSize;
         bool write = _rw switch
@@ -170,8 +184,8 @@ internal sealed unsafe class BenchJob
         bio.AddVec(slot.Buffer.First, 0, (uint)bs);
         bio.EndIo = s_onComplete;
         bio.Private = slot;
-        slot.Start = Stopwatch.GetTimestamp();
-        bio.SetStartTime(slot.Start); // one clock read per end of an I/O, shared with the block layer's accounting
+        slot.Start = now;
+        bio.SetStartTime(now); // one clock read per batch of submissions, shared with the block layer's accounting
         _device.Submit(bio);
     }
 

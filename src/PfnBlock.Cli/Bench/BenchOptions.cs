@@ -47,6 +47,12 @@ public sealed record BenchOptions
     /// as fio's engines do; devices that cannot poll complete them as usual. Off: every completion comes from the device's thread.
     /// </summary>
     public bool Poll { get; init; } = true;
+    /// <summary>
+    /// Submit the I/Os a job issues together under one <see cref="PfnBlock.Block.BlockPlug"/>, with one
+    /// clock read for their start, as io_uring submits a batch in one call; a memory device then
+    /// copies them side by side. Matters at iodepth above 1. Off: each I/O is submitted on its own.
+    /// </summary>
+    public bool Plug { get; init; } = true;
     /// <summary>Seed for offsets and patterns.</summary>
     public ulong Seed { get; init; } = 0x5eed_cafe_f00dUL;
 

@@ -31,13 +31,14 @@ internal static class BenchCommand
         var mix = new Option<int>("--rwmixread") { Description = "Percentage of reads for randrw.", DefaultValueFactory = _ => 50 };
         var verify = new Option<bool>("--verify") { Description = "Write self-checking patterns and check every block read; a mismatch fails the run." };
         var fua = new Option<bool>("--fua") { Description = "Set FUA on every write (durable on completion)." };
+        var noPlug = new Option<bool>("--no-plug") { Description = "Submit every I/O on its own instead of plugging the ones a job issues together (at --iodepth above 1; a memory device copies a plugged batch side by side)." };
         var noPoll = new Option<bool>("--no-poll") { Description = "Do not poll: wait for every completion from the device's own thread instead of reaping it on the job's thread (devices that poll: the file device on io_uring)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON document with fio-like field names." };
         Option<DeviceSpec?> vs = Cli.DeviceOption("Compare with this device in the same run: the workload alternates between --device (A) and this one (B) in short slices, and the median of the per-pair ratios B/A is printed.", "--vs");
         var slices = new Option<int>("--slices") { Description = "With --vs: pairs of slices the runtime is cut into.", DefaultValueFactory = _ => 20 };
         var cmd = new Command("bench", "Run a fio-like benchmark on a device.")
         {
-            device, rw, bs, iodepth, jobs, runtime, ramp, size, mix, verify, fua, noPoll, json, vs, slices,
+            device, rw, bs, iodepth, jobs, runtime, ramp, size, mix, verify, fua, noPoll, noPlug, json, vs, slices,
         };
         cmd.SetAction(r => Cli.Run(() =>
         {
@@ -57,6 +58,7 @@ internal static class BenchCommand
                 Verify = r.GetValue(verify),
                 Fua = r.GetValue(fua),
                 Poll = !r.GetValue(noPoll),
+                Plug = !r.GetValue(noPlug),
             };
             List<BenchOptions> workloads = mode is RwMode m
                 ? [template with { Rw = m, RuntimeSeconds = seconds ?? (sizeBytes > 0 ? 0 : 5) }]

@@ -307,10 +307,16 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
     /// per submission. Unwinds the completion frames of every stacked device and hook, then completes
     /// a chained parent in the same loop, and finally tells the submitter.
     /// </summary>
-    public void Complete(BlockStatus status)
+    public void Complete(BlockStatus status) => CompleteAt(status, 0);
+
+    /// <summary>
+    /// <see cref="Complete"/> with the completion time already read (<paramref name="now"/>,
+    /// Stopwatch ticks; 0: read it here): a device completing a batch reads the clock once for all of
+    /// it, as the kernel's plug caches the time.
+    /// </summary>
+    internal void CompleteAt(BlockStatus status, long now)
     {
         Bio bio = this;
-        long now = 0;
         BlockThread? thread = null;
         while (true)
         {
@@ -333,12 +339,9 @@ public sealed class Bio : IValueTaskSource<BlockStatus>
                 {
                     BlockDevice device = Unsafe.As<BlockDevice>(owner);
                     if (bio._status == (int)BlockStatus.Busy) { device.Requeue(bio); return; }
-                    if (now == 0)
-                    {
-                        now = Stopwatch.GetTimestamp();
-                        thread = BlockThread.Current;
-                    }
-                    device.EndAccounting(bio, now, f.Start, thread!);
+                    if (now == 0) now = Stopwatch.GetTimestamp();
+                    thread ??= BlockThread.Current;
+                    device.EndAccounting(bio, now, f.Start, thread);
                 }
                 else
                 {

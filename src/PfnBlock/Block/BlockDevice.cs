@@ -87,15 +87,21 @@ public abstract class BlockDevice : IBlockDevice
     private void SubmitNested(Bio bio, BlockThread t)
     {
         bio.PrepareSubmit();
-        if (!t.Dispatching) { RunDispatchLoop(t, bio); return; }
-        BlockThread.QueueState outer = t.SaveQueue();
-        t.Nesting++;
-        try { RunDispatchLoop(t, bio); }
-        finally
+        // Its caller waits for it (or relies on it having completed): it must not wait in a plug.
+        t.PlugBypass++;
+        try
         {
-            t.Nesting--;
-            t.RestoreQueue(outer);
+            if (!t.Dispatching) { RunDispatchLoop(t, bio); return; }
+            BlockThread.QueueState outer = t.SaveQueue();
+            t.Nesting++;
+            try { RunDispatchLoop(t, bio); }
+            finally
+            {
+                t.Nesting--;
+                t.RestoreQueue(outer);
+            }
         }
+        finally { t.PlugBypass--; }
     }
 
     /// <summary>Nested dispatch loops <see cref="SubmitNow"/> opens before it queues instead, bounding the stack as the queue does.</summary>
@@ -168,6 +174,11 @@ public abstract class BlockDevice : IBlockDevice
                 device.SubmitSplit(bio, max);
                 return;
             }
+            if (t.Plugging && bio.Op is BioOp.Read or BioOp.Write && device.TakesBatches)
+            {
+                if (t.Plug(bio, device)) FlushPlug(t);
+                return;
+            }
             BlockDevice? lower = device.SubmitOrRemap(bio, out checkedAbove);
             if (lower is null) return;
             device = lower;
@@ -192,6 +203,90 @@ public abstract class BlockDevice : IBlockDevice
     /// <see cref="BlockStatus.Busy"/>, which the core requeues).
     /// </summary>
     protected abstract void SubmitCore(Bio bio);
+
+    /// <summary>
+    /// True when the driver carries out several bios together faster than one by one
+    /// (<see cref="SubmitBatchCore"/>): reads and writes submitted under a <see cref="BlockPlug"/>
+    /// then wait in the plug. Read on the plugged path only.
+    /// </summary>
+    protected virtual bool TakesBatches => false;
+
+    /// <summary>
+    /// Carries out validated bios that waited in a plug (the kernel's <c>queue_rqs</c>): reads and
+    /// writes, in the order submitted, each completed exactly once as by <see cref="SubmitCore"/>.
+    /// Bios in flight together have no order among them. Default: one by one.
+    /// </summary>
+    protected virtual void SubmitBatchCore(ReadOnlySpan<Bio> bios)
+    {
+        foreach (Bio bio in bios) SubmitCore(bio);
+    }
+
+    /// <summary>
+    /// Submits the bios waiting in the thread's plug, each device's in one <see cref="SubmitBatchCore"/>
+    /// call, then (outside a dispatch loop) dispatches whatever their completions submitted.
+    /// </summary>
+    internal static void FlushPlug(BlockThread t)
+    {
+        if (t.Dispatching)
+        {
+            SubmitPlugged(t); // the running loop dispatches what the completions queue
+            return;
+        }
+        t.Dispatching = true;
+        try
+        {
+            SubmitPlugged(t);
+            while (t.Head is Bio next)
+            {
+                BlockDevice device = t.Dequeue(next);
+                device.Dispatch(next, t);
+            }
+        }
+        finally
+        {
+            t.Dispatching = false;
+        }
+    }
+
+    private static void SubmitPlugged(BlockThread t)
+    {
+        int n = t.PluggedCount;
+        Bio[] bios = t.Plugged;
+        BlockDevice[] devices = t.PluggedDevices;
+        // Completions only queue on the thread while the plug empties; nothing joins it meanwhile.
+        t.PlugBypass++;
+        try
+        {
+            int start = 0;
+            while (start < n)
+            {
+                // Gather this device's bios behind its first one, keeping their order (kernel: plug list sort).
+                BlockDevice device = devices[start];
+                int end = start + 1;
+                for (int j = end; j < n; j++)
+                {
+                    if (!ReferenceEquals(devices[j], device)) continue;
+                    Bio moved = bios[j];
+                    for (int k = j; k > end; k--) { bios[k] = bios[k - 1]; devices[k] = devices[k - 1]; }
+                    bios[end] = moved;
+                    devices[end++] = device;
+                }
+                ReadOnlySpan<Bio> batch = bios.AsSpan(start, end - start);
+                if (device.IsDisposed)
+                    foreach (Bio bio in batch) bio.Complete(BlockStatus.IoError);
+                else if (batch.Length == 1) device.SubmitCore(batch[0]);
+                else device.SubmitBatchCore(batch);
+                start = end;
+            }
+        }
+        finally
+        {
+            t.PluggedCount = 0;
+            Array.Clear(bios, 0, n);
+            Array.Clear(devices, 0, n);
+            t.PlugBypass--;
+        }
+    }
 
     /// <summary>Checks a bio against this device; <see cref="BlockStatus.Ok"/> when it may be carried out.</summary>
     public BlockStatus Validate(Bio bio) => Validate(bio, Features, Limits);

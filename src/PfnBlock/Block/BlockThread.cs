@@ -60,6 +60,38 @@ internal sealed class BlockThread
         PollQueues[PollQueueCount] = null;
     }
 
+    /// <summary>Open <see cref="BlockPlug"/> scopes on this thread; bios of devices that take batches wait in the plug while above 0.</summary>
+    public int PlugDepth;
+    /// <summary>Above 0 while a submission must not wait in the plug (its caller blocks on the result).</summary>
+    public int PlugBypass;
+    /// <summary>Bios waiting in the plug, [0, <see cref="PluggedCount"/>), each with the device it goes to.</summary>
+    public Bio[] Plugged = [];
+    /// <summary>The device of each plugged bio.</summary>
+    public BlockDevice[] PluggedDevices = [];
+    /// <summary>Entries of <see cref="Plugged"/> in use.</summary>
+    public int PluggedCount;
+
+    /// <summary>True when a bio for a device that takes batches should wait in the plug.</summary>
+    public bool Plugging
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => PlugDepth > 0 && PlugBypass == 0;
+    }
+
+    /// <summary>Adds a validated bio to the plug; true when the plug is now full and must be flushed.</summary>
+    public bool Plug(Bio bio, BlockDevice device)
+    {
+        if (Plugged.Length == 0)
+        {
+            // Once per thread, on its first plug: the plug itself then allocates nothing.
+            Plugged = new Bio[BlockPlug.MaxBios];
+            PluggedDevices = new BlockDevice[BlockPlug.MaxBios];
+        }
+        Plugged[PluggedCount] = bio;
+        PluggedDevices[PluggedCount] = device;
+        return ++PluggedCount == BlockPlug.MaxBios;
+    }
+
     /// <summary>This thread's blocks of counters (native, cache-line aligned), indexed by <see cref="DiskStats"/> number; 0 where none yet.</summary>
     public nint[] StatsBlocks = [];
 

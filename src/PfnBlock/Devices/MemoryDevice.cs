@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using PfnBlock.Block;
 using PfnBlock.Memory;
@@ -123,6 +124,80 @@ public abstract unsafe class MemoryDevice : BlockDevice, IAllocationMap
             status = PersistRange(bio.Sector << Bio.SectorShift, bio.Size);
         return status;
     }
+
+    /// <summary>Bios larger than this are carried out alone even under a plug: a copy that long streams on its own.</summary>
+    private const uint MaxBatchedBioBytes = 64 * 1024;
+    /// <summary>Segments one batch copies side by side, per direction.</summary>
+    private const int MaxBatchPieces = 64;
+
+    /// <inheritdoc/>
+    protected override bool TakesBatches => true;
+
+    /// <summary>
+    /// Carries out a plug's reads and writes together: every segment of them is copied side by side
+    /// (<see cref="InterleavedCopy"/>), the writes get one store fence between them, and the clock is
+    /// read once for all their completions. A bio that does not fit (preflush or FUA, longer than
+    /// 64 KiB, segments that are not whole cache lines, or one its device wants alone, see
+    /// <see cref="PrepareBatched"/>) is carried out by itself first.
+    /// </summary>
+    protected override void SubmitBatchCore(ReadOnlySpan<Bio> bios)
+    {
+        Span<CopyPiece> reads = stackalloc CopyPiece[MaxBatchPieces];
+        Span<CopyPiece> writes = stackalloc CopyPiece[MaxBatchPieces];
+        int readCount = 0, writeCount = 0;
+        ulong batched = 0; // bit i: bios[i] is in the batch
+        bool fence = false;
+        for (int i = 0; i < bios.Length; i++)
+        {
+            Bio bio = bios[i];
+            bool write = bio.Op == BioOp.Write;
+            ref int count = ref write ? ref writeCount : ref readCount;
+            int mark = count;
+            if (i < 64 && (bio.Flags & (BioFlags.Preflush | BioFlags.Fua)) == 0 && bio.Size <= MaxBatchedBioBytes
+                && AddPieces(bio, write, write ? writes : reads, ref count) && PrepareBatched(bio))
+            {
+                batched |= 1UL << i;
+                fence |= write && (bio.Flags & BioFlags.DeferFence) == 0;
+                continue;
+            }
+            count = mark;
+            SubmitCore(bio);
+        }
+        if (readCount > 0) InterleavedCopy.Copy(reads[..readCount]);
+        if (writeCount > 0) WriteBatch(writes[..writeCount]);
+        if (fence) WriteDone();
+        if (batched == 0) return;
+        long now = Stopwatch.GetTimestamp();
+        for (int i = 0; i < bios.Length; i++)
+            if ((batched & (1UL << i)) != 0) bios[i].CompleteAt(FinishBatched(bios[i]), now);
+    }
+
+    /// <summary>Adds the bio's segments to a batch's pieces; false when one does not fit (the caller rolls back).</summary>
+    private bool AddPieces(Bio bio, bool write, Span<CopyPiece> pieces, ref int count)
+    {
+        PhysicalAddressSpace space = AddressSpace;
+        byte* dev = _base + (bio.Sector << Bio.SectorShift);
+        // Streaming stores need whole, aligned lines on the device side.
+        if (write && ((nint)dev & (InterleavedCopy.Granule - 1)) != 0) return false;
+        foreach (BioVec seg in bio.Segments)
+        {
+            if (count == pieces.Length || !InterleavedCopy.Fits(seg.Length)) return false;
+            byte* mem = space.TryKmap(seg.Pfn, seg.Offset, seg.Length);
+            if (mem == null) return false; // carried out alone, it fails as Invalid
+            pieces[count++] = write ? new CopyPiece(dev, mem, seg.Length) : new CopyPiece(mem, dev, seg.Length);
+            dev += seg.Length;
+        }
+        return true;
+    }
+
+    /// <summary>Stores a batch's writes, unfenced (<see cref="WriteDone"/> follows once for all). Default: cached stores.</summary>
+    protected virtual void WriteBatch(ReadOnlySpan<CopyPiece> pieces) => InterleavedCopy.Copy(pieces);
+
+    /// <summary>Before a read or write joins a batch; false carries it out alone (<see cref="SubmitCore"/>) instead, e.g. a range with media errors.</summary>
+    protected virtual bool PrepareBatched(Bio bio) => true;
+
+    /// <summary>After a batch was copied and fenced: the status a batched bio completes with.</summary>
+    protected virtual BlockStatus FinishBatched(Bio bio) => BlockStatus.Ok;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private BlockStatus Transfer(Bio bio, bool write)

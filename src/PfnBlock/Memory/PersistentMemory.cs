@@ -137,7 +137,7 @@ public static unsafe class PersistentMemory
     }
 
     /// <summary>True when <see cref="StreamAligned"/> uses streaming stores (else plain copies, for the trace).</summary>
-    private static bool StreamsNonTemporally => Avx.IsSupported || Sse2.IsSupported || (Vector512.IsHardwareAccelerated && Avx512F.IsSupported);
+    internal static bool StreamsNonTemporally => Avx.IsSupported || Sse2.IsSupported || (Vector512.IsHardwareAccelerated && Avx512F.IsSupported);
 
     private static void NativeClear(byte* p, nuint length) => System.Runtime.InteropServices.NativeMemory.Clear(p, length);
 

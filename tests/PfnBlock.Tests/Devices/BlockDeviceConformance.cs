@@ -197,6 +197,64 @@ public sealed class BlockDeviceConformance : IDisposable
         });
     }
 
+    [Theory, MemberData(nameof(ConformanceSamples.Names), MemberType = typeof(ConformanceSamples))]
+    public void PluggedBatchesCompleteOnceAndMatchAModel(string sample)
+    {
+        Use(sample);
+        // Batches of reads and writes on disjoint ranges submitted under one plug (more bios than a
+        // plug holds, so it also flushes itself), some FUA, some longer than a batched copy takes,
+        // layouts of any shape: each completes once, and reads see the model as it was before the batch.
+        var rng = new Random(_seed);
+        byte[] shadow = new byte[Capacity];
+        for (int round = 0; round < 8; round++)
+        {
+            int count = rng.Next(2, BlockPlug.MaxBios + 9);
+            long region = Capacity / count / Lbs * Lbs;
+            if (region < Lbs) { count = (int)(Capacity / Lbs); region = Lbs; }
+            var bios = new List<(Bio Bio, IoBuffers.Layout Layout, long Offset, byte[]? Written)>();
+            var log = new CompletionLog();
+            using var all = new CountdownEvent(count);
+            BlockPlug.Start();
+            try
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    long maxBlocks = Math.Min(region / Lbs, rng.Next(4) == 0 ? (96 << 10) / Lbs : 8);
+                    int length = (int)rng.NextInt64(1, maxBlocks + 1) * Lbs;
+                    long offset = i * region + rng.NextInt64(0, (region - length) / Lbs + 1) * Lbs;
+                    IoBuffers.Layout layout = Buffers.NewLayout(rng, length, maxVecs: rng.Next(1, 9), align: DmaAlign);
+                    bool write = rng.Next(2) == 0;
+                    byte[]? data = null;
+                    if (write) layout.Write(data = Stamp.Make(offset, length, round * 100 + i));
+                    else layout.Fill(0xA5);
+                    BioFlags flags = write && rng.Next(5) == 0 ? BioFlags.Fua : BioFlags.None;
+                    Bio bio = layout.AddTo(new Bio().Init(write ? BioOp.Write : BioOp.Read, offset >> Bio.SectorShift, flags));
+                    bio.EndIo = b => { log.EndIo(b); all.Signal(); };
+                    bios.Add((bio, layout, offset, data));
+                    Device.Submit(bio);
+                }
+            }
+            finally
+            {
+                BlockPlug.Finish();
+            }
+            Assert.True(all.Wait(TimeSpan.FromSeconds(30)), $"a plugged bio never completed ({Ctx})");
+            foreach ((Bio bio, IoBuffers.Layout layout, long offset, byte[]? written) in bios)
+            {
+                Assert.Equal([BlockStatus.Ok], log.Of(bio));
+                if (written is null) AssertRead(shadow.AsSpan((int)offset, layout.Length), layout.Read(), offset, $"plugged read, round {round}");
+                layout.Dispose();
+            }
+            foreach ((_, _, long offset, byte[]? written) in bios)
+                written?.CopyTo(shadow, offset);
+        }
+        for (long off = 0; off < Capacity; off += 1 << 20)
+        {
+            int chunk = (int)Math.Min(1 << 20, Capacity - off);
+            AssertRead(shadow.AsSpan((int)off, chunk), ReadBack(rng, off, chunk), off, "sweep after the plugged batches");
+        }
+    }
+
     // ---- bounds and alignment ------------------------------------------------------------
 
     [Theory, MemberData(nameof(ConformanceSamples.Names), MemberType = typeof(ConformanceSamples))]

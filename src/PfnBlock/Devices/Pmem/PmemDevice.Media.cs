@@ -22,6 +22,25 @@ public sealed unsafe partial class PmemDevice
     }
 
     /// <summary>
+    /// A plugged read joins a batch unless it touches a bad block or a possible hole (those take
+    /// <see cref="SubmitRead"/>'s paths); a plugged write once its holes have memory again.
+    /// </summary>
+    protected override bool PrepareBatched(Bio bio)
+    {
+        long offset = bio.Sector << Bio.SectorShift;
+        if (bio.Op == BioOp.Read) return !TouchesBadBlocks(bio.Sector, bio.Size) && !_ns.MayHaveHoles(offset, bio.Size);
+        return _ns.ReserveForWrite(offset, bio.Size); // false: alone, where it fails with IoError
+    }
+
+    /// <summary>A batched write, now durable, is what <see cref="SubmitWrite"/> makes of one after its copy.</summary>
+    protected override BlockStatus FinishBatched(Bio bio)
+    {
+        if (bio.Op != BioOp.Write) return BlockStatus.Ok;
+        _ns.NoteWritten(bio.Sector << Bio.SectorShift, bio.Size);
+        return ClearBadBlocks(bio.Sector, bio.Size);
+    }
+
+    /// <summary>
     /// True when a page of the device's bytes [<paramref name="offset"/>, +<paramref name="length"/>)
     /// may have been punched out of the namespace file: such a page must not be loaded through a
     /// direct-access mapping (on tmpfs the load would allocate it, and raise SIGBUS when full).

@@ -146,6 +146,8 @@ public sealed unsafe partial class PmemDevice : MemoryDevice, IDaxDevice, IRegis
     /// <inheritdoc/>
     protected override void WriteData(byte* dst, byte* src, nuint length) => PersistentMemory.CopyNonTemporal(dst, src, length);
     /// <inheritdoc/>
+    protected override void WriteBatch(ReadOnlySpan<CopyPiece> pieces) => InterleavedCopy.Stream(pieces);
+    /// <inheritdoc/>
     protected override void ZeroData(byte* dst, nuint length) => PersistentMemory.ZeroNonTemporal(dst, length);
     /// <inheritdoc/>
     protected override void WriteDone() => PersistentMemory.Drain();
