@@ -9,6 +9,9 @@
 //   write indep: AVX-512 non-temporal 4 KiB store + sfence (01-membw's rnd4k_nt512_wr)
 //   write drain: the same + mfence, so that the next block starts only after this one's stores drained
 //                (an upper bound on serialisation: an I/O stack's completion need not wait that long)
+//   read  8 ways: eight random blocks copied side by side, 256 B of each in turn (a plugged batch on a
+//                memory device, src/PfnBlock/Memory/InterleavedCopy.cs), the next eight after these
+//   write 8 ways: the same with non-temporal stores and one sfence per eight blocks
 // Wall-clock operations per second over SECONDS per mode, the modes alternating in ROUNDS rounds;
 // prints the median per mode and the ratios dep/indep, drain/indep.
 // Build: gcc -O2 -mavx512f -o qd1-ceiling qd1-ceiling.c   Run: ./qd1-ceiling FILE [MiB] [rounds] [seconds]
@@ -22,8 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { Page = 4096, Modes = 4, Batch = 256, MaxRounds = 64 };
-static const char *names[Modes] = { "read indep (01-membw rnd4k_memcpy_rd)", "read dep (QD1: next after this)", "write indep (01-membw rnd4k_nt512_wr)", "write drain (+mfence)" };
+enum { Page = 4096, Modes = 6, Batch = 256, Ways = 8, MaxRounds = 64 };
+static const char *names[Modes] = { "read indep (01-membw rnd4k_memcpy_rd)", "read dep (QD1: next after this)", "write indep (01-membw rnd4k_nt512_wr)", "write drain (+mfence)",
+                                    "read 8 ways (a plugged batch)", "write 8 ways (+1 sfence)" };
 
 static double now(void)
 {
@@ -48,6 +52,19 @@ static void nt_copy(char *d, const char *s)
         _mm512_stream_si512((void *)(d + i), a); _mm512_stream_si512((void *)(d + i + 64), b);
         _mm512_stream_si512((void *)(d + i + 128), c); _mm512_stream_si512((void *)(d + i + 192), e);
     }
+}
+
+// Ways blocks side by side, 256 B of each in turn; nt: streaming stores (destinations 64-byte aligned).
+static void ways_copy(char **d, char **s, int nt)
+{
+    for (int at = 0; at < Page; at += 256)
+        for (int j = 0; j < Ways; j++)
+        {
+            const char *p = s[j] + at; char *q = d[j] + at;
+            __m512i a = _mm512_loadu_si512(p), b = _mm512_loadu_si512(p + 64), c = _mm512_loadu_si512(p + 128), e = _mm512_loadu_si512(p + 192);
+            if (nt) { _mm512_stream_si512((void *)q, a); _mm512_stream_si512((void *)(q + 64), b); _mm512_stream_si512((void *)(q + 128), c); _mm512_stream_si512((void *)(q + 192), e); }
+            else { _mm512_storeu_si512(q, a); _mm512_storeu_si512(q + 64, b); _mm512_storeu_si512(q + 128, c); _mm512_storeu_si512(q + 192, e); }
+        }
 }
 
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
@@ -76,6 +93,18 @@ int main(int argc, char **argv)
             double t0 = now(), t1;
             do
             {
+                if (m >= 4)
+                {
+                    for (int k = 0; k < Batch; k += Ways)
+                    {
+                        char *dev[Ways], *mem[Ways];
+                        for (int j = 0; j < Ways; j++) { dev[j] = map + (xorshift(&seed) % blocks) * Page; mem[j] = priv + ((k + j) & 15) * Page; }
+                        if (m == 4) { ways_copy(mem, dev, 0); sink += (unsigned char)mem[0][Page - 1]; }
+                        else { ways_copy(dev, mem, 1); _mm_sfence(); }
+                    }
+                    ops += Batch;
+                    continue;
+                }
                 for (int k = 0; k < Batch; k++)
                 {
                     size_t off = ((xorshift(&seed) ^ dep) % blocks) * Page;
@@ -99,7 +128,7 @@ int main(int argc, char **argv)
         med[m] = rounds % 2 ? rate[m][rounds / 2] : (rate[m][rounds / 2 - 1] + rate[m][rounds / 2]) / 2;
         printf("%-40s %.3f M/s [%.3f..%.3f]\n", names[m], med[m] / 1e6, rate[m][0] / 1e6, rate[m][rounds - 1] / 1e6);
     }
-    printf("read dep/indep %.3f, write drain/indep %.3f\n", med[1] / med[0], med[3] / med[2]);
+    printf("read dep/indep %.3f, write drain/indep %.3f, read 8 ways/indep %.3f, write 8 ways/indep %.3f\n", med[1] / med[0], med[3] / med[2], med[4] / med[0], med[5] / med[2]);
     if (sink == 42) fputc(' ', stderr);
     munmap(map, size);
     close(fd);

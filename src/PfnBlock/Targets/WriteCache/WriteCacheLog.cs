@@ -711,9 +711,10 @@ internal sealed unsafe class WriteCacheLog
         {
             if (_head == Volatile.Read(ref _tail) && !_sealed)
             {
-                Volatile.Write(ref _sealed, true);
-                // Writes go straight to the origin from now on: no clean copy may outlive that.
+                // Writes go straight to the origin from now on: no clean copy may outlive that. The
+                // copies go first, so that whoever sees the seal (Status.PassThrough) sees them gone.
                 if (_readCache is { } rc) lock (_indexLock) rc.SetEnabledUnsynchronized(false);
+                Volatile.Write(ref _sealed, true);
             }
             return _sealed;
         }
