@@ -83,7 +83,7 @@ internal static class CrashTestCommand
             fences = r.Fences,
             crash_points = r.CrashPoints,
             exhaustive_crash_points = r.ExhaustiveCrashPoints,
-            states_possible = r.StatesPossible,
+            states_possible = double.IsFinite(r.StatesPossible) ? r.StatesPossible : (double?)null, // null: more than a double holds (JSON has no infinity)
             states_explored = r.StatesExplored,
             inconsistent_states = r.InconsistentStates,
             exhaustive = r.Exhaustive,
