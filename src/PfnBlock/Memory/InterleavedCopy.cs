@@ -87,17 +87,14 @@ public static unsafe class InterleavedCopy
                 if (at >= p.Length) continue;
                 byte* d = p.Destination + at, s = p.Source + at;
                 uint n = Math.Min(Step, p.Length - at);
-                if (n == Step)
+                if (wide && n == Step)
                 {
-                    if (wide) Step512(d, s, nonTemporal);
-                    else { Line256(d, s, nonTemporal); Line256(d + 64, s + 64, nonTemporal); Line256(d + 128, s + 128, nonTemporal); Line256(d + 192, s + 192, nonTemporal); }
+                    Step512(d, s, nonTemporal);
+                    continue;
                 }
-                else
-                {
-                    for (uint i = 0; i < n; i += Granule)
-                        if (wide) Line512(d + i, s + i, nonTemporal);
-                        else Line256(d + i, s + i, nonTemporal);
-                }
+                for (uint i = 0; i < n; i += Granule)
+                    if (wide) Line512(d + i, s + i, nonTemporal);
+                    else Line256(d + i, s + i, nonTemporal);
             }
         }
     }

@@ -42,15 +42,22 @@ public sealed class BlockPlugTests : IDisposable
     private BlockStatus Io(BioOp op, long page, Pfn frame) =>
         _dev.SubmitAndWait(new Bio().Init(op, page * (Pfn.PageSize >> Bio.SectorShift)).AddVec(frame, 0, Pfn.PageSize));
 
+    /// <summary>New frames; the first <paramref name="written"/> of them filled with <paramref name="fill"/> + i and written (unplugged) to pages <paramref name="firstPage"/> + i.</summary>
+    private Pfn[] Frames(int count, int written, long firstPage, int fill)
+    {
+        Pfn[] frames = [.. Enumerable.Range(0, count).Select(_ => _arena.Allocator.Allocate(1).First)];
+        for (int i = 0; i < written; i++)
+        {
+            Bytes(frames[i]).Fill((byte)(fill + i));
+            Assert.Equal(BlockStatus.Ok, Io(BioOp.Write, firstPage + i, frames[i]));
+        }
+        return frames;
+    }
+
     [Fact]
     public void PluggedBiosCompleteWhenThePlugClosesWithTheirData()
     {
-        Pfn[] frames = [.. Enumerable.Range(0, 8).Select(_ => _arena.Allocator.Allocate(1).First)];
-        for (int i = 0; i < 4; i++)
-        {
-            Bytes(frames[i]).Fill((byte)(0x10 + i));
-            Assert.Equal(BlockStatus.Ok, Io(BioOp.Write, 100 + i, frames[i]));
-        }
+        Pfn[] frames = Frames(8, written: 4, firstPage: 100, fill: 0x10);
         var seen = new List<BlockStatus>();
         BlockPlug.Start();
         for (int i = 0; i < 4; i++)
@@ -121,12 +128,7 @@ public sealed class BlockPlugTests : IDisposable
     [Fact]
     public void MediaErrorsHolesAndFuaInABatchTakeTheirOwnPaths()
     {
-        Pfn[] frames = [.. Enumerable.Range(0, 6).Select(_ => _arena.Allocator.Allocate(1).First)];
-        for (int i = 0; i < 6; i++)
-        {
-            Bytes(frames[i]).Fill((byte)(0x40 + i));
-            Assert.Equal(BlockStatus.Ok, Io(BioOp.Write, 10 + i, frames[i]));
-        }
+        Pfn[] frames = Frames(6, written: 6, firstPage: 10, fill: 0x40);
         long pageSectors = Pfn.PageSize >> Bio.SectorShift;
         _dev.Namespace.AddBadBlocks(11 * pageSectors + 3, 1);                // page 11: a media error
         Bio discard = new Bio().Init(BioOp.Discard, 12 * pageSectors);                 // page 12: a hole

@@ -33,9 +33,11 @@ public sealed unsafe partial class PmemDevice
     }
 
     /// <summary>A batched write, now durable, is what <see cref="SubmitWrite"/> makes of one after its copy.</summary>
-    protected override BlockStatus FinishBatched(Bio bio)
+    protected override BlockStatus FinishBatched(Bio bio) => bio.Op == BioOp.Write ? Written(bio) : BlockStatus.Ok;
+
+    /// <summary>After a write's data was stored: its holes are data now, and it replaced the bad blocks it covered.</summary>
+    private BlockStatus Written(Bio bio)
     {
-        if (bio.Op != BioOp.Write) return BlockStatus.Ok;
         _ns.NoteWritten(bio.Sector << Bio.SectorShift, bio.Size);
         return ClearBadBlocks(bio.Sector, bio.Size);
     }
@@ -89,12 +91,7 @@ public sealed unsafe partial class PmemDevice
             return;
         }
         BlockStatus status = Process(bio);
-        if (status == BlockStatus.Ok)
-        {
-            _ns.NoteWritten(offset, bio.Size);
-            status = ClearBadBlocks(bio.Sector, bio.Size);
-        }
-        bio.Complete(status);
+        bio.Complete(status == BlockStatus.Ok ? Written(bio) : status);
     }
 
     /// <summary>The namespace's bad-block list, whose 512-byte blocks are this device's sectors.</summary>
