@@ -38,6 +38,13 @@ pfnblock() { "${PFNBLOCK:-$here/pfnblock}" "$@"; }
 pfnblock --help >/dev/null   # build once, outside the timed runs
 pfnblock namespace create --path "$ns" --size "$SIZE" --force >/dev/null
 fallocate -l "$SIZE" "$raw"
+if [ -z "${ONLY_FILE:-}" ]; then
+  # Both written whole before the rows: on tmpfs a fallocated page that was never written is a hole
+  # to SEEK_HOLE and mincore, and pfnblock answers a read of a hole as zeros after asking the kernel
+  # (one lseek per read), where fio's mapping faults the page in once. Written, both read memory.
+  pfnblock bench --device "pmem:$ns" --rw write --bs 4k --size "$(pfnblock namespace info --path "$ns" --json | jq -r .data_size)" --ramp 0 >/dev/null
+  dd if=/dev/zero of="$raw" bs=1M count="$(numfmt --from=iec "$SIZE" | awk '{print int($1 / 1048576)}')" conv=notrunc status=none
+fi
 if [ -z "${SKIP_BTT:-}" ] && [ -z "${ONLY_FILE:-}" ]; then
   command -v pmempool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pmdk-tools >/dev/null
   pfnblock namespace create --path "$sec" --size 1G --mode sector --sector-size 4096 --force >/dev/null

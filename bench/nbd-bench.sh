@@ -15,6 +15,11 @@
 #      "pfnpeer" (pfnblock serve SERVE_ARGS PEER_ARGS, its own namespace), after pfnblock, and a
 #      second table sets it against pfnblock in the same run; SPLICE_PEER=SIZE is short for
 #      PEER_ARGS="--splice-reads SIZE",
+#      FLOOR (0): 1 runs the fio rows on a fourth server too, bench/nbd-floor.c (built with gcc):
+#      only the system calls and copies any memory-backed NBD server must make, on a /dev/shm
+#      file of the same size, after pfnblock on every row; a third table sets the CPU per
+#      request of nbdkit and pfnblock against it (the share of the kernel and the copies);
+#      FLOOR_ARGS="--nt" makes its writes non-temporal stores and a fence each, as pmem's,
 #      FILL (0): 1 writes every fio export whole (1 MiB sequential, not measured) before the rows,
 #      so reads meet data rather than holes,
 #      QD1_PIN (same): how the iodepth-1 rows place the programs. "same": both servers (every
@@ -186,7 +191,13 @@ echo "# building pfnblock (Release)"
 "$here/pfnblock" --help >/dev/null
 KSOCK="$WORK/nbdkit.sock"; PSOCK="$WORK/pfnblock.sock"
 KURI="nbd+unix:///?socket=$KSOCK"; PURI="nbd+unix:///pmem0?socket=$PSOCK"
-KPID=; PPID_=; SPID=
+KPID=; PPID_=; SPID=; FPID=
+FSOCK="$WORK/floor.sock"; FURI="nbd+unix:///?socket=$FSOCK"; FLOOR=${FLOOR:-0}
+if [ "$FLOOR" = 1 ]; then
+  need gcc gcc
+  gcc -O2 -pthread -o "$WORK/nbd-floor" "$here/bench/nbd-floor.c"
+  CLEANUP_FILES+=("$NS.floor")
+fi
 SSOCK="$WORK/pfnpeer.sock"; SURI="nbd+unix:///pmem0?socket=$SSOCK"
 SPLICE_PEER=${SPLICE_PEER:-}
 PEER_ARGS=${PEER_ARGS:-${SPLICE_PEER:+--splice-reads $SPLICE_PEER}}
@@ -214,6 +225,14 @@ start_servers() {
     SPID=$!; CLEANUP_PIDS+=("$SPID")
     wait_server "$SURI"
   fi
+  if [ "$FLOOR" = 1 ] && [ "${2:-}" = fio ]; then
+    rm -f "$FSOCK"
+    echo "CMD: $WORK/nbd-floor $FSOCK $NS.floor $EXPORT_BYTES ${FLOOR_ARGS:-}"
+    # shellcheck disable=SC2086 # FLOOR_ARGS is a list of flags
+    "$WORK/nbd-floor" "$FSOCK" "$NS.floor" "$EXPORT_BYTES" ${FLOOR_ARGS:-} > "$WORK/floor.out" 2>&1 &
+    FPID=$!; CLEANUP_PIDS+=("$FPID")
+    wait_server "$FURI"
+  fi
   echo "CMD: nbdkit -f --exit-with-parent -U $KSOCK memory $EXPORT_BYTES allocator=sparse"
   nbdkit -f --exit-with-parent -U "$KSOCK" memory "$EXPORT_BYTES" allocator=sparse &
   KPID=$!; CLEANUP_PIDS+=("$KPID")
@@ -221,9 +240,9 @@ start_servers() {
   for u in "$KURI" "$PURI"; do nbdinfo "$u" | grep -E 'export-size|can_multi_conn|block_size_max|can_fua|can_flush' | sed 's/^/  /'; done
 }
 stop_servers() {
-  kill -TERM "$PPID_" "$KPID" $SPID; wait "$PPID_" "$KPID" $SPID 2>/dev/null || true
+  kill -TERM "$PPID_" "$KPID" $SPID $FPID; wait "$PPID_" "$KPID" $SPID $FPID 2>/dev/null || true
   echo "# pfnblock serve output:"; sed 's/^/  /' "$WORK/pfnblock.out"
-  SPID=
+  SPID=; FPID=; rm -f "$NS.floor"
 }
 echo "# $(nbdkit --version), $(nbdcopy --version | head -n1), fio $(fio --version), .NET SDK $(dotnet --version 2>/dev/null)"
 echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -254,7 +273,7 @@ fi
 # ---- fio: exports of SIZE ----
 start_servers "$SIZE_MIB" fio
 if [ "$FILL" = 1 ]; then
-  for u in "$KURI" "$PURI" ${SPID:+"$SURI"}; do
+  for u in "$KURI" "$PURI" ${SPID:+"$SURI"} ${FPID:+"$FURI"}; do
     echo "# filling $u"
     fio --name=fill --ioengine=nbd --uri="$u" --size="$SIZE" --bs=1m --rw=write --iodepth=8 --output=/dev/null
   done
@@ -266,6 +285,7 @@ both() { # both LABEL FIO-ARGS... (the URI is filled in per server)
   SERVER_PID=$KPID fio_rep "nbdkit-$label" --name=nbd --ioengine=nbd --uri="$KURI" --size="$SIZE" "$@"
   SERVER_PID=$PPID_ fio_rep "pfnblock-$label" --name=nbd --ioengine=nbd --uri="$PURI" --size="$SIZE" "$@"
   [ -z "$SPID" ] || SERVER_PID=$SPID fio_rep "pfnpeer-$label" --name=nbd --ioengine=nbd --uri="$SURI" --size="$SIZE" "$@"
+  [ -z "$FPID" ] || SERVER_PID=$FPID fio_rep "floor-$label" --name=nbd --ioengine=nbd --uri="$FURI" --size="$SIZE" "$@"
 }
 QD1_PIN=${QD1_PIN:-same}
 QD1_CPU=${QD1_CPU:-0}
@@ -275,6 +295,7 @@ pin_servers() { # pin_servers CPULIST : every thread of both servers (new thread
   taskset -a -p -c "$1" "$KPID" >/dev/null
   taskset -a -p -c "$1" "$PPID_" >/dev/null
   [ -z "$SPID" ] || taskset -a -p -c "$1" "$SPID" >/dev/null
+  [ -z "$FPID" ] || taskset -a -p -c "$1" "$FPID" >/dev/null
 }
 # qd1 LABEL FIO-ARGS... : the QD1 rows as QD1_PIN says (see the header)
 qd1() {
@@ -320,9 +341,9 @@ awk -F'\t' -v OFS=' | ' '
         cpu["nbdkit", w] "%", cpu["pfnblock", w] "%", ck, cf, (ck != "" && cf != "" && ck > 0 ? sprintf("%.2fx", cf / ck) : "") " |"
     }
   }' "$RESULTS" | tee "${REPORT:-/dev/null}"
-if [ -n "$SPID" ]; then
-  echo "## pfnpeer (serve ${SERVE_ARGS:-} $PEER_ARGS) against pfnblock (serve ${SERVE_ARGS:-}), same run"
-  awk -F'\t' -v OFS=' | ' '
+# third_table SERVER : SERVER's fio rows against nbdkit's and pfnblock's in the same run
+third_table() {
+  awk -F'\t' -v OFS=' | ' -v x="$1" '
     function num(s, key) { return match(s, key "=[0-9.e+]+") ? substr(s, RSTART + length(key) + 1, RLENGTH - length(key) - 1) + 0 : -1 }
     $1 == "nbd-bench" && $2 !~ /nbdcopy/ {
       split($2, p, "-"); srv = p[1]; w = substr($2, length(srv) + 2)
@@ -330,14 +351,22 @@ if [ -n "$SPID" ]; then
       v[srv, w] = num($3, "IOPS"); cpu[srv, w] = num($3, "srv_cpu%")
     }
     END {
-      print "| workload | nbdkit | pfnblock | pfnpeer | pfnpeer/pfnblock | nbdkit us CPU/req | pfnblock us CPU/req | pfnpeer us CPU/req | pfnpeer/pfnblock CPU/req | pfnpeer/nbdkit CPU/req |"
+      print "| workload | nbdkit | pfnblock | " x " | " x "/pfnblock | nbdkit us CPU/req | pfnblock us CPU/req | " x " us CPU/req | " x "/pfnblock CPU/req | " x "/nbdkit CPU/req |"
       print "|---|---|---|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
-        w = order[i]; k = v["nbdkit", w]; c = v["pfnblock", w]; s = v["pfnpeer", w]
+        w = order[i]; k = v["nbdkit", w]; c = v["pfnblock", w]; s = v[x, w]
         if (s <= 0 || c <= 0) continue
-        ck = k > 0 ? cpu["nbdkit", w] / 100 / k * 1e6 : 0; cc = cpu["pfnblock", w] / 100 / c * 1e6; cs = cpu["pfnpeer", w] / 100 / s * 1e6
+        ck = k > 0 ? cpu["nbdkit", w] / 100 / k * 1e6 : 0; cc = cpu["pfnblock", w] / 100 / c * 1e6; cs = cpu[x, w] / 100 / s * 1e6
         print "| " w, k, c, s, sprintf("%.2fx", s / c), sprintf("%.2f", ck), sprintf("%.2f", cc), sprintf("%.2f", cs), sprintf("%.2fx", cs / cc), (ck > 0 ? sprintf("%.2fx", cs / ck) : "-") " |"
       }
     }' "$RESULTS" | tee -a "${REPORT:-/dev/null}"
+}
+if [ -n "$SPID" ]; then
+  echo "## pfnpeer (serve ${SERVE_ARGS:-} $PEER_ARGS) against pfnblock (serve ${SERVE_ARGS:-}), same run"
+  third_table pfnpeer
+fi
+if [ -n "$FPID" ]; then
+  echo "## floor (bench/nbd-floor.c ${FLOOR_ARGS:-}: the system calls and copies only) against nbdkit and pfnblock, same run"
+  third_table floor
 fi
 stop_servers
