@@ -171,6 +171,7 @@ public sealed unsafe class DescriptorMapConformance : IDisposable
         pins.Unpin(1024, 1, far);
         pins.Unpin(10, 1, token);
         Assert.False(pins.IsPinned(8, 4));
+        Assert.False(pins.AnyPinned); // the refused pin left nothing behind
         pins.Unfence(fence);
         Assert.True(pins.TryPin(9, 1, out token));
         pins.Unpin(9, 1, token);
@@ -269,10 +270,12 @@ public sealed unsafe class DescriptorMapConformance : IDisposable
                 Assert.Equal(ns.Info.DataOffset, ns.Info.MapOffset + ns.Info.MapSize);
                 break;
             case DescriptorMapKind.OnDemand:
-                // Nothing is resident until a descriptor is written; reading maps the zero page.
+                // Nothing is resident until a descriptor is written, and asking whether anything is
+                // pinned reads no descriptor (a read costs a page where the kernel has no zero page).
                 long idle = map.DramBytes;
                 Assert.Equal(0, idle);
                 Assert.False(ns.Region.Pins.AnyPinned);
+                Assert.False(ns.Region.Pins.IsPinned(0, frames));
                 Assert.Equal(0, map.DramBytes);
                 for (long i = 0; i < 10; i++) Assert.True(ns.Region.Pins.TryPin(i * 64, 1, out _)); // one descriptor page each
                 Assert.Equal(10 * 4096, map.DramBytes);

@@ -11,7 +11,11 @@ namespace PfnBlock.Memory;
 /// whole units so that a discard of one 4 KiB waits for a pin of its neighbour (the false sharing
 /// that coarse descriptors cost). Ordering against fences is the per-range table's: the
 /// increment is a full barrier before the fence check, and the fencer scans the counts after
-/// publishing its fence.
+/// publishing its fence. A count of live pins lets the checks that find nothing pinned — the
+/// usual case — answer without reading a descriptor: on the on-demand map a read of an untouched
+/// descriptor costs a page of DRAM where the kernel has no shared zero page (a PVM guest booted
+/// with <c>pvm_no_zero_page=1</c>). The count is raised before the descriptors and dropped after
+/// them, and it is read after a fence is published, so a fencer that reads zero has no pin to wait for.
 /// </remarks>
 public sealed unsafe class DescriptorPins : IFramePins
 {
@@ -19,6 +23,7 @@ public sealed unsafe class DescriptorPins : IFramePins
     private readonly long _frames;
     private readonly long _unit;
     private readonly RangeFenceSet _fences = new(64);
+    private long _live; // pins taken (or being taken) and not yet released
 
     /// <summary>Keeps pins in <paramref name="map"/>, which covers <paramref name="frameCount"/> frames.</summary>
     public DescriptorPins(IPageDescriptorMap map, long frameCount)
@@ -39,10 +44,12 @@ public sealed unsafe class DescriptorPins : IFramePins
         token = 0;
         CheckRange(firstFrame, frames);
         long end = firstFrame + frames;
+        Interlocked.Increment(ref _live);
         for (long f = firstFrame; f < end; f = NextUnit(f)) Interlocked.Increment(ref _map.Head(f)->RefCount);
         if (_fences.Any && FencedUnits(firstFrame, frames))
         {
             for (long f = firstFrame; f < end; f = NextUnit(f)) Interlocked.Decrement(ref _map.Head(f)->RefCount);
+            Interlocked.Decrement(ref _live);
             return false;
         }
         return true;
@@ -55,6 +62,7 @@ public sealed unsafe class DescriptorPins : IFramePins
         for (long f = firstFrame; f < end; f = NextUnit(f))
             if (Interlocked.Decrement(ref _map.Head(f)->RefCount) < 0)
                 throw new InvalidOperationException($"frame {f} was not pinned (double unpin)");
+        Interlocked.Decrement(ref _live);
     }
 
     /// <inheritdoc/>
@@ -66,6 +74,7 @@ public sealed unsafe class DescriptorPins : IFramePins
     /// <inheritdoc/>
     public bool IsPinned(long firstFrame, long frames)
     {
+        if (Volatile.Read(ref _live) == 0) return false;
         long end = Math.Min(firstFrame + frames, _frames);
         for (long f = Math.Max(firstFrame, 0); f < end; f = NextUnit(f))
             if (Volatile.Read(ref _map.Head(f)->RefCount) != 0) return true;
@@ -73,7 +82,7 @@ public sealed unsafe class DescriptorPins : IFramePins
     }
 
     /// <inheritdoc/>
-    public bool AnyPinned => IsPinned(0, _frames);
+    public bool AnyPinned => Volatile.Read(ref _live) != 0;
 
     /// <inheritdoc/>
     public int PinCount(long frame) => Volatile.Read(ref _map.Head(frame)->RefCount);
