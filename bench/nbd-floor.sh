@@ -26,13 +26,13 @@ MODE=${1:-stat}
 case "$MODE" in stat|profile|copy) ;; *) echo "usage: $0 [stat|profile|copy]" >&2; exit 2 ;; esac
 SERVERS=${SERVERS:-k p r f n}; ROUNDS=${ROUNDS:-5}; BS=${BS:-4k}; RW=${RW:-randwrite}; QD=${QD:-32}
 EVENTS=${EVENTS:-task-clock,context-switches}
-for c in fio nbdkit nbdcopy perf gcc jq bc; do command -v "$c" >/dev/null || { echo "$0: needs $c" >&2; exit 1; }; done
+for c in fio nbdkit nbdinfo nbdcopy perf gcc jq bc; do command -v "$c" >/dev/null || { echo "$0: needs $c" >&2; exit 1; }; done
 WORK=$(mktemp -d /tmp/nbd-floor.XXXXXX)
 NS=/dev/shm/nbd-floor-ns.$$; FF=/dev/shm/nbd-floor-f.$$; FN=/dev/shm/nbd-floor-n.$$; SRC=/dev/shm/nbd-floor-src.$$
-PIDS=()
+PIDS=(); FIO=   # the servers this script started; the fio run in flight, if any
 cleanup() {
   local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in $FIO "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf -- "$WORK" "$NS" "$FF" "$FN" "$SRC"
 }
@@ -77,8 +77,9 @@ medians() {
 load() { # load KEY SECONDS : fio on KEY's export in the background; FIO holds its pid
   fio --name=nbd --ioengine=nbd --uri="${URI[$1]}" --size="$BYTES" --bs="$BS" --rw="$RW" --iodepth="$QD" \
     --runtime="$2" --time_based --output-format=json --output="$WORK/fio.json" >/dev/null 2>&1 &
-  FIO=$!; PIDS+=("$FIO")
+  FIO=$!
 }
+finish_load() { wait "$FIO"; FIO=; } # reaped: its pid may be reused, so cleanup must not kill it
 case "$MODE" in
 stat)
   echo "# fio --ioengine=nbd --bs=$BS --rw=$RW --iodepth=$QD; perf stat -e $EVENTS over 3 s; per request"
@@ -86,7 +87,7 @@ stat)
     for s in $SERVERS; do
       load "$s" 5; sleep 1
       perf stat -x, -e "$EVENTS" -p "${PID[$s]}" -- sleep 3 2> "$WORK/stat.csv"
-      wait "$FIO"
+      finish_load
       iops=$(jq '.jobs[0].read.iops + .jobs[0].write.iops' "$WORK/fio.json")
       awk -F, -v s="$s" -v r="$r" -v iops="$iops" 'BEGIN { req = iops * 3; printf "round %d %s IOPS=%.0f", r, s, iops }
         $1 ~ /^[0-9.]+$/ { n = $3; sub(/^syscalls:sys_enter_/, "", n)
@@ -99,7 +100,7 @@ profile)
   for s in $SERVERS; do
     load "$s" 6; sleep 1
     perf record -F 2999 -g -o "$WORK/$s.data" -p "${PID[$s]}" -- sleep 4 >/dev/null 2>&1
-    wait "$FIO"
+    finish_load
     echo "## $s: IOPS $(jq '.jobs[0].read.iops + .jobs[0].write.iops' "$WORK/fio.json"); samples by DSO, then by symbol"
     perf report -i "$WORK/$s.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v -e '^#' -e '^$' | head -n 8 || true
     perf report -i "$WORK/$s.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v -e '^#' -e '^$' | head -n 20 || true

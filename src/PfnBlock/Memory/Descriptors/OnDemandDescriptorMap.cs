@@ -15,11 +15,11 @@ namespace PfnBlock.Memory;
 /// smaps' Rss does not count it, <c>mincore</c> would), so lookups that only look cost nothing;
 /// the first write allocates. Not every kernel has that zero page (a PVM guest booted with
 /// <c>pvm_no_zero_page=1</c> allocates on a read fault too), so the pin table answers "is anything
-/// pinned?" from its count of live pins without reading a descriptor (<see cref="DescriptorPins"/>). Transparent huge pages are refused for the
-/// reservation (<c>MADV_NOHUGEPAGE</c>), or one touched descriptor would cost 2 MiB. A
-/// descriptor's <see cref="PageDescriptor.Index"/> is filled in by the first <see cref="Get"/>
-/// (initialising all of them up front would touch every page); <see cref="Head"/>, which only
-/// reference counts use, never writes.
+/// pinned?" from its count of live pins without reading a descriptor (<see cref="DescriptorPins"/>).
+/// Transparent huge pages are refused for the reservation (<c>MADV_NOHUGEPAGE</c>), or one
+/// touched descriptor would cost 2 MiB. A descriptor's <see cref="PageDescriptor.Index"/> is
+/// filled in by the first <see cref="Get"/> (initialising all of them up front would touch every
+/// page); <see cref="Head"/>, which only reference counts use, never writes.
 /// </remarks>
 public sealed unsafe class OnDemandDescriptorMap : IPageDescriptorMap
 {
