@@ -145,7 +145,7 @@ static void *serve(void *arg) {
       have += (size_t)r;
     }
     int nrep = 0, niov = 0;
-    size_t need = 28; // bytes of the first request not yet served whole
+    size_t need; // bytes of the first request not yet served whole
     for (;;) {
       need = 28;
       if (have - at < 28) break;

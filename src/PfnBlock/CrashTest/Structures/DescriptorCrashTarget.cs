@@ -123,7 +123,11 @@ internal sealed unsafe class DescriptorCrashTarget : ICrashTarget
             if (context.Happened(_created) && ns.Info != _info) return $"opened with info block {ns.Info.Uuid}, created {_info!.Uuid}";
             if (ns.Info.MapKind != DescriptorMapKind.Device) return null; // an older namespace in the file, before the create landed
             if (DescriptorReserve.Verify(ns.BaseAddress + ns.Info.MapOffset, ns.Info) is string bad) return $"after open: {bad}";
-            if (ns.Region.Pins.AnyPinned) return "after open: a frame is still pinned (stale reference counts survived)";
+            // The descriptors themselves, not AnyPinned: that answers from this process's count of
+            // live pins, which a dead process's counts in the reserve never reach.
+            for (long frame = 0; frame < ns.Region.FrameCount; frame++)
+                if (ns.Region.Pins.PinCount(frame) != 0)
+                    return $"after open: frame {frame} is still pinned (stale reference counts survived)";
             if (context.Happened(_patterned))
             {
                 foreach (long frame in (long[])[0, ns.Region.FrameCount - 1])
